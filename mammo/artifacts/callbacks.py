@@ -1,0 +1,143 @@
+"""Lightning callbacks that write a training run's artifacts into its directory.
+
+``BestModelCheckpoint`` is Lightning's ``ModelCheckpoint`` writing ``best_model.pt`` (weights and
+mammo's metadata, no optimizer state). ``RunArtifacts`` is the single writer of run.log's epoch
+lines, ``train_history.{json,csv}``, ``val_predictions.csv``, ``metrics/val_metrics.*`` and
+``plots/``; whenever the checkpoint callback records a new best score it rewrites the best-epoch
+files, so they always describe the best epoch, even if the run dies later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mammo.artifacts.files import predictions_frame, write_history, write_metrics, write_predictions
+from mammo.metrics import SHORT_NAMES
+
+log = logging.getLogger("mammo")
+
+
+class BestModelCheckpoint(ModelCheckpoint):
+    """``best_model.pt`` in the run directory, replaced whenever the monitored metric improves."""
+
+    FILE_EXTENSION = ".pt"
+
+    def __init__(self, dirpath: str | Path, monitor: str, mode: str) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best_model",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_weights_only=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+            # save right after validation, before RunArtifacts.on_train_epoch_end reads the score
+            save_on_train_epoch_end=False,
+        )
+
+
+class RunArtifacts(L.Callback):
+    """Epoch log lines, history, best-epoch predictions/metrics and final plots.
+
+    Args:
+        run_dir: the run directory.
+        val_samples: the validation rows of the sample table (index = dataset row index).
+        class_labels: density label of each class index, e.g. ``[1, 2, 3, 4]``.
+        monitor: the metric that selects the best epoch (``val_kappa``).
+    """
+
+    def __init__(
+        self, run_dir: Path, val_samples: pd.DataFrame, class_labels: list[int], monitor: str
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.val_samples = val_samples
+        self.class_labels = list(class_labels)
+        self.monitor = monitor
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self._best_score: float | None = None
+
+    # ----------------------------------------------------------------- per epoch
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log.info("Epoch %d/%d", trainer.current_epoch + 1, trainer.max_epochs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch + 1}
+        row.update({k: metrics[k] for k in ("train_loss", "train_acc", "train_kappa") if k in metrics})
+        row.update({k: v for k, v in metrics.items() if k.startswith("val_")})
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.history.append(row)
+        write_history(self.run_dir, self.history)
+        log.info(_line(row, ("train_loss", "train_acc", "train_kappa")))
+        log.info(_line(row, ("val_loss", "val_acc", "val_kappa", "val_macro_f1", "val_auc")))
+        outputs = getattr(pl_module, "val_outputs", None)
+        if outputs is not None and self._is_new_best(trainer):
+            self.best = row
+            self._write_best_epoch(outputs, row["epoch"])
+            log.info("✓ New best model (%s: %.4f)", self.monitor.removeprefix("val_"), row[self.monitor])
+
+    def _is_new_best(self, trainer: L.Trainer) -> bool:
+        ckpt = trainer.checkpoint_callback
+        if ckpt is None or ckpt.best_model_score is None:  # no checkpointing (fast_dev_run)
+            return True
+        score = float(ckpt.best_model_score)
+        if self._best_score is not None and score == self._best_score:
+            return False
+        self._best_score = score
+        return True
+
+    def _write_best_epoch(self, outputs, epoch: int) -> None:
+        samples = self.val_samples.loc[outputs.rows.numpy()]
+        frame = predictions_frame(samples, outputs.probs.numpy(), self.class_labels)
+        write_predictions(self.run_dir / "val_predictions.csv", frame)
+        extra = {
+            "epoch": epoch,
+            "num_samples": len(frame),
+            "class_labels": self.class_labels,
+            "confusion_matrix": outputs.confusion,
+        }
+        write_metrics(self.run_dir / "metrics", "val", outputs.metrics, extra)
+        self._confusion = outputs.confusion
+        self._best_metrics = outputs.metrics
+
+    # ----------------------------------------------------------------- end of fit
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from mammo.artifacts.plots import plot_confusion, plot_train_curves
+
+        if not self.history:
+            return
+        plot_train_curves(self.history, self.run_dir / "plots" / "train_curves.png")
+        if self.best is not None:
+            plot_confusion(
+                self._confusion, self.class_labels, self.run_dir / "plots" / "confusion_matrix.png",
+                title=f"Validation, best epoch {self.best['epoch']}",
+            )
+            headline = ", ".join(
+                f"{SHORT_NAMES[k]} {v:.3f}" for k, v in self._best_metrics.items()
+                if k in ("accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
+            )
+            plot_confusion(
+                self._confusion, self.class_labels, self.run_dir / "metrics" / "val_metrics.png",
+                title=headline,
+            )
+
+    def best_metrics(self) -> dict[str, float]:
+        """``best_epoch`` and ``best_<metric>`` for every val metric of the best epoch."""
+        if self.best is None:
+            return {}
+        out = {"best_epoch": self.best["epoch"]}
+        out.update({f"best_{k}": v for k, v in self.best.items() if k.startswith("val_")})
+        return out
+
+
+def _line(row: dict, keys: tuple[str, ...]) -> str:
+    parts = [f"{k}: {row[k]:.4f}" for k in keys if k in row and math.isfinite(row[k])]
+    return " | ".join(parts)

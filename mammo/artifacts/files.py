@@ -1,0 +1,50 @@
+"""Writers of the per-run tables: history, predictions and metrics files (spec names and headers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo.artifacts.io import write_csv, write_json
+
+PROB_FORMAT = "%.9g"
+"""Enough digits to round-trip float32 probabilities, so metrics recomputed from the CSV match."""
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """``train_history.json`` (column -> list of per-epoch values) and ``train_history.csv``."""
+    frame = pd.DataFrame(history)
+    write_json(run_dir / "train_history.json", {c: frame[c].tolist() for c in frame.columns})
+    write_csv(run_dir / "train_history.csv", frame)
+
+
+def predictions_frame(
+    samples: pd.DataFrame, probs: np.ndarray, class_labels: list[int]
+) -> pd.DataFrame:
+    """Per-image predictions: ``AccessionNumber,true_label,predicted_label,prob_class1..K,image_id``.
+
+    ``samples`` holds the rows of the predicted images in the same order as ``probs``, with
+    ``AccessionNumber``, ``image_id`` and a 0-based ``label`` (absent for unlabelled data).
+    """
+    labels = np.asarray(class_labels)
+    frame = pd.DataFrame({"AccessionNumber": samples["AccessionNumber"].to_numpy()})
+    if "label" in samples:
+        frame["true_label"] = labels[samples["label"].to_numpy()]
+    frame["predicted_label"] = labels[probs.argmax(axis=1)]
+    for j, cls in enumerate(class_labels):
+        frame[f"prob_class{cls}"] = probs[:, j]
+    frame["image_id"] = samples["image_id"].to_numpy()
+    return frame
+
+
+def write_predictions(path: Path, frame: pd.DataFrame) -> None:
+    write_csv(path, frame, float_format=PROB_FORMAT)
+
+
+def write_metrics(metrics_dir: Path, prefix: str, metrics: dict, extra: dict) -> None:
+    """``<prefix>_metrics.csv`` (``metric,value``) and ``<prefix>_metrics.json`` (metrics + extra)."""
+    table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+    write_csv(metrics_dir / f"{prefix}_metrics.csv", table, float_format="%.6f")
+    write_json(metrics_dir / f"{prefix}_metrics.json", {**metrics, **extra})

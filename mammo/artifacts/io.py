@@ -1,0 +1,45 @@
+"""Atomic file writes: a crash never leaves a half-written JSON or CSV behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON (NaN/inf become null, as JSON has none)."""
+    return atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, frame, float_format: str | None = None) -> Path:
+    """Atomically write a pandas DataFrame as CSV without its index."""
+    return atomic_write_text(path, frame.to_csv(index=False, float_format=float_format))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,56 @@
+"""Atomic allocation of ``results_N`` run directories.
+
+Hydra asks for the run directory through the ``mammo.next_run`` resolver (see ``conf/train.yaml``):
+``os.mkdir`` either creates a directory or fails, so concurrent launches that race for the same N
+simply move on to the next one and never share a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RUN_PREFIX = "results_"
+_RUN_RE = re.compile(rf"^{RUN_PREFIX}(\d+)$")
+
+
+def existing_run_numbers(parent: str | os.PathLike) -> list[int]:
+    """Numbers N of the ``results_N`` directories already under ``parent``.
+
+    >>> existing_run_numbers("/nonexistent/dir")
+    []
+    """
+    if not os.path.isdir(parent):
+        return []
+    return sorted(int(m.group(1)) for name in os.listdir(parent) if (m := _RUN_RE.match(name)))
+
+
+def allocate_run_dir(parent: str | os.PathLike) -> Path:
+    """Create and return ``parent/results_N`` for the smallest N above every existing one."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    numbers = existing_run_numbers(parent)
+    n = (numbers[-1] + 1) if numbers else 1
+    while True:
+        candidate = parent / f"{RUN_PREFIX}{n}"
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def _next_run_name(parent: str) -> str:
+    return allocate_run_dir(parent).name
+
+
+def register_resolvers() -> None:
+    """Register mammo's OmegaConf resolvers (idempotent).
+
+    ``use_cache`` makes a config resolve its run directory once, however often it is read.
+    """
+    if not OmegaConf.has_resolver("mammo.next_run"):
+        OmegaConf.register_new_resolver("mammo.next_run", _next_run_name, use_cache=True)

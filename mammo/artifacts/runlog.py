@@ -1,0 +1,72 @@
+"""run.log format: ``[YYYY-MM-DD HH:MM:SS] message``, warnings as ``[...] WARNING: message``.
+
+Hydra's job logging owns the file (``conf/hydra/job_logging/run_log.yaml``); this module only
+provides the formatter and the filter that keeps file-only records (tracebacks) off the console.
+"""
+
+from __future__ import annotations
+
+import logging
+
+FILE_ONLY = {"file_only": True}
+"""Pass as ``extra=`` to log a record to run.log but not to the console."""
+
+
+class RunLogFormatter(logging.Formatter):
+    """The spec's run.log line format.
+
+    >>> rec = logging.LogRecord("x", logging.WARNING, "", 0, "cache truncated", None, None)
+    >>> RunLogFormatter().format(rec).split("] ", 1)[1]
+    'WARNING: cache truncated'
+    """
+
+    def __init__(self) -> None:
+        super().__init__(fmt="[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging API)
+        line = super().formatMessage(record)
+        if record.levelno >= logging.WARNING:
+            prefix = "WARNING: " if record.levelno == logging.WARNING else f"{record.levelname}: "
+            stamp, _, message = line.partition("] ")
+            line = f"{stamp}] {prefix}{message}"
+        return line
+
+
+NOISE_PREFIXES = ("💡 Tip:",)
+"""Library messages that say nothing about the run (Lightning's product tips)."""
+
+IGNORED_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",  # the run dir holds our other artifacts
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning vs newer torch, harmless
+)
+
+
+class RunLogFilter(logging.Filter):
+    """Keep library noise out of run.log and the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE_PREFIXES)
+
+
+class ConsoleFilter(RunLogFilter):
+    """Also drop records marked ``file_only`` (e.g. full tracebacks) from the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return super().filter(record) and not getattr(record, "file_only", False)
+
+
+def route_library_logs() -> None:
+    """Send Lightning's messages and Python warnings through Hydra's job handlers only.
+
+    Lightning adds its own console handler to the ``lightning`` logger; without removing it every
+    message appears twice on the console. Warnings become ``WARNING:`` lines of run.log.
+    """
+    import warnings
+
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        lightning_logger.removeHandler(handler)
+    lightning_logger.propagate = True
+    for pattern in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.captureWarnings(True)

@@ -1,0 +1,50 @@
+"""Patient-grouped, class-stratified train/val split (scikit-learn's StratifiedGroupKFold)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from mammo.errors import DataError
+
+
+def grouped_val_mask(
+    labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
+) -> np.ndarray:
+    """Boolean mask of validation rows: about ``val_fraction`` of the data, whole patients only.
+
+    >>> y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 1]); g = np.repeat(np.arange(5), 2)
+    >>> m = grouped_val_mask(y, g, 0.2, seed=0); int(m.sum()), len(set(g[m]) & set(g[~m]))
+    (2, 0)
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"data.val_fraction={val_fraction}: expected a fraction in (0, 1)")
+    n_splits = max(2, round(1.0 / val_fraction))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(
+            f"data: {n_groups} patients cannot make a patient-grouped split with "
+            f"val_fraction={val_fraction} (needs at least {n_splits})"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, val_idx = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[val_idx] = True
+    check_no_leakage(groups, mask)
+    return mask
+
+
+def check_no_leakage(groups: np.ndarray, val_mask: np.ndarray) -> None:
+    """Fail if any patient has images on both sides of the split."""
+    shared = set(groups[val_mask]) & set(groups[~val_mask])
+    if shared:
+        raise DataError(f"split leaks {len(shared)} patient(s) into train and val: {sorted(shared)[:5]}")
+
+
+def split_frame(table: pd.DataFrame, val_mask: np.ndarray, class_labels: list) -> pd.DataFrame:
+    """The split as saved in the run dir (``split.csv``): one row per image with its side."""
+    out = table[["image_id", "AccessionNumber", "PatientID"]].copy()
+    out["label"] = np.asarray(class_labels)[table["label"].to_numpy()]
+    out["split"] = np.where(val_mask, "val", "train")
+    return out

@@ -1,0 +1,1 @@
+"""Backbones (timm) and the density LightningModule."""

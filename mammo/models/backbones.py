@@ -1,0 +1,116 @@
+"""timm backbone factory: offline-safe pretrained weights, local weight files, freezing."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from torch import nn
+
+from mammo.errors import ConfigError
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+    """A timm model without its classifier (``num_classes=0``: forward returns pooled features).
+
+    Args:
+        name: timm model name, e.g. ``efficientnet_b0``, ``resnet50``, ``test_efficientnet``.
+        pretrained: load timm's ImageNet weights (from the local Hugging Face cache when the hub
+            is unreachable; fails within seconds with a clear message if they are not there).
+        weights: a local file (timm/torchvision state dict, or a mammo ``best_model.pt``) whose
+            backbone weights are loaded instead.
+    """
+    if not timm.is_model(name):
+        raise ConfigError(f"model.backbone={name!r}: unknown timm model")
+    if pretrained and weights:
+        raise ConfigError("model.pretrained=true and model.weights=<file> exclude each other")
+    if pretrained:
+        with _offline_unless_hub_reachable() as offline:
+            try:
+                model = timm.create_model(name, pretrained=True, num_classes=0)
+            except Exception as exc:
+                where = "is unreachable and they are not in the local cache" if offline else "failed"
+                raise ConfigError(
+                    f"model.pretrained=true: downloading the ImageNet weights of {name!r} from the "
+                    f"Hugging Face hub {where} ({type(exc).__name__}). Pass a local file with "
+                    "model.weights=<path> or train from scratch with model.pretrained=false"
+                ) from exc
+        return model
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    if weights:
+        load_backbone_weights(model, weights)
+    return model
+
+
+@contextmanager
+def _offline_unless_hub_reachable():
+    """Put huggingface_hub in offline mode when its endpoint does not answer within seconds.
+
+    Without this, an unreachable hub costs about a minute of retries before timm gives up.
+    """
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        yield True
+        return
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), HUB_PROBE_TIMEOUT_S).close()
+        yield False
+        return
+    except OSError:
+        pass
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Load backbone weights from a state-dict file; classifier-head keys are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.weights: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"model.weights: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights: {path} holds no state dict")
+    # mammo checkpoints prefix backbone keys with "backbone."; plain timm files have none
+    if any(k.startswith("backbone.") for k in state):
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigError(f"model.weights: no tensor in {path} fits this backbone")
+    missing = [k for k in own if k not in usable]
+    if missing:
+        raise ConfigError(
+            f"model.weights: {path} lacks {len(missing)} backbone tensor(s), e.g. {missing[:3]}"
+        )
+    model.load_state_dict(usable, strict=False)
+
+
+def freeze(model: nn.Module, freeze_backbone: bool, unfreeze_last_block: bool) -> None:
+    """Freeze the backbone; with ``unfreeze_last_block`` its last stage and the layers after it
+    (e.g. EfficientNet's ``blocks.6`` + ``conv_head``, ResNet's ``layer4``) stay trainable."""
+    if not freeze_backbone:
+        return
+    params = list(model.named_parameters())
+    start = len(params)
+    if unfreeze_last_block:
+        last_stage = model.feature_info[-1]["module"] + "."
+        start = next(i for i, (name, _) in enumerate(params) if name.startswith(last_stage))
+    for i, (_, param) in enumerate(params):
+        param.requires_grad = i >= start

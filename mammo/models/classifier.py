@@ -1,0 +1,152 @@
+"""The density classifier: a timm backbone, a dropout + linear head, cross-entropy training.
+
+Validation keeps every image's logits so that the epoch's metrics (``mammo.metrics``), the
+best epoch's ``val_predictions.csv`` and ``metrics/val_metrics.*`` all come from the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
+
+from mammo.errors import ConfigError
+from mammo.metrics import confusion_matrix, density_metrics, short
+from mammo.models.backbones import create_backbone, freeze
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULERS = ("cosine", "constant")
+
+
+@dataclass
+class ValOutputs:
+    """One validation epoch: probabilities, targets, dataset row indices and their metrics."""
+
+    probs: torch.Tensor
+    targets: torch.Tensor
+    rows: torch.Tensor
+    metrics: dict[str, float]
+    confusion: list[list[int]]
+
+
+class DensityClassifier(L.LightningModule):
+    """BI-RADS density classifier on a timm backbone.
+
+    Args:
+        arch: mammo's name of the architecture (``efficientnetb0``), used in paths and reports.
+        backbone: timm model name.
+        class_weights: cross-entropy weight per class, or ``None``.
+        backbone_lr_factor: the backbone learns at ``learning_rate * backbone_lr_factor``.
+        scheduler: ``cosine`` (per epoch, after ``warmup_epochs`` of linear warm-up) or ``constant``.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        backbone: str,
+        num_classes: int = 4,
+        pretrained: bool = False,
+        weights: str | None = None,
+        dropout_rate: float = 0.2,
+        freeze_backbone: bool = False,
+        unfreeze_last_block: bool = False,
+        optimizer: str = "adamw",
+        learning_rate: float = 1e-4,
+        backbone_lr_factor: float = 1.0,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_epochs: int = 0,
+        max_epochs: int = 20,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer={optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler={scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+        self.save_hyperparameters()
+        self.backbone = create_backbone(backbone, pretrained, weights)
+        freeze(self.backbone, freeze_backbone, unfreeze_last_block)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout_rate), nn.Linear(self.backbone.num_features, num_classes)
+        )
+        weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weight, persistent=False)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_kappa = MulticlassCohenKappa(num_classes, weights="quadratic")
+        self._val_steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.val_outputs: ValOutputs | None = None
+        self.checkpoint_meta: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, weight=self.class_weights)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_acc(logits, y)
+        self.train_kappa(logits, y)
+        n = len(y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_kappa", self.train_kappa, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y, rows = batch
+        self._val_steps.append((self(x).detach().float(), y, rows))
+
+    def on_validation_epoch_end(self) -> None:
+        logits, targets, rows = (torch.cat(parts) for parts in zip(*self._val_steps))
+        self._val_steps.clear()
+        probs = logits.softmax(dim=1)
+        metrics = density_metrics(probs, targets)
+        self.val_outputs = ValOutputs(
+            probs.cpu(), targets.cpu(), rows.cpu(), metrics, confusion_matrix(probs, targets)
+        )
+        values = {"val_loss": float(self.loss(logits, targets)), **short(metrics, "val")}
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name in ("val_loss", "val_kappa"))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        body = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": hp.learning_rate}]
+        if body:
+            groups.append({"params": body, "lr": hp.learning_rate * hp.backbone_lr_factor})
+        kwargs = {"weight_decay": hp.weight_decay}
+        if hp.optimizer == "sgd":
+            kwargs["momentum"] = 0.9
+        optimizer = OPTIMIZERS[hp.optimizer](groups, **kwargs)
+        if hp.scheduler == "constant":
+            return optimizer
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: warmup_cosine(epoch, hp.warmup_epochs, hp.max_epochs)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # everything needed to rebuild the model and preprocess new images like the training data
+        checkpoint["mammo"] = self.checkpoint_meta
+
+
+def warmup_cosine(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay towards 0.
+
+    >>> [round(warmup_cosine(e, 2, 6), 3) for e in range(6)]
+    [0.333, 0.667, 1.0, 0.854, 0.5, 0.146]
+    """
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    span = max(1, max_epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))

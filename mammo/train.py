@@ -1,0 +1,161 @@
+"""Train a density classifier: ``python -m mammo.train [key=value ...]``.
+
+Hydra composes ``conf/train.yaml``; this entry instantiates the datamodule, model and trainer,
+fits, and returns the best epoch's monitored metric (the objective for sweeps). Heavy imports
+live inside ``train`` so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mammo.artifacts.rundir import register_resolvers
+from mammo.artifacts.runlog import FILE_ONLY
+
+register_resolvers()
+log = logging.getLogger("mammo")
+
+HYPERPARAMETERS = (
+    "epochs", "batch_size", "img_size", "learning_rate", "optimizer", "scheduler", "warmup_epochs",
+    "weight_decay", "class_weights", "train_augment", "backbone_lr_factor", "dropout_rate",
+    "early_stopping_patience", "monitor", "deterministic",
+)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one training job in Hydra's output directory; returns ``best_<monitor>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from mammo.artifacts.summary import RunSummary
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = RunSummary(run_dir / "summary.json", "density_classification", run_dir.name, cfg.seed)
+    summary.update(hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}})
+    log.info("Starting density classification training")
+    log.info("Run directory: %s", run_dir)
+    try:
+        return _fit(cfg, run_dir, summary)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        summary.finish(status, error={"type": type(exc).__name__, "message": str(exc)})
+        log.error("Run %s: %s: %s (run dir: %s)", status, type(exc).__name__, exc, run_dir)
+        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
+        raise
+
+
+def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from mammo.artifacts.callbacks import BestModelCheckpoint, RunArtifacts
+    from mammo.artifacts.io import write_csv
+    from mammo.artifacts.runlog import route_library_logs
+
+    route_library_logs()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    data_config = datamodule.describe()
+    summary.update(data_config=data_config)
+    write_csv(run_dir / "split.csv", datamodule.split)
+    log.info("Loading data from %s", data_config["csv"])
+    log.info(
+        "Found %d samples (%d train, %d val) from %d patients",
+        data_config["num_train"] + data_config["num_val"], data_config["num_train"],
+        data_config["num_val"], data_config["num_patients"],
+    )
+    log.info("Class distribution: %s", data_config["class_distribution"])
+    if datamodule.samples.excluded:
+        log.info("Excluding class 5 (%d rows)", len(datamodule.samples.excluded))
+
+    class_labels = datamodule.samples.class_labels
+    model = instantiate(
+        cfg.model,
+        num_classes=len(class_labels),
+        class_weights=class_weights(cfg.class_weights, datamodule.train_table["label"], len(class_labels)),
+        **{k: cfg[k] for k in ("dropout_rate", "freeze_backbone", "unfreeze_last_block", "optimizer",
+                               "learning_rate", "backbone_lr_factor", "weight_decay", "scheduler",
+                               "warmup_epochs")},
+        max_epochs=cfg.epochs,
+    )
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(
+        "Initializing %s (freeze_backbone=%s, unfreeze_last_block=%s)",
+        cfg.model.arch, cfg.freeze_backbone, cfg.unfreeze_last_block,
+    )
+    log.info("Model has %.2fM parameters (%.2fM trainable)", total / 1e6, trainable / 1e6)
+    summary.update(model_config={
+        **OmegaConf.to_container(cfg.model), "num_classes": len(class_labels),
+        "freeze_backbone": cfg.freeze_backbone, "unfreeze_last_block": cfg.unfreeze_last_block,
+        "total_params": total, "trainable_params": trainable, "embeddings_fusion": False,
+    })
+    model.checkpoint_meta = {
+        "arch": cfg.model.arch, "backbone": cfg.model.backbone, "class_labels": class_labels,
+        "img_size": cfg.img_size, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+        "window": cfg.data.window, "run_id": run_dir.name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+    artifacts = RunArtifacts(run_dir, datamodule.val_table, class_labels, cfg.monitor)
+    checkpoint = BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [artifacts, checkpoint]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c] if cfg.logger else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(model, datamodule=datamodule)
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training interrupted")
+
+    best = artifacts.best_metrics()
+    model_path = run_dir / "best_model.pt"
+    log.info("Training Complete")
+    log.info("Best epoch: %s", best.get("best_epoch"))
+    for key in dict.fromkeys((f"best_{cfg.monitor}", "best_val_kappa", "best_val_acc", "best_val_macro_f1")):
+        if key in best:
+            log.info("Best %s: %.4f", key.removeprefix("best_"), best[key])
+    log.info("Model saved to: %s", model_path)
+    summary.finish(
+        "completed",
+        **best,
+        best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
+        epochs_completed=len(artifacts.history),
+        artifacts={"best_model": model_path.name if model_path.exists() else None},
+    )
+    return best.get(f"best_{cfg.monitor}", float("nan"))
+
+
+def class_weights(setting, train_labels, num_classes: int) -> list[float] | None:
+    """``auto`` -> inverse class frequency of the training split (scikit-learn's "balanced");
+    ``none`` -> unweighted; a list -> used as given (one weight per class)."""
+    from mammo.errors import ConfigError
+
+    if setting is None or str(setting).lower() == "none":
+        return None
+    if str(setting).lower() == "auto":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        classes = np.arange(num_classes)
+        return compute_class_weight("balanced", classes=classes, y=np.asarray(train_labels)).tolist()
+    weights = [float(w) for w in setting]
+    if len(weights) != num_classes:
+        raise ConfigError(f"class_weights: expected {num_classes} weights, got {len(weights)}")
+    return weights
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+if __name__ == "__main__":
+    main()
