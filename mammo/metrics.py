@@ -59,9 +59,7 @@ def density_metrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
         "accuracy": float(multiclass_accuracy(probs, targets, num_classes=k, average="micro")),
         "balanced_accuracy": balanced,
         "balanced_accuracy_adjusted": adjusted,
-        "kappa_quadratic": float(
-            multiclass_cohen_kappa(probs, targets, num_classes=k, weights="quadratic")
-        ),
+        "kappa_quadratic": float(multiclass_cohen_kappa(probs, targets, num_classes=k, weights="quadratic")),
         "macro_f1": float(multiclass_f1_score(probs, targets, num_classes=k, average="macro")),
         "auc_ovr": auc,
     }

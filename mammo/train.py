@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
 from mammo.artifacts.runlog import FILE_ONLY
 
@@ -21,13 +22,25 @@ register_resolvers()
 log = logging.getLogger("mammo")
 
 HYPERPARAMETERS = (
-    "epochs", "batch_size", "img_size", "learning_rate", "optimizer", "scheduler", "warmup_epochs",
-    "weight_decay", "class_weights", "train_augment", "backbone_lr_factor", "dropout_rate",
-    "early_stopping_patience", "monitor", "deterministic",
+    "epochs",
+    "batch_size",
+    "img_size",
+    "learning_rate",
+    "optimizer",
+    "scheduler",
+    "warmup_epochs",
+    "weight_decay",
+    "class_weights",
+    "train_augment",
+    "backbone_lr_factor",
+    "dropout_rate",
+    "early_stopping_patience",
+    "monitor",
+    "deterministic",
 )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 
@@ -63,7 +76,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
 
     route_library_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     data_config = datamodule.describe()
     summary.update(data_config=data_config)
@@ -71,8 +84,10 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     log.info("Loading data from %s", data_config["csv"])
     log.info(
         "Found %d samples (%d train, %d val) from %d patients",
-        data_config["num_train"] + data_config["num_val"], data_config["num_train"],
-        data_config["num_val"], data_config["num_patients"],
+        data_config["num_train"] + data_config["num_val"],
+        data_config["num_train"],
+        data_config["num_val"],
+        data_config["num_patients"],
     )
     log.info("Class distribution: %s", data_config["class_distribution"])
     if datamodule.samples.excluded:
@@ -81,29 +96,54 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     class_labels = datamodule.samples.class_labels
     model = instantiate(
         cfg.model,
+        _convert_="all",  # plain lists in the checkpoint's hyper_parameters (weights_only loading)
         num_classes=len(class_labels),
         class_weights=class_weights(cfg.class_weights, datamodule.train_table["label"], len(class_labels)),
-        **{k: cfg[k] for k in ("dropout_rate", "freeze_backbone", "unfreeze_last_block", "optimizer",
-                               "learning_rate", "backbone_lr_factor", "weight_decay", "scheduler",
-                               "warmup_epochs")},
+        **{
+            k: cfg[k]
+            for k in (
+                "dropout_rate",
+                "freeze_backbone",
+                "unfreeze_last_block",
+                "optimizer",
+                "learning_rate",
+                "backbone_lr_factor",
+                "weight_decay",
+                "scheduler",
+                "warmup_epochs",
+            )
+        },
         max_epochs=cfg.epochs,
     )
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
         "Initializing %s (freeze_backbone=%s, unfreeze_last_block=%s)",
-        cfg.model.arch, cfg.freeze_backbone, cfg.unfreeze_last_block,
+        cfg.model.arch,
+        cfg.freeze_backbone,
+        cfg.unfreeze_last_block,
     )
     log.info("Model has %.2fM parameters (%.2fM trainable)", total / 1e6, trainable / 1e6)
-    summary.update(model_config={
-        **OmegaConf.to_container(cfg.model), "num_classes": len(class_labels),
-        "freeze_backbone": cfg.freeze_backbone, "unfreeze_last_block": cfg.unfreeze_last_block,
-        "total_params": total, "trainable_params": trainable, "embeddings_fusion": False,
-    })
+    summary.update(
+        model_config={
+            **OmegaConf.to_container(cfg.model),
+            "num_classes": len(class_labels),
+            "freeze_backbone": cfg.freeze_backbone,
+            "unfreeze_last_block": cfg.unfreeze_last_block,
+            "total_params": total,
+            "trainable_params": trainable,
+            "embeddings_fusion": False,
+        }
+    )
     model.checkpoint_meta = {
-        "arch": cfg.model.arch, "backbone": cfg.model.backbone, "class_labels": class_labels,
-        "img_size": cfg.img_size, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-        "window": cfg.data.window, "run_id": run_dir.name,
+        "arch": cfg.model.arch,
+        "backbone": cfg.model.backbone,
+        "class_labels": class_labels,
+        "img_size": cfg.img_size,
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "window": cfg.data.window,
+        "run_id": run_dir.name,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 

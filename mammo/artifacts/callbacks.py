@@ -117,15 +117,20 @@ class RunArtifacts(L.Callback):
         plot_train_curves(self.history, self.run_dir / "plots" / "train_curves.png")
         if self.best is not None:
             plot_confusion(
-                self._confusion, self.class_labels, self.run_dir / "plots" / "confusion_matrix.png",
+                self._confusion,
+                self.class_labels,
+                self.run_dir / "plots" / "confusion_matrix.png",
                 title=f"Validation, best epoch {self.best['epoch']}",
             )
             headline = ", ".join(
-                f"{SHORT_NAMES[k]} {v:.3f}" for k, v in self._best_metrics.items()
+                f"{SHORT_NAMES[k]} {v:.3f}"
+                for k, v in self._best_metrics.items()
                 if k in ("accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
             )
             plot_confusion(
-                self._confusion, self.class_labels, self.run_dir / "metrics" / "val_metrics.png",
+                self._confusion,
+                self.class_labels,
+                self.run_dir / "metrics" / "val_metrics.png",
                 title=headline,
             )
 

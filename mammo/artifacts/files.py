@@ -20,9 +20,7 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     write_csv(run_dir / "train_history.csv", frame)
 
 
-def predictions_frame(
-    samples: pd.DataFrame, probs: np.ndarray, class_labels: list[int]
-) -> pd.DataFrame:
+def predictions_frame(samples: pd.DataFrame, probs: np.ndarray, class_labels: list[int]) -> pd.DataFrame:
     """Per-image predictions: ``AccessionNumber,true_label,predicted_label,prob_class1..K,image_id``.
 
     ``samples`` holds the rows of the predicted images in the same order as ``probs``, with

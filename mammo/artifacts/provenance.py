@@ -15,7 +15,10 @@ def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(_SOURCE_DIR), *args],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -112,8 +112,11 @@ class DensityDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.demo:
             root = ensure_demo_dataset(
-                hp.demo["dir"], hp.demo["n_patients"], hp.demo["seed"],
-                hp.demo["height"], hp.demo["width"],
+                hp.demo["dir"],
+                hp.demo["n_patients"],
+                hp.demo["seed"],
+                hp.demo["height"],
+                hp.demo["width"],
             )
             csv, dicom_root = root / "classificacao.csv", root / "archive"
         else:
@@ -136,8 +139,10 @@ class DensityDataModule(L.LightningDataModule):
         self.samples = self.load_samples()
         table = self.samples.table
         val_mask = grouped_val_mask(
-            table["label"].to_numpy(), table["PatientID"].to_numpy(),
-            self.hparams.val_fraction, self.hparams.split_seed,
+            table["label"].to_numpy(),
+            table["PatientID"].to_numpy(),
+            self.hparams.val_fraction,
+            self.hparams.split_seed,
         )
         self.train_table = table[~val_mask]
         self.val_table = table[val_mask]

@@ -7,6 +7,7 @@ Every DICOM under ``dicom_root/<AccessionNumber>/`` is one sample with that exam
 
 from __future__ import annotations
 
+import csv as csv_module
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,14 +58,12 @@ def read_label_csv(
         raise DataError(f"data.csv: label CSV not found: {csv}")
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv_module.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{csv}: cannot parse CSV ({exc})") from exc
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{csv}: missing column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}"
-        )
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
     if frame.empty:
         raise DataError(f"{csv}: no rows")
     densities, excluded = [], []

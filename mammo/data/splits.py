@@ -9,9 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from mammo.errors import DataError
 
 
-def grouped_val_mask(
-    labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
-) -> np.ndarray:
+def grouped_val_mask(labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of validation rows: about ``val_fraction`` of the data, whole patients only.
 
     >>> y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 1]); g = np.repeat(np.arange(5), 2)

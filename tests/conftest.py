@@ -1,0 +1,56 @@
+"""Shared fixtures: a small generated demo dataset and a runner for the real CLI entry."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent.parent / ".pytest_cache" / "numba"))
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_DEMO = ["data.demo.n_patients=24", "data.demo.height=160", "data.demo.width=128"]
+TINY = [
+    "model=tiny",
+    "img_size=64",
+    "batch_size=16",
+    "data.num_workers=0",
+    "logger=none",
+    "callbacks=none",
+    "learning_rate=3e-3",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """Folder holding the small demo set (generated once per session)."""
+    return tmp_path_factory.mktemp("demo")
+
+
+def run_cli(main, args: list[str]) -> int:
+    """Run a Hydra entry (``mammo.train.main``) in-process as ``python -m`` would; returns the exit code."""
+    saved = sys.argv
+    sys.argv = ["mammo", *args]
+    try:
+        main()
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        sys.argv = saved
+
+
+def train_tiny(tmp_path: Path, demo_root: Path, *overrides: str) -> Path:
+    """Train the tiny model on the small demo set; returns the run directory."""
+    from mammo.train import main
+
+    out = tmp_path / "outputs"
+    args = [*TINY, *SMALL_DEMO, f"paths.output_dir={out}", f"paths.demo_dir={demo_root}", *overrides]
+    code = run_cli(main, args)
+    runs = sorted((out / "mammo_tiny_density").glob("results_*"))
+    assert code == 0, f"training exited with {code}"
+    return runs[-1]

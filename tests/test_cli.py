@@ -1,0 +1,85 @@
+"""The command line as a user meets it: help speed, bad input, parallel launches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, SMALL_DEMO, TINY
+
+
+def cli(*args: str, cwd=None, **popen):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mammo.train", *args],
+        cwd=cwd or REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def test_help_is_quick_and_lists_groups():
+    start = time.perf_counter()
+    proc = cli("--help")
+    out, _ = proc.communicate(timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0
+    assert "model: efficientnetb0, resnet50, tiny" in out
+    assert elapsed < 10  # the 1.5 s bar is measured by scripts/bench_train.py, not here
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["data=dicom_csv", "data.csv=missing.csv", "data.dicom_root=."], "label CSV not found: missing.csv"),
+        (["data=dicom_csv", "data.csv=README.md", "data.dicom_root=nowhere"], "folder not found: nowhere"),
+        ([*SMALL_DEMO, "model.backbone=no_such_net"], "model.backbone='no_such_net': unknown timm model"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, demo_root, args, expected):
+    proc = cli(*TINY, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}", *args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert expected in err
+    assert "Traceback" not in err
+    # the run directory records the failure
+    summary = json.loads(next(tmp_path.glob("mammo_*_density/results_*/summary.json")).read_text())
+    assert summary["status"] == "failed"
+    assert expected in summary["error"]["message"]
+    log = next(tmp_path.glob("mammo_*_density/results_*/run.log")).read_text()
+    assert "Traceback" in log  # the full trace is kept for debugging, in run.log only
+
+
+def test_unknown_model_group_option_names_it(tmp_path):
+    proc = cli("model=nonexistent", f"paths.output_dir={tmp_path}")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "model/nonexistent" in err and "efficientnetb0" in err
+    assert not list(tmp_path.glob("*/results_*"))  # nothing allocated for a config error
+
+
+@pytest.mark.slow
+def test_parallel_launches_get_distinct_run_dirs(tmp_path, demo_root):
+    # make sure the demo set exists, so both runs only race for the run directory
+    from mammo.data.demo import ensure_demo_dataset
+
+    ensure_demo_dataset(demo_root, 24, 0, 160, 128)
+    args = [*TINY, *SMALL_DEMO, "epochs=1", f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    procs = [cli(*args) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "mammo_tiny_density").glob("results_*"))
+    assert runs == ["results_1", "results_2"]
+    for run in runs:
+        summary = json.loads((tmp_path / "mammo_tiny_density" / run / "summary.json").read_text())
+        assert summary["run_id"] == run and summary["status"] == "completed"
