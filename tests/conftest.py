@@ -31,6 +31,20 @@ def demo_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("demo")
 
 
+def sklearn_density_metrics(y, predicted, probs) -> dict[str, float]:
+    """The density metrics recomputed independently with scikit-learn, in mammo's order."""
+    from sklearn import metrics as skm
+
+    return {
+        "accuracy": skm.accuracy_score(y, predicted),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted),
+        "balanced_accuracy_adjusted": skm.balanced_accuracy_score(y, predicted, adjusted=True),
+        "kappa_quadratic": skm.cohen_kappa_score(y, predicted, weights="quadratic"),
+        "macro_f1": skm.f1_score(y, predicted, average="macro"),
+        "auc_ovr": skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"),
+    }
+
+
 def run_cli(main, args: list[str]) -> int:
     """Run a Hydra entry (``mammo.train.main``) in-process as ``python -m`` would; returns the exit code."""
     saved = sys.argv

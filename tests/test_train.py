@@ -11,15 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    cohen_kappa_score,
-    f1_score,
-    roc_auc_score,
-)
 
-from tests.conftest import REPO, train_tiny
+from tests.conftest import REPO, sklearn_density_metrics, train_tiny
 
 EPOCHS = 6
 
@@ -105,14 +98,7 @@ def test_metrics_recomputed_from_predictions_match(run_dir):
     stored = json.loads((run_dir / "metrics" / "val_metrics.json").read_text())
     y, p = preds["true_label"].to_numpy(), preds["predicted_label"].to_numpy()
     probs = preds.filter(like="prob_class").to_numpy()
-    recomputed = {
-        "accuracy": accuracy_score(y, p),
-        "balanced_accuracy": balanced_accuracy_score(y, p),
-        "balanced_accuracy_adjusted": balanced_accuracy_score(y, p, adjusted=True),
-        "kappa_quadratic": cohen_kappa_score(y, p, weights="quadratic"),
-        "macro_f1": f1_score(y, p, average="macro"),
-        "auc_ovr": roc_auc_score(y, probs, multi_class="ovr", average="macro"),
-    }
+    recomputed = sklearn_density_metrics(y, p, probs)
     for name, value in recomputed.items():
         assert stored[name] == pytest.approx(value, abs=1e-6), name
     table = pd.read_csv(run_dir / "metrics" / "val_metrics.csv")
@@ -193,3 +179,29 @@ def test_same_seed_same_predictions(tmp_path, demo_root):
     c = train_tiny(tmp_path / "c", demo_root, "epochs=2", "seed=8")
     assert (a / "val_predictions.csv").read_bytes() == (b / "val_predictions.csv").read_bytes()
     assert (a / "val_predictions.csv").read_bytes() != (c / "val_predictions.csv").read_bytes()
+
+
+def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root):
+    from mammo.train import main
+    from tests.conftest import SMALL_DEMO, run_cli
+
+    args = [
+        "-m",
+        "seed=42,43",
+        "model=tiny",
+        "img_size=64",
+        "epochs=1",
+        "logger=none",
+        "data.num_workers=0",
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={demo_root}",
+        *SMALL_DEMO,
+    ]  # default callbacks (early stopping, progress bar) without a logger
+    assert run_cli(main, args) == 0
+    summaries = [
+        json.loads(p.read_text()) for p in sorted(tmp_path.glob("mammo_tiny_density/results_*/summary.json"))
+    ]
+    assert [(s["run_id"], s["seed"], s["status"]) for s in summaries] == [
+        ("results_1", 42, "completed"),
+        ("results_2", 43, "completed"),
+    ]
