@@ -63,6 +63,8 @@ class RunArtifacts(L.Callback):
         self.history: list[dict] = []
         self.best: dict | None = None
         self._best_score: float | None = None
+        self._best_metrics: dict[str, float] = {}
+        self._confusion: list[list[int]] = []
 
     # ----------------------------------------------------------------- per epoch
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

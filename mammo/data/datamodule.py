@@ -19,11 +19,15 @@ from mammo.data.splits import grouped_val_mask, split_frame
 from mammo.errors import DataError
 
 
+def resize(image: np.ndarray, img_size: int) -> torch.Tensor:
+    """[H, W] float image -> [1, img_size, img_size] tensor (antialiased bilinear)."""
+    x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+    return F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True)[0]
+
+
 def to_model_input(image: np.ndarray, img_size: int, mean, std) -> torch.Tensor:
     """[H, W] float image in [0, 1] -> normalised [3, img_size, img_size] tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
-    x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True)[0]
-    return normalize(x.expand(3, -1, -1), mean, std)
+    return normalize(resize(image, img_size).expand(3, -1, -1), mean, std)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -59,14 +63,10 @@ class DicomDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        image = read_image(self.paths[i], self.window)
-        if self.augment is None:
-            x = to_model_input(image, self.img_size, self.mean, self.std)
-        else:
-            x = torch.from_numpy(image)[None, None]
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", antialias=True)
-            x = self.augment(x[0]).clamp(0, 1)
-            x = normalize(x.expand(3, -1, -1), self.mean, self.std)
+        x = resize(read_image(self.paths[i], self.window), self.img_size)
+        if self.augment is not None:
+            x = self.augment(x).clamp(0, 1)
+        x = normalize(x.expand(3, -1, -1), self.mean, self.std)
         return x, int(self.labels[i]), int(self.rows[i])
 
 

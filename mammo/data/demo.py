@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -180,4 +179,3 @@ if __name__ == "__main__":  # python -m mammo.data.demo [out_dir]: write the dem
     import sys
 
     print(ensure_demo_dataset(sys.argv[1] if len(sys.argv) > 1 else "outputs/demo_data"))
-    _ = pydicom  # keeps the import explicit for readers: files are written with pydicom
