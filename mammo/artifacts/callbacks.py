@@ -63,8 +63,7 @@ class RunArtifacts(L.Callback):
         self.history: list[dict] = []
         self.best: dict | None = None
         self._best_score: float | None = None
-        self._best_metrics: dict[str, float] = {}
-        self._confusion: list[list[int]] = []
+        self._best_outputs = None  # the best epoch's ValOutputs (probabilities, metrics, confusion)
 
     # ----------------------------------------------------------------- per epoch
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,8 +106,7 @@ class RunArtifacts(L.Callback):
             "confusion_matrix": outputs.confusion,
         }
         write_metrics(self.run_dir / "metrics", "val", outputs.metrics, extra)
-        self._confusion = outputs.confusion
-        self._best_metrics = outputs.metrics
+        self._best_outputs = outputs
 
     # ----------------------------------------------------------------- end of fit
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -117,20 +115,21 @@ class RunArtifacts(L.Callback):
         if not self.history:
             return
         plot_train_curves(self.history, self.run_dir / "plots" / "train_curves.png")
-        if self.best is not None:
+        best = self._best_outputs
+        if best is not None:
             plot_confusion(
-                self._confusion,
+                best.confusion,
                 self.class_labels,
                 self.run_dir / "plots" / "confusion_matrix.png",
                 title=f"Validation, best epoch {self.best['epoch']}",
             )
             headline = ", ".join(
                 f"{SHORT_NAMES[k]} {v:.3f}"
-                for k, v in self._best_metrics.items()
+                for k, v in best.metrics.items()
                 if k in ("accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
             )
             plot_confusion(
-                self._confusion,
+                best.confusion,
                 self.class_labels,
                 self.run_dir / "metrics" / "val_metrics.png",
                 title=headline,
