@@ -59,11 +59,12 @@ def train(cfg: DictConfig) -> float:
     try:
         return _fit(cfg, run_dir, summary)
     except BaseException as exc:
+        exc = unwrap_worker_error(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         summary.finish(status, error={"type": type(exc).__name__, "message": str(exc)})
         log.error("Run %s: %s: %s (run dir: %s)", status, type(exc).__name__, exc, run_dir)
         log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+        raise exc from None
 
 
 def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
@@ -71,7 +72,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     from hydra.utils import instantiate
 
     from mammo.artifacts.callbacks import BestModelCheckpoint, RunArtifacts
-    from mammo.artifacts.io import write_csv
+    from mammo.artifacts.io import write_csv, write_json
     from mammo.artifacts.runlog import route_library_logs
 
     route_library_logs()
@@ -81,7 +82,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     data_config = datamodule.describe()
     summary.update(data_config=data_config)
     write_csv(run_dir / "split.csv", datamodule.split)
-    log.info("Loading data from %s", data_config["csv"])
+    write_json(run_dir / "data_manifest.json", datamodule.manifest)
     log.info(
         "Found %d samples (%d train, %d val) from %d patients",
         data_config["num_train"] + data_config["num_val"],
@@ -92,6 +93,9 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     log.info("Class distribution: %s", data_config["class_distribution"])
     if datamodule.samples.excluded:
         log.info("Excluding class 5 (%d rows)", len(datamodule.samples.excluded))
+    if datamodule.samples.skipped:
+        log.info("Skipped %d bad file(s)/row(s); see data_manifest.json", len(datamodule.samples.skipped))
+    log.info("Data manifest sha256: %s", data_config["manifest_sha256"])
 
     class_labels = datamodule.samples.class_labels
     model = instantiate(
@@ -140,9 +144,9 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
         "backbone": cfg.model.backbone,
         "class_labels": class_labels,
         "img_size": cfg.img_size,
-        "mean": list(cfg.data.mean),
-        "std": list(cfg.data.std),
-        "window": cfg.data.window,
+        "mean": list(cfg.model.mean),
+        "std": list(cfg.model.std),
+        "preprocessing": datamodule.preprocessing.settings(),
         "run_id": run_dir.name,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -191,6 +195,18 @@ def class_weights(setting, train_labels, num_classes: int) -> list[float] | None
     if len(weights) != num_classes:
         raise ConfigError(f"class_weights: expected {num_classes} weights, got {len(weights)}")
     return weights
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """A mammo error raised in a DataLoader worker comes back with the worker's traceback as its
+    message; give it back its own one-line message."""
+    from mammo.errors import MammoError
+
+    text = str(exc)
+    if isinstance(exc, MammoError) and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
+    return exc
 
 
 def _plain(value):

@@ -41,11 +41,14 @@ def test_help_is_quick_and_lists_groups():
     ("args", "expected"),
     [
         (["data=dicom_csv", "data.csv=missing.csv", "data.dicom_root=."], "label CSV not found: missing.csv"),
-        (["data=dicom_csv", "data.csv=README.md", "data.dicom_root=nowhere"], "folder not found: nowhere"),
+        (["data=dicom_csv", "data.csv={labels}", "data.dicom_root=nowhere"], "folder not found: nowhere"),
         ([*SMALL_DEMO, "model.backbone=no_such_net"], "model.backbone='no_such_net': unknown timm model"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, demo_root, args, expected):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("AccessionNumber,Classification\nA1,2\n")
+    args = [a.format(labels=labels) for a in args]
     proc = cli(*TINY, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}", *args)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1

@@ -144,8 +144,7 @@ def test_run_log_format_and_markers(run_dir):
 
 
 def test_best_model_rebuilds_and_reproduces_predictions(run_dir):
-    from mammo.data.datamodule import to_model_input
-    from mammo.data.dicom import read_image
+    from mammo.data.preprocess import Preprocessing
     from mammo.models.classifier import DensityClassifier
 
     ckpt = torch.load(run_dir / "best_model.pt", map_location="cpu", weights_only=True)
@@ -157,17 +156,13 @@ def test_best_model_rebuilds_and_reproduces_predictions(run_dir):
     model.eval()
     preds = pd.read_csv(run_dir / "val_predictions.csv").head(8)
     dicom_root = Path(json.loads((run_dir / "summary.json").read_text())["data_config"]["dicom_root"])
+    settings = {k: v for k, v in meta["preprocessing"].items() if k != "pipeline_version"}
+    preprocess = Preprocessing(**settings)
+    assert preprocess.img_size == meta["img_size"]
     x = torch.stack(
-        [
-            to_model_input(
-                read_image(dicom_root / f"{i}.dcm", meta["window"]),
-                meta["img_size"],
-                meta["mean"],
-                meta["std"],
-            )
-            for i in preds["image_id"]
-        ]
+        [torch.from_numpy(preprocess(dicom_root / f"{i}.dcm").astype(np.float16)) for i in preds["image_id"]]
     )
+    x = x[:, None]  # [B, 1, H, W] in [0, 1]; the model repeats to 3 channels and normalises
     with torch.no_grad():
         probs = model(x).softmax(1).numpy()
     np.testing.assert_allclose(probs, preds.filter(like="prob_class").to_numpy(), atol=1e-5)

@@ -1,43 +1,37 @@
-"""LightningDataModule: sample table -> patient-grouped split -> DICOM datasets -> loaders."""
+"""LightningDataModule: label CSV -> checked, hashed samples -> preprocessed (cached) images ->
+patient-grouped split -> loaders.
+
+Images leave the loaders as ``[1, H, W]`` tensors in [0, 1] (float16 as stored, float32 after
+augmentation); the model normalises them (``DensityClassifier.forward``), so a cached epoch
+moves half the bytes of a float32 RGB tensor and never recomputes normalisation per image.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from mammo.data.cache import CacheEntryError, DiskCache
 from mammo.data.demo import ensure_demo_dataset
-from mammo.data.dicom import read_image
-from mammo.data.labels import Samples, accession_folder_samples
-from mammo.data.splits import grouped_val_mask, split_frame
+from mammo.data.labels import Samples, load_samples
+from mammo.data.manifest import HashIndex, build_manifest, manifest_sha256
+from mammo.data.preprocess import Preprocessing
+from mammo.data.splits import grouped_val_mask, preset_val_mask, split_frame
 from mammo.errors import DataError
 
-
-def resize(image: np.ndarray, img_size: int) -> torch.Tensor:
-    """[H, W] float image -> [1, img_size, img_size] tensor (antialiased bilinear)."""
-    x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
-    return F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True)[0]
-
-
-def to_model_input(image: np.ndarray, img_size: int, mean, std) -> torch.Tensor:
-    """[H, W] float image in [0, 1] -> normalised [3, img_size, img_size] tensor."""
-    return normalize(resize(image, img_size).expand(3, -1, -1), mean, std)
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.as_tensor(mean, dtype=x.dtype)[:, None, None]
-    std = torch.as_tensor(std, dtype=x.dtype)[:, None, None]
-    return (x - mean) / std
+log = logging.getLogger("mammo.data")
+CACHE_MODES = ("none", "memory", "disk")
 
 
 def train_augmentation():
-    """Mild geometric and contrast jitter, applied to the [1, H, W] image before normalisation."""
+    """Mild geometric and contrast jitter, applied to the [1, H, W] image in [0, 1]."""
     from torchvision.transforms import v2
 
     return v2.Compose(
@@ -49,37 +43,143 @@ def train_augmentation():
     )
 
 
-class DicomDataset(Dataset):
-    """Images of a sample table; items are ``(image [3,H,W], label, row index)``."""
+class ImageSource:
+    """Where a dataset's preprocessed images come from: the memory cache, the disk cache, or the
+    DICOM files themselves. Items are float16 [H, W] arrays, identical in all three modes."""
 
-    def __init__(self, table: pd.DataFrame, img_size: int, mean, std, window: str, augment=None):
+    def __init__(self, table: pd.DataFrame, preprocessing: Preprocessing, cache: DiskCache | None = None):
         self.paths = table["path"].tolist()
-        self.labels = table["label"].to_numpy()
-        self.rows = table.index.to_numpy()
-        self.img_size, self.mean, self.std = img_size, mean, std
-        self.window, self.augment = window, augment
+        self.laterality = table["laterality"].tolist()
+        self.entries = (
+            [
+                cache.entry(a, i, s)
+                for a, i, s in zip(table["AccessionNumber"], table["image_id"], table["sha256"])
+            ]
+            if cache
+            else None
+        )
+        self.preprocessing, self.cache = preprocessing, cache
+        self.memory: np.ndarray | None = None  # [N, H, W] float16, shared by the selections
+        self.memory_index = np.arange(len(self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def compute(self, i: int) -> np.ndarray:
+        return self.preprocessing(self.paths[i], self.laterality[i] or None).astype(np.float16)
+
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch)."""
+        if self.memory is not None:
+            out[...] = self.memory[self.memory_index[i]]
+        elif self.cache is None:
+            out[...] = self.compute(i)
+        else:
+            try:
+                self.cache.read_into(self.entries[i], out)
+            except (FileNotFoundError, CacheEntryError) as exc:  # changed under us since prepare()
+                log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
+                out[...] = self.compute(i)
+                self.cache.write(self.entries[i], out)
+
+    def select(self, positions: np.ndarray) -> ImageSource:
+        """The source restricted to ``positions`` (shares the memory cache)."""
+        out = object.__new__(ImageSource)
+        out.paths = [self.paths[p] for p in positions]
+        out.laterality = [self.laterality[p] for p in positions]
+        out.entries = None if self.entries is None else [self.entries[p] for p in positions]
+        out.preprocessing, out.cache = self.preprocessing, self.cache
+        out.memory, out.memory_index = self.memory, self.memory_index[positions]
+        return out
+
+
+class _Prepare(Dataset):
+    """One pass over every image: verify or build its cache entry; returns (i, status, detail, image)."""
+
+    def __init__(self, source: ImageSource, keep: bool, skip: bool) -> None:
+        self.source, self.keep, self.skip = source, keep, skip
+
+    def __len__(self) -> int:
+        return len(self.source)
+
     def __getitem__(self, i: int):
-        x = resize(read_image(self.paths[i], self.window), self.img_size)
+        source, status, detail, image = self.source, "built", "", None
+        if source.cache is not None:
+            try:
+                image = source.cache.read(source.entries[i], verify=True)
+                status = "reused"
+            except FileNotFoundError:
+                pass
+            except CacheEntryError as exc:
+                status, detail = "regenerated", str(exc)
+        if image is None:
+            try:
+                image = source.compute(i)
+            except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
+                return i, "bad", str(exc), None
+            if source.cache is not None:
+                source.cache.write(source.entries[i], image)
+        return i, status, detail, image if self.keep else None
+
+
+def _as_list(batch):
+    return batch
+
+
+class _Batch(tuple):
+    """(images, labels, rows) already assembled by ``DicomDataset.__getitems__``."""
+
+
+def collate(batch):
+    return tuple(batch) if isinstance(batch, _Batch) else torch.utils.data.default_collate(batch)
+
+
+class DicomDataset(Dataset):
+    """Items are ``(image [1, H, W], label, row index)``.
+
+    The loaders fetch whole batches (``__getitems__``): each image is read straight into its slot
+    of the batch tensor, so a cached epoch copies every byte once.
+    """
+
+    def __init__(self, table: pd.DataFrame, source: ImageSource, augment=None) -> None:
+        self.labels = table["label"].to_numpy()
+        self.rows = table.index.to_numpy()
+        self.source, self.augment = source, augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        size = int(self.source.preprocessing.img_size)
+        images = torch.empty((len(indices), 1, size, size), dtype=torch.float16)
+        slots = images.numpy()
+        for k, i in enumerate(indices):
+            self.source.read_into(i, slots[k, 0])
         if self.augment is not None:
-            x = self.augment(x).clamp(0, 1)
-        x = normalize(x.expand(3, -1, -1), self.mean, self.std)
-        return x, int(self.labels[i]), int(self.rows[i])
+            images = torch.stack([self.augment(x.float()) for x in images]).clamp_(0, 1)
+        return _Batch((images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices])))
+
+    def __getitem__(self, i: int):
+        images, labels, rows = self.__getitems__([i])
+        return images[0], int(labels[0]), int(rows[0])
 
 
 class DensityDataModule(L.LightningDataModule):
-    """Density data from a label CSV + DICOM folders (or the generated demo set).
+    """Density data from a label CSV + DICOMs (or the generated demo set).
 
     Args:
-        csv: label CSV (``AccessionNumber``, ``Classification``, optional ``PatientID``).
-        dicom_root: folder holding one sub-folder of DICOMs per accession number.
+        csv: label CSV (accession-folder or image-path layout, see ``mammo.data.labels``).
+        dicom_root: folder of the DICOMs (accession folders, or the base of ``image_path``).
         demo: when set (``n_patients``, ``seed``, ``height``, ``width``, ``dir``), generate the
             demo dataset there on first use and read it instead of ``csv``/``dicom_root``.
         val_fraction: share of patients held out for validation.
         split_seed: seed of the patient-grouped stratified split.
+        split_csv: a preset split instead (see ``mammo.data.splits.preset_val_mask``).
+        cache_mode: ``none`` (decode every epoch), ``memory`` (preprocess once into RAM) or
+            ``disk`` (preprocess once into ``cache_dir``, reused by later runs).
+        on_bad_file: ``error`` stops at the first bad row or file; ``skip`` leaves it out, logs
+            it and lists it in data_manifest.json.
+        window, percentiles, orient, crop, resize: see :class:`~mammo.data.preprocess.Preprocessing`.
     """
 
     def __init__(
@@ -90,41 +190,70 @@ class DensityDataModule(L.LightningDataModule):
         id_column: str = "AccessionNumber",
         label_column: str = "Classification",
         patient_column: str = "PatientID",
+        path_column: str = "image_path",
+        laterality_column: str | None = None,
+        view_column: str | None = None,
         include_class_5: bool = False,
         val_fraction: float = 0.2,
         split_seed: int = 42,
+        split_csv: str | None = None,
         img_size: int = 512,
         batch_size: int = 16,
         num_workers: int = 2,
         window: str = "auto",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        orient: str = "left",
+        crop: bool = True,
+        resize: str = "letterbox",
+        cache_mode: str = "none",
+        cache_dir: str | None = None,
+        on_bad_file: str = "error",
         train_augment: bool = True,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
         num_classes: int = 4,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        if cache_mode not in CACHE_MODES:
+            raise DataError(f"data.cache_mode={cache_mode!r}: expected one of {', '.join(CACHE_MODES)}")
+        if cache_mode == "disk" and not cache_dir:
+            raise DataError("data.cache_mode=disk needs data.cache_dir")
+        self.preprocessing = Preprocessing(img_size, window, tuple(percentiles), orient, crop, resize)
         self.samples: Samples | None = None
+        self.source: ImageSource | None = None
         self.train_table: pd.DataFrame | None = None
         self.val_table: pd.DataFrame | None = None
+        self.manifest: dict | None = None
+        self.cache_stats: dict = {}
+
+    # -- setup ---------------------------------------------------------------------------------
+    def label_files(self) -> tuple[Path, Path | None]:
+        hp = self.hparams
+        if hp.demo:
+            d = hp.demo
+            root = ensure_demo_dataset(d["dir"], d["n_patients"], d["seed"], d["height"], d["width"])
+            return root / "classificacao.csv", root / "archive"
+        if not hp.csv:
+            raise DataError("data=dicom_csv needs data.csv=<labels.csv> (and data.dicom_root=<folder>)")
+        return Path(hp.csv), Path(hp.dicom_root) if hp.dicom_root else None
 
     def load_samples(self) -> Samples:
         hp = self.hparams
-        if hp.demo:
-            root = ensure_demo_dataset(
-                hp.demo["dir"],
-                hp.demo["n_patients"],
-                hp.demo["seed"],
-                hp.demo["height"],
-                hp.demo["width"],
-            )
-            csv, dicom_root = root / "classificacao.csv", root / "archive"
-        else:
-            if not hp.csv or not hp.dicom_root:
-                raise DataError("data=dicom_csv needs data.csv=<labels.csv> and data.dicom_root=<folder>")
-            csv, dicom_root = Path(hp.csv), Path(hp.dicom_root)
-        samples = accession_folder_samples(
-            csv, dicom_root, hp.id_column, hp.label_column, hp.patient_column, hp.include_class_5
+        csv, dicom_root = self.label_files()
+        log.info("Loading data from %s", csv)
+        index = HashIndex(Path(hp.cache_dir) / "file_hashes.json" if hp.cache_dir else None)
+        samples = load_samples(
+            csv,
+            dicom_root,
+            id_column=hp.id_column,
+            label_column=hp.label_column,
+            patient_column=hp.patient_column,
+            path_column=hp.path_column,
+            laterality_column=hp.laterality_column,
+            view_column=hp.view_column,
+            include_class_5=hp.include_class_5,
+            on_bad_file=hp.on_bad_file,
+            hash_index=index,
+            workers=max(2, hp.num_workers),
         )
         if len(samples.class_labels) != hp.num_classes:
             raise DataError(
@@ -136,29 +265,110 @@ class DensityDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.samples is not None:
             return
-        self.samples = self.load_samples()
-        table = self.samples.table
-        val_mask = grouped_val_mask(
-            table["label"].to_numpy(),
-            table["PatientID"].to_numpy(),
-            self.hparams.val_fraction,
-            self.hparams.split_seed,
-        )
-        self.train_table = table[~val_mask]
-        self.val_table = table[val_mask]
-        present = set(table["label"])
+        hp = self.hparams
+        self.samples = samples = self.load_samples()
+        cache = DiskCache(hp.cache_dir, self.preprocessing) if hp.cache_mode == "disk" else None
+        self.source = ImageSource(samples.table, self.preprocessing, cache)
+        if hp.cache_mode != "none":
+            self._prepare(cache)
+        if samples.skipped:
+            log.warning(
+                "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json); first: %s",
+                len(samples.skipped),
+                samples.skipped[0]["reason"],
+            )
+        table = samples.table
+        empty = [
+            samples.class_labels[c]
+            for c in range(len(samples.class_labels))
+            if not (table["label"] == c).any()
+        ]
+        if empty:
+            raise DataError(
+                f"data: density class(es) {empty} have no samples in {samples.source['csv']} "
+                f"({len(table)} usable images); a {hp.num_classes}-class model needs images of every class"
+            )
+        if hp.split_csv:
+            val_mask = preset_val_mask(table, hp.split_csv)
+        else:
+            val_mask = grouped_val_mask(
+                table["label"].to_numpy(), table["PatientID"].to_numpy(), hp.val_fraction, hp.split_seed
+            )
+        self.train_table, self.val_table = table[~val_mask], table[val_mask]
         for name, tab in (("train", self.train_table), ("val", self.val_table)):
-            absent = sorted(self.samples.class_labels[c] for c in present - set(tab["label"]))
+            absent = sorted(samples.class_labels[c] for c in set(table["label"]) - set(tab["label"]))
             if absent:
                 raise DataError(
                     f"data: the {name} split has no image of density {absent}; "
-                    "add data or change data.val_fraction / data.split_seed"
+                    "add data or change data.val_fraction / data.split_seed / data.split_csv"
                 )
-        self.split = split_frame(table, val_mask, self.samples.class_labels)
+        self.split = split_frame(table, val_mask, samples.class_labels)
+        self.manifest = build_manifest(
+            samples,
+            samples.class_labels,
+            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
+        )
 
+    def _prepare(self, cache: DiskCache | None) -> None:
+        """Preprocess every image once (in ``num_workers`` processes) into the memory or disk cache."""
+        hp, samples = self.hparams, self.samples
+        start = time.perf_counter()
+        keep = hp.cache_mode == "memory"
+        loader = DataLoader(
+            _Prepare(self.source, keep, skip=hp.on_bad_file == "skip"),
+            batch_size=4,
+            num_workers=hp.num_workers,
+            collate_fn=_as_list,
+        )
+        memory = (
+            np.zeros((len(self.source), *(self.preprocessing.img_size,) * 2), np.float16) if keep else None
+        )
+        counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
+        damaged, bad = [], {}
+        for batch in loader:
+            for i, status, detail, image in batch:
+                counts[status] += 1
+                if status == "bad":
+                    if hp.on_bad_file != "skip":
+                        raise DataError(detail)
+                    bad[i] = detail
+                    continue
+                if status == "regenerated":
+                    damaged.append(detail)
+                if keep:
+                    memory[i] = image
+        seconds = time.perf_counter() - start
+        if damaged:
+            log.warning(
+                "Disk cache truncation detected for %d samples - regenerating (%s)",
+                len(damaged),
+                "; ".join(damaged[:3]),
+            )
+            log.info("Cache rebuild complete (took %.1fs)", seconds)
+        log.info(
+            "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
+            hp.cache_mode,
+            f", {cache.folder}" if cache else "",
+            counts["reused"],
+            counts["built"],
+            counts["regenerated"],
+            counts["bad"],
+            seconds,
+        )
+        if bad:
+            positions = np.array([p for p in range(len(self.source)) if p not in bad])
+            samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})
+            self.source = self.source.select(positions)
+        self.source.memory = memory
+        self.cache_stats = {
+            **counts,
+            "seconds": round(seconds, 3),
+            "folder": str(cache.folder) if cache else None,
+        }
+
+    # -- loaders -------------------------------------------------------------------------------
     def _dataset(self, table: pd.DataFrame, augment) -> DicomDataset:
-        hp = self.hparams
-        return DicomDataset(table, hp.img_size, hp.mean, hp.std, hp.window, augment)
+        return DicomDataset(table, self.source.select(table.index.to_numpy()), augment)
 
     def train_dataloader(self) -> DataLoader:
         augment = train_augmentation() if self.hparams.train_augment else None
@@ -175,8 +385,10 @@ class DensityDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
+            collate_fn=collate,
         )
 
+    # -- reporting -----------------------------------------------------------------------------
     def class_distribution(self, table: pd.DataFrame) -> dict[str, int]:
         labels = self.samples.class_labels
         counts = table["label"].value_counts()
@@ -184,6 +396,7 @@ class DensityDataModule(L.LightningDataModule):
 
     def describe(self) -> dict:
         """The ``data_config`` block of summary.json."""
+        hp = self.hparams
         return {
             **self.samples.source,
             "num_train": len(self.train_table),
@@ -193,8 +406,15 @@ class DensityDataModule(L.LightningDataModule):
             "train_class_distribution": self.class_distribution(self.train_table),
             "val_class_distribution": self.class_distribution(self.val_table),
             "excluded": len(self.samples.excluded),
-            "val_fraction": self.hparams.val_fraction,
-            "split_seed": self.hparams.split_seed,
-            "window": self.hparams.window,
+            "skipped": len(self.samples.skipped),
+            "val_fraction": None if hp.split_csv else hp.val_fraction,
+            "split_seed": None if hp.split_csv else hp.split_seed,
+            "split_csv": hp.split_csv,
             "split_file": "split.csv",
+            "preprocessing": self.preprocessing.settings(),
+            "cache_mode": hp.cache_mode,
+            "cache": self.cache_stats or None,
+            "on_bad_file": hp.on_bad_file,
+            "manifest_file": "data_manifest.json",
+            "manifest_sha256": manifest_sha256(self.manifest),
         }

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 MAMMO_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image, For Presentation
 DENSE_FRACTION = {1: 0.08, 2: 0.30, 3: 0.55, 4: 0.80}
@@ -73,8 +73,17 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     rescale: tuple[float, float] | None = None,
     uid_key: str = "",
+    bits_allocated: int = 16,
+    signed: bool = False,
+    transfer_syntax: str | None = None,
+    tags: dict | None = None,
 ) -> Path:
-    """Write a 16-bit greyscale mammography DICOM (uncompressed) with the tags mammo reads."""
+    """Write a greyscale mammography DICOM with the tags mammo reads.
+
+    ``stored`` holds the stored values (8- or 16-bit allocated, signed or not); ``transfer_syntax``
+    (a UID) compresses the pixel data with pydicom's encoders; ``tags`` sets further elements
+    (keyword -> value), e.g. ``VOILUTFunction`` or ``PatientOrientation``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
@@ -98,15 +107,20 @@ def write_dicom(
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
+    ds.BitsAllocated = bits_allocated
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
+    ds.PixelRepresentation = int(signed)
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = f"{window[0]:.1f}", f"{window[1]:.1f}"
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
-    ds.PixelData = np.ascontiguousarray(stored, dtype=np.uint16).tobytes()
+    for keyword, value in (tags or {}).items():
+        setattr(ds, keyword, value)
+    dtype = f"{'i' if signed else 'u'}{bits_allocated // 8}"
+    ds.PixelData = np.ascontiguousarray(stored, dtype=dtype).tobytes()
+    if transfer_syntax is not None:
+        ds.compress(transfer_syntax, encoding_plugin="pylibjpeg" if transfer_syntax != RLELossless else "")
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -1,8 +1,16 @@
 """Label CSVs -> the sample table (one row per DICOM image).
 
-``classificacao.csv`` layout: ``AccessionNumber`` and ``Classification`` (BI-RADS density 1-4 or
-A-D; 5 means "not classifiable" and is excluded unless asked for), optional ``PatientID``.
-Every DICOM under ``dicom_root/<AccessionNumber>/`` is one sample with that exam's label.
+Two layouts:
+
+* accession folders (``classificacao.csv``): ``AccessionNumber`` and ``Classification`` (BI-RADS
+  density 1-4 or A-D; 5 means "not classifiable" and is excluded unless asked for). Every DICOM
+  under ``dicom_root/<AccessionNumber>/`` is one sample with that exam's label.
+* image paths: a CSV with an ``image_path`` column (relative to ``dicom_root``, or to the CSV's
+  folder when ``dicom_root`` is unset) and the label column; one row per image.
+
+Optional columns: ``PatientID`` (else the DICOM header's, else the accession stands in), and the
+laterality and view columns named in the config (else the DICOM header's tags). Every file's
+header is checked and its content hashed (for ``data_manifest.json`` and the cache key).
 """
 
 from __future__ import annotations
@@ -13,21 +21,59 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo.data.dicom import read_header
+from mammo.data.dicom import check_header
 from mammo.errors import DataError
 
 DENSITY_CODES = {"1": 1, "2": 2, "3": 3, "4": 4, "A": 1, "B": 2, "C": 3, "D": 4}
-SAMPLE_COLUMNS = ["image_id", "path", "AccessionNumber", "PatientID", "label"]
+SAMPLE_COLUMNS = [
+    "image_id",
+    "path",
+    "relpath",
+    "AccessionNumber",
+    "PatientID",
+    "laterality",
+    "view",
+    "size",
+    "sha256",
+    "label",
+]
+ON_BAD_FILE = ("error", "skip")
 
 
 @dataclass
 class Samples:
-    """The images of a dataset with 0-based labels, plus where they came from and what was left out."""
+    """The images of a dataset with 0-based labels, plus where they came from and what was left out.
+
+    ``excluded`` holds rows left out by rule (class 5); ``skipped`` holds bad rows and files left
+    out because ``data.on_bad_file=skip``. Both are lists of records with a ``reason``.
+    """
 
     table: pd.DataFrame
     class_labels: list[int]
     source: dict = field(default_factory=dict)
     excluded: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def drop(self, rows: dict[int, str]) -> None:
+        """Skip table rows (index -> reason) found bad after loading (e.g. undecodable pixels)."""
+        for index, reason in rows.items():
+            self.skipped.append({"path": self.table.at[index, "relpath"], "reason": reason})
+        self.table = self.table.drop(index=list(rows)).reset_index(drop=True)
+
+
+class BadInput:
+    """Raise a :class:`DataError` for a bad row/file, or record it when skipping."""
+
+    def __init__(self, on_bad_file: str) -> None:
+        if on_bad_file not in ON_BAD_FILE:
+            raise DataError(f"data.on_bad_file={on_bad_file!r}: expected one of {', '.join(ON_BAD_FILE)}")
+        self.skip = on_bad_file == "skip"
+        self.records: list[dict] = []
+
+    def __call__(self, message: str, **where) -> None:
+        if not self.skip:
+            raise DataError(message)
+        self.records.append({**where, "reason": message})
 
 
 def parse_density(value, include_class_5: bool = False) -> int | None:
@@ -48,12 +94,20 @@ def parse_density(value, include_class_5: bool = False) -> int | None:
 
 def read_label_csv(
     csv: str | Path,
-    id_column: str = "AccessionNumber",
+    id_column: str | None = "AccessionNumber",
     label_column: str = "Classification",
     include_class_5: bool = False,
+    bad: BadInput | None = None,
+    columns: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, list[dict]]:
-    """Read and validate a label CSV; returns (rows with a ``density`` column, excluded rows)."""
+    """Read and validate a label CSV; returns (rows with ``density`` and ``csv_row``, excluded rows).
+
+    Args:
+        columns: further columns that must be present.
+        bad: what to do with a row whose label is unknown (default: raise).
+    """
     csv = Path(csv)
+    bad = bad or BadInput("error")
     if not csv.is_file():
         raise DataError(f"data.csv: label CSV not found: {csv}")
     try:
@@ -61,68 +115,217 @@ def read_label_csv(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv_module.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{csv}: cannot parse CSV ({exc})") from exc
     frame.columns = [c.strip() for c in frame.columns]
-    missing = [c for c in (id_column, label_column) if c not in frame.columns]
+    missing = [c for c in dict.fromkeys((id_column, label_column, *columns)) if c and c not in frame.columns]
     if missing:
         raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
     if frame.empty:
         raise DataError(f"{csv}: no rows")
+    frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
     densities, excluded = [], []
-    for i, (acc, raw) in enumerate(zip(frame[id_column], frame[label_column])):
-        row = i + 2  # 1-based, after the header line
+    for row, raw in zip(frame["csv_row"], frame[label_column]):
+        key = {id_column: frame.at[row - 2, id_column]} if id_column else {}
+        where = ", ".join(f"{k}={v}" for k, v in key.items())
         try:
             density = parse_density(raw, include_class_5)
         except ValueError:
-            raise DataError(
-                f"{csv}: row {row} ({id_column}={acc}): unknown {label_column} {raw!r}"
-                " (expected 1-4 or A-D, or 5)"
-            ) from None
-        if density is None:
-            excluded.append({"row": row, id_column: acc, "reason": "class 5 excluded"})
+            density = None
+            bad(
+                f"{csv}: row {row}{f' ({where})' if where else ''}: unknown {label_column} {raw!r}"
+                " (expected 1-4 or A-D, or 5)",
+                row=int(row),
+                **key,
+            )
+        else:
+            if density is None:
+                excluded.append({"row": int(row), **key, "reason": "class 5 excluded"})
         densities.append(density)
     frame["density"] = densities
-    frame[id_column] = frame[id_column].str.strip()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].str.strip()
     return frame[frame["density"].notna()].reset_index(drop=True), excluded
 
 
-def accession_folder_samples(
+def load_samples(
     csv: str | Path,
-    dicom_root: str | Path,
+    dicom_root: str | Path | None,
+    *,
     id_column: str = "AccessionNumber",
     label_column: str = "Classification",
     patient_column: str = "PatientID",
+    path_column: str = "image_path",
+    laterality_column: str | None = None,
+    view_column: str | None = None,
     include_class_5: bool = False,
+    on_bad_file: str = "error",
+    hash_index=None,
+    workers: int = 4,
 ) -> Samples:
-    """One sample per DICOM under ``dicom_root/<AccessionNumber>/`` with the exam's density.
+    """The sample table of a label CSV, in whichever layout it uses (see module docstring).
 
-    The patient of each image comes from the CSV's ``patient_column`` when present, else from the
-    DICOM header's PatientID, else the accession number stands in for it.
+    Args:
+        hash_index: a :class:`~mammo.data.manifest.HashIndex` (remembers file hashes).
+        workers: threads for the header checks and hashing.
     """
-    dicom_root = Path(dicom_root)
-    if not dicom_root.is_dir():
-        raise DataError(f"data.dicom_root: folder not found: {dicom_root}")
-    frame, excluded = read_label_csv(csv, id_column, label_column, include_class_5)
-    rows = []
-    for acc, density, patient in zip(
-        frame[id_column],
-        frame["density"],
-        frame[patient_column] if patient_column in frame else [None] * len(frame),
-    ):
-        folder = dicom_root / acc
-        if not folder.is_dir():
-            raise DataError(f"{folder}: accession folder missing for {id_column}={acc}")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"{folder}: accession folder is empty ({id_column}={acc})")
-        for path in files:
-            pid = patient or str(read_header(path).get("PatientID", "") or acc)
-            image_id = path.relative_to(dicom_root).with_suffix("").as_posix()
-            rows.append((image_id, str(path), acc, pid, int(density)))
-    table = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+    from mammo.data.manifest import HashIndex
+
+    csv = Path(csv)
+    bad = BadInput(on_bad_file)
+    header = _csv_columns(csv)
+    by_path = path_column in header
+    optional = tuple(c for c in (laterality_column, view_column) if c)
+    frame, excluded = read_label_csv(
+        csv, None if by_path else id_column, label_column, include_class_5, bad, columns=optional
+    )
+    if by_path:
+        root = Path(dicom_root) if dicom_root else csv.parent
+        rows = _image_path_rows(frame, csv, root, path_column, id_column, bad)
+    else:
+        if not dicom_root:
+            raise DataError("data.dicom_root: needed for a CSV without an image_path column")
+        root = Path(dicom_root)
+        rows = _accession_folder_rows(frame, root, id_column, bad)
+    if not root.is_dir():
+        raise DataError(f"data.dicom_root: folder not found: {root}")
+    table = pd.DataFrame(rows)
+    table = _scan_files(
+        table,
+        frame,
+        root,
+        patient_column,
+        laterality_column,
+        view_column,
+        bad,
+        hash_index or HashIndex(None),
+        workers,
+    )
     class_labels = [1, 2, 3, 4, 5] if include_class_5 else [1, 2, 3, 4]
+    if table.empty:
+        raise DataError(f"{csv}: no usable images ({len(bad.records)} skipped, {len(excluded)} excluded)")
     table["label"] = table["label"] - 1
     return Samples(
-        table=table,
+        table=table[SAMPLE_COLUMNS],
         class_labels=class_labels,
-        source={"csv": str(csv), "dicom_root": str(dicom_root)},
+        source={
+            "csv": str(csv),
+            "dicom_root": str(root),
+            "layout": "image_path" if by_path else "accession_folders",
+        },
         excluded=excluded,
+        skipped=bad.records,
     )
+
+
+def _csv_columns(csv: Path) -> list[str]:
+    if not csv.is_file():
+        raise DataError(f"data.csv: label CSV not found: {csv}")
+    with open(csv, newline="", encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    try:
+        dialect = csv_module.Sniffer().sniff(first) if first.strip() else csv_module.excel
+    except csv_module.Error:
+        dialect = csv_module.excel
+    return [c.strip() for c in next(csv_module.reader([first], dialect), [])]
+
+
+def _accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: BadInput) -> list[dict]:
+    if not root.is_dir():
+        raise DataError(f"data.dicom_root: folder not found: {root}")
+    rows = []
+    for i, acc in enumerate(frame[id_column]):
+        folder = root / acc
+        row = int(frame.at[i, "csv_row"])
+        if not acc or not folder.is_dir():
+            bad(
+                f"{folder}: accession folder missing for {id_column}={acc} (row {row})",
+                row=row,
+                **{id_column: acc},
+            )
+            continue
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            bad(
+                f"{folder}: accession folder is empty ({id_column}={acc}, row {row})",
+                row=row,
+                **{id_column: acc},
+            )
+            continue
+        for path in files:
+            rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
+    return rows
+
+
+def _image_path_rows(
+    frame: pd.DataFrame, csv: Path, root: Path, path_column: str, id_column: str, bad: BadInput
+) -> list[dict]:
+    rows, seen = [], {}
+    for i, relpath in enumerate(frame[path_column]):
+        row = int(frame.at[i, "csv_row"])
+        path = root / relpath
+        if not relpath or not path.is_file():
+            bad(f"{csv}: row {row}: {path_column} {relpath!r} not found under {root}", row=row, path=relpath)
+            continue
+        if path in seen:
+            raise DataError(f"{csv}: row {row}: {path_column} {relpath!r} already listed in row {seen[path]}")
+        seen[path] = row
+        acc = frame.at[i, id_column] if id_column in frame.columns else ""
+        rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
+    return rows
+
+
+def _scan_files(
+    table: pd.DataFrame,
+    frame: pd.DataFrame,
+    root: Path,
+    patient_column: str,
+    laterality_column: str | None,
+    view_column: str | None,
+    bad: BadInput,
+    hash_index,
+    workers: int,
+) -> pd.DataFrame:
+    """Check each file's header and hash it; fill patient, accession, laterality and view."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if table.empty:
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "frame_row"])
+
+    def scan(path: Path):
+        try:
+            ds = check_header(path)
+        except DataError as exc:
+            return exc
+        return ds, hash_index.sha256(path)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(scan, table["path"]))
+    hash_index.save()
+    out = []
+    for (_, item), result in zip(table.iterrows(), results):
+        relpath = Path(item["path"]).relative_to(root).as_posix()
+        if isinstance(result, DataError):
+            bad(str(result), path=relpath)
+            continue
+        ds, (size, sha) = result
+        source = frame.loc[item["frame_row"]]
+        acc = item["AccessionNumber"] or str(ds.get("AccessionNumber", "") or "") or Path(relpath).stem
+        patient = source.get(patient_column, "") if patient_column else ""
+        laterality = source.get(laterality_column, "") if laterality_column else ""
+        view = source.get(view_column, "") if view_column else ""
+        out.append(
+            {
+                "image_id": str(Path(relpath).with_suffix("").as_posix()),
+                "path": str(item["path"]),
+                "relpath": relpath,
+                "AccessionNumber": acc,
+                "PatientID": patient or str(ds.get("PatientID", "") or "") or acc,
+                "laterality": (
+                    laterality or str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
+                ).upper(),
+                "view": view or str(ds.get("ViewPosition", "") or ""),
+                "size": size,
+                "sha256": sha,
+                "label": int(source["density"]),
+            }
+        )
+    return pd.DataFrame(out, columns=SAMPLE_COLUMNS)

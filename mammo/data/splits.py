@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -46,3 +48,56 @@ def split_frame(table: pd.DataFrame, val_mask: np.ndarray, class_labels: list) -
     out["label"] = np.asarray(class_labels)[table["label"].to_numpy()]
     out["split"] = np.where(val_mask, "val", "train")
     return out
+
+
+SPLIT_KEYS = ("image_id", "relpath", "AccessionNumber", "PatientID")
+
+
+def preset_val_mask(table: pd.DataFrame, split_csv: str | Path) -> np.ndarray:
+    """Validation mask from a split CSV: a ``split`` column (``train``/``val``; ``validation``,
+    ``test`` and ``training`` are accepted) and one key column, the first of ``image_id``,
+    ``relpath``, ``AccessionNumber``, ``PatientID`` present. A run's own ``split.csv`` works as is.
+
+    Every image must be covered; a key listed on both sides, or a patient whose images land on
+    both sides, is an error.
+    """
+    split_csv = Path(split_csv)
+    if not split_csv.is_file():
+        raise DataError(f"data.split_csv: file not found: {split_csv}")
+    preset = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    preset.columns = [c.strip() for c in preset.columns]
+    key = next((c for c in SPLIT_KEYS if c in preset.columns), None)
+    if key is None or "split" not in preset.columns:
+        raise DataError(
+            f"{split_csv}: needs a 'split' column and one of {', '.join(SPLIT_KEYS)}; "
+            f"found: {', '.join(preset.columns)}"
+        )
+    sides = preset["split"].str.strip().str.lower().map(_SIDES)
+    unknown = preset.loc[sides.isna(), "split"]
+    if len(unknown):
+        row = int(unknown.index[0]) + 2
+        raise DataError(f"{split_csv}: row {row}: unknown split {unknown.iloc[0]!r} (expected train or val)")
+    keys = preset[key].str.strip()
+    both = set(keys[sides == "val"]) & set(keys[sides == "train"])
+    if both:
+        raise DataError(f"{split_csv}: {key} on both sides of the split: {sorted(both)[:5]}")
+    side_of = dict(zip(keys, sides))
+    mapped = table[key].astype(str).map(side_of)
+    if mapped.isna().any():
+        missing = table.loc[mapped.isna(), key].astype(str).unique()
+        raise DataError(
+            f"{split_csv}: {len(missing)} {key} value(s) of the data not in the split: {list(missing[:5])}"
+        )
+    mask = (mapped == "val").to_numpy()
+    check_no_leakage(table["PatientID"].to_numpy(), mask)
+    return mask
+
+
+_SIDES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "val",
+}

@@ -43,6 +43,10 @@ class DensityClassifier(L.LightningModule):
         class_weights: cross-entropy weight per class, or ``None``.
         backbone_lr_factor: the backbone learns at ``learning_rate * backbone_lr_factor``.
         scheduler: ``cosine`` (per epoch, after ``warmup_epochs`` of linear warm-up) or ``constant``.
+        mean, std: per-channel normalisation the backbone expects (ImageNet's for timm models).
+
+    Inputs are preprocessed greyscale images ``[B, 1, H, W]`` in [0, 1] (any float dtype, as the
+    data loaders and the cache give them); the model repeats them to 3 channels and normalises.
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class DensityClassifier(L.LightningModule):
         warmup_epochs: int = 0,
         max_epochs: int = 20,
         class_weights: list[float] | None = None,
+        mean: list[float] = (0.485, 0.456, 0.406),
+        std: list[float] = (0.229, 0.224, 0.225),
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -77,14 +83,24 @@ class DensityClassifier(L.LightningModule):
         )
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weight, persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None], persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32)[None, :, None, None], persistent=False
+        )
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_kappa = MulticlassCohenKappa(num_classes, weights="quadratic")
         self._val_steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.val_outputs: ValOutputs | None = None
         self.checkpoint_meta: dict = {}
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1 or 3, H, W] images in [0, 1] -> the backbone's normalised 3-channel input."""
+        return (x.float().expand(-1, 3, -1, -1) - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.normalize(x)))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, weight=self.class_weights)

@@ -9,7 +9,7 @@ import pydicom
 
 from mammo.data.demo import ensure_demo_dataset
 from mammo.data.dicom import read_image
-from mammo.data.labels import accession_folder_samples
+from mammo.data.labels import load_samples
 
 
 def digest(root):
@@ -25,7 +25,7 @@ def test_demo_is_deterministic_and_varied(tmp_path):
     b = ensure_demo_dataset(tmp_path / "b", n_patients=8, seed=3, height=64, width=48)
     assert digest(a) == digest(b)
     assert ensure_demo_dataset(tmp_path / "a", n_patients=8, seed=3, height=64, width=48) == a
-    samples = accession_folder_samples(a / "classificacao.csv", a / "archive")
+    samples = load_samples(a / "classificacao.csv", a / "archive")
     assert samples.table["PatientID"].nunique() == 8
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in samples.table["path"]]
     assert {h.PhotometricInterpretation for h in headers} == {"MONOCHROME1", "MONOCHROME2"}
@@ -40,7 +40,7 @@ def test_demo_is_deterministic_and_varied(tmp_path):
 
 def test_bright_tissue_fraction_grows_with_density(tmp_path):
     root = ensure_demo_dataset(tmp_path, n_patients=24, seed=0, height=96, width=80)
-    table = accession_folder_samples(root / "classificacao.csv", root / "archive").table
+    table = load_samples(root / "classificacao.csv", root / "archive").table
     cc = table[table["image_id"].str.endswith("CC")]
     fraction = {}
     for label, group in cc.groupby("label"):

@@ -43,7 +43,7 @@ def test_dicom_window_is_applied_in_modality_units(tmp_path):
 
 
 def test_window_dicom_requires_tags(tmp_path):
-    with pytest.raises(DataError, match="no Window Center/Width"):
+    with pytest.raises(DataError, match="no VOI LUT or Window Center/Width"):
         read_image(write(tmp_path, ramp()), window="dicom")
 
 

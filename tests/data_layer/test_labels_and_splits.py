@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mammo.data.demo import write_dicom
-from mammo.data.labels import accession_folder_samples, parse_density, read_label_csv
+from mammo.data.labels import load_samples, parse_density, read_label_csv
 from mammo.data.splits import check_no_leakage, grouped_val_mask
 from mammo.errors import DataError
 
@@ -29,7 +29,7 @@ def test_letters_and_digits_map_to_1_4_and_class_5_is_excluded(tmp_path):
     csv, root = make_archive(
         tmp_path, "AccessionNumber,Classification\nA1,B\nA2,4\nA3,5\nA4,a\n", {"A1": 2, "A2": 1, "A4": 1}
     )
-    samples = accession_folder_samples(csv, root)
+    samples = load_samples(csv, root)
     table = samples.table
     assert list(table["AccessionNumber"]) == ["A1", "A1", "A2", "A4"]
     assert list(table["label"]) == [1, 1, 3, 0]  # 0-based
@@ -40,12 +40,12 @@ def test_letters_and_digits_map_to_1_4_and_class_5_is_excluded(tmp_path):
 
 def test_patient_column_in_csv_wins_over_header(tmp_path):
     csv, root = make_archive(tmp_path, "AccessionNumber,Classification,PatientID\nA1,1,X9\n", {"A1": 1})
-    assert list(accession_folder_samples(csv, root).table["PatientID"]) == ["X9"]
+    assert list(load_samples(csv, root).table["PatientID"]) == ["X9"]
 
 
 def test_include_class_5(tmp_path):
     csv, root = make_archive(tmp_path, "AccessionNumber,Classification\nA1,5\n", {"A1": 1})
-    samples = accession_folder_samples(csv, root, include_class_5=True)
+    samples = load_samples(csv, root, include_class_5=True)
     assert list(samples.table["label"]) == [4] and samples.class_labels == [1, 2, 3, 4, 5]
 
 
@@ -75,10 +75,10 @@ def test_bad_csv_errors_name_file_and_row(tmp_path, rows, message):
 def test_missing_and_empty_accession_folders(tmp_path):
     csv, root = make_archive(tmp_path, "AccessionNumber,Classification\nA1,1\nA2,2\n", {"A1": 1})
     with pytest.raises(DataError, match="accession folder missing for AccessionNumber=A2"):
-        accession_folder_samples(csv, root)
+        load_samples(csv, root)
     (root / "A2").mkdir()
     with pytest.raises(DataError, match="accession folder is empty"):
-        accession_folder_samples(csv, root)
+        load_samples(csv, root)
 
 
 def test_parse_density_rejects_unknown():

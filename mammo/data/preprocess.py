@@ -1,0 +1,202 @@
+"""Mammography preprocessing: DICOM -> a fixed-size [0, 1] image, oriented and cropped.
+
+Pipeline for one file (each step switchable in ``conf/data``):
+
+1. decode the stored values (pydicom) and choose the display transform (``mammo.data.dicom``);
+2. on a ~256 px thumbnail of the display image: find the breast (the largest bright connected
+   region away from the image border; other bright regions are burnt-in labels or markers) and
+   which side its chest wall is on (DICOM Patient Orientation, else laterality, else intensity);
+3. crop the stored values to the breast's box, downsample them to the output size (antialiased
+   bilinear: plain ``stretch`` or aspect-keeping ``letterbox``), and only then apply the display
+   transform, blank the labels and flip the chest wall to ``orient``.
+
+Windowing after downsampling touches ~0.3 Mpx instead of ~12 Mpx, which is what keeps a
+4000x3000 image within a quarter of pydicom's decode time (``scripts/bench_data.py``). For a
+linear window it equals windowing first except in pixels averaged across the window's edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mammo.data.dicom import Display, _sample, decode
+from mammo.errors import ConfigError
+
+# Bump when the pipeline's output changes for the same settings, so disk caches rebuild.
+PIPELINE_VERSION = 1
+ORIENTS = ("left", "right", "none")
+RESIZES = ("letterbox", "stretch")
+THUMB_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The preprocessing settings; calling it preprocesses one file.
+
+    Args:
+        img_size: output height and width in pixels.
+        window: ``auto`` | ``dicom`` | ``percentile`` | ``minmax`` (see ``Display.from_dataset``).
+        percentiles: low/high percentiles of the percentile window.
+        orient: put the chest wall on the ``left`` or ``right`` image edge; ``none`` keeps the file's.
+        crop: crop to the breast and blank burnt-in labels.
+        resize: ``letterbox`` keeps the aspect ratio and pads with background; ``stretch`` does not.
+    """
+
+    img_size: int = 512
+    window: str = "auto"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    orient: str = "left"
+    crop: bool = True
+    resize: str = "letterbox"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        if self.orient not in ORIENTS:
+            raise ConfigError(f"data.orient={self.orient!r}: expected one of {', '.join(ORIENTS)}")
+        if self.resize not in RESIZES:
+            raise ConfigError(f"data.resize={self.resize!r}: expected one of {', '.join(RESIZES)}")
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ConfigError(f"data.percentiles={list(self.percentiles)}: expected 0 <= low < high <= 100")
+        if int(self.img_size) < 8:
+            raise ConfigError(f"img_size={self.img_size}: expected at least 8 pixels")
+
+    def settings(self) -> dict:
+        """Everything that determines the output, as stored in the cache and the checkpoint."""
+        return {**asdict(self), "percentiles": list(self.percentiles), "pipeline_version": PIPELINE_VERSION}
+
+    def key(self) -> str:
+        """A short hash of :meth:`settings`: the disk cache's folder for these settings."""
+        blob = json.dumps(self.settings(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def __call__(self, path: str | Path, laterality: str | None = None) -> np.ndarray:
+        """Preprocess one DICOM file -> float32 [img_size, img_size] in [0, 1].
+
+        Args:
+            path: the DICOM file.
+            laterality: ``L``/``R`` from the label CSV; overrides the file's laterality tags.
+        """
+        ds, pixels = decode(path)
+        display = Display.from_dataset(ds, _sample(pixels), self.window, self.percentiles, path)
+        step = max(1, -(-max(pixels.shape) // THUMB_SIZE))
+        thumb = display(pixels[::step, ::step])
+        box, labels = breast_region(thumb) if self.crop else ((0, thumb.shape[0], 0, thumb.shape[1]), None)
+        y0, y1, x0, x1 = (
+            min(v * step, n) for v, n in zip(box, (pixels.shape[0],) * 2 + (pixels.shape[1],) * 2)
+        )
+        region = pixels[y0:y1, x0:x1]
+        out_h, out_w = self._output_shape(region.shape)
+        image = display(downsample(region, out_h, out_w))
+        if labels is not None:
+            image[_resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
+        flip = self.orient != "none" and chest_wall_side(ds, laterality, thumb) != self.orient
+        if flip:
+            image = image[:, ::-1]
+        return self._pad(image)
+
+    def _output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        size = int(self.img_size)
+        if self.resize == "stretch":
+            return size, size
+        scale = size / max(shape)
+        return max(1, min(size, round(shape[0] * scale))), max(1, min(size, round(shape[1] * scale)))
+
+    def _pad(self, image: np.ndarray) -> np.ndarray:
+        """Letterbox: centred vertically, against the chest-wall edge horizontally."""
+        size = int(self.img_size)
+        out = np.zeros((size, size), dtype=np.float32)
+        h, w = image.shape
+        top = (size - h) // 2
+        left = {"left": 0, "right": size - w}.get(self.orient, (size - w) // 2)
+        out[top : top + h, left : left + w] = image
+        return out
+
+
+def downsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased bilinear resize of a 2-D array (any numeric dtype) -> float32."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+    if x.shape[-2:] == (height, width):
+        return x[0, 0].numpy()
+    return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)[0, 0].numpy()
+
+
+def breast_region(
+    thumb: np.ndarray, pad: float = 0.02
+) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
+    """Box ``(y0, y1, x0, x1)`` of the breast on a display thumbnail, and a mask of the other
+    bright regions (labels, markers) inside it, or ``None`` when there are none.
+
+    The breast is the largest connected region brighter than the background (10 % of the way
+    from the 2nd to the 98th percentile, capped at Otsu's threshold so that a dark image still
+    separates), ignoring a 1 % border where detector edges often glow. The box gets ``pad`` of
+    margin and reaches the image edge when the breast does (the chest wall).
+    """
+    from scipy import ndimage
+
+    h, w = thumb.shape
+    low, high = np.percentile(thumb, [2.0, 98.0])
+    mask = thumb > min(low + 0.1 * (high - low), otsu_threshold(thumb))
+    margin = max(1, round(0.01 * min(h, w)))
+    mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = False, False, False, False
+    components, n = ndimage.label(mask)
+    if n == 0:
+        return (0, h, 0, w), None
+    sizes = ndimage.sum_labels(mask, components, index=np.arange(1, n + 1))
+    breast = components == int(np.argmax(sizes)) + 1
+    rows, cols = np.flatnonzero(breast.any(axis=1)), np.flatnonzero(breast.any(axis=0))
+    py, px = round(pad * h), round(pad * w)
+    y0, y1 = max(0, rows[0] - py), min(h, rows[-1] + 1 + py)
+    x0, x1 = max(0, cols[0] - px), min(w, cols[-1] + 1 + px)
+    y0, x0 = (0 if y0 <= margin + 1 else y0), (0 if x0 <= margin + 1 else x0)
+    y1, x1 = (h if y1 >= h - margin - 1 else y1), (w if x1 >= w - margin - 1 else x1)
+    others = mask & ~breast
+    if not others[y0:y1, x0:x1].any():
+        return (y0, y1, x0, x1), None
+    return (y0, y1, x0, x1), ndimage.binary_dilation(others, iterations=2) & ~breast
+
+
+def otsu_threshold(image: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of values in [0, 1] (maximises the between-class variance)."""
+    hist, edges = np.histogram(image, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def chest_wall_side(ds, laterality: str | None, thumb: np.ndarray) -> str:
+    """``left`` or ``right``: the image edge the chest wall is on.
+
+    In order: the DICOM Patient Orientation (the row direction points anterior, towards the
+    nipple, when the chest wall is on the left); the laterality (CSV, Image Laterality or
+    Laterality; the standard hanging puts a left breast's chest wall on the left); the brighter
+    image half.
+    """
+    orientation = ds.get("PatientOrientation")
+    if orientation and len(orientation) >= 1 and str(orientation[0])[:1] in ("A", "P"):
+        return "left" if str(orientation[0]).startswith("A") else "right"
+    side = laterality or ds.get("ImageLaterality") or ds.get("Laterality")
+    if str(side).strip().upper() in ("L", "R"):
+        return "left" if str(side).strip().upper() == "L" else "right"
+    half = thumb.shape[1] // 2
+    return "left" if thumb[:, :half].sum() >= thumb[:, -half:].sum() else "right"
+
+
+def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    rows = np.minimum((np.arange(height) + 0.5) * mask.shape[0] / height, mask.shape[0] - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * mask.shape[1] / width, mask.shape[1] - 1).astype(int)
+    return mask[np.ix_(rows, cols)]
