@@ -49,7 +49,7 @@ def check_header(path: str | Path) -> pydicom.Dataset:
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no pixel data")
     _check_greyscale(ds, path)
-    raw = ds.get_item("PixelData")
+    raw = ds.get_item("PixelData", keep_deferred=True)
     value_tell = getattr(raw, "value_tell", None)
     if value_tell is not None and raw.length != 0xFFFFFFFF:
         if value_tell + raw.length > path.stat().st_size:
@@ -82,8 +82,11 @@ def decode(path: str | Path) -> tuple[pydicom.Dataset, np.ndarray]:
 
 
 def _check_greyscale(ds: pydicom.Dataset, path) -> None:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: invalid image header ({exc})") from exc
     if frames != 1 or samples != 1:
         raise DataError(
             f"{path}: expected one greyscale frame, got {frames} frame(s) x {samples} sample(s) per pixel"
@@ -132,6 +135,13 @@ class Display:
         """
         if window not in WINDOWS:
             raise DataError(f"data.window={window!r}: expected one of {', '.join(WINDOWS)}")
+        try:
+            return cls._choose(ds, sample, window, percentiles, path)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            raise DataError(f"{path}: invalid VOI/rescale header ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _choose(cls, ds, sample, window, percentiles, path) -> Display:
         common = {
             "slope": float(ds.get("RescaleSlope", 1.0) or 1.0),
             "intercept": float(ds.get("RescaleIntercept", 0.0) or 0.0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mammo.data.demo import write_dicom
@@ -101,3 +102,68 @@ def test_grouped_split_never_leaks_and_is_stratified():
 def test_leakage_check_fails_loudly():
     with pytest.raises(DataError, match="leaks 1 patient"):
         check_no_leakage(np.array(["a", "a", "b"]), np.array([True, False, False]))
+
+
+def test_image_path_csv_with_laterality_and_view_columns(tmp_path):
+    for i, name in enumerate(["a/x.dcm", "b/y.dcm"]):
+        write_dicom(
+            tmp_path / "imgs" / name, np.zeros((8, 8), np.uint16), patient_id=f"H{i}", accession=f"ACC{i}"
+        )
+    csv = tmp_path / "imgs" / "labels.csv"
+    csv.write_text("image_path;Classification;side;projection\na/x.dcm;C;l;CC\nb/y.dcm;2;R;MLO\n")
+    samples = load_samples(csv, None, laterality_column="side", view_column="projection")
+    table = samples.table
+    assert samples.source["layout"] == "image_path"
+    assert list(table["relpath"]) == ["a/x.dcm", "b/y.dcm"] and list(table["label"]) == [2, 1]
+    assert list(table["PatientID"]) == ["H0", "H1"] and list(table["AccessionNumber"]) == ["ACC0", "ACC1"]
+    assert list(table["laterality"]) == ["L", "R"] and list(table["view"]) == ["CC", "MLO"]
+    assert all(len(s) == 64 for s in table["sha256"])
+    with pytest.raises(DataError, match="missing column"):
+        load_samples(csv, None, laterality_column="Laterality")
+    csv.write_text("image_path,Classification\na/x.dcm,1\nc/z.dcm,2\n")
+    with pytest.raises(DataError, match=r"row 3: image_path 'c/z.dcm' not found"):
+        load_samples(csv, None)
+
+
+def test_laterality_and_view_default_to_the_dicom_tags(tmp_path):
+    csv, root = make_archive(tmp_path, "AccessionNumber,Classification\nA1,1\n", {"A1": 1})
+    write_dicom(
+        root / "A1" / "0.dcm",
+        np.zeros((8, 8), np.uint16),
+        patient_id="P",
+        accession="A1",
+        laterality="R",
+        view="MLO",
+    )
+    table = load_samples(csv, root).table
+    assert table.loc[0, "laterality"] == "R" and table.loc[0, "view"] == "MLO"
+
+
+def test_preset_split_round_trip_and_leak_check(tmp_path):
+    from mammo.data.splits import preset_val_mask, split_frame
+
+    table = pd.DataFrame(
+        {
+            "image_id": ["a/1", "a/2", "b/1", "c/1"],
+            "AccessionNumber": ["a", "a", "b", "c"],
+            "PatientID": ["p1", "p1", "p2", "p3"],
+            "label": [0, 0, 1, 2],
+        }
+    )
+    mask = np.array([False, False, True, False])
+    path = tmp_path / "split.csv"
+    split_frame(table, mask, [1, 2, 3, 4]).to_csv(path, index=False)
+    np.testing.assert_array_equal(preset_val_mask(table, path), mask)  # a run's split.csv, reused
+    path.write_text("AccessionNumber,split\na,train\nb,validation\nc,TRAIN\n")
+    np.testing.assert_array_equal(preset_val_mask(table, path), mask)
+    path.write_text("image_id,split\na/1,train\na/2,val\nb/1,val\nc/1,train\n")
+    with pytest.raises(DataError, match="leaks 1 patient"):
+        preset_val_mask(table, path)
+    path.write_text("AccessionNumber,split\na,train\nb,val\n")
+    with pytest.raises(
+        DataError, match=r"1 AccessionNumber value\(s\) of the data not in the split: \['c'\]"
+    ):
+        preset_val_mask(table, path)
+    path.write_text("AccessionNumber,split\na,train\nb,holdout\nc,train\n")
+    with pytest.raises(DataError, match="row 3: unknown split 'holdout'"):
+        preset_val_mask(table, path)

@@ -1,0 +1,123 @@
+"""Every kind of bad input: a one-line error naming the file/row, or skip-and-count with on_bad_file=skip."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from pydicom.uid import RLELossless
+
+from mammo.errors import DataError
+
+
+def corrupt_file(csv, root):
+    path = root / "ACC001" / "L_CC.dcm"
+    path.write_bytes(b"\x00" * 50)
+    return path.name
+
+
+def truncated_file(csv, root):
+    path = root / "ACC001" / "L_CC.dcm"
+    path.write_bytes(path.read_bytes()[:-500])
+    return "L_CC.dcm: truncated"
+
+
+def no_pixel_data(csv, root):
+    path = root / "ACC001" / "L_CC.dcm"
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    return "L_CC.dcm: DICOM has no pixel data"
+
+
+def undecodable_pixels(csv, root):
+    """A valid header over compressed data that cannot be decoded: found when preparing the cache."""
+    path = root / "ACC001" / "L_CC.dcm"
+    ds = pydicom.dcmread(path)
+    ds.compress(RLELossless, encoding_plugin="")
+    data = bytearray(ds.PixelData)
+    data[16:24] = (7).to_bytes(4, "little") + (0xFFFFFF).to_bytes(
+        4, "little"
+    )  # RLE header: 7 segments, bad offset
+    ds.PixelData = bytes(data)
+    ds.save_as(path)
+    return "L_CC.dcm: cannot decode DICOM pixels"
+
+
+def missing_folder(csv, root):
+    (root / "ACC001" / "L_CC.dcm").unlink()
+    (root / "ACC001" / "R_CC.dcm").unlink()
+    (root / "ACC001").rmdir()
+    return "accession folder missing for AccessionNumber=ACC001 (row 3)"
+
+
+def empty_folder(csv, root):
+    for path in (root / "ACC001").iterdir():
+        path.unlink()
+    return "accession folder is empty (AccessionNumber=ACC001, row 3)"
+
+
+def unknown_label(csv, root):
+    csv.write_text(csv.read_text().replace("ACC001,B,", "ACC001,X,"))
+    return "row 3 (AccessionNumber=ACC001): unknown Classification 'X'"
+
+
+CASES = {
+    "corrupt": (corrupt_file, 1),
+    "truncated": (truncated_file, 1),
+    "no_pixels": (no_pixel_data, 1),
+    "undecodable": (undecodable_pixels, 1),
+    "missing_folder": (missing_folder, 1),
+    "empty_folder": (empty_folder, 1),
+    "unknown_label": (unknown_label, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_errors_or_is_skipped(dataset, make_datamodule, case):
+    csv, root = dataset
+    spoil, skipped = CASES[case]
+    message = spoil(csv, root)
+    with pytest.raises(DataError) as info:
+        make_datamodule(csv, root, cache_mode="memory")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    dm = make_datamodule(csv, root, cache_mode="memory", on_bad_file="skip")
+    assert len(dm.samples.skipped) == skipped and dm.describe()["skipped"] == skipped
+    assert message in dm.manifest["skipped"][0]["reason"]
+    images = 40 - (2 if case in ("missing_folder", "empty_folder", "unknown_label") else 1)
+    assert len(dm.train_table) + len(dm.val_table) == images == dm.manifest["num_images"]
+    assert "ACC001/L_CC" not in set(dm.split["image_id"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "cannot parse CSV"),
+        ("AccessionNumber,Classification\n", "no rows"),
+        ("AccessionNumber,Density\nACC000,1\n", "missing column(s) Classification"),
+    ],
+)
+def test_csv_structure_errors_are_never_skipped(dataset, make_datamodule, text, message):
+    csv, root = dataset
+    csv.write_text(text)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_datamodule(csv, root, on_bad_file="skip")
+
+
+def test_a_class_without_samples_is_an_error(dataset, make_datamodule):
+    csv, root = dataset
+    lines = [line for line in csv.read_text().splitlines() if ",D," not in line]
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"density class\(es\) \[4\] have no samples"):
+        make_datamodule(csv, root)
+
+
+def test_a_val_split_missing_a_class_is_an_error(dataset, make_datamodule, tmp_path):
+    csv, root = dataset
+    split = tmp_path / "split.csv"
+    val = {"PAT000", "PAT001", "PAT002"}  # classes 1-3 only
+    split.write_text(
+        "PatientID,split\n"
+        + "".join(f"PAT{p:03d},{'val' if f'PAT{p:03d}' in val else 'train'}\n" for p in range(20))
+    )
+    with pytest.raises(DataError, match=r"the val split has no image of density \[4\]"):
+        make_datamodule(csv, root, split_csv=str(split))

@@ -1,0 +1,44 @@
+"""data_manifest.json: the same data gives the same hash wherever it lives; any change shows."""
+
+from __future__ import annotations
+
+import shutil
+
+from mammo.data.manifest import HashIndex, file_sha256, manifest_sha256
+
+
+def test_same_data_elsewhere_same_hash_and_changes_show(dataset, make_datamodule, tmp_path):
+    csv, root = dataset
+    first = make_datamodule(csv, root)
+    manifest = first.manifest
+    assert manifest["num_images"] == 40 and manifest["num_patients"] == 20
+    assert manifest["label_distribution"] == {"1": 10, "2": 10, "3": 10, "4": 10}
+    assert manifest["label_files"]["csv"] == {"name": "labels.csv", "sha256": file_sha256(csv)}
+    entry = manifest["files"][0]
+    assert entry["path"] == "ACC000/L_CC.dcm" and entry["size"] == (root / entry["path"]).stat().st_size
+    assert entry["sha256"] == file_sha256(root / entry["path"])
+    assert first.describe()["manifest_sha256"] == manifest_sha256(manifest)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(csv.parent, copy)
+    moved = make_datamodule(copy / "labels.csv", copy / "archive", split_seed=7)
+    assert manifest_sha256(moved.manifest) == manifest_sha256(manifest)  # another folder, another split
+
+    path = copy / "archive" / "ACC003" / "R_CC.dcm"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    changed = make_datamodule(copy / "labels.csv", copy / "archive")
+    assert manifest_sha256(changed.manifest) != manifest_sha256(manifest)
+
+
+def test_hash_index_remembers_and_notices_changes(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    index = HashIndex(tmp_path / "index.json")
+    size, digest = index.sha256(path)
+    index.save()
+    again = HashIndex(tmp_path / "index.json")
+    assert again.sha256(path) == (3, digest) and not again.changed
+    path.write_bytes(b"abcd")
+    assert again.sha256(path)[1] == file_sha256(path) != digest

@@ -1,0 +1,118 @@
+"""Mammography preprocessing: crop, labels, orientation, letterbox/stretch, settings key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammo.data.demo import write_dicom
+from mammo.data.preprocess import Preprocessing, breast_region
+from mammo.errors import ConfigError
+
+H, W = 400, 300
+
+
+def mammogram(chest_wall: str = "left", label: bool = True, edge: bool = True) -> np.ndarray:
+    """Stored 12-bit values: a half-ellipse breast on the chest-wall edge (rows 100-300, 150 px
+    deep), a burnt-in label inside the breast's box but apart from it, another in a far corner,
+    and a bright detector edge line."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    breast = ((yy - 200) / 100) ** 2 + (xx / 150) ** 2 < 1
+    image = np.where(breast, 1500 + 1000 * (xx < 60), 40).astype(np.uint16)
+    if label:
+        image[102:112, 128:148] = 4000  # inside the box, outside the ellipse
+        image[20:40, 220:280] = 4000  # far corner
+    if edge:
+        image[:, -2:] = 4095
+    return image if chest_wall == "left" else image[:, ::-1].copy()
+
+
+def write(tmp_path, stored, name="m.dcm", **kwargs):
+    return write_dicom(tmp_path / name, stored, patient_id="P", accession="A", **kwargs)
+
+
+def test_crop_finds_breast_and_blanks_labels(tmp_path):
+    path = write(tmp_path, mammogram(), laterality="L")
+    cropped = Preprocessing(100, crop=True, resize="stretch")(path)
+    whole = Preprocessing(100, crop=False, resize="stretch")(path)
+    # the crop keeps the breast (rows 100-300, columns 0-150 of 400x300) and fills the output
+    assert (cropped > 0.2).mean() > 0.7 > (whole > 0.2).mean() * 2
+    assert cropped[:, :5].mean() > 0.3  # chest wall kept at the left edge
+    # the label inside the box is blanked: the top-right corner of the crop is background
+    assert cropped[:6, -12:].max() < 0.05
+    box, labels = breast_region(whole)
+    assert labels is not None and labels[:20].any()  # the far label is found as a separate region
+    assert box[0] > 15 and box[1] - box[0] < 0.7 * whole.shape[0]  # rows of the breast only
+
+
+@pytest.mark.parametrize(
+    ("stored_side", "tags", "csv_laterality", "expect_flip"),
+    [
+        ("left", {"PatientOrientation": ["A", "R"]}, None, False),
+        ("right", {"PatientOrientation": ["P", "L"]}, None, True),
+        ("right", {"ImageLaterality": "R"}, None, True),
+        ("left", {"ImageLaterality": "L"}, None, False),
+        ("right", {"ImageLaterality": "L"}, "R", True),  # the CSV's laterality wins over the tag
+        ("right", {}, None, True),  # no tags: the brighter half holds the chest wall
+        ("left", {}, None, False),
+    ],
+)
+def test_orientation(tmp_path, stored_side, tags, csv_laterality, expect_flip):
+    stored = mammogram(stored_side, label=False, edge=False)
+    path = write(tmp_path, stored, tags=tags)
+    out = Preprocessing(64, crop=False, resize="stretch", orient="left")(path, laterality=csv_laterality)
+    plain = Preprocessing(64, crop=False, resize="stretch", orient="none")(path)
+    np.testing.assert_array_equal(out, plain[:, ::-1] if expect_flip else plain)
+    if expect_flip or stored_side == "left":
+        assert out[:, :32].mean() > out[:, 32:].mean()  # chest wall now on the left
+    right = Preprocessing(64, crop=False, resize="stretch", orient="right")(path, laterality=csv_laterality)
+    np.testing.assert_array_equal(right, out[:, ::-1])
+
+
+def test_letterbox_keeps_aspect_and_stretch_fills(tmp_path):
+    path = write(tmp_path, mammogram(label=False, edge=False), laterality="L")
+    boxed = Preprocessing(96, crop=False, resize="letterbox")(path)
+    stretched = Preprocessing(96, crop=False, resize="stretch")(path)
+    assert boxed.shape == stretched.shape == (96, 96)
+    columns = np.flatnonzero(boxed.max(axis=0) > 0)
+    assert columns[0] == 0 and columns[-1] + 1 == round(96 * W / H)  # 400x300 -> 96x72, at the chest wall
+    assert (boxed[:, 72:] == 0).all()
+    # the breast is 150 of 300 columns deep: 36 of 72 letterboxed, 48 of 96 stretched
+    assert np.flatnonzero(boxed.max(axis=0) > 0.1)[-1] + 1 == pytest.approx(36, abs=2)
+    assert np.flatnonzero(stretched.max(axis=0) > 0.1)[-1] + 1 == pytest.approx(48, abs=2)
+
+
+def test_output_is_in_unit_range_for_each_window(tmp_path):
+    path = write(tmp_path, mammogram(), window=(1500.0, 3000.0), laterality="L")
+    for window in ("auto", "dicom", "percentile", "minmax"):
+        image = Preprocessing(48, window=window)(path)
+        assert image.dtype == np.float32 and image.shape == (48, 48)
+        assert 0.0 <= image.min() and image.max() <= 1.0 and image.max() > 0.5
+
+
+def test_settings_key_changes_with_every_setting():
+    base = Preprocessing()
+    variants = [
+        Preprocessing(img_size=256),
+        Preprocessing(window="percentile"),
+        Preprocessing(percentiles=(1, 99)),
+        Preprocessing(orient="right"),
+        Preprocessing(crop=False),
+        Preprocessing(resize="stretch"),
+    ]
+    keys = {base.key(), *(v.key() for v in variants)}
+    assert len(keys) == 1 + len(variants)
+    assert Preprocessing(percentiles=[0.5, 99.5]).key() == base.key()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"orient": "up"}, "data.orient='up'"),
+        ({"resize": "crop"}, "data.resize"),
+        ({"percentiles": (5, 1)}, "percentiles"),
+    ],
+)
+def test_bad_settings_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Preprocessing(**kwargs)

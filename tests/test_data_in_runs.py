@@ -1,0 +1,69 @@
+"""The data layer seen from a training run: manifest, disk cache repair and skipped files in the
+run directory's artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+
+from mammo.data.manifest import manifest_sha256
+from tests.conftest import TINY, run_cli, train_tiny
+
+
+def test_disk_cache_repair_and_manifest_in_run_artifacts(tmp_path, demo_root):
+    first = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
+    summary = json.loads((first / "summary.json").read_text())
+    manifest = json.loads((first / "data_manifest.json").read_text())
+    data = summary["data_config"]
+    assert data["manifest_sha256"] == manifest_sha256(manifest)
+    assert manifest["num_images"] == data["num_train"] + data["num_val"]
+    assert data["cache"]["built"] == manifest["num_images"] and data["preprocessing"]["crop"] is True
+
+    cache = tmp_path / "outputs" / "mammo_tiny_density" / "cache" / "preprocessed_64x64"
+    entry = sorted(cache.glob("*/*.bin"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    second = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
+    log = (second / "run.log").read_text()
+    assert "] WARNING: Disk cache truncation detected for 1 samples - regenerating" in log
+    assert "Cache rebuild complete (took" in log
+    again = json.loads((second / "summary.json").read_text())["data_config"]
+    assert again["cache"]["regenerated"] == 1 and again["cache"]["reused"] == manifest["num_images"] - 1
+    assert again["manifest_sha256"] == data["manifest_sha256"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(first / "val_predictions.csv"), pd.read_csv(second / "val_predictions.csv")
+    )
+
+
+def test_skipped_files_are_counted_in_run_log_and_summary(tmp_path, demo_root):
+    from mammo.data.demo import ensure_demo_dataset
+
+    source = ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128)
+    copy = tmp_path / "data"
+    shutil.copytree(source, copy)
+    bad = sorted((copy / "archive").rglob("*.dcm"))[:2]
+    for path in bad:
+        path.write_bytes(b"broken")
+    from mammo.train import main
+
+    args = [
+        *TINY,
+        "epochs=1",
+        "data=dicom_csv",
+        f"data.csv={copy / 'classificacao.csv'}",
+        f"data.dicom_root={copy / 'archive'}",
+        "data.on_bad_file=skip",
+        "data.cache_mode=none",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+    ]
+    assert run_cli(main, args) == 0
+    run = next((tmp_path / "outputs" / "mammo_tiny_density").glob("results_*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data_config"]["skipped"] == 2
+    log = (run / "run.log").read_text()
+    assert "WARNING: Skipped 2 bad file(s)/row(s)" in log
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    assert sorted(s["path"] for s in manifest["skipped"]) == sorted(
+        p.relative_to(copy / "archive").as_posix() for p in bad
+    )
