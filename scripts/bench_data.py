@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4, help="large DICOMs per codec")
     parser.add_argument("--entries", type=int, default=256, help="cache entries in the cached epoch")
     parser.add_argument("--size", type=int, default=512, help="img_size")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     import pandas as pd
