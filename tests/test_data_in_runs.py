@@ -67,3 +67,39 @@ def test_skipped_files_are_counted_in_run_log_and_summary(tmp_path, demo_root):
     assert sorted(s["path"] for s in manifest["skipped"]) == sorted(
         p.relative_to(copy / "archive").as_posix() for p in bad
     )
+
+
+def test_undecodable_file_read_by_a_worker_fails_with_one_line(tmp_path, demo_root):
+    """With cache_mode=none, pixels are first decoded in a DataLoader worker; the error that comes
+    back still names the file in one line, and the run is marked failed."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    from mammo.data.demo import ensure_demo_dataset
+    from mammo.train import main
+
+    copy = tmp_path / "data"
+    shutil.copytree(ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128), copy)
+    path = sorted((copy / "archive").rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(path)
+    ds.compress(RLELossless, encoding_plugin="")
+    data = bytearray(ds.PixelData)
+    data[16:24] = (7).to_bytes(4, "little") + (0xFFFFFF).to_bytes(4, "little")
+    ds.PixelData = bytes(data)
+    ds.save_as(path)
+    args = [
+        *TINY,
+        "epochs=1",
+        "data=dicom_csv",
+        f"data.csv={copy / 'classificacao.csv'}",
+        f"data.dicom_root={copy / 'archive'}",
+        "data.cache_mode=none",
+        "data.num_workers=2",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+    ]
+    assert run_cli(main, args) == 1
+    run = next((tmp_path / "outputs" / "mammo_tiny_density").glob("results_*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    message = summary["error"]["message"]
+    assert message.startswith(str(path)) and "cannot decode DICOM pixels" in message and "\n" not in message
