@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -36,15 +37,17 @@ def test_disk_cache_repair_and_manifest_in_run_artifacts(tmp_path, demo_root):
     )
 
 
-def test_skipped_files_are_counted_in_run_log_and_summary(tmp_path, demo_root):
+def demo_copy(tmp_path, demo_root):
+    """A private copy of the small demo set (accession folders), safe to damage."""
     from mammo.data.demo import ensure_demo_dataset
 
-    source = ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128)
     copy = tmp_path / "data"
-    shutil.copytree(source, copy)
-    bad = sorted((copy / "archive").rglob("*.dcm"))[:2]
-    for path in bad:
-        path.write_bytes(b"broken")
+    shutil.copytree(ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128), copy)
+    return copy
+
+
+def train_on(copy, tmp_path, *overrides) -> tuple[int, Path]:
+    """Train the tiny model on ``copy`` with ``data=dicom_csv``; returns (exit code, run dir)."""
     from mammo.train import main
 
     args = [
@@ -53,12 +56,20 @@ def test_skipped_files_are_counted_in_run_log_and_summary(tmp_path, demo_root):
         "data=dicom_csv",
         f"data.csv={copy / 'classificacao.csv'}",
         f"data.dicom_root={copy / 'archive'}",
-        "data.on_bad_file=skip",
-        "data.cache_mode=none",
         f"paths.output_dir={tmp_path / 'outputs'}",
+        *overrides,
     ]
-    assert run_cli(main, args) == 0
-    run = next((tmp_path / "outputs" / "mammo_tiny_density").glob("results_*"))
+    code = run_cli(main, args)
+    return code, next((tmp_path / "outputs" / "mammo_tiny_density").glob("results_*"))
+
+
+def test_skipped_files_are_counted_in_run_log_and_summary(tmp_path, demo_root):
+    copy = demo_copy(tmp_path, demo_root)
+    bad = sorted((copy / "archive").rglob("*.dcm"))[:2]
+    for path in bad:
+        path.write_bytes(b"broken")
+    code, run = train_on(copy, tmp_path, "data.on_bad_file=skip", "data.cache_mode=none")
+    assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data_config"]["skipped"] == 2
     log = (run / "run.log").read_text()
@@ -75,30 +86,16 @@ def test_undecodable_file_read_by_a_worker_fails_with_one_line(tmp_path, demo_ro
     import pydicom
     from pydicom.uid import RLELossless
 
-    from mammo.data.demo import ensure_demo_dataset
-    from mammo.train import main
-
-    copy = tmp_path / "data"
-    shutil.copytree(ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128), copy)
+    copy = demo_copy(tmp_path, demo_root)
     path = sorted((copy / "archive").rglob("*.dcm"))[0]
     ds = pydicom.dcmread(path)
     ds.compress(RLELossless, encoding_plugin="")
     data = bytearray(ds.PixelData)
-    data[16:24] = (7).to_bytes(4, "little") + (0xFFFFFF).to_bytes(4, "little")
+    data[16:24] = (7).to_bytes(4, "little") + (0xFFFFFF).to_bytes(4, "little")  # RLE header: bad offsets
     ds.PixelData = bytes(data)
     ds.save_as(path)
-    args = [
-        *TINY,
-        "epochs=1",
-        "data=dicom_csv",
-        f"data.csv={copy / 'classificacao.csv'}",
-        f"data.dicom_root={copy / 'archive'}",
-        "data.cache_mode=none",
-        "data.num_workers=2",
-        f"paths.output_dir={tmp_path / 'outputs'}",
-    ]
-    assert run_cli(main, args) == 1
-    run = next((tmp_path / "outputs" / "mammo_tiny_density").glob("results_*"))
+    code, run = train_on(copy, tmp_path, "data.cache_mode=none", "data.num_workers=2")
+    assert code == 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed"
     message = summary["error"]["message"]
