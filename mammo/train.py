@@ -46,18 +46,40 @@ def main(cfg: DictConfig) -> float:
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one training job in Hydra's output directory; returns ``best_<monitor>``."""
+    """Run one training job in Hydra's output directory; returns ``best_<monitor>``, or with
+    ``cv=kfold`` and no ``cv.fold`` the mean over all folds, trained one after another here."""
     from hydra.core.hydra_config import HydraConfig
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.cv.folds is not None and cfg.cv.fold is None:
+        from mammo.cv import run_all_folds
+
+        return run_all_folds(cfg, run_dir)
+    return run(cfg, run_dir, fold=cfg.cv.fold)
+
+
+def run(cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None) -> float:
+    """One training run (or one CV fold) into ``run_dir``.
+
+    Args:
+        fold: the CV fold this run validates on (recorded as ``integration.cv_fold``).
+        datamodule: a set-up datamodule to reuse (the folds of one process share it).
+    """
     from mammo.artifacts.summary import RunSummary
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = RunSummary(run_dir / "summary.json", "density_classification", run_dir.name, cfg.seed)
-    summary.update(hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}})
-    log.info("Starting density classification training")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = f"fold_{fold}" if fold is not None else run_dir.name
+    summary = RunSummary(run_dir / "summary.json", "density_classification", run_id, cfg.seed)
+    summary.update(
+        hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}},
+        integration={"cv_fold": fold},
+    )
+    log.info(
+        "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
+    )
     log.info("Run directory: %s", run_dir)
     try:
-        return _fit(cfg, run_dir, summary)
+        return _fit(cfg, run_dir, summary, fold, datamodule)
     except BaseException as exc:
         exc = unwrap_worker_error(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -67,7 +89,7 @@ def train(cfg: DictConfig) -> float:
         raise exc from None
 
 
-def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
+def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
@@ -76,9 +98,15 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     from mammo.artifacts.runlog import route_library_logs
 
     route_library_logs()
+    if datamodule is None:
+        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule.setup("fit")
+    if fold is not None:
+        datamodule.use_fold(fold)
+        write_csv(Path(cfg.paths.cv_dir) / "folds.csv", datamodule.folds_frame())
+    # seeded after the data is ready (preparing it may draw random numbers), so that a fold
+    # trains the same whether it runs alone or after other folds in one process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.setup("fit")
     data_config = datamodule.describe()
     summary.update(data_config=data_config)
     write_csv(run_dir / "split.csv", datamodule.split)
@@ -154,7 +182,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary) -> float:
     artifacts = RunArtifacts(run_dir, datamodule.val_table, class_labels, cfg.monitor)
     checkpoint = BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [artifacts, checkpoint]
-    loggers = [instantiate(c) for c in cfg.logger.values() if c] if cfg.logger else []
+    loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule)
     if trainer.interrupted:

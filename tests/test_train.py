@@ -200,3 +200,12 @@ def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root):
         ("results_1", 42, "completed"),
         ("results_2", 43, "completed"),
     ]
+    # the sweep's seed aggregate, written by mammo.sweep.SweepCallback when the multirun ends
+    aggregate = json.loads((tmp_path / "mammo_tiny_density/sweeps/sweep_1/sweep_summary.json").read_text())
+    assert aggregate["num_runs"] == 2 and aggregate["num_completed"] == 2 and len(aggregate["groups"]) == 1
+    assert aggregate["groups"][0]["seeds"] == [42, 43]
+    kappa = aggregate["metrics"]["kappa_quadratic"]
+    values = [s["best_val_kappa"] for s in summaries]
+    assert kappa["values"] == values and kappa["run_ids"] == ["results_1", "results_2"]
+    assert kappa["mean"] == float(np.mean(values)) and kappa["std"] == float(np.std(values, ddof=1))
+    assert (tmp_path / "mammo_tiny_density/sweeps/sweep_1/multirun.yaml").is_file()

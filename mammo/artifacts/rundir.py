@@ -17,25 +17,26 @@ RUN_PREFIX = "results_"
 _RUN_RE = re.compile(rf"^{RUN_PREFIX}(\d+)$")
 
 
-def existing_run_numbers(parent: str | os.PathLike) -> list[int]:
-    """Numbers N of the ``results_N`` directories already under ``parent``.
+def existing_run_numbers(parent: str | os.PathLike, prefix: str = RUN_PREFIX) -> list[int]:
+    """Numbers N of the ``<prefix>N`` directories already under ``parent``.
 
     >>> existing_run_numbers("/nonexistent/dir")
     []
     """
     if not os.path.isdir(parent):
         return []
-    return sorted(int(m.group(1)) for name in os.listdir(parent) if (m := _RUN_RE.match(name)))
+    pattern = _RUN_RE if prefix == RUN_PREFIX else re.compile(rf"^{re.escape(prefix)}(\d+)$")
+    return sorted(int(m.group(1)) for name in os.listdir(parent) if (m := pattern.match(name)))
 
 
-def allocate_run_dir(parent: str | os.PathLike) -> Path:
-    """Create and return ``parent/results_N`` for the smallest N above every existing one."""
+def allocate_run_dir(parent: str | os.PathLike, prefix: str = RUN_PREFIX) -> Path:
+    """Create and return ``parent/<prefix>N`` for the smallest N above every existing one."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    numbers = existing_run_numbers(parent)
+    numbers = existing_run_numbers(parent, prefix)
     n = (numbers[-1] + 1) if numbers else 1
     while True:
-        candidate = parent / f"{RUN_PREFIX}{n}"
+        candidate = parent / f"{prefix}{n}"
         try:
             os.mkdir(candidate)
             return candidate
@@ -47,6 +48,11 @@ def _next_run_name(parent: str) -> str:
     return allocate_run_dir(parent).name
 
 
+def _fold_dir(fold) -> str:
+    """A CV fold's run directory below the CV directory (``.`` when all folds run in one job)."""
+    return "." if fold is None else f"fold_{int(fold)}/results"
+
+
 def register_resolvers() -> None:
     """Register mammo's OmegaConf resolvers (idempotent).
 
@@ -54,3 +60,5 @@ def register_resolvers() -> None:
     """
     if not OmegaConf.has_resolver("mammo.next_run"):
         OmegaConf.register_new_resolver("mammo.next_run", _next_run_name, use_cache=True)
+    if not OmegaConf.has_resolver("mammo.fold_dir"):
+        OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)

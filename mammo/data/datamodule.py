@@ -23,7 +23,13 @@ from mammo.data.demo import ensure_demo_dataset
 from mammo.data.labels import Samples, load_samples
 from mammo.data.manifest import HashIndex, build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
-from mammo.data.splits import grouped_val_mask, preset_val_mask, split_frame
+from mammo.data.splits import (
+    check_no_leakage,
+    grouped_val_mask,
+    kfold_assignment,
+    preset_val_mask,
+    split_frame,
+)
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
@@ -180,6 +186,9 @@ class DensityDataModule(L.LightningDataModule):
         on_bad_file: ``error`` stops at the first bad row or file; ``skip`` leaves it out, logs
             it and lists it in data_manifest.json.
         window, percentiles, orient, crop, resize: see :class:`~mammo.data.preprocess.Preprocessing`.
+        cv_folds, cv_fold: k-fold cross-validation: validate on fold ``cv_fold`` (1-based) of
+            ``cv_folds`` patient-grouped folds seeded by ``split_seed``; with ``cv_fold=None`` the
+            folds are assigned and :meth:`use_fold` picks one (all folds in one process).
     """
 
     def __init__(
@@ -210,6 +219,8 @@ class DensityDataModule(L.LightningDataModule):
         on_bad_file: str = "error",
         train_augment: bool = True,
         num_classes: int = 4,
+        cv_folds: int | None = None,
+        cv_fold: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -224,6 +235,10 @@ class DensityDataModule(L.LightningDataModule):
         self.val_table: pd.DataFrame | None = None
         self.manifest: dict | None = None
         self.cache_stats: dict = {}
+        self.fold_ids: np.ndarray | None = None
+        self.fold: int | None = None
+        if cv_folds is not None and split_csv:
+            raise DataError("data.split_csv and cv=kfold are exclusive: the folds are the split")
 
     # -- setup ---------------------------------------------------------------------------------
     def label_files(self) -> tuple[Path, Path | None]:
@@ -288,26 +303,56 @@ class DensityDataModule(L.LightningDataModule):
                 f"data: density class(es) {empty} have no samples in {samples.source['csv']} "
                 f"({len(table)} usable images); a {hp.num_classes}-class model needs images of every class"
             )
+        self.manifest = build_manifest(
+            samples,
+            samples.class_labels,
+            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
+        )
+        if hp.cv_folds is not None:
+            self.fold_ids = kfold_assignment(
+                table["label"].to_numpy(), table["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed
+            )
+            if hp.cv_fold is not None:
+                self.use_fold(int(hp.cv_fold))
+            return
         if hp.split_csv:
             val_mask = preset_val_mask(table, hp.split_csv)
         else:
             val_mask = grouped_val_mask(
                 table["label"].to_numpy(), table["PatientID"].to_numpy(), hp.val_fraction, hp.split_seed
             )
+        self._use_split(val_mask)
+
+    def use_fold(self, fold: int) -> None:
+        """Validate on fold ``fold`` (1-based) of the k-fold assignment."""
+        if self.fold_ids is None:
+            raise DataError("data: use_fold needs cv_folds (cv=kfold)")
+        if not 1 <= fold <= int(self.hparams.cv_folds):
+            raise DataError(f"cv.fold={fold}: expected 1..{self.hparams.cv_folds}")
+        self.fold = fold
+        self._use_split(self.fold_ids == fold)
+
+    def folds_frame(self) -> pd.DataFrame:
+        """The fold assignment as saved beside the folds (``folds.csv``)."""
+        out = split_frame(self.samples.table, self.fold_ids > 0, self.samples.class_labels).drop(
+            columns="split"
+        )
+        out["fold"] = self.fold_ids
+        return out
+
+    def _use_split(self, val_mask: np.ndarray) -> None:
+        samples, table = self.samples, self.samples.table
+        check_no_leakage(table["PatientID"].to_numpy(), val_mask)
         self.train_table, self.val_table = table[~val_mask], table[val_mask]
+        where = f" of fold {self.fold}" if self.fold else ""
         for name, tab in (("train", self.train_table), ("val", self.val_table)):
             absent = sorted(samples.class_labels[c] for c in set(table["label"]) - set(tab["label"]))
             if absent:
                 raise DataError(
-                    f"data: the {name} split has no image of density {absent}; "
-                    "add data or change data.val_fraction / data.split_seed / data.split_csv"
+                    f"data: the {name} split{where} has no image of density {absent}; "
+                    "add data or change data.val_fraction / data.split_seed / data.split_csv / cv.folds"
                 )
         self.split = split_frame(table, val_mask, samples.class_labels)
-        self.manifest = build_manifest(
-            samples,
-            samples.class_labels,
-            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
-        )
 
     def _prepare(self, cache: DiskCache | None) -> None:
         """Preprocess every image once (in ``num_workers`` processes) into the memory or disk cache."""
@@ -407,8 +452,10 @@ class DensityDataModule(L.LightningDataModule):
             "val_class_distribution": self.class_distribution(self.val_table),
             "excluded": len(self.samples.excluded),
             "skipped": len(self.samples.skipped),
-            "val_fraction": None if hp.split_csv else hp.val_fraction,
+            "val_fraction": None if hp.split_csv or hp.cv_folds else hp.val_fraction,
             "split_seed": None if hp.split_csv else hp.split_seed,
+            "cv_folds": hp.cv_folds,
+            "cv_fold": self.fold,
             "split_csv": hp.split_csv,
             "split_file": "split.csv",
             "preprocessing": self.preprocessing.settings(),

@@ -101,3 +101,24 @@ _SIDES = {
     "validation": "val",
     "test": "val",
 }
+
+
+def kfold_assignment(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number (1..``folds``) of every row: patient-grouped, class-stratified, every patient in
+    exactly one validation fold. Depends only on the rows, ``folds`` and ``seed``.
+
+    >>> y = np.array([0, 1] * 6); g = np.repeat(np.arange(6), 2)
+    >>> f = kfold_assignment(y, g, 3, seed=0)
+    >>> sorted(set(f.tolist())), all(len(set(f[g == p])) == 1 for p in g)
+    ([1, 2, 3], True)
+    """
+    if folds < 2:
+        raise DataError(f"cv.folds={folds}: expected at least 2")
+    n_groups = len(np.unique(groups))
+    if n_groups < folds:
+        raise DataError(f"data: {n_groups} patients cannot make {folds} patient-grouped folds")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    assignment = np.zeros(len(labels), dtype=int)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
+        assignment[val_idx] = k
+    return assignment
