@@ -20,7 +20,7 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mammo tests scripts
+	$(VENV)/bin/ruff check mammo tests scripts hydra_plugins
 
 bench: $(STAMP)
 	$(PY) scripts/bench_train.py

@@ -49,7 +49,7 @@ def run_all_folds(cfg, cv_dir: Path) -> float:
         fold_dir = cv_dir / f"fold_{fold}" / "results"
         with fold_log(fold_dir / "run.log"):
             try:
-                run(cfg, fold_dir, fold=fold, datamodule=datamodule)
+                run(cfg, fold_dir, fold=fold, datamodule=datamodule, cv_dir=cv_dir)
             except Exception as exc:  # a failed fold is recorded; the others still run
                 failed.append(fold)
                 log.error("Fold %d failed: %s", fold, unwrap_worker_error(exc))

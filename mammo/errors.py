@@ -17,3 +17,7 @@ class DataError(MammoError):
 
 class ConfigError(MammoError):
     """A configuration value that cannot work (unknown model, unreachable weights, ...)."""
+
+
+class TrainingError(MammoError):
+    """Training cannot go on (e.g. the loss became NaN)."""

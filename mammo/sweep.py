@@ -69,6 +69,14 @@ class SweepCallback(Callback):
         summary = summarize(records, config.monitor)
         from mammo.artifacts.io import write_json
 
+        sweeper = config.hydra.sweeper
+        if "study_name" in sweeper and sweeper.get("storage"):
+            from mammo.hpo import report
+
+            best = report(Path(config.hydra.sweep.dir), str(sweeper.storage), str(sweeper.study_name))
+            summary["hpo"] = {"study_name": str(sweeper.study_name), "best": best}
+            log.info("HPO report: %s/best_params.json, trials.csv, plots/", config.hydra.sweep.dir)
+
         write_json(self.dir / "sweep_summary.json", {"sweep_id": self.dir.name, **summary})
         log.info("Sweep summary: %s", self.dir / "sweep_summary.json")
 

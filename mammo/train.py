@@ -51,19 +51,37 @@ def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.cv.folds is not None and cfg.cv.fold is None:
-        from mammo.cv import run_all_folds
+    record = None
+    if cfg.hpo.get("trial") is not None:
+        from mammo.hpo import TrialRecord
 
-        return run_all_folds(cfg, run_dir)
-    return run(cfg, run_dir, fold=cfg.cv.fold)
+        record = TrialRecord(run_dir, cfg)
+    try:
+        if cfg.cv.folds is not None and cfg.cv.fold is None:
+            from mammo.cv import run_all_folds
+
+            value = run_all_folds(cfg, run_dir)
+        else:
+            cv_dir = Path(cfg.paths.cv_dir) if cfg.cv.folds is not None else None
+            value = run(cfg, run_dir, fold=cfg.cv.fold, cv_dir=cv_dir)
+    except BaseException as exc:
+        if record is not None:
+            record.finish(None, unwrap_worker_error(exc))
+        raise
+    if record is not None:
+        record.finish(value)
+    return value
 
 
-def run(cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None) -> float:
+def run(
+    cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None, cv_dir: Path | None = None
+) -> float:
     """One training run (or one CV fold) into ``run_dir``.
 
     Args:
         fold: the CV fold this run validates on (recorded as ``integration.cv_fold``).
         datamodule: a set-up datamodule to reuse (the folds of one process share it).
+        cv_dir: where the fold assignment (``folds.csv``) goes.
     """
     from mammo.artifacts.summary import RunSummary
 
@@ -72,14 +90,14 @@ def run(cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None
     summary = RunSummary(run_dir / "summary.json", "density_classification", run_id, cfg.seed)
     summary.update(
         hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}},
-        integration={"cv_fold": fold},
+        integration={"cv_fold": fold, "optuna_trial_id": _trial_id(cfg)},
     )
     log.info(
         "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
     )
     log.info("Run directory: %s", run_dir)
     try:
-        return _fit(cfg, run_dir, summary, fold, datamodule)
+        return _fit(cfg, run_dir, summary, fold, datamodule, cv_dir)
     except BaseException as exc:
         exc = unwrap_worker_error(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -89,11 +107,11 @@ def run(cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None
         raise exc from None
 
 
-def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule) -> float:
+def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, cv_dir: Path | None) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
-    from mammo.artifacts.callbacks import BestModelCheckpoint, RunArtifacts
+    from mammo.artifacts.callbacks import BestModelCheckpoint, FiniteLossGuard, RunArtifacts
     from mammo.artifacts.io import write_csv, write_json
     from mammo.artifacts.runlog import route_library_logs
 
@@ -103,7 +121,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule) 
         datamodule.setup("fit")
     if fold is not None:
         datamodule.use_fold(fold)
-        write_csv(Path(cfg.paths.cv_dir) / "folds.csv", datamodule.folds_frame())
+        write_csv(cv_dir / "folds.csv", datamodule.folds_frame())
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,7 +199,19 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule) 
 
     artifacts = RunArtifacts(run_dir, datamodule.val_table, class_labels, cfg.monitor)
     checkpoint = BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [artifacts, checkpoint]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [
+        artifacts,
+        checkpoint,
+        FiniteLossGuard(),
+    ]
+    if cfg.hpo.get("trial") is not None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from mammo.hpo import EpochStream
+
+        trial_dir = Path(HydraConfig.get().runtime.output_dir)
+        stream = trial_dir / f"hpo_trial{cfg.hpo.trial}.jsonl"
+        callbacks.append(EpochStream(stream, _trial_id(cfg), fold))
     loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.fit(model, datamodule=datamodule)
@@ -223,6 +253,16 @@ def class_weights(setting, train_labels, num_classes: int) -> list[float] | None
     if len(weights) != num_classes:
         raise ConfigError(f"class_weights: expected {num_classes} weights, got {len(weights)}")
     return weights
+
+
+def _trial_id(cfg: DictConfig) -> str | None:
+    if cfg.hpo.get("trial") is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    from mammo.hpo import trial_id
+
+    return trial_id(HydraConfig.get().sweeper.get("study_name"), cfg.hpo.trial)
 
 
 def unwrap_worker_error(exc: BaseException) -> BaseException:

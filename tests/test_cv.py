@@ -127,10 +127,10 @@ def test_a_failed_fold_is_recorded_and_the_others_still_run(tmp_path, demo_root,
 
     original = mammo.train._fit
 
-    def fail_fold_2(cfg, run_dir, summary, fold, datamodule):
+    def fail_fold_2(cfg, run_dir, summary, fold, *args):
         if fold == 2:
             raise RuntimeError("simulated crash in fold 2")
-        return original(cfg, run_dir, summary, fold, datamodule)
+        return original(cfg, run_dir, summary, fold, *args)
 
     monkeypatch.setattr(mammo.train, "_fit", fail_fold_2)
     assert cv_run(tmp_path, demo_root) == 1

@@ -43,6 +43,21 @@ class BestModelCheckpoint(ModelCheckpoint):
         )
 
 
+class FiniteLossGuard(L.Callback):
+    """Stop the run with a clear error as soon as the training loss is NaN or infinite (a
+    diverged run; an HPO trial is then recorded as failed instead of scoring garbage)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not math.isfinite(float(loss)):
+            from mammo.errors import TrainingError
+
+            raise TrainingError(
+                f"training loss is {float(loss)} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
+                f" (learning_rate={pl_module.hparams.get('learning_rate')}); the run diverged"
+            )
+
+
 class RunArtifacts(L.Callback):
     """Epoch log lines, history, best-epoch predictions/metrics and final plots.
 

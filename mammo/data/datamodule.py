@@ -29,6 +29,7 @@ from mammo.data.splits import (
     kfold_assignment,
     preset_val_mask,
     split_frame,
+    subset_mask,
 )
 from mammo.errors import DataError
 
@@ -189,6 +190,9 @@ class DensityDataModule(L.LightningDataModule):
         cv_folds, cv_fold: k-fold cross-validation: validate on fold ``cv_fold`` (1-based) of
             ``cv_folds`` patient-grouped folds seeded by ``split_seed``; with ``cv_fold=None`` the
             folds are assigned and :meth:`use_fold` picks one (all folds in one process).
+        subset: train on part of the training split only (for fast searches): a fraction in
+            (0, 1] or a number of images; whole patients, stratified by class. Validation is
+            never subsampled.
     """
 
     def __init__(
@@ -221,6 +225,7 @@ class DensityDataModule(L.LightningDataModule):
         num_classes: int = 4,
         cv_folds: int | None = None,
         cv_fold: int | None = None,
+        subset: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -344,6 +349,15 @@ class DensityDataModule(L.LightningDataModule):
         samples, table = self.samples, self.samples.table
         check_no_leakage(table["PatientID"].to_numpy(), val_mask)
         self.train_table, self.val_table = table[~val_mask], table[val_mask]
+        if self.hparams.subset is not None:
+            train = self.train_table
+            keep = subset_mask(
+                train["label"].to_numpy(),
+                train["PatientID"].to_numpy(),
+                self.hparams.subset,
+                self.hparams.split_seed,
+            )
+            self.train_table = train[keep]
         where = f" of fold {self.fold}" if self.fold else ""
         for name, tab in (("train", self.train_table), ("val", self.val_table)):
             absent = sorted(samples.class_labels[c] for c in set(table["label"]) - set(tab["label"]))
@@ -455,6 +469,7 @@ class DensityDataModule(L.LightningDataModule):
             "val_fraction": None if hp.split_csv or hp.cv_folds else hp.val_fraction,
             "split_seed": None if hp.split_csv else hp.split_seed,
             "cv_folds": hp.cv_folds,
+            "subset": hp.subset,
             "cv_fold": self.fold,
             "split_csv": hp.split_csv,
             "split_file": "split.csv",

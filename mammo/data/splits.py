@@ -122,3 +122,29 @@ def kfold_assignment(labels: np.ndarray, groups: np.ndarray, folds: int, seed: i
     for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
         assignment[val_idx] = k
     return assignment
+
+
+def subset_mask(labels: np.ndarray, groups: np.ndarray, subset: float, seed: int) -> np.ndarray:
+    """Rows to keep for ``data.subset``: about ``subset`` of them (a fraction in (0, 1], or a number
+    of rows when > 1), whole patients only, stratified by class.
+
+    >>> y = np.array([0, 1] * 20); g = np.repeat(np.arange(20), 2)
+    >>> m = subset_mask(y, g, 0.25, seed=0); int(m.sum()), len(set(g[m]) & set(g[~m]))
+    (10, 0)
+    """
+    n = len(labels)
+    fraction = subset / n if subset > 1 else subset
+    if not 0.0 < fraction:
+        raise DataError(f"data.subset={subset}: expected a fraction in (0, 1] or a number of images")
+    if fraction >= 1.0:
+        return np.ones(n, dtype=bool)
+    take_fold = fraction <= 0.5  # keep one fold, or drop one fold for large fractions
+    n_splits = max(2, round(1.0 / (fraction if take_fold else 1.0 - fraction)))
+    n_splits = min(n_splits, len(np.unique(groups)))
+    if n_splits < 2:
+        raise DataError(f"data.subset={subset}: too few patients to subsample")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, fold = next(splitter.split(np.zeros(n), labels, groups))
+    mask = np.zeros(n, dtype=bool)
+    mask[fold] = True
+    return mask if take_fold else ~mask

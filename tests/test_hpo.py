@@ -1,0 +1,153 @@
+"""Optuna search through the Hydra sweeper: artifacts, resuming, failures, CV objective."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+STUDY = "mammo_tiny_density_density_optuna"
+
+
+def search(tmp_path, demo_root, *extra: str) -> int:
+    from mammo.train import main
+
+    args = [
+        "-m",
+        "hpo=density_optuna",
+        *TINY,
+        *SMALL_DEMO,
+        "epochs=2",
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={demo_root}",
+        *extra,
+    ]
+    return run_cli(main, args)
+
+
+def study(tmp_path) -> optuna.Study:
+    return optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{tmp_path}/mammo_tiny_density/hpo_runs/optuna.db"
+    )
+
+
+@pytest.fixture(scope="module")
+def hpo_dir(tmp_path_factory, demo_root):
+    out = tmp_path_factory.mktemp("hpo")
+    assert search(out, demo_root, "hydra.sweeper.n_trials=3") == 0
+    return out
+
+
+def test_study_writes_every_artifact(hpo_dir):
+    runs = hpo_dir / "mammo_tiny_density" / "hpo_runs"
+    trials = study(hpo_dir).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)
+    for n, t in enumerate(trials):
+        run = runs / f"results_{n + 1}"
+        record = json.loads((run / "optuna_trial.json").read_text())
+        assert record["trial_number"] == n and record["trial_id"] == f"{STUDY}_trial{n}"
+        assert record["state"] == "COMPLETE" and record["metric"] == "val_kappa"
+        assert {k: record["params"][k] for k in t.params} == pytest.approx(t.params) and record[
+            "datetime_complete"
+        ]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["integration"]["optuna_trial_id"] == record["trial_id"]
+        # the objective is the best epoch's monitored value, exactly
+        assert t.value == record["value"] == summary["best_val_kappa"]
+        assert summary["hyperparameters"]["dropout_rate"] == pytest.approx(t.params["dropout_rate"])
+        lines = [json.loads(x) for x in (run / f"hpo_trial{n}.jsonl").read_text().splitlines()]
+        assert [x["iteration"] for x in lines] == [1, 2] and all(
+            "val_kappa" in x and "timestamp" in x for x in lines
+        )
+    table = pd.read_csv(runs / "trials.csv")
+    assert list(table["number"]) == [0, 1, 2] and set(table["state"]) == {"COMPLETE"}
+    assert table["run_dir"].str.endswith(("results_1", "results_2", "results_3")).all()
+    best = json.loads((runs / "best_params.json").read_text())
+    assert best["value"] == max(t.value for t in trials) and best["run_dir"].endswith(
+        f"results_{best['trial_number'] + 1}"
+    )
+    assert (runs / "plots" / "optimization_history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_relaunch_resumes_the_study(hpo_dir, demo_root):
+    before = (hpo_dir / "mammo_tiny_density/hpo_runs/results_1/optuna_trial.json").read_text()
+    study(hpo_dir).ask()  # a trial left RUNNING, as by a killed sweep
+    assert search(hpo_dir, demo_root, "hydra.sweeper.n_trials=5") == 0
+    trials = study(hpo_dir).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]  # 3 was orphaned
+    runs = sorted((hpo_dir / "mammo_tiny_density/hpo_runs").glob("results_*/optuna_trial.json"))
+    assert [json.loads(p.read_text())["trial_number"] for p in runs] == [0, 1, 2, 4]  # no dir reused
+    assert (hpo_dir / "mammo_tiny_density/hpo_runs/results_1/optuna_trial.json").read_text() == before
+    assert search(hpo_dir, demo_root, "hydra.sweeper.n_trials=5") == 0  # already complete: nothing runs
+    assert len(study(hpo_dir).get_trials()) == 5
+
+
+def test_a_failing_trial_does_not_stop_the_study(tmp_path, demo_root):
+    code = search(
+        tmp_path,
+        demo_root,
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0.75",
+        "optimizer=choice(adamw,nope)",
+    )
+    assert code == 0
+    trials = study(tmp_path).get_trials()
+    assert len(trials) == 4  # the seeded sampler draws both values within 4 trials
+    assert {t.params["optimizer"]: t.state.name for t in trials} == {"adamw": "COMPLETE", "nope": "FAIL"}
+    records = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "mammo_tiny_density/hpo_runs").glob("*/optuna_trial.json")
+    ]
+    failed = next(r for r in records if r["state"] == "FAIL")
+    assert "optimizer='nope'" in failed["reason"]
+    summary = json.loads(
+        (
+            tmp_path / "mammo_tiny_density/hpo_runs" / failed["run_dir"].rsplit("/", 1)[1] / "summary.json"
+        ).read_text()
+    )
+    assert summary["status"] == "failed"
+
+
+def test_cv_trial_returns_the_mean_of_its_folds(tmp_path, demo_root):
+    assert (
+        search(
+            tmp_path,
+            demo_root,
+            "hydra.sweeper.n_trials=1",
+            "cv=kfold",
+            "cv.folds=3",
+            "epochs=1",
+            "data.subset=0.75",
+        )
+        == 0
+    )
+    (trial,) = study(tmp_path).get_trials()
+    run = tmp_path / "mammo_tiny_density/hpo_runs/results_1"
+    folds = [json.loads((run / f"fold_{k}/results/summary.json").read_text()) for k in (1, 2, 3)]
+    assert trial.value == pytest.approx(float(np.mean([f["best_val_kappa"] for f in folds])), abs=1e-12)
+    assert json.loads((run / "cv_summary.json").read_text())["objective"]["mean"] == trial.value
+    assert all(f["data_config"]["subset"] == 0.75 for f in folds)
+    assert all(f["data_config"]["num_train"] < 140 - f["data_config"]["num_val"] for f in folds)
+
+
+def test_diverging_loss_fails_the_run_with_a_clear_reason(tmp_path, demo_root):
+    from mammo.train import main
+
+    args = [
+        *TINY,
+        *SMALL_DEMO,
+        "epochs=1",
+        "learning_rate=1e30",
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={demo_root}",
+    ]
+    assert run_cli(main, args) == 1
+    summary = json.loads(next(tmp_path.glob("mammo_tiny_density/results_*/summary.json")).read_text())
+    assert summary["status"] == "failed" and summary["error"]["type"] == "TrainingError"
+    assert "the run diverged" in summary["error"]["message"]
