@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import optuna
@@ -151,3 +152,49 @@ def test_diverging_loss_fails_the_run_with_a_clear_reason(tmp_path, demo_root):
     summary = json.loads(next(tmp_path.glob("mammo_tiny_density/results_*/summary.json")).read_text())
     assert summary["status"] == "failed" and summary["error"]["type"] == "TrainingError"
     assert "the run diverged" in summary["error"]["message"]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_the_study_total(tmp_path, demo_root):
+    """The bar: kill the sweep after trial 2, relaunch with n_trials=4 -> 4 finished trials,
+    numbered 0-3, in 4 distinct directories."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    args = ["-m", "hpo=density_optuna", *TINY, *SMALL_DEMO, "epochs=1", "hydra.sweeper.n_trials=4"]
+    args += [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mammo.train", *args],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    second = tmp_path / "mammo_tiny_density/hpo_runs/results_2/optuna_trial.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if second.is_file() and json.loads(second.read_text())["state"] == "COMPLETE":
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(study(tmp_path).get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert search(tmp_path, demo_root, "epochs=1", "hydra.sweeper.n_trials=4") == 0
+    trials = study(tmp_path).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state.is_finished() for t in trials)
+    records = {
+        json.loads(p.read_text())["trial_number"]: (p.parent, json.loads(p.read_text()))
+        for p in (tmp_path / "mammo_tiny_density/hpo_runs").glob("*/optuna_trial.json")
+    }
+    completed = [t.number for t in trials if t.state.name == "COMPLETE"]
+    assert set(completed) <= set(records) and len({d for d, _ in records.values()}) == len(records)
+    # killed between trials: all 4 complete; killed during trial 2: it is FAIL (interrupted), 3 complete
+    assert completed in ([0, 1, 2, 3], [0, 1, 3])
+    if 2 not in completed and 2 in records:
+        assert records[2][1]["state"] == "FAIL" and records[2][1]["reason"].startswith("interrupted")

@@ -5,7 +5,9 @@ first batch whose failure share exceeds ``max_failure_rate``. This subclass keep
 search-space syntax and changes what a researcher resuming a study needs:
 
 * ``n_trials`` is the study's total: a relaunch runs only the trials still missing;
-* trials left RUNNING by a killed sweep are marked FAIL on relaunch (never repeated or reused);
+* trials left RUNNING by a killed sweep are marked FAIL on relaunch, and ``interrupted`` in their
+  run directory if the job had started; their numbers count towards ``n_trials`` (Optuna never
+  reuses a number), their directories are never reused;
 * ``max_failure_rate`` is a budget over the whole study: the sweep stops once more than
   ``max_failure_rate * n_trials`` trials have failed (a NaN objective counts as a failure);
 * each job gets its trial number as ``hpo.trial=<n>`` (for optuna_trial.json and the run's
@@ -52,6 +54,7 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
         )
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study._storage.set_trial_state(stale._trial_id, TrialState.FAIL)
+            _mark_interrupted(Path(self.sweep_dir), study.study_name, stale.number)
             log.warning(f"Trial {stale.number} was left running by an earlier sweep: marked FAIL")
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         to_go = max(0, self.n_trials - finished)
@@ -86,6 +89,26 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if completed:
             log.info(f"Best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
+
+
+def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
+    """Record in a killed trial's run directory (if its job got that far) that it was interrupted."""
+    import json
+
+    from mammo.artifacts.io import write_json
+
+    for record_file in hpo_dir.glob("results_*/optuna_trial.json"):
+        record = json.loads(record_file.read_text())
+        if record.get("study_name") != study_name or record.get("trial_number") != number:
+            continue
+        record.update(state="FAIL", reason="interrupted: the sweep stopped while this trial ran")
+        write_json(record_file, record)
+        summary_file = record_file.parent / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            if summary.get("status") == "running":
+                summary["status"] = "interrupted"
+                write_json(summary_file, summary)
 
 
 def _create_sqlite_folder(storage) -> None:
