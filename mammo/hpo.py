@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -144,6 +145,7 @@ def _plots(study, folder: Path, completed: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna
     from optuna.visualization import matplotlib as ovm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,9 @@ def _plots(study, folder: Path, completed: int) -> None:
         plots.append(("param_importances.png", ovm.plot_param_importances))
     for name, plot in plots:
         try:
-            axes = plot(study)
+            with warnings.catch_warnings():  # optuna 2.x marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = plot(study)
         except (ValueError, RuntimeError) as exc:  # e.g. importances of a parameter that never varied
             log.warning("HPO plot %s skipped: %s", name, exc)
             continue
