@@ -143,6 +143,10 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         log.info("Skipped %d bad file(s)/row(s); see data_manifest.json", len(datamodule.samples.skipped))
     log.info("Data manifest sha256: %s", data_config["manifest_sha256"])
 
+    embedding_dim = 0
+    if cfg.model.get("embeddings_fusion"):
+        embedding_dim = datamodule.attach_embeddings(cfg.model.embeddings_dir)
+        log.info("Embeddings fusion: %d-wide embeddings from %s", embedding_dim, cfg.model.embeddings_dir)
     class_labels = datamodule.samples.class_labels
     model = instantiate(
         cfg.model,
@@ -164,6 +168,8 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
             )
         },
         max_epochs=cfg.epochs,
+        embedding_dim=embedding_dim,
+        keep_val_features=bool(cfg.get("save_embeddings", False)),
     )
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -182,7 +188,9 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
             "unfreeze_last_block": cfg.unfreeze_last_block,
             "total_params": total,
             "trainable_params": trainable,
-            "embeddings_fusion": False,
+            "embeddings_fusion": bool(cfg.model.get("embeddings_fusion")),
+            "embeddings_dir": cfg.model.get("embeddings_dir"),
+            "embedding_dim": embedding_dim,
         }
     )
     model.checkpoint_meta = {

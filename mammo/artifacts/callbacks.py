@@ -121,6 +121,10 @@ class RunArtifacts(L.Callback):
             "confusion_matrix": outputs.confusion,
         }
         write_metrics(self.run_dir / "metrics", "val", outputs.metrics, extra)
+        if outputs.features is not None:  # rows aligned with val_predictions.csv
+            from mammo.artifacts.io import write_npy
+
+            write_npy(self.run_dir / "embeddings_val.npy", outputs.features.numpy().astype("float32"))
         self._best_outputs = outputs
 
     # ----------------------------------------------------------------- end of fit

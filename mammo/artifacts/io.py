@@ -35,6 +35,23 @@ def write_csv(path: str | os.PathLike, frame, float_format: str | None = None) -
     return atomic_write_text(path, frame.to_csv(index=False, float_format=float_format))
 
 
+def write_npy(path: str | os.PathLike, array) -> Path:
+    """Atomically write a NumPy array as ``.npy``."""
+    import numpy as np
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None

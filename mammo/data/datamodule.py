@@ -148,10 +148,11 @@ class DicomDataset(Dataset):
     of the batch tensor, so a cached epoch copies every byte once.
     """
 
-    def __init__(self, table: pd.DataFrame, source: ImageSource, augment=None) -> None:
+    def __init__(self, table: pd.DataFrame, source: ImageSource, augment=None, embeddings=None) -> None:
         self.labels = table["label"].to_numpy()
         self.rows = table.index.to_numpy()
         self.source, self.augment = source, augment
+        self.embeddings = embeddings  # (features [N, D] array, row in it per table row) or None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -164,11 +165,15 @@ class DicomDataset(Dataset):
             self.source.read_into(i, slots[k, 0])
         if self.augment is not None:
             images = torch.stack([self.augment(x.float()) for x in images]).clamp_(0, 1)
-        return _Batch((images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices])))
+        batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
+        if self.embeddings is not None:
+            features, rows = self.embeddings
+            batch += (torch.from_numpy(np.asarray(features[rows[indices]], dtype=np.float32)),)
+        return _Batch(batch)
 
     def __getitem__(self, i: int):
-        images, labels, rows = self.__getitems__([i])
-        return images[0], int(labels[0]), int(rows[0])
+        images, labels, rows, *embedding = self.__getitems__([i])
+        return images[0], int(labels[0]), int(rows[0]), *(e[0] for e in embedding)
 
 
 class DensityDataModule(L.LightningDataModule):
@@ -242,6 +247,7 @@ class DensityDataModule(L.LightningDataModule):
         self.cache_stats: dict = {}
         self.fold_ids: np.ndarray | None = None
         self.fold: int | None = None
+        self.embeddings: tuple[np.ndarray, np.ndarray] | None = None
         if cv_folds is not None and split_csv:
             raise DataError("data.split_csv and cv=kfold are exclusive: the folds are the split")
 
@@ -285,19 +291,8 @@ class DensityDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.samples is not None:
             return
-        hp = self.hparams
-        self.samples = samples = self.load_samples()
-        cache = DiskCache(hp.cache_dir, self.preprocessing) if hp.cache_mode == "disk" else None
-        self.source = ImageSource(samples.table, self.preprocessing, cache)
-        if hp.cache_mode != "none":
-            self._prepare(cache)
-        if samples.skipped:
-            log.warning(
-                "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json); first: %s",
-                len(samples.skipped),
-                samples.skipped[0]["reason"],
-            )
-        table = samples.table
+        self.prepare_samples()
+        hp, samples, table = self.hparams, self.samples, self.samples.table
         empty = [
             samples.class_labels[c]
             for c in range(len(samples.class_labels))
@@ -308,11 +303,6 @@ class DensityDataModule(L.LightningDataModule):
                 f"data: density class(es) {empty} have no samples in {samples.source['csv']} "
                 f"({len(table)} usable images); a {hp.num_classes}-class model needs images of every class"
             )
-        self.manifest = build_manifest(
-            samples,
-            samples.class_labels,
-            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
-        )
         if hp.cv_folds is not None:
             self.fold_ids = kfold_assignment(
                 table["label"].to_numpy(), table["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed
@@ -367,6 +357,26 @@ class DensityDataModule(L.LightningDataModule):
                     "add data or change data.val_fraction / data.split_seed / data.split_csv / cv.folds"
                 )
         self.split = split_frame(table, val_mask, samples.class_labels)
+
+    def prepare_samples(self) -> None:
+        """Load, check and hash the samples, fill the cache and build the manifest (no split)."""
+        hp = self.hparams
+        self.samples = samples = self.load_samples()
+        cache = DiskCache(hp.cache_dir, self.preprocessing) if hp.cache_mode == "disk" else None
+        self.source = ImageSource(samples.table, self.preprocessing, cache)
+        if hp.cache_mode != "none":
+            self._prepare(cache)
+        if samples.skipped:
+            log.warning(
+                "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json); first: %s",
+                len(samples.skipped),
+                samples.skipped[0]["reason"],
+            )
+        self.manifest = build_manifest(
+            samples,
+            samples.class_labels,
+            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
+        )
 
     def _prepare(self, cache: DiskCache | None) -> None:
         """Preprocess every image once (in ``num_workers`` processes) into the memory or disk cache."""
@@ -426,8 +436,33 @@ class DensityDataModule(L.LightningDataModule):
         }
 
     # -- loaders -------------------------------------------------------------------------------
+    def attach_embeddings(self, embeddings_dir: str | Path) -> int:
+        """Give every batch the precomputed embedding of each image (``mammo.embed``'s
+        ``features.npy`` + ``joined.csv``, matched by ``image_id``); returns the width."""
+        folder = Path(embeddings_dir)
+        features_file, joined_file = folder / "features.npy", folder / "joined.csv"
+        for path in (features_file, joined_file):
+            if not path.is_file():
+                raise DataError(f"model.embeddings_dir: {path} not found (run python -m mammo.embed first)")
+        features = np.load(features_file, mmap_mode="r")
+        joined = pd.read_csv(joined_file, usecols=["row", "image_id"], dtype={"image_id": str})
+        row_of = dict(zip(joined["image_id"], joined["row"]))
+        table = self.samples.table
+        missing = [i for i in table["image_id"] if i not in row_of]
+        if missing:
+            raise DataError(
+                f"{joined_file}: no embedding for {len(missing)} image(s), e.g. {missing[0]!r}; "
+                "re-run python -m mammo.embed on the same data"
+            )
+        self.embeddings = (features, np.array([row_of[i] for i in table["image_id"]]))
+        return int(features.shape[1])
+
     def _dataset(self, table: pd.DataFrame, augment) -> DicomDataset:
-        return DicomDataset(table, self.source.select(table.index.to_numpy()), augment)
+        embeddings = None
+        if self.embeddings is not None:
+            features, rows = self.embeddings
+            embeddings = (features, rows[table.index.to_numpy()])
+        return DicomDataset(table, self.source.select(table.index.to_numpy()), augment, embeddings)
 
     def train_dataloader(self) -> DataLoader:
         augment = train_augmentation() if self.hparams.train_augment else None
@@ -452,6 +487,21 @@ class DensityDataModule(L.LightningDataModule):
         labels = self.samples.class_labels
         counts = table["label"].value_counts()
         return {str(labels[c]): int(counts.get(c, 0)) for c in range(len(labels))}
+
+    def describe_samples(self) -> dict:
+        """What :meth:`describe` says without a split (for embedding every image)."""
+        return {
+            **self.samples.source,
+            "num_images": len(self.samples.table),
+            "num_patients": int(self.samples.table["PatientID"].nunique()),
+            "class_distribution": self.class_distribution(self.samples.table),
+            "excluded": len(self.samples.excluded),
+            "skipped": len(self.samples.skipped),
+            "preprocessing": self.preprocessing.settings(),
+            "cache_mode": self.hparams.cache_mode,
+            "manifest_file": "data_manifest.json",
+            "manifest_sha256": manifest_sha256(self.manifest),
+        }
 
     def describe(self) -> dict:
         """The ``data_config`` block of summary.json."""

@@ -32,6 +32,7 @@ class ValOutputs:
     rows: torch.Tensor
     metrics: dict[str, float]
     confusion: list[list[int]]
+    features: torch.Tensor | None = None  # pooled features per image (save_embeddings=true)
 
 
 class DensityClassifier(L.LightningModule):
@@ -44,6 +45,9 @@ class DensityClassifier(L.LightningModule):
         backbone_lr_factor: the backbone learns at ``learning_rate * backbone_lr_factor``.
         scheduler: ``cosine`` (per epoch, after ``warmup_epochs`` of linear warm-up) or ``constant``.
         mean, std: per-channel normalisation the backbone expects (ImageNet's for timm models).
+        embeddings_fusion: concatenate a precomputed embedding of each image (``embedding_dim``
+            wide, from ``embeddings_dir``, see ``mammo.embed``) to the pooled features before the head.
+        keep_val_features: keep each validation image's head input (``ValOutputs.features``).
 
     Inputs are preprocessed greyscale images ``[B, 1, H, W]`` in [0, 1] (any float dtype, as the
     data loaders and the cache give them); the model repeats them to 3 channels and normalises.
@@ -69,6 +73,10 @@ class DensityClassifier(L.LightningModule):
         class_weights: list[float] | None = None,
         mean: list[float] = (0.485, 0.456, 0.406),
         std: list[float] = (0.229, 0.224, 0.225),
+        embeddings_fusion: bool = False,
+        embeddings_dir: str | None = None,
+        embedding_dim: int = 0,
+        keep_val_features: bool = False,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -78,9 +86,10 @@ class DensityClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.backbone = create_backbone(backbone, pretrained, weights)
         freeze(self.backbone, freeze_backbone, unfreeze_last_block)
-        self.head = nn.Sequential(
-            nn.Dropout(dropout_rate), nn.Linear(self.backbone.num_features, num_classes)
-        )
+        if embeddings_fusion and embedding_dim <= 0:
+            raise ConfigError("model.embeddings_fusion=true needs the embedding width (model.embeddings_dir)")
+        width = self.backbone.num_features + (embedding_dim if embeddings_fusion else 0)
+        self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(width, num_classes))
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weight, persistent=False)
         self.register_buffer(
@@ -99,15 +108,24 @@ class DensityClassifier(L.LightningModule):
         """[B, 1 or 3, H, W] images in [0, 1] -> the backbone's normalised 3-channel input."""
         return (x.float().expand(-1, 3, -1, -1) - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.normalize(x)))
+    def features(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's input: pooled backbone features (+ the image's precomputed embedding)."""
+        pooled = self.backbone(self.normalize(x))
+        if self.hparams.embeddings_fusion:
+            if embedding is None:
+                raise ConfigError("model.embeddings_fusion=true but the batch carries no embeddings")
+            pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)
+        return pooled
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x, embedding))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, weight=self.class_weights)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        logits = self(x)
+        x, y, _, *embedding = batch
+        logits = self(x, *embedding)
         loss = self.loss(logits, y)
         self.train_acc(logits, y)
         self.train_kappa(logits, y)
@@ -118,16 +136,20 @@ class DensityClassifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y, rows = batch
-        self._val_steps.append((self(x).detach().float(), y, rows))
+        x, y, rows, *embedding = batch
+        features = self.features(x, *embedding)
+        logits = self.head(features).detach().float()
+        kept = features.detach().float().cpu() if self.hparams.keep_val_features else None
+        self._val_steps.append((logits, y, rows, kept))
 
     def on_validation_epoch_end(self) -> None:
-        logits, targets, rows = (torch.cat(parts) for parts in zip(*self._val_steps))
+        logits, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
+        features = torch.cat([s[3] for s in self._val_steps]) if self.hparams.keep_val_features else None
         self._val_steps.clear()
         probs = logits.softmax(dim=1)
         metrics = density_metrics(probs, targets)
         self.val_outputs = ValOutputs(
-            probs.cpu(), targets.cpu(), rows.cpu(), metrics, confusion_matrix(probs, targets)
+            probs.cpu(), targets.cpu(), rows.cpu(), metrics, confusion_matrix(probs, targets), features
         )
         values = {"val_loss": float(self.loss(logits, targets)), **short(metrics, "val")}
         for name, value in values.items():
