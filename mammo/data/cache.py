@@ -19,12 +19,12 @@ import json
 import os
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from mammo.artifacts.io import atomic_open
 from mammo.data.preprocess import Preprocessing
 
 MAGIC = b"MAMMOC01"
@@ -97,14 +97,8 @@ class DiskCache:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def _safe(name: str) -> str:
