@@ -228,6 +228,8 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
 
     best = artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
+    if cfg.get("gradcam_per_class") and model_path.exists():
+        _gradcam_samples(cfg, model, datamodule, model_path, run_dir)
     log.info("Training Complete")
     log.info("Best epoch: %s", best.get("best_epoch"))
     for key in dict.fromkeys((f"best_{cfg.monitor}", "best_val_kappa", "best_val_acc", "best_val_macro_f1")):
@@ -242,6 +244,28 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
     return best.get(f"best_{cfg.monitor}", float("nan"))
+
+
+def _gradcam_samples(cfg: DictConfig, model, datamodule, model_path: Path, run_dir: Path) -> None:
+    """plots/gradcam_samples.png from the best epoch's weights on validation images."""
+    import torch
+
+    from mammo.inference import gradcam_figure
+
+    state = torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    model.cpu().eval()
+    dataset = datamodule._dataset(datamodule.val_table, None)
+    path = run_dir / "plots" / "gradcam_samples.png"
+    count = gradcam_figure(
+        model,
+        dataset,
+        datamodule.val_table,
+        datamodule.samples.class_labels,
+        int(cfg.gradcam_per_class),
+        path,
+    )
+    log.info("Grad-CAM of %d validation images: %s", count, path)
 
 
 def class_weights(setting, train_labels, num_classes: int) -> list[float] | None:

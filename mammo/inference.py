@@ -1,0 +1,134 @@
+"""Shared by evaluate / predict / report: the data of a checkpoint, batched inference, Grad-CAM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from mammo.errors import ConfigError
+
+log = logging.getLogger("mammo")
+PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize")
+
+
+def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = None):
+    """The data config, with preprocessing, image size and classes taken from the checkpoint.
+
+    A value set explicitly on the command line that differs from the checkpoint's is an error.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    explicit = dict(o.lstrip("+").split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    settings = checkpoint.preprocessing
+    for key in PREPROCESSING_KEYS:
+        if f"data.{key}" not in explicit:
+            continue
+        given, expected = cfg.data[key], settings[key]
+        if key == "percentiles":
+            given, expected = [float(v) for v in given], [float(v) for v in expected]
+        if given != expected:
+            raise ConfigError(
+                f"data.{key}={given!r} contradicts the checkpoint ({expected!r}); drop the override"
+            )
+    if cfg.img_size is not None and int(cfg.img_size) != int(settings["img_size"]):
+        raise ConfigError(f"img_size={cfg.img_size} contradicts the checkpoint ({settings['img_size']})")
+    classes = checkpoint.class_labels
+    return instantiate(
+        cfg.data,
+        _convert_="all",
+        img_size=settings["img_size"],
+        **{k: settings[k] for k in PREPROCESSING_KEYS},
+        num_classes=len(classes),
+        include_class_5=5 in classes,
+        split_csv=split_csv,
+        cv_folds=None,
+        cv_fold=None,
+        subset=None,
+    )
+
+
+@torch.inference_mode()
+def predict_probs(model, dataset, batch_size: int, num_workers: int = 0) -> np.ndarray:
+    """Class probabilities for every item of a DicomDataset, in order."""
+    from torch.utils.data import DataLoader
+
+    from mammo.data.datamodule import collate
+
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    out = [model(images, *embedding).softmax(1).double().numpy() for images, _, _, *embedding in loader]
+    return np.concatenate(out) if out else np.zeros((0, model.hparams.num_classes))
+
+
+def gradcam(
+    model, images: torch.Tensor, targets: torch.Tensor, embedding: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Grad-CAM maps ``[B, H, W]`` in [0, 1] for the ``targets`` classes.
+
+    The target layer is the backbone's last feature map (timm ``forward_features``: ResNet's
+    layer4, EfficientNet's final conv stage), the layer whose pooling feeds the head — also in the
+    fusion model, where the embedding joins after pooling. Gradients are enabled locally.
+    """
+    import torch.nn.functional as F
+
+    model.eval()
+    with torch.enable_grad():
+        x = model.normalize(images).detach().requires_grad_(False)
+        feature_map = model.backbone.forward_features(x)
+        feature_map.retain_grad()
+        pooled = model.backbone.forward_head(feature_map, pre_logits=True)
+        if model.hparams.embeddings_fusion:
+            pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)
+        logits = model.head(pooled)
+        logits.gather(1, targets[:, None]).sum().backward()
+    weights = feature_map.grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feature_map).sum(dim=1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    low = cam.amin(dim=(1, 2), keepdim=True)
+    high = cam.amax(dim=(1, 2), keepdim=True)
+    return (cam - low) / (high - low).clamp_min(1e-12)
+
+
+def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, path: Path) -> int:
+    """``per_class`` images of each true class with their Grad-CAM overlay; returns the count.
+    A constant map (what a wrong target layer gives) is logged as a warning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [
+        int(i)
+        for c in range(len(class_labels))
+        for i in np.flatnonzero(table["label"].to_numpy() == c)[:per_class]
+    ]
+    if not picks:
+        return 0
+    images, labels, _, *embedding = dataset.__getitems__(picks)
+    with torch.no_grad():  # not inference_mode: these tensors take part in Grad-CAM's backward
+        predicted = model(images, *embedding).argmax(1)
+    maps = gradcam(model, images, predicted, *(embedding or [None]))
+    flat = [k for k in range(len(maps)) if float(maps[k].max() - maps[k].min()) < 1e-6]
+    if flat:
+        log.warning("Grad-CAM map is constant for %d of %d image(s)", len(flat), len(maps))
+    cols = min(len(picks), max(per_class, 1))
+    rows = int(np.ceil(len(picks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in enumerate(axes.flat[: len(picks)]):
+        ax.imshow(images[k, 0].float().numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(maps[k].numpy(), cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        ax.set_title(
+            f"true {class_labels[int(labels[k])]} / pred {class_labels[int(predicted[k])]}", fontsize=8
+        )
+    fig.suptitle("Grad-CAM (last backbone feature map)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(picks)

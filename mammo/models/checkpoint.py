@@ -1,0 +1,54 @@
+"""Load a mammo ``best_model.pt``: the model, and how its inputs were preprocessed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mammo.errors import ConfigError
+
+
+@dataclass
+class Checkpoint:
+    """A trained model and its ``mammo`` metadata (class labels, preprocessing, run)."""
+
+    path: Path
+    model: object
+    meta: dict
+
+    @property
+    def class_labels(self) -> list[int]:
+        return list(self.meta["class_labels"])
+
+    @property
+    def preprocessing(self) -> dict:
+        """The Preprocessing settings the model was trained with (without the pipeline version)."""
+        return {k: v for k, v in self.meta["preprocessing"].items() if k != "pipeline_version"}
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` of a ``best_model.pt`` (eval mode)."""
+    import torch
+
+    from mammo.models.classifier import DensityClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt: checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"ckpt: {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if "mammo" not in ckpt or "preprocessing" not in ckpt.get("mammo", {}):
+        raise ConfigError(f"ckpt: {path} is not a mammo best_model.pt (no preprocessing metadata)")
+    hparams = dict(ckpt["hyper_parameters"])
+    hparams.update(pretrained=False, weights=None, keep_val_features=False)  # the weights come from the file
+    model = DensityClassifier(**hparams)
+    model.load_state_dict(ckpt["state_dict"])
+    return Checkpoint(path=path, model=model.eval(), meta=ckpt["mammo"])
