@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
-from mammo.artifacts.runlog import FILE_ONLY
 from mammo.errors import DataError
 
 register_resolvers()
@@ -34,19 +32,9 @@ FEATURES = ("embeddings", "classical")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="baselines")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from mammo.artifacts.summary import run_recorded
 
-    from mammo.artifacts.summary import RunSummary
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    summary = RunSummary(out / "summary.json", "embeddings_baselines", out.name, cfg.seed)
-    try:
-        summary.finish("completed", **run(cfg, out))
-    except BaseException as exc:
-        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+    run_recorded("embeddings_baselines", cfg.seed, lambda out, summary: run(cfg, out))
 
 
 def run(cfg: DictConfig, out: Path) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from pathlib import Path
 
 import hydra
@@ -20,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
-from mammo.artifacts.runlog import FILE_ONLY
 
 register_resolvers()
 log = logging.getLogger("mammo")
@@ -28,21 +26,10 @@ log = logging.getLogger("mammo")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from mammo.artifacts.summary import run_recorded
 
-    from mammo.artifacts.summary import RunSummary
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    summary = RunSummary(out / "summary.json", "embedding_extraction", out.name, cfg.seed)
-    summary.update(model_config=OmegaConf.to_container(cfg.embed, resolve=True))
     log.info("Starting embedding extraction (%s)", cfg.embed.backbone)
-    try:
-        summary.finish("completed", **embed(cfg, out, summary))
-    except BaseException as exc:
-        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+    run_recorded("embedding_extraction", cfg.seed, lambda out, summary: embed(cfg, out, summary))
 
 
 class Embedder:
@@ -88,6 +75,7 @@ def embed(cfg: DictConfig, out: Path, summary) -> dict:
     samples = datamodule.samples
     table = samples.table
     log.info("Found %d images from %d patients", len(table), table["PatientID"].nunique())
+    summary.update(model_config=OmegaConf.to_container(cfg.embed, resolve=True))
     write_json(out / "data_manifest.json", datamodule.manifest)
     summary.update(data_config=datamodule.describe_samples())
 

@@ -10,7 +10,6 @@ run's validation images (from its ``split.csv``).
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
 
 import hydra
@@ -18,7 +17,6 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
-from mammo.artifacts.runlog import FILE_ONLY
 
 register_resolvers()
 log = logging.getLogger("mammo")
@@ -27,20 +25,10 @@ SPLITS = ("all", "val", "train")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from mammo.artifacts.summary import run_recorded
 
-    from mammo.artifacts.summary import RunSummary
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    summary = RunSummary(out / "summary.json", "evaluation", out.name, cfg.seed)
     log.info("Evaluating %s", cfg.ckpt)
-    try:
-        summary.finish("completed", **evaluate(cfg, out, summary))
-    except BaseException as exc:
-        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+    run_recorded("evaluation", cfg.seed, lambda out, summary: evaluate(cfg, out, summary))
 
 
 def evaluate(cfg: DictConfig, out: Path, summary) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import traceback
 from pathlib import Path
 
 import hydra
@@ -22,7 +21,6 @@ from torch.utils.data import Dataset
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
-from mammo.artifacts.runlog import FILE_ONLY
 from mammo.errors import DataError
 
 register_resolvers()
@@ -32,19 +30,9 @@ LETTERS = {1: "A", 2: "B", 3: "C", 4: "D", 5: "5"}
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from mammo.artifacts.summary import run_recorded
 
-    from mammo.artifacts.summary import RunSummary
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    summary = RunSummary(out / "summary.json", "prediction", out.name, cfg.seed)
-    try:
-        summary.finish("completed", **predict(cfg, out))
-    except BaseException as exc:
-        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+    run_recorded("prediction", cfg.seed, lambda out, summary: predict(cfg, out))
 
 
 def input_files(spec: str, path_column: str) -> list[Path]:

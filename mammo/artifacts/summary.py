@@ -64,3 +64,26 @@ class RunSummary:
 
     def save(self) -> None:
         write_json(self.path, self.data)
+
+
+def run_recorded(experiment_type: str, seed: int, body) -> None:
+    """Run ``body(out_dir, summary) -> dict`` in Hydra's output directory with a summary.json that
+    ends ``completed`` (plus the returned fields) or ``failed`` (plus the error; the traceback goes
+    to run.log only). The shared frame of the non-training entries (evaluate, predict, ...)."""
+    import logging
+    import traceback
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from mammo.artifacts.runlog import FILE_ONLY
+
+    log = logging.getLogger("mammo")
+    out = Path(HydraConfig.get().runtime.output_dir)
+    summary = RunSummary(out / "summary.json", experiment_type, out.name, seed)
+    try:
+        summary.finish("completed", **body(out, summary))
+    except BaseException as exc:
+        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
+        log.error("Run failed: %s: %s", type(exc).__name__, exc)
+        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
+        raise

@@ -74,15 +74,20 @@ def _offline_unless_hub_reachable():
         constants.HF_HUB_OFFLINE = saved
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load backbone weights from a state-dict file; classifier-head keys are ignored."""
+def read_torch_file(path: str | Path, key: str):
+    """``torch.load`` (weights only, on CPU) with one-line errors naming the config ``key``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"model.weights: file not found: {path}")
+        raise ConfigError(f"{key}: file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"model.weights: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(f"{key}: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Load backbone weights from a state-dict file; classifier-head keys are ignored."""
+    state = read_torch_file(path, "model.weights")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -32,19 +32,11 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` of a ``best_model.pt`` (eval mode)."""
-    import torch
-
+    from mammo.models.backbones import read_torch_file
     from mammo.models.classifier import DensityClassifier
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt: checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(
-            f"ckpt: {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+    ckpt = read_torch_file(path, "ckpt")
     if "mammo" not in ckpt or "preprocessing" not in ckpt.get("mammo", {}):
         raise ConfigError(f"ckpt: {path} is not a mammo best_model.pt (no preprocessing metadata)")
     hparams = dict(ckpt["hyper_parameters"])
