@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("resume"):
+        cfg = _original_config(cfg, run_dir)
     record = None
     if cfg.hpo.get("trial") is not None:
         from mammo.hpo import TrialRecord
@@ -88,6 +90,8 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"fold_{fold}" if fold is not None else run_dir.name
     summary = RunSummary(run_dir / "summary.json", "density_classification", run_id, cfg.seed)
+    if cfg.get("resume"):
+        summary.continue_from_file()
     summary.update(
         hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}},
         integration={"cv_fold": fold, "optuna_trial_id": _trial_id(cfg)},
@@ -111,7 +115,13 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
     import lightning as L
     from hydra.utils import instantiate
 
-    from mammo.artifacts.callbacks import BestModelCheckpoint, FiniteLossGuard, RunArtifacts
+    from mammo.artifacts.callbacks import (
+        BestModelCheckpoint,
+        FiniteLossGuard,
+        LastCheckpoint,
+        RandomState,
+        RunArtifacts,
+    )
     from mammo.artifacts.io import write_csv, write_json
     from mammo.artifacts.runlog import route_library_logs
 
@@ -210,8 +220,14 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [
         artifacts,
         checkpoint,
+        LastCheckpoint(run_dir),
+        RandomState(),
         FiniteLossGuard(),
     ]
+    if cfg.get("inject_nan_at_step"):
+        from mammo.artifacts.callbacks import InjectNaN
+
+        callbacks.append(InjectNaN(cfg.inject_nan_at_step))
     if cfg.hpo.get("trial") is not None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -222,9 +238,21 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         callbacks.append(EpochStream(stream, _trial_id(cfg), fold))
     loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(model, datamodule=datamodule)
-    if trainer.interrupted:
-        raise KeyboardInterrupt("training interrupted")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
+    if cfg.get("resume"):
+        log.info("Resuming from %s" if ckpt_path else "No checkpoint in %s: starting from scratch", last)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    except SystemExit as exc:  # Lightning turns Ctrl-C and SIGTERM into an exit after shutting down
+        if not trainer.interrupted:
+            raise
+        done = len(artifacts.history)
+        summary.update(epochs_completed=done, resume_from=str(last) if last.is_file() else None)
+        raise KeyboardInterrupt(
+            f"training interrupted in epoch {trainer.current_epoch + 1} ({type(exc).__name__}); "
+            f"{done} complete epoch(s) saved, continue with resume={run_dir}"
+        ) from None
 
     best = artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
@@ -285,6 +313,20 @@ def class_weights(setting, train_labels, num_classes: int) -> list[float] | None
     if len(weights) != num_classes:
         raise ConfigError(f"class_weights: expected {num_classes} weights, got {len(weights)}")
     return weights
+
+
+def _original_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A resumed run keeps the config it was started with (only ``resume`` is new)."""
+    from mammo.errors import ConfigError
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file() or not (run_dir / "summary.json").is_file():
+        raise ConfigError(f"resume={run_dir}: not a mammo run directory (no summary.json and .hydra/config.yaml)")
+    original = OmegaConf.load(saved)
+    if original.cv.get("folds") is not None or original.hpo.get("trial") is not None:
+        raise ConfigError(f"resume={run_dir}: CV and HPO runs are re-run, not resumed")
+    original.resume = str(run_dir)
+    return original
 
 
 def _trial_id(cfg: DictConfig) -> str | None:

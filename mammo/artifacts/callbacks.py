@@ -43,6 +43,43 @@ class BestModelCheckpoint(ModelCheckpoint):
         )
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt`` at the end of every epoch: the full training state (weights,
+    optimizer, scheduler, loops, callbacks) that ``resume=<run dir>`` continues from."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        super().__init__(
+            dirpath=Path(run_dir) / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,  # after validation and RunArtifacts: a whole epoch
+        )
+
+
+class RandomState(L.Callback):
+    """Python, NumPy and torch random states in checkpoints, restored on resume, so that a
+    resumed run draws the same shuffles, augmentations and dropout masks as an uninterrupted one."""
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+        import torch
+
+        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+
+
 class FiniteLossGuard(L.Callback):
     """Stop the run with a clear error as soon as the training loss is NaN or infinite (a
     diverged run; an HPO trial is then recorded as failed instead of scoring garbage)."""
@@ -56,6 +93,21 @@ class FiniteLossGuard(L.Callback):
                 f"training loss is {float(loss)} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
                 f" (learning_rate={pl_module.hparams.get('learning_rate')}); the run diverged"
             )
+
+
+class InjectNaN(L.Callback):
+    """Test knob (``+inject_nan_at_step=N``): poison the head's weights before global step N so
+    that the training loss becomes NaN there; exercises the divergence path end to end."""
+
+    def __init__(self, step: int) -> None:
+        self.step = int(step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step + 1 == self.step:
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.head.parameters()).fill_(float("nan"))
 
 
 class RunArtifacts(L.Callback):
@@ -152,6 +204,27 @@ class RunArtifacts(L.Callback):
                 self.class_labels,
                 self.run_dir / "metrics" / "val_metrics.png",
                 title=headline,
+            )
+
+    # ----------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        """Saved in checkpoints/last.ckpt, so a resumed run continues its history and best epoch."""
+        best = self._best_outputs
+        return {
+            "history": self.history,
+            "best": self.best,
+            "best_score": self._best_score,
+            "best_metrics": None if best is None else dict(best.metrics),
+            "best_confusion": None if best is None else best.confusion,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from types import SimpleNamespace
+
+        self.history, self.best, self._best_score = state["history"], state["best"], state["best_score"]
+        if state["best_metrics"] is not None:
+            self._best_outputs = SimpleNamespace(
+                metrics=state["best_metrics"], confusion=state["best_confusion"]
             )
 
     def best_metrics(self) -> dict[str, float]:

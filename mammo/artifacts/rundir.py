@@ -48,6 +48,18 @@ def _next_run_name(parent: str) -> str:
     return allocate_run_dir(parent).name
 
 
+def _run_or_resume(resume, parent: str) -> str:
+    """``hydra.run.dir``: the run directory named by ``resume=``, else a new ``results_N``."""
+    if resume:  # checked by the task (an error raised here would not reach the user as one line)
+        return str(resume)
+    return str(allocate_run_dir(parent))
+
+
+def _hydra_subdir(resume) -> str:
+    """Keep the original run's ``.hydra/`` config when resuming it."""
+    return ".hydra_resume" if resume else ".hydra"
+
+
 def _fold_dir(fold) -> str:
     """A CV fold's run directory below the CV directory (``.`` when all folds run in one job)."""
     return "." if fold is None else f"fold_{int(fold)}/results"
@@ -60,5 +72,8 @@ def register_resolvers() -> None:
     """
     if not OmegaConf.has_resolver("mammo.next_run"):
         OmegaConf.register_new_resolver("mammo.next_run", _next_run_name, use_cache=True)
+    if not OmegaConf.has_resolver("mammo.run_or_resume"):
+        OmegaConf.register_new_resolver("mammo.run_or_resume", _run_or_resume, use_cache=True)
+        OmegaConf.register_new_resolver("mammo.hydra_subdir", _hydra_subdir)
     if not OmegaConf.has_resolver("mammo.fold_dir"):
         OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)

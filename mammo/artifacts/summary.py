@@ -45,6 +45,17 @@ class RunSummary:
             "integration": {"optuna_trial_id": None, "ray_trial_name": None, "cv_fold": None},
         }
 
+    def continue_from_file(self) -> None:
+        """Resume: keep what the file holds (start time, data, model, ...), mark it running again."""
+        import json
+
+        previous = json.loads(self.path.read_text())
+        resumed = [*previous.get("execution", {}).get("resumed_at", []), _now()]
+        previous.pop("error", None)
+        self.data = {**previous, "status": "running"}
+        self.data["execution"] = {**previous.get("execution", {}), "resumed_at": resumed}
+        self.save()
+
     def update(self, **fields: Any) -> None:
         """Merge ``fields`` into the summary (dicts are merged one level deep) and save."""
         for key, value in fields.items():
