@@ -90,4 +90,5 @@ def test_eight_parallel_launches_get_distinct_complete_run_dirs(tmp_path, demo_r
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["run_id"] == run and summary["status"] == "completed"
         log = (folder / "run.log").read_text()
-        assert log.count("Run directory: ") == 1 and f"Run directory: {folder}" in log  # nobody else wrote here
+        # nobody else wrote here
+        assert log.count("Run directory: ") == 1 and f"Run directory: {folder}" in log
