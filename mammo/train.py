@@ -321,7 +321,7 @@ def _original_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
 
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file() or not (run_dir / "summary.json").is_file():
-        raise ConfigError(f"resume={run_dir}: not a mammo run directory (no summary.json and .hydra/config.yaml)")
+        raise ConfigError(f"resume={run_dir}: not a mammo run directory (no summary.json or .hydra/)")
     original = OmegaConf.load(saved)
     if original.cv.get("folds") is not None or original.hpo.get("trial") is not None:
         raise ConfigError(f"resume={run_dir}: CV and HPO runs are re-run, not resumed")
