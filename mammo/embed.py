@@ -66,7 +66,7 @@ def embed(cfg: DictConfig, out: Path, summary) -> dict:
 
     from mammo.artifacts.io import write_json
     from mammo.artifacts.runlog import route_library_logs
-    from mammo.data.datamodule import DicomDataset, collate
+    from mammo.data.dataset import DicomDataset, collate
 
     route_library_logs()
     L.seed_everything(cfg.seed, verbose=False)

@@ -57,7 +57,7 @@ def predict_probs(model, dataset, batch_size: int, num_workers: int = 0) -> np.n
     """Class probabilities for every item of a DicomDataset, in order."""
     from torch.utils.data import DataLoader
 
-    from mammo.data.datamodule import collate
+    from mammo.data.dataset import collate
 
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     out = [model(images, *embedding).softmax(1).double().numpy() for images, _, _, *embedding in loader]

@@ -103,7 +103,7 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from mammo.data.cache import HEADER, DiskCache
-    from mammo.data.datamodule import DicomDataset, ImageSource, collate
+    from mammo.data.dataset import DicomDataset, ImageSource, collate
     from mammo.data.preprocess import Preprocessing
 
     pre = Preprocessing(args.size)

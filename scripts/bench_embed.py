@@ -37,7 +37,7 @@ def main() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from mammo.data.datamodule import DicomDataset, ImageSource, collate
+    from mammo.data.dataset import DicomDataset, ImageSource, collate
     from mammo.data.preprocess import Preprocessing
     from mammo.embed import Embedder
 

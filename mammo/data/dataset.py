@@ -1,0 +1,160 @@
+"""Datasets of preprocessed images: where each image comes from (memory cache, disk cache or the
+DICOM file), the one-pass cache filler, and the batch-reading Dataset the loaders use.
+
+Images are ``[1, H, W]`` tensors in [0, 1] (float16 as stored, float32 after augmentation); the
+model normalises them (``DensityClassifier.forward``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from mammo.data.cache import CacheEntryError, DiskCache
+from mammo.data.preprocess import Preprocessing
+from mammo.errors import DataError
+
+log = logging.getLogger("mammo.data")
+
+
+def train_augmentation():
+    """Mild geometric and contrast jitter, applied to the [1, H, W] image in [0, 1]."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    )
+
+
+class ImageSource:
+    """Where a dataset's preprocessed images come from: the memory cache, the disk cache, or the
+    DICOM files themselves. Items are float16 [H, W] arrays, identical in all three modes."""
+
+    def __init__(self, table: pd.DataFrame, preprocessing: Preprocessing, cache: DiskCache | None = None):
+        self.paths = table["path"].tolist()
+        self.laterality = table["laterality"].tolist()
+        self.entries = (
+            [
+                cache.entry(a, i, s)
+                for a, i, s in zip(table["AccessionNumber"], table["image_id"], table["sha256"])
+            ]
+            if cache
+            else None
+        )
+        self.preprocessing, self.cache = preprocessing, cache
+        self.memory: np.ndarray | None = None  # [N, H, W] float16, shared by the selections
+        self.memory_index = np.arange(len(self.paths))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def compute(self, i: int) -> np.ndarray:
+        return self.preprocessing(self.paths[i], self.laterality[i] or None).astype(np.float16)
+
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch)."""
+        if self.memory is not None:
+            out[...] = self.memory[self.memory_index[i]]
+        elif self.cache is None:
+            out[...] = self.compute(i)
+        else:
+            try:
+                self.cache.read_into(self.entries[i], out)
+            except (FileNotFoundError, CacheEntryError) as exc:  # changed under us since prepare()
+                log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
+                out[...] = self.compute(i)
+                self.cache.write(self.entries[i], out)
+
+    def select(self, positions: np.ndarray) -> ImageSource:
+        """The source restricted to ``positions`` (shares the memory cache)."""
+        out = object.__new__(ImageSource)
+        out.paths = [self.paths[p] for p in positions]
+        out.laterality = [self.laterality[p] for p in positions]
+        out.entries = None if self.entries is None else [self.entries[p] for p in positions]
+        out.preprocessing, out.cache = self.preprocessing, self.cache
+        out.memory, out.memory_index = self.memory, self.memory_index[positions]
+        return out
+
+
+class CacheFiller(Dataset):
+    """One pass over every image: verify or build its cache entry; returns (i, status, detail, image)."""
+
+    def __init__(self, source: ImageSource, keep: bool, skip: bool) -> None:
+        self.source, self.keep, self.skip = source, keep, skip
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        source, status, detail, image = self.source, "built", "", None
+        if source.cache is not None:
+            try:
+                image = source.cache.read(source.entries[i], verify=True)
+                status = "reused"
+            except FileNotFoundError:
+                pass
+            except CacheEntryError as exc:
+                status, detail = "regenerated", str(exc)
+        if image is None:
+            try:
+                image = source.compute(i)
+            except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
+                return i, "bad", str(exc), None
+            if source.cache is not None:
+                source.cache.write(source.entries[i], image)
+        return i, status, detail, image if self.keep else None
+
+
+def as_list(batch):
+    return batch
+
+
+class _Batch(tuple):
+    """(images, labels, rows) already assembled by ``DicomDataset.__getitems__``."""
+
+
+def collate(batch):
+    return tuple(batch) if isinstance(batch, _Batch) else torch.utils.data.default_collate(batch)
+
+
+class DicomDataset(Dataset):
+    """Items are ``(image [1, H, W], label, row index)``.
+
+    The loaders fetch whole batches (``__getitems__``): each image is read straight into its slot
+    of the batch tensor, so a cached epoch copies every byte once.
+    """
+
+    def __init__(self, table: pd.DataFrame, source: ImageSource, augment=None, embeddings=None) -> None:
+        self.labels = table["label"].to_numpy()
+        self.rows = table.index.to_numpy()
+        self.source, self.augment = source, augment
+        self.embeddings = embeddings  # (features [N, D] array, row in it per table row) or None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        size = int(self.source.preprocessing.img_size)
+        images = torch.empty((len(indices), 1, size, size), dtype=torch.float16)
+        slots = images.numpy()
+        for k, i in enumerate(indices):
+            self.source.read_into(i, slots[k, 0])
+        if self.augment is not None:
+            images = torch.stack([self.augment(x.float()) for x in images]).clamp_(0, 1)
+        batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
+        if self.embeddings is not None:
+            features, rows = self.embeddings
+            batch += (torch.from_numpy(np.asarray(features[rows[indices]], dtype=np.float32)),)
+        return _Batch(batch)
+
+    def __getitem__(self, i: int):
+        images, labels, rows, *embedding = self.__getitems__([i])
+        return images[0], int(labels[0]), int(rows[0]), *(e[0] for e in embedding)
