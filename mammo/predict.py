@@ -70,16 +70,13 @@ class _Files(Dataset):
         return i, image, str(header.get("AccessionNumber", "") or ""), ""
 
 
-def _as_list(batch):
-    return batch
-
-
 def predict(cfg: DictConfig, out: Path) -> dict:
     import torch
     from rich.progress import Progress
     from torch.utils.data import DataLoader
 
     from mammo.artifacts.runlog import route_library_logs
+    from mammo.data.dataset import as_list
     from mammo.data.preprocess import Preprocessing
     from mammo.models.checkpoint import load_checkpoint
 
@@ -98,7 +95,7 @@ def predict(cfg: DictConfig, out: Path) -> dict:
         _Files(files, Preprocessing(**checkpoint.preprocessing)),
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
-        collate_fn=_as_list,
+        collate_fn=as_list,
     )
     header = [
         "image",
