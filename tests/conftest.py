@@ -25,6 +25,13 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path, monkeypatch):
+    """Every test runs in its own working directory, so nothing (e.g. a results_N directory that
+    composing a config allocates under the default outputs/) lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """Folder holding the small demo set (generated once per session)."""
