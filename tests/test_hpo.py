@@ -146,14 +146,12 @@ def test_killed_sweep_resumes_to_the_study_total(tmp_path, demo_root):
     import sys
     import time
 
-    from tests.conftest import REPO
-
     args = ["-m", "hpo=density_optuna", *TINY, *SMALL_DEMO, "epochs=1", "hydra.sweeper.n_trials=4"]
     args += [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mammo.train", *args],
-        cwd=REPO,
+        cwd=tmp_path,  # an HPO launch leaves empty results_N dirs under ./outputs (see issue 5 note)
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
