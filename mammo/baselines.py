@@ -163,7 +163,7 @@ def evaluate(x: np.ndarray, y: np.ndarray, folds, factory: Callable, num_classes
     """Fit ``factory()`` on each training fold, score its validation fold; per-fold and mean ± std."""
     import torch
 
-    from mammo.metrics import density_metrics
+    from mammo.metrics import density_metrics, mean_std
 
     per_fold = []
     for k, (train, val) in enumerate(folds, start=1):
@@ -172,10 +172,7 @@ def evaluate(x: np.ndarray, y: np.ndarray, folds, factory: Callable, num_classes
         probs[:, pipeline.classes_] = pipeline.predict_proba(x[val])
         metrics = density_metrics(torch.tensor(probs), torch.tensor(y[val]))
         per_fold.append({"fold": k, "train_samples": len(train), "val_samples": len(val), **metrics})
-    stats = {}
-    for name in METRICS:
-        values = [f[name] for f in per_fold]
-        stats[name] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": values}
+    stats = {name: mean_std(f[name] for f in per_fold) for name in METRICS}
     return {"folds": per_fold, "metrics": stats}
 
 

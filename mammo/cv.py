@@ -24,8 +24,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
-
 from mammo.errors import MammoError
 
 log = logging.getLogger("mammo")
@@ -180,13 +178,10 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
 
 
 def _stats(values: list, folds: list[int]) -> dict:
-    array = np.asarray([v for v in values if v is not None], dtype=float)
-    return {
-        "mean": float(array.mean()) if array.size else None,
-        "std": float(array.std(ddof=1)) if array.size > 1 else (0.0 if array.size else None),
-        "values": [float(v) for v in array],
-        "folds": list(folds)[: array.size],
-    }
+    from mammo.metrics import mean_std
+
+    stats = mean_std(v for v in values if v is not None)
+    return {**stats, "folds": list(folds)[: len(stats["values"])]}
 
 
 def _oof_metrics(oof, density_metrics) -> dict:

@@ -10,6 +10,7 @@ history and summary.json (``val_kappa``), both as the spec spells them.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -62,6 +63,22 @@ def density_metrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
         "kappa_quadratic": float(multiclass_cohen_kappa(probs, targets, num_classes=k, weights="quadratic")),
         "macro_f1": float(multiclass_f1_score(probs, targets, num_classes=k, average="macro")),
         "auc_ovr": auc,
+    }
+
+
+def mean_std(values) -> dict:
+    """``mean``, sample ``std`` (``ddof=1``; 0 for a single value) and the ``values`` themselves;
+    ``None`` statistics when there are no values. The one reduction behind every mean ± std mammo
+    reports (seed sweeps, CV, baselines, the report pack).
+
+    >>> mean_std([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'std': 1.0, 'values': [1.0, 2.0, 3.0]}
+    """
+    array = np.asarray(list(values), dtype=float)
+    return {
+        "mean": float(array.mean()) if array.size else None,
+        "std": float(array.std(ddof=1)) if array.size > 1 else (0.0 if array.size else None),
+        "values": [float(v) for v in array],
     }
 
 

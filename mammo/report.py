@@ -19,7 +19,6 @@ import traceback
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR
@@ -118,15 +117,12 @@ def report_pack(paths: list[Path], out: Path) -> dict:
 
 def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
     """Per metric: each run's best-epoch value, and mean and std (ddof=1) across runs."""
+    from mammo.metrics import mean_std
+
     table = {"runs": [label for label, _, _ in runs], "metrics": {}}
     for name, short, title in TABLE:
         values = [summary[f"best_val_{short}"] for _, _, summary in runs]
-        table["metrics"][name] = {
-            "title": title,
-            "values": values,
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        }
+        table["metrics"][name] = {"title": title, **mean_std(values)}
     return table
 
 

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -137,14 +136,10 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def _stats(values: list, members: list[dict]) -> dict:
+    from mammo.metrics import mean_std
+
     pairs = [(v, m["run_id"]) for v, m in zip(values, members) if v is not None]
-    array = np.asarray([v for v, _ in pairs], dtype=float)
-    return {
-        "mean": float(array.mean()) if array.size else None,
-        "std": float(array.std(ddof=1)) if array.size > 1 else (0.0 if array.size else None),
-        "values": [float(v) for v in array],
-        "run_ids": [r for _, r in pairs],
-    }
+    return {**mean_std(v for v, _ in pairs), "run_ids": [r for _, r in pairs]}
 
 
 def _number(value) -> float | None:

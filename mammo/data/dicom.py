@@ -24,6 +24,8 @@ from mammo.errors import DataError
 WINDOWS = ("auto", "dicom", "percentile", "minmax")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 # Native (uncompressed) transfer syntaxes: their pixel data length is known from the header.
+# what pydicom raises for a file that is missing, not DICOM, or has a broken header
+_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
@@ -44,7 +46,7 @@ def check_header(path: str | Path) -> pydicom.Dataset:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, defer_size=256)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no pixel data")
@@ -66,7 +68,7 @@ def decode(path: str | Path) -> tuple[pydicom.Dataset, np.ndarray]:
     """Read ``path`` and decode its pixels: (dataset, stored values [H, W])."""
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM has no pixel data")
