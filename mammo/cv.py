@@ -36,21 +36,25 @@ def run_all_folds(cfg, cv_dir: Path) -> float:
     mean of the monitored metric over the folds (the objective for sweeps)."""
     from hydra.utils import instantiate
 
+    from mammo.distributed import is_rank_zero
     from mammo.train import run, unwrap_worker_error
 
     folds = int(cfg.cv.folds)
     log.info("Cross-validation: %d folds, seed %s, in %s", folds, cfg.seed, cv_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
+    writes = is_rank_zero()  # under DDP only rank zero writes logs and the CV summary
     failed = []
     for fold in range(1, folds + 1):
         fold_dir = cv_dir / f"fold_{fold}" / "results"
-        with fold_log(fold_dir / "run.log"):
+        with fold_log(fold_dir / "run.log" if writes else None):
             try:
                 run(cfg, fold_dir, fold=fold, datamodule=datamodule, cv_dir=cv_dir)
             except Exception as exc:  # a failed fold is recorded; the others still run
                 failed.append(fold)
                 log.error("Fold %d failed: %s", fold, unwrap_worker_error(exc))
+    if not writes:
+        return float("nan")  # the objective is rank zero's
     summary = aggregate(cv_dir, experiment_name=f"density_k{folds}_seed{cfg.seed}", monitor=cfg.monitor)
     if failed:
         raise MammoError(f"cv: fold(s) {failed} of {folds} failed; see {cv_dir}/cv_summary.json")
@@ -62,11 +66,15 @@ def run_all_folds(cfg, cv_dir: Path) -> float:
 class fold_log:  # noqa: N801 (used as a context manager)
     """Also write the log to a fold's own run.log, formatted and filtered like Hydra's run.log."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: no fold log (another DDP rank)
+        self.handler = None
 
     def __enter__(self):
         from mammo.artifacts.runlog import RunLogFilter, RunLogFormatter
+
+        if self.path is None:
+            return self
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.path, mode="w", encoding="utf-8")
@@ -76,6 +84,8 @@ class fold_log:  # noqa: N801 (used as a context manager)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.handler is None:
+            return
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
 

@@ -37,8 +37,10 @@ class SweepCallback(Callback):
         os.environ[ENV] = str(self.jobs.resolve())  # inherited by launcher workers
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs: Any) -> None:
+        from mammo.distributed import is_rank_zero
+
         target = os.environ.get(ENV)
-        if not target:
+        if not target or not is_rank_zero():  # a DDP job's other ranks (e.g. SLURM tasks) add no line
             return
         ok = job_return.status.name == "COMPLETED"
         record = {

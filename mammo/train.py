@@ -50,11 +50,13 @@ def train(cfg: DictConfig) -> float:
     ``cv=kfold`` and no ``cv.fold`` the mean over all folds, trained one after another here."""
     from hydra.core.hydra_config import HydraConfig
 
+    from mammo.distributed import finish_job, is_rank_zero, release_claims
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("resume"):
         cfg = _original_config(cfg, run_dir)
     record = None
-    if cfg.hpo.get("trial") is not None:
+    if cfg.hpo.get("trial") is not None and is_rank_zero():
         from mammo.hpo import TrialRecord
 
         record = TrialRecord(run_dir, cfg)
@@ -70,6 +72,9 @@ def train(cfg: DictConfig) -> float:
         if record is not None:
             record.finish(None, unwrap_worker_error(exc))
         raise
+    finally:  # DDP: the ranks this job started end with it; the next job of a sweep starts its own
+        finish_job()
+        release_claims(run_dir)
     if record is not None:
         record.finish(value)
     return value
@@ -86,10 +91,13 @@ def run(
         cv_dir: where the fold assignment (``folds.csv``) goes.
     """
     from mammo.artifacts.summary import RunSummary
+    from mammo.distributed import is_rank_zero
 
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"fold_{fold}" if fold is not None else run_dir.name
-    summary = RunSummary(run_dir / "summary.json", "density_classification", run_id, cfg.seed)
+    summary = RunSummary(
+        run_dir / "summary.json", "density_classification", run_id, cfg.seed, write=is_rank_zero()
+    )
     if cfg.get("resume"):
         summary.continue_from_file()
     summary.update(
@@ -124,21 +132,25 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
     )
     from mammo.artifacts.io import write_csv, write_json
     from mammo.artifacts.runlog import route_library_logs
+    from mammo.distributed import is_rank_zero
 
     route_library_logs()
+    writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
     if datamodule is None:
         datamodule = instantiate(cfg.data, _convert_="all")
         datamodule.setup("fit")
     if fold is not None:
         datamodule.use_fold(fold)
-        write_csv(cv_dir / "folds.csv", datamodule.folds_frame())
+        if writes:
+            write_csv(cv_dir / "folds.csv", datamodule.folds_frame())
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_config = datamodule.describe()
     summary.update(data_config=data_config)
-    write_csv(run_dir / "split.csv", datamodule.split)
-    write_json(run_dir / "data_manifest.json", datamodule.manifest)
+    if writes:
+        write_csv(run_dir / "split.csv", datamodule.split)
+        write_json(run_dir / "data_manifest.json", datamodule.manifest)
     log.info(
         "Found %d samples (%d train, %d val) from %d patients",
         data_config["num_train"] + data_config["num_val"],
@@ -228,7 +240,7 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         from mammo.artifacts.callbacks import InjectNaN
 
         callbacks.append(InjectNaN(cfg.inject_nan_at_step))
-    if cfg.hpo.get("trial") is not None:
+    if cfg.hpo.get("trial") is not None and writes:
         from hydra.core.hydra_config import HydraConfig
 
         from mammo.hpo import EpochStream
@@ -238,6 +250,13 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         callbacks.append(EpochStream(stream, _trial_id(cfg), fold))
     loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    summary.update(
+        environment={
+            "strategy": type(trainer.strategy).__name__,
+            "world_size": trainer.num_devices * trainer.num_nodes,
+            "num_nodes": trainer.num_nodes,
+        }
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
     if cfg.get("resume"):
@@ -256,6 +275,8 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
 
     best = artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
+    if not writes:  # another DDP rank: rank zero reports and writes the rest
+        return best.get(f"best_{cfg.monitor}", float("nan"))
     if cfg.get("gradcam_per_class") and model_path.exists():
         _gradcam_samples(cfg, model, datamodule, model_path, run_dir)
     log.info("Training Complete")

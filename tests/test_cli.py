@@ -71,18 +71,18 @@ def test_unknown_model_group_option_names_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_eight_parallel_launches_get_distinct_complete_run_dirs(tmp_path, demo_root):
+def test_parallel_launches_get_distinct_complete_run_dirs(tmp_path, demo_root):
     # make sure the demo set exists, so both runs only race for the run directory
     from mammo.data.demo import ensure_demo_dataset
 
     ensure_demo_dataset(demo_root, 24, 0, 160, 128)
     args = [*TINY, *SMALL_DEMO, "epochs=1", f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
-    procs = [cli(*args) for _ in range(8)]
+    procs = [cli(*args) for _ in range(4)]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
     runs = sorted(p.name for p in (tmp_path / "mammo_tiny_density").glob("results_*"))
-    assert sorted(runs) == sorted(f"results_{i}" for i in range(1, 9))
+    assert sorted(runs) == sorted(f"results_{i}" for i in range(1, 5))
     for run in runs:
         folder = tmp_path / "mammo_tiny_density" / run
         for name in ("summary.json", "train_history.json", "metrics/val_metrics.json"):

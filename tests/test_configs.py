@@ -12,7 +12,19 @@ from hydra.utils import instantiate
 from mammo.artifacts.rundir import register_resolvers
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ["model", "data", "trainer", "cv", "hpo", "callbacks", "logger", "paths", "experiment", "debug"]
+GROUPS = [
+    "model",
+    "data",
+    "trainer",
+    "cv",
+    "hpo",
+    "launcher",
+    "callbacks",
+    "logger",
+    "paths",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:
@@ -80,3 +92,18 @@ def test_trainer_and_callbacks_instantiate(tmp_path):
     assert {"EarlyStopping", "RichProgressBar"} <= names
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     assert trainer.max_epochs == cfg.epochs
+
+
+@pytest.mark.parametrize(
+    "overrides", [["cv=kfold"], ["hpo=density_optuna"], ["hpo=density_optuna", "cv=kfold"]]
+)
+def test_composing_allocates_no_run_directory(tmp_path, overrides):
+    """Hydra merges configs by dereferencing what they override: the allocating resolvers sit only
+    in conf/train.yaml, and cv/hpo change plain paths.* keys, so composing creates nothing."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={tmp_path}/out"])
+        sweep_dir = cfg.paths.sweep_dir
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "out").exists()
+    assert sweep_dir.endswith("hpo_runs" if "hpo=density_optuna" in overrides else "_seed42")

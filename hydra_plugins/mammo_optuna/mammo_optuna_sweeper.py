@@ -11,15 +11,26 @@ search-space syntax and changes what a researcher resuming a study needs:
 * ``max_failure_rate`` is a budget over the whole study: the sweep stops once more than
   ``max_failure_rate * n_trials`` trials have failed (a NaN objective counts as a failure);
 * each job gets its trial number as ``hpo.trial=<n>`` (for optuna_trial.json and the run's
-  summary) and the SQLite file's folder is created before the study opens.
+  summary) and the SQLite file's folder is created before the study opens;
+* several workers may run the same command against one RDB storage (PostgreSQL, MySQL, SQLite
+  on one machine): each asks for its own trials until the study has ``n_trials`` finished or
+  running ones. A worker records its host and pid on every trial it runs and a heartbeat every
+  ``heartbeat_interval`` seconds; a RUNNING trial is stale (marked FAIL, as above) when its worker
+  is a dead process on this host, or its heartbeat is older than ``grace_period`` seconds.
+  As with Optuna's own ``MaxTrialsCallback``, workers that ask at the same instant for the last
+  slot may overshoot ``n_trials`` by one trial each.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module without
 # registering it in sys.modules, and dataclasses then cannot resolve string annotations.
 import logging
 import math
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -29,10 +40,23 @@ from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+WORKER_ATTR = "mammo:worker"  # "<host>:<pid>" of the sweep process that runs the trial
 
 
 class MammoOptunaSweeper(OptunaSweeperImpl):
     """See the module docstring; single-objective only."""
+
+    def __init__(
+        self,
+        *args,
+        heartbeat_interval: int = 30,
+        grace_period: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -44,31 +68,35 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
         directions = self._get_directions()
         if len(directions) != 1:
             raise ValueError("hydra/sweeper=mammo_optuna supports one objective")
-        _create_sqlite_folder(self.storage)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage,
+            storage=self._open_storage(),
             sampler=self.sampler,
             direction=directions[0],
             load_if_exists=True,
         )
-        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_state(stale._trial_id, TrialState.FAIL)
-            _mark_interrupted(Path(self.sweep_dir), study.study_name, stale.number)
-            log.warning(f"Trial {stale.number} was left running by an earlier sweep: marked FAIL")
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        to_go = max(0, self.n_trials - finished)
         budget = self.max_failure_rate * self.n_trials
-        log.info(f"Study {study.study_name} ({self.storage}): {finished} finished, {to_go} more to reach")
-        log.info(f"n_trials={self.n_trials}; a failure budget of {budget:g} trials")
-        while to_go > 0:
-            batch = min(to_go, self.n_jobs)
-            trials = [study.ask() for _ in range(batch)]
+        log.info(f"Study {study.study_name} ({self.storage}), worker {self.worker}")
+        log.info(f"n_trials={self.n_trials} in the study; a failure budget of {budget:g} trials")
+        while True:
+            self._fail_stale(study)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            to_go = self.n_trials - finished - running
+            log.info(
+                f"{study.study_name}: {finished} finished, {running} running elsewhere, {max(0, to_go)} to go"
+            )
+            if to_go <= 0:
+                break
+            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
+            for trial in trials:
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker)
             overrides = [
                 (*params, f"hpo.trial={trial.number}")
                 for trial, params in zip(trials, self._configure_trials(trials, space, fixed))
             ]
-            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            with _Heartbeat(study._storage, [t._trial_id for t in trials]):
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
                 try:
@@ -85,10 +113,112 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
                     f"{failed} failed trials exceed max_failure_rate={self.max_failure_rate} "
                     f"of n_trials={self.n_trials}; see the trials' summary.json files"
                 )
-            to_go -= batch
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if completed:
             log.info(f"Best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
+
+    def _configure_trials(self, trials, search_space_distributions, fixed_params):
+        """Sample each trial with the sampler's random state seeded from (``sampler.seed``, trial
+        number): a study is as reproducible as before, and parallel workers, which would
+        otherwise draw the same sequence from the same seed, propose different trials."""
+        base = (self.config.hydra.sweeper.get("sampler") or {}).get("seed") if self.config else None
+        overrides = []
+        for trial in trials:
+            if base is not None:
+                _reseed(self.sampler, int(base), trial.number)
+            overrides += super()._configure_trials([trial], search_space_distributions, fixed_params)
+        return overrides
+
+    def _open_storage(self):
+        """An RDB URL becomes an ``RDBStorage`` with heartbeats (so workers can tell a live trial
+        of another worker from a dead one); anything else is passed to Optuna as given."""
+        url = self.storage
+        if not isinstance(url, str) or not url:
+            return url
+        engine_kwargs = None
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs = {"connect_args": {"timeout": 60}}  # wait out other workers' writes
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+        )
+
+    def _fail_stale(self, study) -> None:
+        """Mark FAIL the RUNNING trials whose worker is gone (see the module docstring)."""
+        storage = study._storage
+        stale = []
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.system_attrs.get(WORKER_ATTR)
+            if worker is None:  # from a sweep without worker records: nobody can still run it
+                stale.append(trial)
+                continue
+            worker_host, _, pid = worker.rpartition(":")
+            if worker_host == host and not _alive(int(pid)):
+                stale.append(trial)
+        for trial in stale:
+            storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+        if storage.is_heartbeat_enabled():  # other hosts: no heartbeat within the grace period
+            stale += [storage.get_trial(i) for i in storage.fail_stale_trials(study._study_id)]
+        for trial in stale:
+            _mark_interrupted(Path(self.sweep_dir), study.study_name, trial.number)
+            log.warning(f"Trial {trial.number} was left running by a sweep that is gone: marked FAIL")
+
+
+class _Heartbeat:
+    """Record the trials' heartbeats every ``heartbeat_interval`` seconds while they run."""
+
+    def __init__(self, storage, trial_ids: list[int]) -> None:
+        self.storage, self.trial_ids = storage, trial_ids
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="mammo-optuna-heartbeat")
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while True:
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a busy database: the next beat will do
+                    log.debug(f"heartbeat of trial {trial_id} failed: {exc}")
+            if self.stop.wait(interval):
+                return
+
+    def __enter__(self):
+        if self.storage.is_heartbeat_enabled():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def _reseed(sampler, base: int, number: int, _depth: int = 0) -> None:
+    """Seed every NumPy random state of ``sampler`` (and of the samplers it holds, e.g. TPE's
+    start-up random sampler) from ``(base, number)``."""
+    import numpy as np
+
+    for name, value in vars(sampler).items():
+        if isinstance(value, np.random.RandomState):
+            seed = np.random.SeedSequence([base, number, _depth]).generate_state(1)[0]
+            setattr(sampler, name, np.random.RandomState(seed))
+        elif isinstance(value, optuna.samplers.BaseSampler) and _depth < 3:
+            _reseed(value, base, number, _depth + 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
@@ -111,15 +241,12 @@ def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
                 write_json(summary_file, summary)
 
 
-def _create_sqlite_folder(storage) -> None:
-    url = str(storage or "")
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-
-
 @dataclass
 class MammoOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.mammo_optuna.mammo_optuna_sweeper.MammoOptunaSweeper"
+    heartbeat_interval: int = 30  # seconds between a worker's heartbeats on its running trials
+    # no heartbeat for this long: the trial is stale (default: 2 x heartbeat_interval)
+    grace_period: Optional[int] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
 
 
 ConfigStore.instance().store(

@@ -4,7 +4,8 @@
 mammo's metadata, no optimizer state). ``RunArtifacts`` is the single writer of run.log's epoch
 lines, ``train_history.{json,csv}``, ``val_predictions.csv``, ``metrics/val_metrics.*`` and
 ``plots/``; whenever the checkpoint callback records a new best score it rewrites the best-epoch
-files, so they always describe the best epoch, even if the run dies later.
+files, so they always describe the best epoch, even if the run dies later. Under DDP only global
+rank zero writes; the validation outputs it writes are already gathered from all ranks.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ class RunArtifacts(L.Callback):
 
     # ----------------------------------------------------------------- per epoch
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        log.info("Epoch %d/%d", trainer.current_epoch + 1, trainer.max_epochs)
+        if trainer.is_global_zero:
+            log.info("Epoch %d/%d", trainer.current_epoch + 1, trainer.max_epochs)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -143,6 +145,10 @@ class RunArtifacts(L.Callback):
         row.update({k: v for k, v in metrics.items() if k.startswith("val_")})
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.history.append(row)
+        if not trainer.is_global_zero:  # under DDP the other ranks keep the history, write nothing
+            if getattr(pl_module, "val_outputs", None) is not None and self._is_new_best(trainer):
+                self.best = row
+            return
         write_history(self.run_dir, self.history)
         log.info(_line(row, ("train_loss", "train_acc", "train_kappa")))
         log.info(_line(row, ("val_loss", "val_acc", "val_kappa", "val_macro_f1", "val_auc")))
@@ -183,7 +189,7 @@ class RunArtifacts(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from mammo.artifacts.plots import plot_confusion, plot_train_curves
 
-        if not self.history:
+        if not self.history or not trainer.is_global_zero:
             return
         plot_train_curves(self.history, self.run_dir / "plots" / "train_curves.png")
         best = self._best_outputs

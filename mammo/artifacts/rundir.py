@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mammo.distributed import is_rank_zero, shared_run_dir
+
 RUN_PREFIX = "results_"
 _RUN_RE = re.compile(rf"^{RUN_PREFIX}(\d+)$")
 
@@ -44,20 +46,33 @@ def allocate_run_dir(parent: str | os.PathLike, prefix: str = RUN_PREFIX) -> Pat
             n += 1
 
 
-def _next_run_name(parent: str) -> str:
-    return allocate_run_dir(parent).name
+def _next_run_name(parent: str, fixed: str | None = None) -> str:
+    """``hydra.sweep.subdir``: ``fixed`` if the config fixes it, else a new ``results_N``."""
+    if fixed is not None:
+        return str(fixed)
+    return shared_run_dir(Path(parent), allocate_run_dir).name
 
 
-def _run_or_resume(resume, parent: str) -> str:
-    """``hydra.run.dir``: the run directory named by ``resume=``, else a new ``results_N``."""
+def _run_or_resume(resume, parent: str, fixed: str | None = None) -> str:
+    """``hydra.run.dir``: the run directory named by ``resume=``, else ``fixed`` if the config fixes
+    it, else a new ``results_N`` (one per distributed job: ``mammo.distributed.shared_run_dir``)."""
     if resume:  # checked by the task (an error raised here would not reach the user as one line)
         return str(resume)
-    return str(allocate_run_dir(parent))
+    if fixed is not None:
+        return str(fixed)
+    return str(shared_run_dir(Path(parent), allocate_run_dir))
 
 
-def _hydra_subdir(resume) -> str:
-    """Keep the original run's ``.hydra/`` config when resuming it."""
+def _hydra_subdir(resume) -> str | None:
+    """Keep the original run's ``.hydra/`` config when resuming it; only rank zero writes one."""
+    if not is_rank_zero():
+        return None
     return ".hydra_resume" if resume else ".hydra"
+
+
+def _rank_zero_file(path: str) -> str:
+    """A log file that only rank zero writes (the other ranks of a DDP job log to the console)."""
+    return path if is_rank_zero() else os.devnull
 
 
 def _fold_dir(fold) -> str:
@@ -77,3 +92,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mammo.hydra_subdir", _hydra_subdir)
     if not OmegaConf.has_resolver("mammo.fold_dir"):
         OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)
+    if not OmegaConf.has_resolver("mammo.rank_zero_file"):
+        OmegaConf.register_new_resolver("mammo.rank_zero_file", _rank_zero_file)

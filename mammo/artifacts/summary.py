@@ -23,8 +23,9 @@ def _now() -> str:
 class RunSummary:
     """The structured record of one run, kept in memory and mirrored to ``summary.json``."""
 
-    def __init__(self, path: Path, experiment_type: str, run_id: str, seed: int) -> None:
+    def __init__(self, path: Path, experiment_type: str, run_id: str, seed: int, write: bool = True) -> None:
         self.path = Path(path)
+        self.write = write  # False on the other ranks of a DDP job: only rank zero keeps the file
         self._t0 = time.monotonic()
         self.data: dict[str, Any] = {
             "experiment_type": experiment_type,
@@ -74,7 +75,8 @@ class RunSummary:
         self.update(status=status, execution=execution, **fields)
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        if self.write:
+            write_json(self.path, self.data)
 
 
 def run_recorded(experiment_type: str, seed: int, body) -> None:

@@ -190,6 +190,10 @@ def ensure_demo_dataset(
 
 
 if __name__ == "__main__":  # python -m mammo.data.demo [out_dir]: write the demo set somewhere
-    import sys
+    import argparse
 
-    print(ensure_demo_dataset(sys.argv[1] if len(sys.argv) > 1 else "outputs/demo_data"))
+    parser = argparse.ArgumentParser(
+        prog="python -m mammo.data.demo", description="Write the demo DICOM set."
+    )
+    parser.add_argument("out_dir", nargs="?", default="outputs/demo_data")
+    print(ensure_demo_dataset(parser.parse_args().out_dir))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
+from mammo.distributed import gather_unique
 from mammo.errors import ConfigError
 from mammo.metrics import confusion_matrix, density_metrics, short
 from mammo.models.backbones import create_backbone, freeze
@@ -130,7 +131,9 @@ class DensityClassifier(L.LightningModule):
         self.train_acc(logits, y)
         self.train_kappa(logits, y)
         n = len(y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True
+        )
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train_kappa", self.train_kappa, on_step=False, on_epoch=True, batch_size=n)
         return loss
@@ -146,6 +149,8 @@ class DensityClassifier(L.LightningModule):
         logits, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
         features = torch.cat([s[3] for s in self._val_steps]) if self.hparams.keep_val_features else None
         self._val_steps.clear()
+        # under DDP: every rank's images, each once (the sampler pads shards with repeats)
+        rows, logits, targets, features = gather_unique(rows, logits, targets, features)
         probs = logits.softmax(dim=1)
         metrics = density_metrics(probs, targets)
         self.val_outputs = ValOutputs(
@@ -153,7 +158,9 @@ class DensityClassifier(L.LightningModule):
         )
         values = {"val_loss": float(self.loss(logits, targets)), **short(metrics, "val")}
         for name, value in values.items():
-            self.log(name, value, prog_bar=name in ("val_loss", "val_kappa"))
+            # the same value on every rank (computed from the gathered outputs): "max" keeps it
+            # exactly where Lightning syncs epoch-level values across ranks
+            self.log(name, value, prog_bar=name in ("val_loss", "val_kappa"), sync_dist=True, reduce_fx="max")
 
     def configure_optimizers(self):
         hp = self.hparams
