@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from pathlib import Path
 
 import hydra
@@ -160,7 +161,12 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
     )
     log.info("Class distribution: %s", data_config["class_distribution"])
     if datamodule.samples.excluded:
-        log.info("Excluding class 5 (%d rows)", len(datamodule.samples.excluded))
+        reasons = Counter(r["reason"] for r in datamodule.samples.excluded)
+        log.info(
+            "Excluded %d row(s): %s",
+            len(datamodule.samples.excluded),
+            "; ".join(f"{reason} ({n})" for reason, n in reasons.items()),
+        )
     if datamodule.samples.skipped:
         log.info("Skipped %d bad file(s)/row(s); see data_manifest.json", len(datamodule.samples.skipped))
     log.info("Data manifest sha256: %s", data_config["manifest_sha256"])

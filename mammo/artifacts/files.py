@@ -21,7 +21,8 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 def predictions_frame(samples: pd.DataFrame, probs: np.ndarray, class_labels: list[int]) -> pd.DataFrame:
-    """Per-image predictions: ``AccessionNumber,true_label,predicted_label,prob_class1..K,image_id``.
+    """Per-image predictions: ``AccessionNumber,true_label,predicted_label,prob_class1..K,image_id``
+    and, where the samples have them, ``laterality,view``.
 
     ``samples`` holds the rows of the predicted images in the same order as ``probs``, with
     ``AccessionNumber``, ``image_id`` and a 0-based ``label`` (absent for unlabelled data).
@@ -34,6 +35,9 @@ def predictions_frame(samples: pd.DataFrame, probs: np.ndarray, class_labels: li
     for j, cls in enumerate(class_labels):
         frame[f"prob_class{cls}"] = probs[:, j]
     frame["image_id"] = samples["image_id"].to_numpy()
+    for column in ("laterality", "view"):  # where the data has them (left empty otherwise)
+        if column in samples:
+            frame[column] = samples[column].fillna("").to_numpy()
     return frame
 
 

@@ -45,6 +45,11 @@ class DensityDataModule(L.LightningDataModule):
         dicom_root: folder of the DICOMs (accession folders, or the base of ``image_path``).
         demo: when set (``n_patients``, ``seed``, ``height``, ``width``, ``dir``), generate the
             demo dataset there on first use and read it instead of ``csv``/``dicom_root``.
+        dataset: a public dataset (``rsna``, ``vindr``, ``cbis_ddsm``, ``embed``, ``inbreast``):
+            ``csv`` is then its published label file(s) (see ``mammo.data.public``).
+        dataset_options: options of that dataset's reader (EMBED: ``path_prefix``).
+        root: the dataset's folder (the ``data=<dataset>`` configs derive ``csv``/``dicom_root``).
+        official_split: use the dataset's own train/test split where it has one (VinDr-Mammo).
         val_fraction: share of patients held out for validation.
         split_seed: seed of the patient-grouped stratified split.
         split_csv: a preset split instead (see ``mammo.data.splits.preset_val_mask``).
@@ -63,9 +68,13 @@ class DensityDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        csv: str | None = None,
+        csv: str | list[str] | None = None,
         dicom_root: str | None = None,
         demo: dict | None = None,
+        dataset: str | None = None,
+        dataset_options: dict | None = None,
+        root: str | None = None,
+        official_split: bool = True,
         id_column: str = "AccessionNumber",
         label_column: str = "Classification",
         patient_column: str = "PatientID",
@@ -121,7 +130,8 @@ class DensityDataModule(L.LightningDataModule):
             return root / "classificacao.csv", root / "archive"
         if not hp.csv:
             raise DataError("data=dicom_csv needs data.csv=<labels.csv> (and data.dicom_root=<folder>)")
-        return Path(hp.csv), Path(hp.dicom_root) if hp.dicom_root else None
+        csv = [Path(c) for c in hp.csv] if isinstance(hp.csv, list | tuple) else Path(hp.csv)
+        return csv, Path(hp.dicom_root) if hp.dicom_root else None
 
     def load_samples(self) -> Samples:
         hp = self.hparams
@@ -141,6 +151,8 @@ class DensityDataModule(L.LightningDataModule):
             on_bad_file=hp.on_bad_file,
             hash_index=index,
             workers=max(2, hp.num_workers),
+            dataset=hp.dataset,
+            dataset_options=hp.dataset_options,
         )
         if len(samples.class_labels) != hp.num_classes:
             raise DataError(
@@ -173,11 +185,27 @@ class DensityDataModule(L.LightningDataModule):
             return
         if hp.split_csv:
             val_mask = preset_val_mask(table, hp.split_csv)
+        elif self.official_split:
+            val_mask = (table["split"] == "val").to_numpy()
+            log.info("Using the dataset's official split (%d val images)", int(val_mask.sum()))
         else:
             val_mask = grouped_val_mask(
                 table["label"].to_numpy(), table["PatientID"].to_numpy(), hp.val_fraction, hp.split_seed
             )
         self._use_split(val_mask)
+
+    @property
+    def official_split(self) -> bool:
+        """Whether the dataset comes with its own train/val split (VinDr-Mammo) and it is used:
+        ``data.official_split=true`` and neither a split CSV nor cross-validation."""
+        table = self.samples.table
+        return bool(
+            self.hparams.official_split
+            and not self.hparams.split_csv
+            and self.hparams.cv_folds is None
+            and "split" in table
+            and table["split"].isin(["train", "val"]).all()
+        )
 
     def use_fold(self, fold: int) -> None:
         """Validate on fold ``fold`` (1-based) of the k-fold assignment."""
@@ -233,10 +261,12 @@ class DensityDataModule(L.LightningDataModule):
                 len(samples.skipped),
                 samples.skipped[0]["reason"],
             )
+        label_files = samples.source.get("label_files") or [samples.source["csv"]]
+        names = {"csv": label_files[0], **{f"csv_{i}": f for i, f in enumerate(label_files[1:], start=2)}}
         self.manifest = build_manifest(
             samples,
             samples.class_labels,
-            {"csv": Path(samples.source["csv"]), "split_csv": hp.split_csv and Path(hp.split_csv)},
+            {**{k: Path(v) for k, v in names.items()}, "split_csv": hp.split_csv and Path(hp.split_csv)},
         )
 
     def _prepare(self, cache: DiskCache | None) -> None:
@@ -377,8 +407,9 @@ class DensityDataModule(L.LightningDataModule):
             "val_class_distribution": self.class_distribution(self.val_table),
             "excluded": len(self.samples.excluded),
             "skipped": len(self.samples.skipped),
-            "val_fraction": None if hp.split_csv or hp.cv_folds else hp.val_fraction,
-            "split_seed": None if hp.split_csv else hp.split_seed,
+            "val_fraction": None if hp.split_csv or hp.cv_folds or self.official_split else hp.val_fraction,
+            "split_seed": None if hp.split_csv or self.official_split else hp.split_seed,
+            "official_split": self.official_split,
             "cv_folds": hp.cv_folds,
             "subset": hp.subset,
             "cv_fold": self.fold,

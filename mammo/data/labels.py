@@ -8,6 +8,9 @@ Two layouts:
 * image paths: a CSV with an ``image_path`` column (relative to ``dicom_root``, or to the CSV's
   folder when ``dicom_root`` is unset) and the label column; one row per image.
 
+Public datasets (``data=rsna|vindr|cbis_ddsm|embed|inbreast``) are read from their own label
+files by ``mammo.data.public`` and then go through the same file checks.
+
 Optional columns: ``PatientID`` (else the DICOM header's, else the accession stands in), and the
 laterality and view columns named in the config (else the DICOM header's tags). Every file's
 header is checked and its content hashed (for ``data_manifest.json`` and the cache key).
@@ -160,15 +163,22 @@ def load_samples(
     on_bad_file: str = "error",
     hash_index=None,
     workers: int = 4,
+    dataset: str | None = None,
+    dataset_options: dict | None = None,
 ) -> Samples:
     """The sample table of a label CSV, in whichever layout it uses (see module docstring).
 
     Args:
         hash_index: a :class:`~mammo.data.manifest.HashIndex` (remembers file hashes).
         workers: threads for the header checks and hashing.
+        dataset: a public dataset's name (``mammo.data.public``): ``csv`` is then its label
+            file(s), read as published; the column arguments do not apply.
+        dataset_options: further options of that dataset's reader.
     """
     from mammo.data.manifest import HashIndex
 
+    if dataset:
+        return _load_public(dataset, csv, dicom_root, dataset_options or {}, on_bad_file, hash_index, workers)
     csv = Path(csv)
     bad = BadInput(on_bad_file)
     header = _csv_columns(csv)
@@ -212,6 +222,50 @@ def load_samples(
             "layout": "image_path" if by_path else "accession_folders",
         },
         excluded=excluded,
+        skipped=bad.records,
+    )
+
+
+def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, workers) -> Samples:
+    from mammo.data.manifest import HashIndex
+    from mammo.data.public import read_public
+
+    if not dicom_root or not Path(dicom_root).is_dir():
+        raise DataError(f"data.dicom_root: folder not found: {dicom_root}")
+    root = Path(dicom_root)
+    bad = BadInput(on_bad_file)
+    public = read_public(dataset, files, root, bad, **options)
+    first = public.label_files[0]
+    rows = _image_path_rows(public.frame, first, root, "image_path", "AccessionNumber", bad)
+    table = _scan_files(
+        pd.DataFrame(rows),
+        public.frame,
+        root,
+        "PatientID",
+        "laterality",
+        "view",
+        bad,
+        hash_index or HashIndex(None),
+        workers,
+        extra=("split",),
+    )
+    if table.empty:
+        raise DataError(
+            f"data={dataset}: no usable images in {', '.join(map(str, public.label_files))} under {root}"
+            f" ({len(bad.records)} skipped, {len(public.excluded)} excluded)"
+        )
+    table["label"] = table["label"] - 1
+    return Samples(
+        table=table,
+        class_labels=[1, 2, 3, 4],
+        source={
+            "dataset": dataset,
+            "csv": str(first),
+            "label_files": [str(f) for f in public.label_files],
+            "dicom_root": str(root),
+            "layout": dataset,
+        },
+        excluded=public.excluded,
         skipped=bad.records,
     )
 
@@ -283,12 +337,14 @@ def _scan_files(
     bad: BadInput,
     hash_index,
     workers: int,
+    extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Check each file's header and hash it; fill patient, accession, laterality and view."""
+    """Check each file's header and hash it; fill patient, accession, laterality and view (and
+    copy the ``extra`` columns of the label table)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if table.empty:
-        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "frame_row"])
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
 
     def scan(path: Path):
         try:
@@ -326,6 +382,7 @@ def _scan_files(
                 "size": size,
                 "sha256": sha,
                 "label": int(source["density"]),
+                **{column: source.get(column, "") for column in extra},
             }
         )
-    return pd.DataFrame(out, columns=SAMPLE_COLUMNS)
+    return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])
