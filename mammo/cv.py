@@ -31,12 +31,18 @@ FOLD_RE = re.compile(r"^fold_(\d+)$")
 ALIASES = {"kappa": "kappa_quadratic", "auc": "auc_ovr"}  # the spec's second cv_summary shape
 
 
-def run_all_folds(cfg, cv_dir: Path) -> float:
+def run_all_folds(cfg, cv_dir: Path, link=None) -> float:
     """Train fold 1..K one after another in this process; write the CV artifacts; return the
-    mean of the monitored metric over the folds (the objective for sweeps)."""
+    mean of the monitored metric over the folds (the objective for sweeps).
+
+    With ``link`` (an HPO trial with a pruner, ``mammo.pruning``) the running mean is reported
+    after every fold (step = fold - 1) and the remaining folds are skipped once the pruner says so;
+    ``cv_summary.json`` then covers the folds run and says ``"status": "pruned"``.
+    """
+    import numpy as np
     from hydra.utils import instantiate
 
-    from mammo.distributed import is_rank_zero
+    from mammo.distributed import broadcast_from_rank_zero, is_rank_zero
     from mammo.train import run, unwrap_worker_error
 
     folds = int(cfg.cv.folds)
@@ -44,18 +50,36 @@ def run_all_folds(cfg, cv_dir: Path) -> float:
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     writes = is_rank_zero()  # under DDP only rank zero writes logs and the CV summary
-    failed = []
+    failed, values = [], []
     for fold in range(1, folds + 1):
         fold_dir = cv_dir / f"fold_{fold}" / "results"
         with fold_log(fold_dir / "run.log" if writes else None):
             try:
-                run(cfg, fold_dir, fold=fold, datamodule=datamodule, cv_dir=cv_dir)
+                values.append(run(cfg, fold_dir, fold=fold, datamodule=datamodule, cv_dir=cv_dir))
             except Exception as exc:  # a failed fold is recorded; the others still run
                 failed.append(fold)
                 log.error("Fold %d failed: %s", fold, unwrap_worker_error(exc))
+        if link is not None and values:  # the last fold is reported, not judged
+            mean = float(np.nanmean(values))
+            prune = link.should_prune(mean, fold - 1, ask=fold < folds) if link.trial is not None else False
+            if broadcast_from_rank_zero(prune):
+                log.info(
+                    "Optuna pruned trial %d after fold %d of %d (running CV %s %.4f): skipping the rest",
+                    link.number,
+                    fold,
+                    folds,
+                    cfg.monitor,
+                    mean,
+                )
+                break
     if not writes:
         return float("nan")  # the objective is rank zero's
     summary = aggregate(cv_dir, experiment_name=f"density_k{folds}_seed{cfg.seed}", monitor=cfg.monitor)
+    if link is not None and link.pruned_at is not None:
+        from mammo.artifacts.io import write_json
+
+        summary.update(status="pruned", pruned=link.describe())
+        write_json(cv_dir / "cv_summary.json", summary)
     if failed:
         raise MammoError(f"cv: fold(s) {failed} of {folds} failed; see {cv_dir}/cv_summary.json")
     value = summary["objective"]["mean"]

@@ -131,6 +131,17 @@ def gather_unique(rows, *tensors):
     return tuple(out)
 
 
+def broadcast_from_rank_zero(value):
+    """Rank zero's ``value`` on every rank of the process group (``value`` itself outside one)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 # ------------------------------------------------------------------------------------------------
 # Lightning's DDP, with the other ranks started from this Hydra job's own overrides
 # ------------------------------------------------------------------------------------------------

@@ -43,11 +43,15 @@ class SweepCallback(Callback):
         if not target or not is_rank_zero():  # a DDP job's other ranks (e.g. SLURM tasks) add no line
             return
         ok = job_return.status.name == "COMPLETED"
+        pruned = not ok and type(job_return._return_value).__name__ == "TrialPruned"  # an HPO trial
+        failed = not ok and not pruned
         record = {
             "run_dir": str(job_return.hydra_cfg.hydra.runtime.output_dir),
-            "status": "completed" if ok else "failed",
+            "status": "completed" if ok else "pruned" if pruned else "failed",
             "objective": _number(job_return._return_value) if ok else None,
-            "error": None if ok else f"{type(job_return._return_value).__name__}: {job_return._return_value}",
+            "error": f"{type(job_return._return_value).__name__}: {job_return._return_value}"
+            if failed
+            else None,
             "overrides": list(job_return.overrides or []),
             "seed": config.get("seed"),
             "cv_fold": config.cv.get("fold") if "cv" in config else None,

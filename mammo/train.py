@@ -56,19 +56,23 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.get("resume"):
         cfg = _original_config(cfg, run_dir)
-    record = None
-    if cfg.hpo.get("trial") is not None and is_rank_zero():
-        from mammo.hpo import TrialRecord
+    record = link = None
+    if cfg.hpo.get("trial") is not None:
+        from mammo.pruning import TrialLink
 
-        record = TrialRecord(run_dir, cfg)
+        link = TrialLink.from_job(cfg)  # None without a pruner; reports only from rank zero
+        if is_rank_zero():
+            from mammo.hpo import TrialRecord
+
+            record = TrialRecord(run_dir, cfg)
     try:
         if cfg.cv.folds is not None and cfg.cv.fold is None:
             from mammo.cv import run_all_folds
 
-            value = run_all_folds(cfg, run_dir)
+            value = run_all_folds(cfg, run_dir, link=link)
         else:
             cv_dir = Path(cfg.paths.cv_dir) if cfg.cv.folds is not None else None
-            value = run(cfg, run_dir, fold=cfg.cv.fold, cv_dir=cv_dir)
+            value = run(cfg, run_dir, fold=cfg.cv.fold, cv_dir=cv_dir, link=link)
     except BaseException as exc:
         if record is not None:
             record.finish(None, unwrap_worker_error(exc))
@@ -76,13 +80,23 @@ def train(cfg: DictConfig) -> float:
     finally:  # DDP: the ranks this job started end with it; the next job of a sweep starts its own
         finish_job()
         release_claims(run_dir)
+    pruned = link is not None and link.pruned_at is not None
     if record is not None:
-        record.finish(value)
+        record.finish(value, pruned=link.describe() if pruned else None)
+    if pruned:
+        import optuna
+
+        raise optuna.TrialPruned(f"trial {link.number} pruned after {link.step_unit} {link.pruned_at + 1}")
     return value
 
 
 def run(
-    cfg: DictConfig, run_dir: Path, fold: int | None = None, datamodule=None, cv_dir: Path | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    fold: int | None = None,
+    datamodule=None,
+    cv_dir: Path | None = None,
+    link=None,
 ) -> float:
     """One training run (or one CV fold) into ``run_dir``.
 
@@ -90,6 +104,8 @@ def run(
         fold: the CV fold this run validates on (recorded as ``integration.cv_fold``).
         datamodule: a set-up datamodule to reuse (the folds of one process share it).
         cv_dir: where the fold assignment (``folds.csv``) goes.
+        link: the HPO trial to report every epoch to (``mammo.pruning.TrialLink``), which may
+            stop the run early; it then ends with status ``pruned``.
     """
     from mammo.artifacts.summary import RunSummary
     from mammo.distributed import is_rank_zero
@@ -110,7 +126,7 @@ def run(
     )
     log.info("Run directory: %s", run_dir)
     try:
-        return _fit(cfg, run_dir, summary, fold, datamodule, cv_dir)
+        return _fit(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
     except BaseException as exc:
         exc = unwrap_worker_error(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -120,7 +136,9 @@ def run(
         raise exc from None
 
 
-def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, cv_dir: Path | None) -> float:
+def _fit(
+    cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, cv_dir: Path | None, link=None
+) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
@@ -242,6 +260,10 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         RandomState(),
         FiniteLossGuard(),
     ]
+    if link is not None:
+        from mammo.pruning import PruneOnPlateau
+
+        callbacks.append(PruneOnPlateau(link, cfg.monitor))
     if cfg.get("inject_nan_at_step"):
         from mammo.artifacts.callbacks import InjectNaN
 
@@ -285,14 +307,19 @@ def _fit(cfg: DictConfig, run_dir: Path, summary, fold: int | None, datamodule, 
         return best.get(f"best_{cfg.monitor}", float("nan"))
     if cfg.get("gradcam_per_class") and model_path.exists():
         _gradcam_samples(cfg, model, datamodule, model_path, run_dir)
-    log.info("Training Complete")
+    pruned = link is not None and link.pruned_at is not None
+    if pruned:
+        log.info("Training stopped: pruned by Optuna after epoch %d", link.pruned_at + 1)
+    else:
+        log.info("Training Complete")
     log.info("Best epoch: %s", best.get("best_epoch"))
     for key in dict.fromkeys((f"best_{cfg.monitor}", "best_val_kappa", "best_val_acc", "best_val_macro_f1")):
         if key in best:
             log.info("Best %s: %.4f", key.removeprefix("best_"), best[key])
     log.info("Model saved to: %s", model_path)
     summary.finish(
-        "completed",
+        "pruned" if pruned else "completed",
+        **({"pruned": link.describe()} if pruned else {}),
         **best,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),

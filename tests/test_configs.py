@@ -107,3 +107,27 @@ def test_composing_allocates_no_run_directory(tmp_path, overrides):
         sweep_dir = cfg.paths.sweep_dir
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "out").exists()
     assert sweep_dir.endswith("hpo_runs" if "hpo=density_optuna" in overrides else "_seed42")
+
+
+@pytest.mark.parametrize(
+    "pruner", ["median", "percentile", "threshold", "successive_halving", "hyperband", "nop"]
+)
+def test_pruner_presets_instantiate(pruner):
+    import optuna
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train", ["hpo=density_optuna", f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True
+        )
+    assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
+
+
+def test_density_optuna_prunes_with_the_median_by_default():
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", ["hpo=density_optuna"], return_hydra_config=True)
+    pruner = cfg.hydra.sweeper.pruner
+    assert pruner._target_ == "optuna.pruners.MedianPruner" and pruner.n_warmup_steps == 2

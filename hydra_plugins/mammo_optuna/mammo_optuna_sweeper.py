@@ -12,6 +12,9 @@ search-space syntax and changes what a researcher resuming a study needs:
   ``max_failure_rate * n_trials`` trials have failed (a NaN objective counts as a failure);
 * each job gets its trial number as ``hpo.trial=<n>`` (for optuna_trial.json and the run's
   summary) and the SQLite file's folder is created before the study opens;
+* ``hydra/sweeper/pruner=<name>`` (``hydra.sweeper.pruner``: any Optuna pruner by ``_target_``)
+  prunes from inside the jobs (``mammo.pruning``); a job that raises ``optuna.TrialPruned`` is
+  told PRUNED;
 * several workers may run the same command against one RDB storage (PostgreSQL, MySQL, SQLite
   on one machine): each asks for its own trials until the study has ``n_trials`` finished or
   running ones. A worker records its host and pid on every trial it runs and a heartbeat every
@@ -28,14 +31,15 @@ import math
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import optuna
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from omegaconf import MISSING
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,11 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
         *args,
         heartbeat_interval: int = 30,
         grace_period: int | None = None,
+        pruner=None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.pruner = pruner  # the jobs instantiate their own from the config and ask it (mammo.pruning)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -72,6 +78,7 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
             study_name=self.study_name,
             storage=self._open_storage(),
             sampler=self.sampler,
+            pruner=self.pruner,
             direction=directions[0],
             load_if_exists=True,
         )
@@ -99,6 +106,10 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
+                if ret.status.name == "FAILED" and isinstance(ret._return_value, optuna.TrialPruned):
+                    study.tell(trial, state=TrialState.PRUNED)
+                    log.info(f"Trial {trial.number} pruned: {ret._return_value}")
+                    continue
                 try:
                     value = float(ret.return_value)
                     if not math.isfinite(value):
@@ -241,9 +252,73 @@ def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
                 write_json(summary_file, summary)
 
 
+# Optuna pruners for hydra/sweeper/pruner=<name> (each key overridable, e.g.
+# hydra.sweeper.pruner.n_warmup_steps=3); steps are epochs, or folds for a trial that runs
+# all CV folds (mammo.pruning).
+@dataclass
+class MedianPrunerConf:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 3  # trials that complete before any is pruned
+    n_warmup_steps: int = 2  # steps (epochs) of every trial before it can be pruned
+    interval_steps: int = 1
+
+
+@dataclass
+class PercentilePrunerConf:
+    _target_: str = "optuna.pruners.PercentilePruner"
+    percentile: float = 25.0
+    n_startup_trials: int = 3
+    n_warmup_steps: int = 2
+    interval_steps: int = 1
+
+
+@dataclass
+class ThresholdPrunerConf:
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: Optional[float] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
+    upper: Optional[float] = None  # noqa: UP045
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+
+
+@dataclass
+class SuccessiveHalvingPrunerConf:
+    _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
+    min_resource: Any = 1
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+@dataclass
+class NopPrunerConf:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+PRUNERS = {
+    "median": MedianPrunerConf,
+    "percentile": PercentilePrunerConf,
+    "threshold": ThresholdPrunerConf,
+    "successive_halving": SuccessiveHalvingPrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "nop": NopPrunerConf,
+}
+for _name, _node in PRUNERS.items():
+    ConfigStore.instance().store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="mammo")
+
+
 @dataclass
 class MammoOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.mammo_optuna.mammo_optuna_sweeper.MammoOptunaSweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "nop"}])
+    pruner: Any = MISSING  # hydra/sweeper/pruner=median|percentile|threshold|successive_halving|hyperband|nop
     heartbeat_interval: int = 30  # seconds between a worker's heartbeats on its running trials
     # no heartbeat for this long: the trial is stale (default: 2 x heartbeat_interval)
     grace_period: Optional[int] = None  # noqa: UP045 (OmegaConf reads typing.Optional)
