@@ -118,9 +118,9 @@ def test_pruner_presets_instantiate(pruner):
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train", ["hpo=density_optuna", f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True
-        )
+        bounds = ["hydra.sweeper.pruner.upper=1.0"] if pruner == "threshold" else []  # it needs one
+        overrides = ["hpo=density_optuna", f"hydra/sweeper/pruner={pruner}", *bounds]
+        cfg = compose("train", overrides, return_hydra_config=True)
     assert isinstance(instantiate(cfg.hydra.sweeper.pruner), optuna.pruners.BasePruner)
 
 
