@@ -132,3 +132,17 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(picks)
+
+
+def gradcam_samples(model, datamodule, model_path: Path, run_dir: Path, per_class: int) -> tuple[int, Path]:
+    """A training run's ``plots/gradcam_samples.png``: ``per_class`` validation images per class,
+    with the best epoch's weights (``best_model.pt``) loaded into ``model``."""
+    state = torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    model.cpu().eval()
+    dataset = datamodule._dataset(datamodule.val_table, None)
+    path = run_dir / "plots" / "gradcam_samples.png"
+    count = gradcam_figure(
+        model, dataset, datamodule.val_table, datamodule.samples.class_labels, per_class, path
+    )
+    return count, path

@@ -306,7 +306,10 @@ def _fit(
     if not writes:  # another DDP rank: rank zero reports and writes the rest
         return best.get(f"best_{cfg.monitor}", float("nan"))
     if cfg.get("gradcam_per_class") and model_path.exists():
-        _gradcam_samples(cfg, model, datamodule, model_path, run_dir)
+        from mammo.inference import gradcam_samples
+
+        count, path = gradcam_samples(model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
+        log.info("Grad-CAM of %d validation images: %s", count, path)
     pruned = link is not None and link.pruned_at is not None
     if pruned:
         log.info("Training stopped: pruned by Optuna after epoch %d", link.pruned_at + 1)
@@ -326,28 +329,6 @@ def _fit(
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
     return best.get(f"best_{cfg.monitor}", float("nan"))
-
-
-def _gradcam_samples(cfg: DictConfig, model, datamodule, model_path: Path, run_dir: Path) -> None:
-    """plots/gradcam_samples.png from the best epoch's weights on validation images."""
-    import torch
-
-    from mammo.inference import gradcam_figure
-
-    state = torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict(state)
-    model.cpu().eval()
-    dataset = datamodule._dataset(datamodule.val_table, None)
-    path = run_dir / "plots" / "gradcam_samples.png"
-    count = gradcam_figure(
-        model,
-        dataset,
-        datamodule.val_table,
-        datamodule.samples.class_labels,
-        int(cfg.gradcam_per_class),
-        path,
-    )
-    log.info("Grad-CAM of %d validation images: %s", count, path)
 
 
 def class_weights(setting, train_labels, num_classes: int) -> list[float] | None:

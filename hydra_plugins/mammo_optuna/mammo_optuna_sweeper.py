@@ -264,12 +264,9 @@ class MedianPrunerConf:
 
 
 @dataclass
-class PercentilePrunerConf:
+class PercentilePrunerConf(MedianPrunerConf):  # the median is the 50th percentile
     _target_: str = "optuna.pruners.PercentilePruner"
-    percentile: float = 25.0
-    n_startup_trials: int = 3
-    n_warmup_steps: int = 2
-    interval_steps: int = 1
+    percentile: float = 25.0  # the top share of trials kept at each step
 
 
 @dataclass

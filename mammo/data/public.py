@@ -68,6 +68,14 @@ class Density:
     def __init__(self, path: Path, column: str, bad) -> None:
         self.path, self.column, self.bad = path, column, bad
 
+    def label(self, raw: str, row: int, where: dict, excluded: list[dict], exclude=None) -> int | None:
+        """The density of a row, or ``None`` (the row left out: recorded in ``excluded`` with
+        ``where`` and the reason, unless it was a bad value, which ``bad`` handles)."""
+        value, reason = self(raw, row, exclude)
+        if value is None and reason:
+            excluded.append({**where, "reason": reason})
+        return value
+
     def __call__(self, raw: str, row: int, exclude: dict[str, str] | None = None) -> tuple[int | None, str]:
         text = raw.strip().upper().removeprefix("DENSITY").strip()
         if text.endswith(".0"):
@@ -104,10 +112,8 @@ def read_rsna(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
     density = Density(path, "density", bad)
     rows, excluded = [], []
     for r in frame.itertuples(index=False):
-        value, reason = density(r.density, r.csv_row)
+        value = density.label(r.density, r.csv_row, {"row": r.csv_row, "image_id": r.image_id}, excluded)
         if value is None:
-            if reason:
-                excluded.append({"row": r.csv_row, "image_id": r.image_id, "reason": reason})
             continue
         rows.append(
             {
@@ -156,10 +162,9 @@ def read_vindr(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
                 row=r.csv_row,
             )
             continue
-        value, reason = density(r.breast_density, r.csv_row)
+        where = {"row": r.csv_row, "image_id": r.image_id}
+        value = density.label(r.breast_density, r.csv_row, where, excluded)
         if value is None:
-            if reason:
-                excluded.append({"row": r.csv_row, "image_id": r.image_id, "reason": reason})
             continue
         rows.append(
             {
@@ -203,10 +208,11 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
             if csv_path in seen:
                 continue  # another abnormality of the same image
             seen[csv_path] = row
-            value, reason = density(r["breast_density"], row, exclude={"0": "invalid density 0"})
+            where = {"file": path.name, "row": row, "image": csv_path}
+            value = density.label(
+                r["breast_density"], row, where, excluded, exclude={"0": "invalid density 0"}
+            )
             if value is None:
-                if reason:
-                    excluded.append({"file": path.name, "row": row, "image": csv_path, "reason": reason})
                 continue
             found = locate(csv_path)
             if found is None:
@@ -299,10 +305,9 @@ def read_embed(files: list[Path], dicom_root: Path, bad, path_prefix: str = EMBE
             )
             continue
         raw = values.pop() if values else ""
-        value, reason = density(raw, matches[0][1], exclude={"5": "male (tissueden 5)"})
+        where = {**where, "image": relpath}
+        value = density.label(raw, matches[0][1], where, excluded, exclude={"5": "male (tissueden 5)"})
         if value is None:
-            if reason:
-                excluded.append({**where, "image": relpath, "reason": reason})
             continue
         rows.append(
             {
@@ -356,10 +361,8 @@ def read_inbreast(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
     rows, excluded = [], []
     for r in frame.to_dict("records"):
         row, name = int(r["csv_row"]), r["File Name"]
-        value, reason = density(r["ACR"], row)
+        value = density.label(r["ACR"], row, {"row": row, "File Name": name}, excluded)
         if value is None:
-            if reason:
-                excluded.append({"row": row, "File Name": name, "reason": reason})
             continue
         if name not in index:
             bad(

@@ -192,6 +192,12 @@ EMBED_CLINICAL = "empi_anon,acc_anon,study_date_anon,asses,tissueden,desc,side,p
 EMBED_META = "anon_dicom_path,empi_anon,acc_anon,study_date_anon,StudyDescription,SeriesDescription,FinalImageType,ImageLateralityFinal,ViewPosition,spot_mag,ROI_coords,num_roi"  # noqa: E501 (the published header)
 
 
+def clinical_row(empi: str, exam: str, tissueden: str, side: str, findings: int) -> list:
+    """One EMBED clinical row (one finding), in EMBED_CLINICAL's column order."""
+    row = [empi, exam, "2019-01-01", "N", tissueden, "MG Screen", side, "", findings, findings, findings]
+    return [*row, *[""] * 6, "White", "Non-Hispanic", 55.0]  # no mass/calc findings described
+
+
 def make_embed(root: Path) -> dict:
     """Clinical (one row per finding, exam-level tissueden) and metadata (one row per file)
     tables; paths under the original NAS prefix; 2D, C-view and spot/mag images."""
@@ -228,30 +234,7 @@ def make_embed(root: Path) -> dict:
         empi = f"{10000000 + p}"
         sides = ("L", "R") if p % 3 else ("B",)  # one finding row per breast, or one for both
         for side in sides:
-            clinical.append(
-                [
-                    empi,
-                    exam,
-                    "2019-01-01",
-                    "N",
-                    f"{density}.0",
-                    "MG Screen",
-                    side,
-                    "",
-                    1,
-                    1,
-                    1,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "White",
-                    "Non-Hispanic",
-                    55.0,
-                ]
-            )
+            clinical.append(clinical_row(empi, exam, f"{density}.0", side, findings=1))
         for side in "LR":
             expected[str(Path(image(p, exam, side, "CC", density=density)).with_suffix(""))] = density
         if p == 1:
@@ -264,30 +247,7 @@ def make_embed(root: Path) -> dict:
     for p, value, sides in ((PATIENTS, "5.0", "LR"), (PATIENTS + 1, "", "LR"), (PATIENTS + 2, "3.0", "L")):
         exam, empi = f"{5000 + p}", f"{10000000 + p}"
         for side in sides:
-            clinical.append(
-                [
-                    empi,
-                    exam,
-                    "2019-01-01",
-                    "N",
-                    value,
-                    "MG Screen",
-                    side,
-                    "",
-                    0,
-                    0,
-                    0,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    60.0,
-                ]
-            )
+            clinical.append(clinical_row(empi, exam, value, side, findings=0))
         for side in "LR":
             rel = image(p, exam, side, "CC", density=3)
             if p == PATIENTS + 2 and side == "L":
