@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hydra_plugins.mammo_optuna.mammo_optuna_sweeper import MammoOptunaSweeper
 from mammo.artifacts.rundir import allocate_run_dir
 from mammo.distributed import CLAIMS_DIR, gather_unique, release_claims, shared_run_dir
 from tests.conftest import SMALL_DEMO, TINY, sklearn_density_metrics
@@ -75,6 +76,29 @@ def test_gather_unique_is_the_identity_in_one_process():
     rows, probs = torch.tensor([3, 1]), torch.rand(2, 4)
     out = gather_unique(rows, probs)
     assert out[0] is rows and out[1] is probs
+
+
+def _open_storage_at_once(url: str, barrier) -> str:
+    sweeper = MammoOptunaSweeper.__new__(MammoOptunaSweeper)  # only the storage settings matter here
+    sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period = url, 30, None
+    barrier.wait()
+    try:
+        sweeper._open_storage()
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_workers_starting_together_all_open_a_new_storage(tmp_path):
+    """Optuna's RDBStorage fails when several processes create the same new database at once
+    (alembic_version / table races: about half of 6 simultaneous openings here); the sweeper retries."""
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(6)
+        with multiprocessing.Pool(6) as pool:
+            results = pool.starmap(_open_storage_at_once, [(f"sqlite:///{tmp_path}/optuna.db", barrier)] * 6)
+    assert results == ["ok"] * 6
 
 
 def test_slurm_launcher_preset_follows_the_trainer():

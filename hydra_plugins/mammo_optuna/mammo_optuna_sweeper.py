@@ -29,8 +29,10 @@ search-space syntax and changes what a researcher resuming a study needs:
 import logging
 import math
 import os
+import random
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -150,12 +152,19 @@ class MammoOptunaSweeper(OptunaSweeperImpl):
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine_kwargs = {"connect_args": {"timeout": 60}}  # wait out other workers' writes
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=self.heartbeat_interval,
-            grace_period=self.grace_period,
-        )
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=self.heartbeat_interval,
+                    grace_period=self.grace_period,
+                )
+            except Exception as exc:  # workers that create a new database at the same instant
+                if attempt == 4 or "alembic_version" not in str(exc) and "already exists" not in str(exc):
+                    raise
+                log.info(f"Storage {url} is being created by another worker; retrying")
+                time.sleep(0.5 + random.random())
 
     def _fail_stale(self, study) -> None:
         """Mark FAIL the RUNNING trials whose worker is gone (see the module docstring)."""
