@@ -59,13 +59,16 @@ def _gather_worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def test_gather_unique_drops_sampler_padding_and_agrees_on_every_rank(tmp_path):
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2)
+        return s.getsockname()[1]
+
+
+def test_gather_unique_drops_sampler_padding_and_agrees_on_every_rank(tmp_path):
+    torch.multiprocessing.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert got["rows"].tolist() == [0, 1, 2, 3, 4] and got["none"] is None
@@ -199,6 +202,7 @@ def test_ddp_cpu_two_processes_write_one_complete_run(tmp_path, small_demo):
     one run directory, the whole val split once, and the same predictions."""
     lightning_out, slurm_out = tmp_path / "lightning", tmp_path / "slurm"
     finish(mammo(*ddp_args(lightning_out, small_demo), cwd=tmp_path))
+    port = str(free_port())
     tasks = [
         mammo(
             *ddp_args(slurm_out, small_demo),
@@ -211,7 +215,7 @@ def test_ddp_cpu_two_processes_write_one_complete_run(tmp_path, small_demo):
                 "SLURM_NODEID": "0",
                 "SLURM_NODELIST": "localhost",
                 "SLURM_JOB_NAME": "mammo",
-                "MASTER_PORT": "29533",
+                "MASTER_PORT": port,
             },
         )
         for r in (0, 1)
