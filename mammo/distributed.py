@@ -103,6 +103,13 @@ def release_claims(run_dir: Path, env: Mapping[str, str] = os.environ) -> None:
             pass
 
 
+def _world_size() -> int:
+    """Processes in the torch.distributed group this process is in (1 outside one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def gather_unique(rows, *tensors):
     """All ranks' ``rows`` (dataset row labels) and per-row ``tensors``, each row once.
 
@@ -114,7 +121,7 @@ def gather_unique(rows, *tensors):
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _world_size() == 1:
         return (rows, *tensors)
     local = [rows.cpu(), *(None if t is None else t.cpu() for t in tensors)]
     parts = [None] * dist.get_world_size()
@@ -135,7 +142,7 @@ def broadcast_from_rank_zero(value):
     """Rank zero's ``value`` on every rank of the process group (``value`` itself outside one)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _world_size() == 1:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)

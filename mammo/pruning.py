@@ -24,6 +24,8 @@ import logging
 
 import lightning as L
 
+from mammo.distributed import broadcast_from_rank_zero
+
 log = logging.getLogger("mammo")
 
 
@@ -119,7 +121,5 @@ class PruneOnPlateau(L.Callback):
                     self.monitor,
                     self.link.last_value,
                 )
-        if trainer.world_size > 1:
-            prune = trainer.strategy.broadcast(prune, src=0)
-        if prune:
+        if broadcast_from_rank_zero(prune):
             trainer.should_stop = True

@@ -145,16 +145,16 @@ class RunArtifacts(L.Callback):
         row.update({k: v for k, v in metrics.items() if k.startswith("val_")})
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.history.append(row)
+        outputs = getattr(pl_module, "val_outputs", None)
+        new_best = outputs is not None and self._is_new_best(trainer)
+        if new_best:
+            self.best = row
         if not trainer.is_global_zero:  # under DDP the other ranks keep the history, write nothing
-            if getattr(pl_module, "val_outputs", None) is not None and self._is_new_best(trainer):
-                self.best = row
             return
         write_history(self.run_dir, self.history)
         log.info(_line(row, ("train_loss", "train_acc", "train_kappa")))
         log.info(_line(row, ("val_loss", "val_acc", "val_kappa", "val_macro_f1", "val_auc")))
-        outputs = getattr(pl_module, "val_outputs", None)
-        if outputs is not None and self._is_new_best(trainer):
-            self.best = row
+        if new_best:
             self._write_best_epoch(outputs, row["epoch"])
             log.info("✓ New best model (%s: %.4f)", self.monitor.removeprefix("val_"), row[self.monitor])
 
