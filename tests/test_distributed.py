@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hydra_plugins.mammo_optuna.mammo_optuna_sweeper import MammoOptunaSweeper
+from hydra_plugins.mammo_optuna._sweeper import MammoOptunaSweeperImpl
 from mammo.artifacts.rundir import allocate_run_dir
 from mammo.distributed import CLAIMS_DIR, gather_unique, release_claims, shared_run_dir
 from tests.conftest import SMALL_DEMO, TINY, sklearn_density_metrics
@@ -82,7 +82,7 @@ def test_gather_unique_is_the_identity_in_one_process():
 
 
 def _open_storage_at_once(url: str, barrier) -> str:
-    sweeper = MammoOptunaSweeper.__new__(MammoOptunaSweeper)  # only the storage settings matter here
+    sweeper = MammoOptunaSweeperImpl.__new__(MammoOptunaSweeperImpl)  # only the storage settings matter here
     sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period = url, 30, None
     barrier.wait()
     try:

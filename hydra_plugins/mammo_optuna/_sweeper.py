@@ -1,0 +1,237 @@
+"""The implementation of ``hydra/sweeper=mammo_optuna`` (see ``mammo_optuna_sweeper.py``).
+
+Its name starts with an underscore so that Hydra's plugin scan, which imports every other module
+under ``hydra_plugins/`` on every command line (``--help`` included), skips it: it imports Optuna,
+which takes seconds. The sweeper class imports it when a sweep is set up.
+"""
+
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+
+import optuna
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+WORKER_ATTR = "mammo:worker"  # "<host>:<pid>" of the sweep process that runs the trial
+
+
+class MammoOptunaSweeperImpl(OptunaSweeperImpl):
+    """See ``mammo_optuna_sweeper``'s docstring; single-objective only."""
+
+    def __init__(
+        self,
+        *args,
+        heartbeat_interval: int = 30,
+        grace_period: int | None = None,
+        pruner=None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.pruner = pruner  # the jobs instantiate their own from the config and ask it (mammo.pruning)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        space, fixed = create_params_from_overrides([*self._parse_sweeper_params_config(), *arguments])
+        if self.search_space_distributions:
+            space = {**self.search_space_distributions, **space}
+        for name in fixed:
+            space.pop(name, None)
+        directions = self._get_directions()
+        if len(directions) != 1:
+            raise ValueError("hydra/sweeper=mammo_optuna supports one objective")
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self._open_storage(),
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=directions[0],
+            load_if_exists=True,
+        )
+        budget = self.max_failure_rate * self.n_trials
+        log.info(f"Study {study.study_name} ({self.storage}), worker {self.worker}")
+        log.info(f"n_trials={self.n_trials} in the study; a failure budget of {budget:g} trials")
+        while True:
+            self._fail_stale(study)
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            to_go = self.n_trials - finished - running
+            log.info(
+                f"{study.study_name}: {finished} finished, {running} running elsewhere, {max(0, to_go)} to go"
+            )
+            if to_go <= 0:
+                break
+            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
+            for trial in trials:
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker)
+            overrides = [
+                (*params, f"hpo.trial={trial.number}")
+                for trial, params in zip(trials, self._configure_trials(trials, space, fixed))
+            ]
+            with _Heartbeat(study._storage, [t._trial_id for t in trials]):
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            self.job_idx += len(returns)
+            for trial, ret in zip(trials, returns):
+                if ret.status.name == "FAILED" and isinstance(ret._return_value, optuna.TrialPruned):
+                    study.tell(trial, state=TrialState.PRUNED)
+                    log.info(f"Trial {trial.number} pruned: {ret._return_value}")
+                    continue
+                try:
+                    value = float(ret.return_value)
+                    if not math.isfinite(value):
+                        raise ValueError(f"objective is {value}")
+                    study.tell(trial, value)
+                except Exception as exc:  # the job raised, or returned nothing usable
+                    study.tell(trial, state=TrialState.FAIL)
+                    log.warning(f"Trial {trial.number} failed: {type(exc).__name__}: {exc}")
+            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if failed > budget:
+                raise RuntimeError(
+                    f"{failed} failed trials exceed max_failure_rate={self.max_failure_rate} "
+                    f"of n_trials={self.n_trials}; see the trials' summary.json files"
+                )
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if completed:
+            log.info(f"Best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
+
+    def _configure_trials(self, trials, search_space_distributions, fixed_params):
+        """Sample each trial with the sampler's random state seeded from (``sampler.seed``, trial
+        number): a study is as reproducible as before, and parallel workers, which would
+        otherwise draw the same sequence from the same seed, propose different trials."""
+        base = (self.config.hydra.sweeper.get("sampler") or {}).get("seed") if self.config else None
+        overrides = []
+        for trial in trials:
+            if base is not None:
+                _reseed(self.sampler, int(base), trial.number)
+            overrides += super()._configure_trials([trial], search_space_distributions, fixed_params)
+        return overrides
+
+    def _open_storage(self):
+        """An RDB URL becomes an ``RDBStorage`` with heartbeats (so workers can tell a live trial
+        of another worker from a dead one); anything else is passed to Optuna as given."""
+        url = self.storage
+        if not isinstance(url, str) or not url:
+            return url
+        engine_kwargs = None
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs = {"connect_args": {"timeout": 60}}  # wait out other workers' writes
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=self.heartbeat_interval,
+                    grace_period=self.grace_period,
+                )
+            except Exception as exc:  # workers that create a new database at the same instant
+                if attempt == 4 or "alembic_version" not in str(exc) and "already exists" not in str(exc):
+                    raise
+                log.info(f"Storage {url} is being created by another worker; retrying")
+                time.sleep(0.5 + random.random())
+
+    def _fail_stale(self, study) -> None:
+        """Mark FAIL the RUNNING trials whose worker is gone (see the module docstring)."""
+        storage = study._storage
+        stale = []
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.system_attrs.get(WORKER_ATTR)
+            if worker is None:  # from a sweep without worker records: nobody can still run it
+                stale.append(trial)
+                continue
+            worker_host, _, pid = worker.rpartition(":")
+            if worker_host == host and not _alive(int(pid)):
+                stale.append(trial)
+        for trial in stale:
+            storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+        if storage.is_heartbeat_enabled():  # other hosts: no heartbeat within the grace period
+            stale += [storage.get_trial(i) for i in storage.fail_stale_trials(study._study_id)]
+        for trial in stale:
+            _mark_interrupted(Path(self.sweep_dir), study.study_name, trial.number)
+            log.warning(f"Trial {trial.number} was left running by a sweep that is gone: marked FAIL")
+
+
+class _Heartbeat:
+    """Record the trials' heartbeats every ``heartbeat_interval`` seconds while they run."""
+
+    def __init__(self, storage, trial_ids: list[int]) -> None:
+        self.storage, self.trial_ids = storage, trial_ids
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="mammo-optuna-heartbeat")
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while True:
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a busy database: the next beat will do
+                    log.debug(f"heartbeat of trial {trial_id} failed: {exc}")
+            if self.stop.wait(interval):
+                return
+
+    def __enter__(self):
+        if self.storage.is_heartbeat_enabled():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def _reseed(sampler, base: int, number: int, _depth: int = 0) -> None:
+    """Seed every NumPy random state of ``sampler`` (and of the samplers it holds, e.g. TPE's
+    start-up random sampler) from ``(base, number)``."""
+    import numpy as np
+
+    for name, value in vars(sampler).items():
+        if isinstance(value, np.random.RandomState):
+            seed = np.random.SeedSequence([base, number, _depth]).generate_state(1)[0]
+            setattr(sampler, name, np.random.RandomState(seed))
+        elif isinstance(value, optuna.samplers.BaseSampler) and _depth < 3:
+            _reseed(value, base, number, _depth + 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
+    """Record in a killed trial's run directory (if its job got that far) that it was interrupted."""
+    import json
+
+    from mammo.artifacts.io import write_json
+
+    for record_file in hpo_dir.glob("results_*/optuna_trial.json"):
+        record = json.loads(record_file.read_text())
+        if record.get("study_name") != study_name or record.get("trial_number") != number:
+            continue
+        record.update(state="FAIL", reason="interrupted: the sweep stopped while this trial ran")
+        write_json(record_file, record)
+        summary_file = record_file.parent / "summary.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            if summary.get("status") == "running":
+                summary["status"] = "interrupted"
+                write_json(summary_file, summary)
+
+
