@@ -64,7 +64,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     write_json(out / "data_manifest.json", datamodule.manifest)
     classes = checkpoint.class_labels
     log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
-    dataset = datamodule._dataset(table, None)
+    dataset = datamodule._dataset(table)
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers))
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)

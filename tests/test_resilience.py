@@ -21,12 +21,14 @@ def history_epochs(run) -> int:
         return 0
 
 
-def start_and_signal(tmp_path, demo_root, sig, epochs: int, after: int = 2):
+def start_and_signal(tmp_path, demo_root, sig, epochs: int, after: int = 2, extra=()):
     """Start a training subprocess; send ``sig`` once ``after`` epochs are in its history."""
     from mammo.data.demo import ensure_demo_dataset
 
     ensure_demo_dataset(demo_root, 24, 0, 160, 128)
-    proc = cli(*ARGS, f"epochs={epochs}", f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}")
+    proc = cli(
+        *ARGS, *extra, f"epochs={epochs}", f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"
+    )
     run = tmp_path / "mammo_tiny_density" / "results_1"
     deadline = time.monotonic() + 300
     while history_epochs(run) < after and proc.poll() is None and time.monotonic() < deadline:
@@ -50,19 +52,24 @@ def test_interrupt_records_the_run_as_interrupted(tmp_path, demo_root, sig):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path, demo_root, sig):
+@pytest.mark.parametrize(
+    ("sig", "extra"),
+    [
+        # loader workers (persistent across epochs) and the disk cache, as users run it
+        (signal.SIGTERM, ["data.num_workers=2", "data.cache_mode=disk"]),
+        (signal.SIGKILL, ["data.num_workers=2"]),
+    ],
+)
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, demo_root, sig, extra):
     from mammo.train import main
 
-    epochs = 8
-    code, run, _ = start_and_signal(tmp_path / "cut", demo_root, sig, epochs=epochs)
+    epochs = 6
+    code, run, _ = start_and_signal(tmp_path / "cut", demo_root, sig, epochs=epochs, extra=extra)
     assert code != 0
     assert run_cli(main, [f"resume={run}"]) == 0
     full = tmp_path / "full"
-    assert (
-        run_cli(main, [*ARGS, f"epochs={epochs}", f"paths.output_dir={full}", f"paths.demo_dir={demo_root}"])
-        == 0
-    )
+    args = [*ARGS, *extra, f"epochs={epochs}", f"paths.output_dir={full}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, args) == 0
     reference = full / "mammo_tiny_density" / "results_1"
     assert (run / "val_predictions.csv").read_bytes() == (reference / "val_predictions.csv").read_bytes()
     history = json.loads((run / "train_history.json").read_text())

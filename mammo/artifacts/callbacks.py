@@ -59,8 +59,9 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class RandomState(L.Callback):
-    """Python, NumPy and torch random states in checkpoints, restored on resume, so that a
-    resumed run draws the same shuffles, augmentations and dropout masks as an uninterrupted one."""
+    """Python, NumPy and torch (CPU and CUDA) random states in checkpoints, restored on resume, so
+    that a resumed run draws the same shuffles, augmentations and dropout masks as an
+    uninterrupted one."""
 
     def state_dict(self) -> dict:
         import random
@@ -68,7 +69,10 @@ class RandomState(L.Callback):
         import numpy as np
         import torch
 
-        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         import random
@@ -79,6 +83,8 @@ class RandomState(L.Callback):
         random.setstate(state["python"])
         np.random.set_state(state["numpy"])
         torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class FiniteLossGuard(L.Callback):

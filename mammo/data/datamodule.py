@@ -1,9 +1,10 @@
 """LightningDataModule: label CSV -> checked, hashed samples -> preprocessed (cached) images ->
 patient-grouped split -> loaders.
 
-Images leave the loaders as ``[1, H, W]`` tensors in [0, 1] (float16 as stored, float32 after
-augmentation); the model normalises them (``DensityClassifier.forward``), so a cached epoch
-moves half the bytes of a float32 RGB tensor and never recomputes normalisation per image.
+Images leave the loaders as ``[1, H, W]`` tensors in [0, 1] (float16 as stored; training batches
+are augmented in the training process, float32 after it); the model normalises them
+(``DensityClassifier.forward``), so a cached epoch moves half the bytes of a float32 RGB tensor
+and never recomputes normalisation per image.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mammo.data.cache import DiskCache
-from mammo.data.dataset import CacheFiller, DicomDataset, ImageSource, as_list, collate, train_augmentation
+from mammo.data.dataset import (
+    BatchAugmentation,
+    CacheFiller,
+    DicomDataset,
+    EpochShuffle,
+    ImageSource,
+    as_list,
+    collate,
+)
 from mammo.data.demo import ensure_demo_dataset
 from mammo.data.labels import Samples, load_samples
 from mammo.data.manifest import HashIndex, build_manifest, manifest_sha256
@@ -64,6 +74,8 @@ class DensityDataModule(L.LightningDataModule):
         subset: train on part of the training split only (for fast searches): a fraction in
             (0, 1] or a number of images; whole patients, stratified by class. Validation is
             never subsampled.
+        seed: seed of the training order (a new one each epoch, see ``EpochShuffle``) and of
+            the loaders' own random generators.
     """
 
     def __init__(
@@ -101,6 +113,7 @@ class DensityDataModule(L.LightningDataModule):
         cv_folds: int | None = None,
         cv_fold: int | None = None,
         subset: float | None = None,
+        seed: int = 42,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -118,6 +131,7 @@ class DensityDataModule(L.LightningDataModule):
         self.fold_ids: np.ndarray | None = None
         self.fold: int | None = None
         self.embeddings: tuple[np.ndarray, np.ndarray] | None = None
+        self.augment = BatchAugmentation() if train_augment else None
         if cv_folds is not None and split_csv:
             raise DataError("data.split_csv and cv=kfold are exclusive: the folds are the split")
 
@@ -348,30 +362,57 @@ class DensityDataModule(L.LightningDataModule):
         self.embeddings = (features, np.array([row_of[i] for i in table["image_id"]]))
         return int(features.shape[1])
 
-    def _dataset(self, table: pd.DataFrame, augment) -> DicomDataset:
+    def _dataset(self, table: pd.DataFrame) -> DicomDataset:
         embeddings = None
         if self.embeddings is not None:
             features, rows = self.embeddings
             embeddings = (features, rows[table.index.to_numpy()])
-        return DicomDataset(table, self.source.select(table.index.to_numpy()), augment, embeddings)
+        return DicomDataset(table, self.source.select(table.index.to_numpy()), embeddings)
 
     def train_dataloader(self) -> DataLoader:
-        augment = train_augmentation() if self.hparams.train_augment else None
-        return self._loader(self._dataset(self.train_table, augment), shuffle=True)
+        return self._loader(self._dataset(self.train_table), sampler=self._train_sampler)
+
+    def _train_sampler(self, dataset: Dataset):
+        """The training order: a new one every epoch, a function of ``(seed, epoch)`` only.
+
+        Its epoch is set here too, to the one Lightning's ``set_epoch`` will give it before the
+        next epoch: a resumed run's loader starts its iterator (with workers, prefetching indices)
+        before that call, and would otherwise replay an earlier epoch's order. Under DDP the
+        sampler is the shard of the same kind that Lightning would put in (``DistributedSampler``).
+        """
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = DistributedSampler(
+                dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=int(self.hparams.seed)
+            )
+        else:
+            sampler = EpochShuffle(dataset, self.hparams.seed)
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
+        return sampler
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.val_table, None), shuffle=False)
+        return self._loader(self._dataset(self.val_table))
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler(dataset) if sampler else None,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=collate,
+            # the loader's own generator: starting its iterator (workers' base seed) draws nothing
+            # from the global torch random state, which a resumed run must find as it was saved
+            generator=torch.Generator().manual_seed(int(self.hparams.seed)),
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment training batches here, in the training process (see ``BatchAugmentation``)."""
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images, *rest = batch
+            batch = (self.augment(images), *rest)
+        return batch
 
     # -- reporting -----------------------------------------------------------------------------
     def class_distribution(self, table: pd.DataFrame) -> dict[str, int]:

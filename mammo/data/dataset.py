@@ -1,8 +1,10 @@
 """Datasets of preprocessed images: where each image comes from (memory cache, disk cache or the
 DICOM file), the one-pass cache filler, and the batch-reading Dataset the loaders use.
 
-Images are ``[1, H, W]`` tensors in [0, 1] (float16 as stored, float32 after augmentation); the
-model normalises them (``DensityClassifier.forward``).
+Images are ``[1, H, W]`` tensors in [0, 1] (float16 as stored); training batches are augmented in
+the training process (:class:`BatchAugmentation`, float32 after it), and the model normalises
+them (``DensityClassifier.forward``). Loader workers only read and preprocess: they draw no random
+numbers, so results do not depend on how many there are.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, RandomSampler
 
 from mammo.data.cache import CacheEntryError, DiskCache
 from mammo.data.preprocess import Preprocessing
@@ -32,6 +34,44 @@ def train_augmentation():
             v2.ColorJitter(brightness=0.1, contrast=0.1),
         ]
     )
+
+
+class BatchAugmentation:
+    """:func:`train_augmentation` drawn anew for every image of a ``[B, 1, H, W]`` batch.
+
+    It runs in the training process on the batch as the loader hands it over (the datamodule's
+    ``on_after_batch_transfer``), never in loader workers: its draws come from that process's
+    torch random state, which the checkpoints save and a resumed run restores, so the result does
+    not depend on ``data.num_workers`` and a resumed run augments exactly as an uninterrupted one.
+    """
+
+    def __init__(self) -> None:
+        self.transform = train_augmentation()
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.transform(x.float()) for x in images]).clamp_(0, 1)
+
+
+class EpochShuffle(RandomSampler):
+    """A random order per epoch that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, a resumed run too (the epoch comes from
+    the checkpoint), so the resumed epochs see the same orders as an uninterrupted run whatever the
+    loader workers did. Under DDP Lightning swaps it for its ``DistributedSampler``, which is
+    seeded by epoch the same way.
+    """
+
+    def __init__(self, data_source, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 class ImageSource:
@@ -132,10 +172,10 @@ class DicomDataset(Dataset):
     of the batch tensor, so a cached epoch copies every byte once.
     """
 
-    def __init__(self, table: pd.DataFrame, source: ImageSource, augment=None, embeddings=None) -> None:
+    def __init__(self, table: pd.DataFrame, source: ImageSource, embeddings=None) -> None:
         self.labels = table["label"].to_numpy()
         self.rows = table.index.to_numpy()
-        self.source, self.augment = source, augment
+        self.source = source
         self.embeddings = embeddings  # (features [N, D] array, row in it per table row) or None
 
     def __len__(self) -> int:
@@ -147,8 +187,6 @@ class DicomDataset(Dataset):
         slots = images.numpy()
         for k, i in enumerate(indices):
             self.source.read_into(i, slots[k, 0])
-        if self.augment is not None:
-            images = torch.stack([self.augment(x.float()) for x in images]).clamp_(0, 1)
         batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
         if self.embeddings is not None:
             features, rows = self.embeddings
