@@ -74,6 +74,8 @@ class DensityDataModule(L.LightningDataModule):
         subset: train on part of the training split only (for fast searches): a fraction in
             (0, 1] or a number of images; whole patients, stratified by class. Validation is
             never subsampled.
+        views: the views trained on (CC and MLO); images of other views are excluded and
+            counted, ``None`` keeps all (see ``mammo.data.labels.exclude_views``).
         seed: seed of the training order (a new one each epoch, see ``EpochShuffle``) and of
             the loaders' own random generators.
     """
@@ -114,6 +116,7 @@ class DensityDataModule(L.LightningDataModule):
         cv_fold: int | None = None,
         subset: float | None = None,
         seed: int = 42,
+        views: list[str] | None = ("CC", "MLO"),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -167,6 +170,7 @@ class DensityDataModule(L.LightningDataModule):
             workers=max(2, hp.num_workers),
             dataset=hp.dataset,
             dataset_options=hp.dataset_options,
+            views=None if hp.views is None else list(hp.views),
         )
         if len(samples.class_labels) != hp.num_classes:
             raise DataError(

@@ -18,15 +18,17 @@ header is checked and its content hashed (for ``data_manifest.json`` and the cac
 
 from __future__ import annotations
 
-import csv as csv_module
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from mammo.data.dicom import check_header
+from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
 
+log = logging.getLogger("mammo.data")
 DENSITY_CODES = {"1": 1, "2": 2, "3": 3, "4": 4, "A": 1, "B": 2, "C": 3, "D": 4}
 SAMPLE_COLUMNS = [
     "image_id",
@@ -41,6 +43,7 @@ SAMPLE_COLUMNS = [
     "label",
 ]
 ON_BAD_FILE = ("error", "skip")
+DEFAULT_VIEWS = ("CC", "MLO")
 
 
 @dataclass
@@ -102,51 +105,106 @@ def read_label_csv(
     include_class_5: bool = False,
     bad: BadInput | None = None,
     columns: tuple[str, ...] = (),
+    key_column: str | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Read and validate a label CSV; returns (rows with ``density`` and ``csv_row``, excluded rows).
 
     Args:
         columns: further columns that must be present.
         bad: what to do with a row whose label is unknown (default: raise).
+        key_column: the column naming what a row labels (default ``id_column``): rows repeating
+            a key are one sample; with conflicting labels they are bad input (see
+            :func:`merge_repeated_rows`).
+        frame: the file's table when the caller has read it already.
     """
     csv = Path(csv)
     bad = bad or BadInput("error")
-    if not csv.is_file():
-        raise DataError(f"data.csv: label CSV not found: {csv}")
-    try:
-        frame = pd.read_csv(csv, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv_module.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv}: cannot parse CSV ({exc})") from exc
-    frame.columns = [c.strip() for c in frame.columns]
+    frame = read_csv_table(csv) if frame is None else frame.copy()
     missing = [c for c in dict.fromkeys((id_column, label_column, *columns)) if c and c not in frame.columns]
     if missing:
         raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
     if frame.empty:
         raise DataError(f"{csv}: no rows")
+    for column in frame.columns:
+        frame[column] = frame[column].str.strip()
     frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
-    densities, excluded = [], []
-    for row, raw in zip(frame["csv_row"], frame[label_column]):
-        key = {id_column: frame.at[row - 2, id_column]} if id_column else {}
-        where = ", ".join(f"{k}={v}" for k, v in key.items())
+    densities, known = [], []
+    for row, raw, key in _keyed_rows(frame, label_column, id_column):
         try:
             density = parse_density(raw, include_class_5)
         except ValueError:
             density = None
             bad(
-                f"{csv}: row {row}{f' ({where})' if where else ''}: unknown {label_column} {raw!r}"
+                f"{csv}: row {row}{f' ({_where(key)})' if key else ''}: unknown {label_column} {raw!r}"
                 " (expected 1-4 or A-D, or 5)",
                 row=int(row),
                 **key,
             )
         else:
-            if density is None:
-                excluded.append({"row": int(row), **key, "reason": "class 5 excluded"})
+            known.append(row)
         densities.append(density)
-    frame["density"] = densities
-    for column in frame.columns:
-        if frame[column].dtype == object:
-            frame[column] = frame[column].str.strip()
+    frame["density"] = pd.Series(densities, index=frame.index, dtype=object)
+    frame = frame[frame["csv_row"].isin(known)]
+    frame = merge_repeated_rows(frame, key_column or id_column, label_column, csv, bad)
+    excluded = [
+        {"row": int(frame.at[i, "csv_row"]), **_key(frame, i, id_column), "reason": "class 5 excluded"}
+        for i in frame.index[frame["density"].isna()]
+    ]
     return frame[frame["density"].notna()].reset_index(drop=True), excluded
+
+
+def _keyed_rows(frame: pd.DataFrame, label_column: str, id_column: str | None):
+    keys = frame[id_column] if id_column else [None] * len(frame)
+    for row, raw, key in zip(frame["csv_row"], frame[label_column], keys):
+        yield row, raw, ({id_column: key} if id_column else {})
+
+
+def _key(frame: pd.DataFrame, index, id_column: str | None) -> dict:
+    return {id_column: frame.at[index, id_column]} if id_column else {}
+
+
+def _where(key: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in key.items())
+
+
+def merge_repeated_rows(
+    frame: pd.DataFrame, key_column: str | None, label_column: str, csv: Path, bad: BadInput
+) -> pd.DataFrame:
+    """Rows that repeat a key (an accession folder, an image path) label the same images.
+
+    With the same density they are kept once, with a warning; with different densities it is
+    bad input naming the rows (or, with ``data.on_bad_file=skip``, all of them are left out and
+    listed). ``density`` is ``None`` for class 5.
+    """
+    if not key_column or frame.empty:
+        return frame
+    repeated = frame[frame.duplicated(key_column, keep=False)]
+    drop = []
+    for key, rows in repeated.groupby(key_column, sort=False):
+        lines = rows["csv_row"].tolist()
+        where = f"rows {', '.join(map(str, lines))}"
+        if rows["density"].astype(str).nunique() > 1:
+            labels = ", ".join(f"{v!r} in row {r}" for r, v in zip(lines, rows[label_column]))
+            bad(
+                f"{csv}: {where}: {key_column}={key} is listed with conflicting {label_column} ({labels})",
+                row=int(lines[0]),
+                rows=[int(r) for r in lines],
+                **{key_column: key},
+            )
+            drop += rows.index.tolist()
+        else:
+            log.warning(
+                "%s: %s: %s=%s is listed %d times with the same %s; used once",
+                csv,
+                where,
+                key_column,
+                key,
+                len(lines),
+                label_column,
+            )
+            drop += rows.index[1:].tolist()
+    return frame.drop(index=drop)
 
 
 def load_samples(
@@ -165,10 +223,14 @@ def load_samples(
     workers: int = 4,
     dataset: str | None = None,
     dataset_options: dict | None = None,
+    views: list[str] | None = DEFAULT_VIEWS,
 ) -> Samples:
     """The sample table of a label CSV, in whichever layout it uses (see module docstring).
 
     Args:
+        views: the views to train on (``ViewPosition`` or the view column); images of other
+            views are excluded and counted; ``None`` keeps every view. Images whose view is not
+            known are kept.
         hash_index: a :class:`~mammo.data.manifest.HashIndex` (remembers file hashes).
         workers: threads for the header checks and hashing.
         dataset: a public dataset's name (``mammo.data.public``): ``csv`` is then its label
@@ -178,14 +240,23 @@ def load_samples(
     from mammo.data.manifest import HashIndex
 
     if dataset:
-        return _load_public(dataset, csv, dicom_root, dataset_options or {}, on_bad_file, hash_index, workers)
+        return _load_public(
+            dataset, csv, dicom_root, dataset_options or {}, on_bad_file, hash_index, workers, views
+        )
     csv = Path(csv)
     bad = BadInput(on_bad_file)
-    header = _csv_columns(csv)
-    by_path = path_column in header
+    frame = read_csv_table(csv)
+    by_path = path_column in frame.columns
     optional = tuple(c for c in (laterality_column, view_column) if c)
     frame, excluded = read_label_csv(
-        csv, None if by_path else id_column, label_column, include_class_5, bad, columns=optional
+        csv,
+        None if by_path else id_column,
+        label_column,
+        include_class_5,
+        bad,
+        columns=optional,
+        key_column=path_column if by_path else id_column,
+        frame=frame,
     )
     if by_path:
         root = Path(dicom_root) if dicom_root else csv.parent
@@ -209,6 +280,7 @@ def load_samples(
         hash_index or HashIndex(None),
         workers,
     )
+    table = exclude_views(table, views, excluded)
     class_labels = [1, 2, 3, 4, 5] if include_class_5 else [1, 2, 3, 4]
     if table.empty:
         raise DataError(f"{csv}: no usable images ({len(bad.records)} skipped, {len(excluded)} excluded)")
@@ -226,7 +298,7 @@ def load_samples(
     )
 
 
-def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, workers) -> Samples:
+def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, workers, views) -> Samples:
     from mammo.data.manifest import HashIndex
     from mammo.data.public import read_public
 
@@ -249,6 +321,7 @@ def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, w
         workers,
         extra=("split",),
     )
+    table = exclude_views(table, views, public.excluded)
     if table.empty:
         raise DataError(
             f"data={dataset}: no usable images in {', '.join(map(str, public.label_files))} under {root}"
@@ -270,16 +343,22 @@ def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, w
     )
 
 
-def _csv_columns(csv: Path) -> list[str]:
-    if not csv.is_file():
-        raise DataError(f"data.csv: label CSV not found: {csv}")
-    with open(csv, newline="", encoding="utf-8", errors="replace") as f:
-        first = f.readline()
-    try:
-        dialect = csv_module.Sniffer().sniff(first) if first.strip() else csv_module.excel
-    except csv_module.Error:
-        dialect = csv_module.excel
-    return [c.strip() for c in next(csv_module.reader([first], dialect), [])]
+def exclude_views(table: pd.DataFrame, views: list[str] | None, excluded: list[dict]) -> pd.DataFrame:
+    """Leave out the images whose known view is not one of ``views`` (``data.views``), recording
+    each in ``excluded``; ``None`` keeps all.
+
+    >>> t = pd.DataFrame({"relpath": ["a", "b", "c"], "view": ["CC", "AT", ""]})
+    >>> left = []; exclude_views(t, ["CC", "MLO"], left)["relpath"].tolist(), left
+    (['a', 'c'], [{'path': 'b', 'reason': 'view AT not in data.views'}])
+    """
+    if views is None or table.empty:
+        return table
+    wanted = {str(v).strip().upper() for v in views}
+    view = table["view"].astype(str).str.strip().str.upper()
+    out = (view != "") & ~view.isin(wanted)
+    for relpath, name in zip(table.loc[out, "relpath"], view[out]):
+        excluded.append({"path": relpath, "reason": f"view {name} not in data.views"})
+    return table[~out].reset_index(drop=True)
 
 
 def _accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: BadInput) -> list[dict]:

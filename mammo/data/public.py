@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
 
 COLUMNS = ["image_path", "density", "PatientID", "AccessionNumber", "laterality", "view", "split", "csv_row"]
@@ -40,13 +41,7 @@ def read_table(path: Path, required: list[list[str]]) -> pd.DataFrame:
     ``required`` lists the accepted spellings of one column, the first present is renamed to the
     first spelling."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data.csv: label file not found: {path}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse CSV ({exc})") from exc
-    frame.columns = [c.strip() for c in frame.columns]
+    frame = read_csv_table(path, what="label file")
     missing = []
     for spellings in required:
         found = next((s for s in spellings if s in frame.columns), None)

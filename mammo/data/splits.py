@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
 
 
@@ -27,12 +28,41 @@ def grouped_val_mask(labels: np.ndarray, groups: np.ndarray, val_fraction: float
             f"data: {n_groups} patients cannot make a patient-grouped split with "
             f"val_fraction={val_fraction} (needs at least {n_splits})"
         )
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, val_idx = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    folds = grouped_folds(labels, groups, n_splits, seed, f"data.val_fraction={val_fraction}")
+    _, val_idx = next(folds)
     mask = np.zeros(len(labels), dtype=bool)
     mask[val_idx] = True
     check_no_leakage(groups, mask)
     return mask
+
+
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int, setting: str):
+    """scikit-learn's ``StratifiedGroupKFold`` (shuffled, seeded) folds as (train, val) indices.
+
+    Where it cannot stratify (fewer images of every class than folds), the error names
+    ``setting``, each density's patients and what to change, instead of scikit-learn's message.
+
+    >>> y = np.array([0, 1, 1]); g = np.array([0, 1, 2])
+    >>> next(grouped_folds(y, g, 5, 0, "data.val_fraction=0.2"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mammo.errors.DataError: data.val_fraction=0.2: ... (patients per density: 1: 1, 2: 2); ...
+    """
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    try:
+        yield from splitter.split(np.zeros(len(labels)), labels, groups)
+    except ValueError as exc:
+        if "n_splits" not in str(exc):
+            raise
+        per_class = pd.Series(groups).groupby(np.asarray(labels) + 1).nunique()
+        rarest = int(per_class.idxmin())
+        counts = ", ".join(f"{d}: {n}" for d, n in per_class.items())
+        raise DataError(
+            f"{setting}: a patient-grouped, class-stratified split into {n_splits} folds needs more patients"
+            f" per density than the data has (patients per density: {counts}); the rarest, density"
+            f" {rarest}, has {per_class[rarest]}. Raise data.val_fraction (fewer folds), add data, or give"
+            " a preset split with data.split_csv"
+        ) from None
 
 
 def check_no_leakage(groups: np.ndarray, val_mask: np.ndarray) -> None:
@@ -62,10 +92,7 @@ def preset_val_mask(table: pd.DataFrame, split_csv: str | Path) -> np.ndarray:
     both sides, is an error.
     """
     split_csv = Path(split_csv)
-    if not split_csv.is_file():
-        raise DataError(f"data.split_csv: file not found: {split_csv}")
-    preset = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    preset.columns = [c.strip() for c in preset.columns]
+    preset = read_csv_table(split_csv, key="data.split_csv", what="split CSV")
     key = next((c for c in SPLIT_KEYS if c in preset.columns), None)
     if key is None or "split" not in preset.columns:
         raise DataError(
@@ -117,9 +144,10 @@ def kfold_assignment(labels: np.ndarray, groups: np.ndarray, folds: int, seed: i
     n_groups = len(np.unique(groups))
     if n_groups < folds:
         raise DataError(f"data: {n_groups} patients cannot make {folds} patient-grouped folds")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     assignment = np.zeros(len(labels), dtype=int)
-    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
+    for k, (_, val_idx) in enumerate(
+        grouped_folds(labels, groups, folds, seed, f"cv.folds={folds}"), start=1
+    ):
         assignment[val_idx] = k
     return assignment
 
@@ -143,8 +171,7 @@ def subset_mask(labels: np.ndarray, groups: np.ndarray, subset: float, seed: int
     n_splits = min(n_splits, len(np.unique(groups)))
     if n_splits < 2:
         raise DataError(f"data.subset={subset}: too few patients to subsample")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, fold = next(splitter.split(np.zeros(n), labels, groups))
+    _, fold = next(grouped_folds(labels, groups, n_splits, seed, f"data.subset={subset}"))
     mask = np.zeros(n, dtype=bool)
     mask[fold] = True
     return mask if take_fold else ~mask
