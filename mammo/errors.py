@@ -21,3 +21,7 @@ class ConfigError(MammoError):
 
 class TrainingError(MammoError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class OutputError(MammoError):
+    """A run's output cannot be written (a full or read-only disk); the message names the path."""

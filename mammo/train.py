@@ -8,6 +8,8 @@ live inside ``train`` so that ``--help`` stays fast.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -42,8 +44,27 @@ HYPERPARAMETERS = (
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_entry(cfg: DictConfig) -> float:
     return train(cfg)
+
+
+def main() -> None:
+    """``python -m mammo.train [overrides]``: Hydra's entry, stoppable by Ctrl-C at any moment.
+
+    SIGINT raises ``KeyboardInterrupt`` even where the process was started with it ignored (a
+    background job of a script inherits that), and Lightning's graceful shutdown, which ignores
+    SIGINT from then on, is undone when the run ends. An interrupted run (Ctrl-C or SIGTERM) has
+    recorded its status and resume command by the time it gets here; it ends with one line and
+    exit code 1, like any other failed run.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        hydra_entry()
+    except KeyboardInterrupt as exc:
+        sys.stderr.write(f"Interrupted{f': {exc}' if str(exc) else ''}\n")
+        raise SystemExit(1) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def train(cfg: DictConfig) -> float:
@@ -66,6 +87,7 @@ def train(cfg: DictConfig) -> float:
 
             record = TrialRecord(run_dir, cfg)
     try:
+        check_settings(cfg, run_dir)
         if cfg.cv.folds is not None and cfg.cv.fold is None:
             from mammo.cv import run_all_folds
 
@@ -107,10 +129,45 @@ def run(
         link: the HPO trial to report every epoch to (``mammo.pruning.TrialLink``), which may
             stop the run early; it then ends with status ``pruned``.
     """
+    from mammo.artifacts.io import as_output_error
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = start_summary(cfg, run_dir, fold)
+    log.info(
+        "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
+    )
+    log.info("Run directory: %s", run_dir)
+    try:
+        return _fit(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
+    except BaseException as exc:
+        exc = as_output_error(unwrap_worker_error(exc), run_dir)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        summary.finish(status, error={"type": type(exc).__name__, "message": str(exc)})
+        log.error("Run %s: %s: %s (run dir: %s)", status, type(exc).__name__, exc, run_dir)
+        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
+        raise exc from None
+
+
+def check_settings(cfg: DictConfig, run_dir: Path) -> None:
+    """Before any work: a bad value stops the run with one line naming its key
+    (``mammo.settings``), and the run directory's summary.json says failed."""
+    from mammo.errors import ConfigError
+    from mammo.settings import check_train_settings
+
+    try:
+        check_train_settings(cfg)
+    except ConfigError as exc:
+        start_summary(cfg, run_dir).finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
+        log.error("Run failed: %s", exc)
+        raise
+
+
+def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None):
+    """The run's ``summary.json`` (status ``running``), with the settings it was asked for; a
+    resumed run continues its own file. Under DDP only rank zero writes it."""
     from mammo.artifacts.summary import RunSummary
     from mammo.distributed import is_rank_zero
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"fold_{fold}" if fold is not None else run_dir.name
     summary = RunSummary(
         run_dir / "summary.json", "density_classification", run_id, cfg.seed, write=is_rank_zero()
@@ -121,19 +178,7 @@ def run(
         hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}},
         integration={"cv_fold": fold, "optuna_trial_id": _trial_id(cfg)},
     )
-    log.info(
-        "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
-    )
-    log.info("Run directory: %s", run_dir)
-    try:
-        return _fit(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
-    except BaseException as exc:
-        exc = unwrap_worker_error(exc)
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        summary.finish(status, error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run %s: %s: %s (run dir: %s)", status, type(exc).__name__, exc, run_dir)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise exc from None
+    return summary
 
 
 def _fit(
@@ -157,7 +202,13 @@ def _fit(
     writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
     if datamodule is None:
         datamodule = instantiate(cfg.data, _convert_="all")
-        datamodule.setup("fit")
+        try:
+            datamodule.setup("fit")
+        except BaseException:  # e.g. no split possible: keep what is known of the data
+            if writes and datamodule.manifest is not None:
+                write_json(run_dir / "data_manifest.json", datamodule.manifest)
+                summary.update(data_config=datamodule.describe_samples())
+            raise
     if fold is not None:
         datamodule.use_fold(fold)
         if writes:
@@ -319,7 +370,10 @@ def _fit(
     for key in dict.fromkeys((f"best_{cfg.monitor}", "best_val_kappa", "best_val_acc", "best_val_macro_f1")):
         if key in best:
             log.info("Best %s: %.4f", key.removeprefix("best_"), best[key])
-    log.info("Model saved to: %s", model_path)
+    if model_path.exists():
+        log.info("Model saved to: %s", model_path)
+    else:  # fast_dev_run (no checkpointing) or no validation epoch
+        log.info("No model saved: %s", _why_no_model(trainer))
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
@@ -329,6 +383,12 @@ def _fit(
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
     return best.get(f"best_{cfg.monitor}", float("nan"))
+
+
+def _why_no_model(trainer) -> str:
+    if trainer.fast_dev_run:
+        return "trainer.fast_dev_run runs a single batch and writes no checkpoint (a wiring check)"
+    return "no validation epoch produced a monitored value"
 
 
 def class_weights(setting, train_labels, num_classes: int) -> list[float] | None:

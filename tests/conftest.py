@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ TINY = [
     "logger=none",
     "callbacks=none",
     "learning_rate=3e-3",
+    "warmup_epochs=0",  # below epochs, which tests keep small
 ]
 
 
@@ -75,3 +78,28 @@ def train_tiny(tmp_path: Path, demo_root: Path, *overrides: str) -> Path:
     runs = sorted((out / "mammo_tiny_density").glob("results_*"))
     assert code == 0, f"training exited with {code}"
     return runs[-1]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs of its own (a disk that can be filled), unmounted afterwards."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"a full-disk test needs a tmpfs mount (root): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder) -> None:
+    """Write a file in ``folder`` until its file system has no space left."""
+    chunk = b"\0" * (64 * 1024)
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC

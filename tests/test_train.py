@@ -186,6 +186,7 @@ def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root):
         "model=tiny",
         "img_size=64",
         "epochs=1",
+        "warmup_epochs=0",
         "logger=none",
         "data.num_workers=0",
         f"paths.output_dir={tmp_path}",

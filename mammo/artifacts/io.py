@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,21 +11,45 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from mammo.errors import OutputError
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success rename it into place, on error delete it."""
+    """Open a temporary file beside ``path``; on success rename it into place, on error delete it.
+
+    The file at ``path`` is either the previous one or the new one, never a part: a full disk
+    keeps the previous version (an :class:`~mammo.errors.OutputError` naming ``path``).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        error = as_output_error(exc, path, exact=True)  # name the file, not its temporary twin
+        if error is exc:
+            raise
+        raise error from None
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
+"""``OSError`` numbers that mean the output cannot be written where it goes."""
+
+
+def as_output_error(exc: BaseException, where: str | os.PathLike, exact: bool = False) -> BaseException:
+    """``exc`` as an :class:`~mammo.errors.OutputError` (one line naming the path) when it is a
+    full, read-only or forbidden disk, else ``exc`` itself. The line names ``where`` if ``exact``
+    or the error names no file, else the file it names (e.g. a logger's file inside a run dir)."""
+    if not (isinstance(exc, OSError) and exc.errno in DISK_ERRORS):
+        return exc
+    path = where if exact or exc.filename is None else exc.filename
+    return OutputError(f"{path}: cannot write: {exc.strerror}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

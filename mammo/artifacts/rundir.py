@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import OmegaConf
 
@@ -34,16 +36,42 @@ def existing_run_numbers(parent: str | os.PathLike, prefix: str = RUN_PREFIX) ->
 def allocate_run_dir(parent: str | os.PathLike, prefix: str = RUN_PREFIX) -> Path:
     """Create and return ``parent/<prefix>N`` for the smallest N above every existing one."""
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
     numbers = existing_run_numbers(parent, prefix)
     n = (numbers[-1] + 1) if numbers else 1
-    while True:
-        candidate = parent / f"{prefix}{n}"
-        try:
-            os.mkdir(candidate)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            candidate = parent / f"{prefix}{n}"
+            try:
+                os.mkdir(candidate)
+                return candidate
+            except FileExistsError:
+                n += 1
+    except OSError as exc:  # read-only or full outputs/, a file in the way, ...
+        stop(f"paths.output_dir: cannot create a run directory in {parent}: {exc.strerror or exc}")
+
+
+def stop(message: str) -> NoReturn:
+    """End the command with ``message`` as its one line and exit code 1, from where Hydra resolves
+    the run directory: an exception raised there would reach the user wrapped in Hydra's and
+    OmegaConf's tracebacks, and nothing of the run exists yet to record it in."""
+    sys.stderr.write(message + "\n")
+    raise SystemExit(1)
+
+
+def resume_dir(resume: str, experiment_dir: str | os.PathLike) -> Path:
+    """The run directory ``resume=`` names: a path, or a ``results_N`` of the experiment.
+
+    Nothing is created: a name that is not a mammo run directory stops the command.
+    """
+    candidates = list(dict.fromkeys((Path(resume), Path(experiment_dir) / str(resume))))
+    for candidate in candidates:
+        if (candidate / "summary.json").is_file() and (candidate / ".hydra" / "config.yaml").is_file():
             return candidate
-        except FileExistsError:
-            n += 1
+    stop(
+        f"resume={resume}: not a mammo run directory (a results_N folder with summary.json and "
+        f".hydra/config.yaml; looked in {' and '.join(map(str, candidates))})"
+    )
 
 
 def _next_run_name(parent: str, fixed: str | None = None) -> str:
@@ -56,8 +84,8 @@ def _next_run_name(parent: str, fixed: str | None = None) -> str:
 def _run_or_resume(resume, parent: str, fixed: str | None = None) -> str:
     """``hydra.run.dir``: the run directory named by ``resume=``, else ``fixed`` if the config fixes
     it, else a new ``results_N`` (one per distributed job: ``mammo.distributed.shared_run_dir``)."""
-    if resume:  # checked by the task (an error raised here would not reach the user as one line)
-        return str(resume)
+    if resume:
+        return str(resume_dir(resume, parent))
     if fixed is not None:
         return str(fixed)
     return str(shared_run_dir(Path(parent), allocate_run_dir))

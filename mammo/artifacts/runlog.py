@@ -7,6 +7,7 @@ provides the formatter and the filter that keeps file-only records (tracebacks) 
 from __future__ import annotations
 
 import logging
+import sys
 
 FILE_ONLY = {"file_only": True}
 """Pass as ``extra=`` to log a record to run.log but not to the console."""
@@ -53,6 +54,17 @@ class ConsoleFilter(RunLogFilter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return super().filter(record) and not getattr(record, "file_only", False)
+
+
+class RunLogFileHandler(logging.FileHandler):
+    """run.log's handler: when the file cannot be written (a full disk), it says so once on the
+    console and stops trying, instead of printing a traceback for every message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging API)
+        if self.level <= logging.CRITICAL:
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"{self.baseFilename}: cannot write ({error}); logging to the console only\n")
+            self.setLevel(logging.CRITICAL + 1)
 
 
 def route_library_logs() -> None:

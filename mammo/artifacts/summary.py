@@ -7,6 +7,7 @@ hyperparameters, data_config, model_config, environment, execution, integration)
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.provenance import command_line, environment_info, git_info
+from mammo.errors import OutputError
+
+log = logging.getLogger("mammo")
 
 
 def _now() -> str:
@@ -31,7 +35,7 @@ class RunSummary:
             "experiment_type": experiment_type,
             "run_id": run_id,
             "status": "running",
-            "seed": int(seed),
+            "seed": seed if isinstance(seed, int) else None,  # None: not an integer (a failed run)
             **git_info(),
             "hyperparameters": {},
             "data_config": {},
@@ -67,12 +71,21 @@ class RunSummary:
         self.save()
 
     def finish(self, status: str, **fields: Any) -> None:
-        """Record the final status and the execution end time."""
+        """Record the final status and the execution end time.
+
+        A run that is already failing and cannot write the file (a full disk) says so on the
+        console and lets the original error through; a completed run that cannot raises.
+        """
         execution = {
             "end_time": _now(),
             "duration_seconds": round(time.monotonic() - self._t0, 3),
         }
-        self.update(status=status, execution=execution, **fields)
+        try:
+            self.update(status=status, execution=execution, **fields)
+        except OutputError as exc:
+            if status == "completed":
+                raise
+            log.error("The run's status '%s' is not recorded in summary.json: %s", status, exc)
 
     def save(self) -> None:
         if self.write:

@@ -257,10 +257,13 @@ class DensityDataModule(L.LightningDataModule):
             self.train_table = train[keep]
         where = f" of fold {self.fold}" if self.fold else ""
         for name, tab in (("train", self.train_table), ("val", self.val_table)):
-            absent = sorted(samples.class_labels[c] for c in set(table["label"]) - set(tab["label"]))
-            if absent:
+            missing = sorted(set(table["label"]) - set(tab["label"]))
+            if missing:
+                patients = table.groupby("label")["PatientID"].nunique()
+                counts = ", ".join(f"{samples.class_labels[c]}: {patients[c]}" for c in missing)
                 raise DataError(
-                    f"data: the {name} split{where} has no image of density {absent}; "
+                    f"data: the {name} split{where} has no image of density "
+                    f"{[samples.class_labels[c] for c in missing]} (patients with that density: {counts}); "
                     "add data or change data.val_fraction / data.split_seed / data.split_csv / cv.folds"
                 )
         self.split = split_frame(table, val_mask, samples.class_labels)
@@ -425,7 +428,8 @@ class DensityDataModule(L.LightningDataModule):
         return {str(labels[c]): int(counts.get(c, 0)) for c in range(len(labels))}
 
     def describe_samples(self) -> dict:
-        """What :meth:`describe` says without a split (for embedding every image)."""
+        """What :meth:`describe` says without a split: the images, what was excluded or skipped,
+        preprocessing and cache (for embedding every image, and for a run that fails at its split)."""
         return {
             **self.samples.source,
             "num_images": len(self.samples.table),
@@ -433,8 +437,11 @@ class DensityDataModule(L.LightningDataModule):
             "class_distribution": self.class_distribution(self.samples.table),
             "excluded": len(self.samples.excluded),
             "skipped": len(self.samples.skipped),
+            "views": None if self.hparams.views is None else list(self.hparams.views),
             "preprocessing": self.preprocessing.settings(),
             "cache_mode": self.hparams.cache_mode,
+            "cache": self.cache_stats or None,
+            "on_bad_file": self.hparams.on_bad_file,
             "manifest_file": "data_manifest.json",
             "manifest_sha256": manifest_sha256(self.manifest),
         }
@@ -443,15 +450,11 @@ class DensityDataModule(L.LightningDataModule):
         """The ``data_config`` block of summary.json."""
         hp = self.hparams
         return {
-            **self.samples.source,
+            **self.describe_samples(),
             "num_train": len(self.train_table),
             "num_val": len(self.val_table),
-            "num_patients": int(self.samples.table["PatientID"].nunique()),
-            "class_distribution": self.class_distribution(self.samples.table),
             "train_class_distribution": self.class_distribution(self.train_table),
             "val_class_distribution": self.class_distribution(self.val_table),
-            "excluded": len(self.samples.excluded),
-            "skipped": len(self.samples.skipped),
             "val_fraction": None if hp.split_csv or hp.cv_folds or self.official_split else hp.val_fraction,
             "split_seed": None if hp.split_csv or self.official_split else hp.split_seed,
             "official_split": self.official_split,
@@ -460,10 +463,4 @@ class DensityDataModule(L.LightningDataModule):
             "cv_fold": self.fold,
             "split_csv": hp.split_csv,
             "split_file": "split.csv",
-            "preprocessing": self.preprocessing.settings(),
-            "cache_mode": hp.cache_mode,
-            "cache": self.cache_stats or None,
-            "on_bad_file": hp.on_bad_file,
-            "manifest_file": "data_manifest.json",
-            "manifest_sha256": manifest_sha256(self.manifest),
         }

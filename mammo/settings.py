@@ -1,0 +1,139 @@
+"""Type and range checks of a training run's settings, before any work is done.
+
+Each bad value stops the run with one line naming the key, the value and what it must be, e.g.
+``learning_rate=-1: expected a number > 0``. Hydra parses command-line values (``img_size=abc``
+is the string ``'abc'``); these checks are what turns a value that would fail deep inside torch,
+or silently train to garbage, into that line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mammo.data.datamodule import CACHE_MODES
+from mammo.data.labels import ON_BAD_FILE
+from mammo.errors import ConfigError
+from mammo.metrics import SHORT_NAMES
+from mammo.models.classifier import OPTIMIZERS, SCHEDULERS
+
+MONITORABLE = ("val_loss", *(f"val_{short}" for short in SHORT_NAMES.values()))
+"""The metrics a run can select its best epoch by (each is in every validation epoch)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``key`` must be a ``kind`` (``int``, ``number``, ``bool``, ``choice`` or ``any``) for which
+    ``valid(value, cfg)`` holds; ``expected`` says so in words. ``None`` passes if ``optional``."""
+
+    key: str
+    kind: str
+    expected: str
+    valid: Callable[[Any, DictConfig], bool] = lambda value, cfg: True
+    optional: bool = False
+
+
+def _choice(key: str, options, optional: bool = False) -> Rule:
+    return Rule(key, "choice", f"one of {', '.join(map(str, options))}", lambda v, c: v in options, optional)
+
+
+TRAIN_RULES: tuple[Rule, ...] = (
+    Rule("seed", "int", "an integer"),
+    Rule("epochs", "int", "an integer >= 1", lambda v, c: v >= 1),
+    Rule("batch_size", "int", "an integer >= 1", lambda v, c: v >= 1),
+    Rule("img_size", "int", "an integer >= 32 (pixels)", lambda v, c: v >= 32),
+    Rule("learning_rate", "number", "a number > 0", lambda v, c: v > 0),
+    Rule("weight_decay", "number", "a number >= 0", lambda v, c: v >= 0),
+    Rule("dropout_rate", "number", "a number in [0, 1)", lambda v, c: 0 <= v < 1),
+    Rule(
+        "warmup_epochs",
+        "int",
+        "an integer >= 0, and below epochs with scheduler=cosine",
+        lambda v, c: 0 <= v and (c.scheduler != "cosine" or not isinstance(c.epochs, int) or v < c.epochs),
+    ),
+    Rule("backbone_lr_factor", "number", "a number >= 0", lambda v, c: v >= 0),
+    Rule("early_stopping_patience", "int", "an integer >= 0", lambda v, c: v >= 0),
+    _choice("optimizer", tuple(OPTIMIZERS)),
+    _choice("scheduler", SCHEDULERS),
+    _choice("monitor", MONITORABLE),
+    _choice("monitor_mode", ("max", "min")),
+    Rule("train_augment", "bool", "true or false"),
+    Rule("freeze_backbone", "bool", "true or false"),
+    Rule("unfreeze_last_block", "bool", "true or false"),
+    Rule("deterministic", "any", "true, false or warn", lambda v, c: v in (True, False, "warn")),
+    Rule("gradcam_per_class", "int", "an integer >= 0", lambda v, c: v >= 0),
+    Rule(
+        "class_weights",
+        "any",
+        "auto, none or a list of numbers >= 0",
+        lambda v, c: (
+            (isinstance(v, str) and v.lower() in ("auto", "none"))
+            or (isinstance(v, list) and all(_is_number(w) and w >= 0 for w in v))
+        ),
+        optional=True,
+    ),
+    Rule("data.num_workers", "int", "an integer >= 0", lambda v, c: v >= 0),
+    Rule("data.val_fraction", "number", "a fraction in (0, 1)", lambda v, c: 0 < v < 1),
+    Rule("data.subset", "number", "a fraction in (0, 1] or a number of images > 1", lambda v, c: v > 0, True),
+    _choice("data.cache_mode", CACHE_MODES),
+    _choice("data.on_bad_file", ON_BAD_FILE),
+    Rule(
+        "data.views",
+        "any",
+        "a list of views such as [CC, MLO], or null for all",
+        lambda v, c: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
+        optional=True,
+    ),
+    Rule("cv.folds", "int", "an integer >= 2", lambda v, c: v >= 2, optional=True),
+    Rule(
+        "cv.fold",
+        "int",
+        "a fold number from 1 to cv.folds",
+        lambda v, c: isinstance(c.cv.folds, int) and 1 <= v <= c.cv.folds,
+        optional=True,
+    ),
+)
+
+
+def check_train_settings(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first setting of ``TRAIN_RULES`` that is off."""
+    check(cfg, TRAIN_RULES)
+
+
+def check(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
+    for rule in rules:
+        value = OmegaConf.select(cfg, rule.key, default=None)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is None and rule.optional:
+            continue
+        if not (_has_kind(value, rule.kind) and rule.valid(value, cfg)):
+            raise ConfigError(f"{rule.key}={_show(value)}: expected {rule.expected}")
+
+
+def _has_kind(value, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return _is_number(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return True
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _show(value) -> str:
+    """A value as the user would type it back: ``abc`` as ``'abc'``, ``None`` as ``null``.
+
+    >>> _show("abc"), _show(None), _show(-1), _show([1, 2])
+    ("'abc'", 'null', '-1', '[1, 2]')
+    """
+    if value is None:
+        return "null"
+    return repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,84 @@
+"""Every numeric, typed or named setting is checked before any work (mammo.settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mammo import CONFIG_DIR
+from mammo.errors import ConfigError
+from mammo.settings import check_train_settings
+from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("learning_rate=-1", "learning_rate=-1: expected a number > 0"),
+        ("learning_rate=abc", "learning_rate='abc': expected a number > 0"),
+        ("batch_size=0", "batch_size=0: expected an integer >= 1"),
+        ("epochs=0", "epochs=0: expected an integer >= 1"),
+        ("img_size=abc", "img_size='abc': expected an integer >= 32 (pixels)"),
+        ("img_size=16", "img_size=16: expected an integer >= 32"),
+        ("dropout_rate=1.0", "dropout_rate=1.0: expected a number in [0, 1)"),
+        ("weight_decay=-0.1", "weight_decay=-0.1: expected a number >= 0"),
+        ("warmup_epochs=20", "warmup_epochs=20: expected an integer >= 0, and below epochs"),
+        ("backbone_lr_factor=-1", "backbone_lr_factor=-1: expected a number >= 0"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected an integer >= 0"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5: expected a fraction in (0, 1)"),
+        ("monitor=val_nosuch", "monitor='val_nosuch': expected one of val_loss, val_acc,"),
+        ("monitor_mode=maximum", "monitor_mode='maximum': expected one of max, min"),
+        ("optimizer=adagrad", "optimizer='adagrad': expected one of adam, adamw, sgd"),
+        ("train_augment=maybe", "train_augment='maybe': expected true or false"),
+        ("class_weights=[1,-2,1,1]", "class_weights=[1, -2, 1, 1]: expected auto, none or a list"),
+        ("data.cache_mode=ram", "data.cache_mode='ram': expected one of none, memory, disk"),
+        ("data.views=CC", "data.views='CC': expected a list of views"),
+        ("cv=kfold cv.folds=1", "cv.folds=1: expected an integer >= 2"),
+    ],
+)
+def test_a_bad_setting_names_its_key(override, message):
+    cfg = composed(*override.split())
+    with pytest.raises(ConfigError) as info:
+        check_train_settings(cfg)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["experiment=density_512"],
+        ["scheduler=constant", "warmup_epochs=30", "epochs=3"],
+        ["data.views=null"],
+    ],
+)
+def test_the_shipped_settings_pass(overrides):
+    check_train_settings(composed(*overrides))
+
+
+def test_a_bad_setting_stops_before_any_work(tmp_path, demo_root, capsys):
+    from mammo.train import main
+
+    args = [
+        *TINY,
+        *SMALL_DEMO,
+        "learning_rate=-1",
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={demo_root}",
+    ]
+    assert run_cli(main, args) == 1
+    err = capsys.readouterr().err
+    assert "learning_rate=-1: expected a number > 0" in err and "Traceback" not in err
+    (run,) = (tmp_path / "mammo_tiny_density").glob("results_*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"]["type"] == "ConfigError"
+    assert summary["hyperparameters"]["learning_rate"] == -1
+    log = (run / "run.log").read_text()
+    assert "learning_rate=-1" in log and "Loading data" not in log  # nothing read, nothing trained
