@@ -233,5 +233,3 @@ def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
             if summary.get("status") == "running":
                 summary["status"] = "interrupted"
                 write_json(summary_file, summary)
-
-
