@@ -160,7 +160,7 @@ def test_a_full_disk_keeps_the_resume_point(small_disk, demo_root):
     from mammo.train import main
 
     ensure_demo_dataset(demo_root, 24, 0, 160, 128)
-    epochs = 30
+    epochs = 10  # the disk is filled after epoch 2
     proc = cli(*ARGS, f"epochs={epochs}", f"paths.output_dir={small_disk}", f"paths.demo_dir={demo_root}")
     run = small_disk / "mammo_tiny_density" / "results_1"
     last = run / "checkpoints" / "last.ckpt"
