@@ -98,9 +98,48 @@ TRAIN_RULES: tuple[Rule, ...] = (
 )
 
 
+DERIVED: dict[str, str] = {
+    "trainer.max_epochs": "epochs",
+    "trainer.deterministic": "deterministic",
+    "data.img_size": "img_size",
+    "data.batch_size": "batch_size",
+    "data.train_augment": "train_augment",
+    "data.seed": "seed",
+    "data.cv_folds": "cv.folds",
+    "data.cv_fold": "cv.fold",
+    "callbacks.early_stopping.monitor": "monitor",
+    "callbacks.early_stopping.mode": "monitor_mode",
+    "callbacks.early_stopping.patience": "early_stopping_patience",
+}
+"""Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
+source, and a derived key overridden to another value is refused, naming the source."""
+
+INDEPENDENT: dict[str, str] = {
+    "data.split_seed": "seed",
+    "hydra.sweeper.sampler.seed": "seed",
+}
+"""Settings of their own whose default interpolates another (the split can be fixed while the
+training seed varies; a study's sampler can be reseeded without changing the runs)."""
+
+
 def check_train_settings(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first setting of ``TRAIN_RULES`` that is off."""
+    """Raise :class:`ConfigError` for the first setting of ``TRAIN_RULES`` that is off, or the
+    first derived key (``DERIVED``) overridden to disagree with its source."""
     check(cfg, TRAIN_RULES)
+    check_derived(cfg, DERIVED)
+
+
+def check_derived(cfg: DictConfig, derived: dict[str, str]) -> None:
+    """A derived key still interpolating its source, or overridden to the same value, passes;
+    another value stops with ``trainer.max_epochs=2: set epochs=2 instead``."""
+    for key, source in derived.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None)
+        if not OmegaConf.is_config(node) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue
+        value, wanted = node[leaf], OmegaConf.select(cfg, source, default=None)
+        if value != wanted:
+            raise ConfigError(f"{key}={_show(value)}: set {source}={_show(value)} instead")
 
 
 def check(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:

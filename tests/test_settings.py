@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from mammo import CONFIG_DIR
 from mammo.errors import ConfigError
-from mammo.settings import check_train_settings
+from mammo.settings import DERIVED, INDEPENDENT, check_train_settings
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 
@@ -82,3 +85,71 @@ def test_a_bad_setting_stops_before_any_work(tmp_path, demo_root, capsys):
     assert summary["hyperparameters"]["learning_rate"] == -1
     log = (run / "run.log").read_text()
     assert "learning_rate=-1" in log and "Loading data" not in log  # nothing read, nothing trained
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=5", "trainer.max_epochs=2"], "trainer.max_epochs=2: set epochs=2 instead"),
+        (["img_size=64", "data.img_size=48"], "data.img_size=48: set img_size=48 instead"),
+        (["data.batch_size=4"], "data.batch_size=4: set batch_size=4 instead"),
+        (["data.train_augment=false"], "data.train_augment=False: set train_augment=False instead"),
+        (
+            ["callbacks.early_stopping.patience=1"],
+            "callbacks.early_stopping.patience=1: set early_stopping_patience=1",
+        ),
+        (["trainer.deterministic=false"], "trainer.deterministic=False: set deterministic=False instead"),
+    ],
+)
+def test_a_derived_key_set_to_another_value_names_the_key_to_use(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        check_train_settings(composed(*overrides))
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["epochs=5", "trainer.max_epochs=5"],  # the same value says nothing new
+        ["trainer=gpu"],  # deterministic=true becomes Lightning's "warn" on the GPU, by interpolation
+        ["trainer=ddp_cpu"],
+        ["data.split_seed=7"],  # a setting of its own that defaults to seed
+    ],
+)
+def test_derived_keys_that_agree_pass(overrides):
+    check_train_settings(composed(*overrides))
+
+
+def test_every_interpolated_setting_in_conf_is_derived_or_independent():
+    """Each ``key: ${setting}`` in conf/ restating a top-level setting is listed: as derived (a
+    second place to set it is refused) or as a setting of its own that only defaults to it."""
+    top = set(OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")) | {"cv.folds", "cv.fold"}
+    found = set()
+    for path in Path(CONFIG_DIR).rglob("*.yaml"):
+        package = _package(path)
+        for key, value in _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
+            match = re.fullmatch(r"\$\{([\w.]+)\}", str(value))
+            if match and match[1] in top:
+                found.add(f"{package}{key}")
+    assert found, "no interpolated settings found: the scan is broken"
+    unlisted = sorted(k for k in found if k not in DERIVED and k not in INDEPENDENT)
+    assert not unlisted, f"add these to mammo.settings.DERIVED or INDEPENDENT: {unlisted}"
+
+
+def _package(path) -> str:
+    """Where a config file's keys land: ``# @package _global_`` files at the top, group files
+    under their group (``conf/trainer/gpu.yaml`` -> ``trainer.``), primary configs at the top."""
+    relative = path.relative_to(CONFIG_DIR)
+    if "@package _global_" in path.read_text() or len(relative.parts) == 1:
+        return ""
+    group = relative.parts[0]
+    return "" if group == "hydra" else f"{group}."
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key != "defaults":
+                yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), tree

@@ -108,6 +108,13 @@ def _fold_dir(fold) -> str:
     return "." if fold is None else f"fold_{int(fold)}/results"
 
 
+def _deterministic_where_possible(deterministic):
+    """``trainer.deterministic`` of the GPU presets: ``deterministic=true`` becomes Lightning's
+    ``warn`` (deterministic kernels wherever CUDA has one, a warning where it has none, e.g.
+    adaptive pooling's backward), so that the one top-level setting still decides."""
+    return "warn" if deterministic is True else deterministic
+
+
 def register_resolvers() -> None:
     """Register mammo's OmegaConf resolvers (idempotent).
 
@@ -122,3 +129,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)
     if not OmegaConf.has_resolver("mammo.rank_zero_file"):
         OmegaConf.register_new_resolver("mammo.rank_zero_file", _rank_zero_file)
+    if not OmegaConf.has_resolver("mammo.deterministic_where_possible"):
+        OmegaConf.register_new_resolver("mammo.deterministic_where_possible", _deterministic_where_possible)
