@@ -110,6 +110,21 @@ DERIVED: dict[str, str] = {
     "callbacks.early_stopping.monitor": "monitor",
     "callbacks.early_stopping.mode": "monitor_mode",
     "callbacks.early_stopping.patience": "early_stopping_patience",
+    **{
+        f"model.{key}": key
+        for key in (
+            "dropout_rate",
+            "freeze_backbone",
+            "unfreeze_last_block",
+            "optimizer",
+            "learning_rate",
+            "backbone_lr_factor",
+            "weight_decay",
+            "scheduler",
+            "warmup_epochs",
+        )
+    },
+    "model.max_epochs": "epochs",
 }
 """Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
 source, and a derived key overridden to another value is refused, naming the source."""

@@ -245,26 +245,11 @@ def _fit(
         embedding_dim = datamodule.attach_embeddings(cfg.model.embeddings_dir)
         log.info("Embeddings fusion: %d-wide embeddings from %s", embedding_dim, cfg.model.embeddings_dir)
     class_labels = datamodule.samples.class_labels
-    model = instantiate(
-        cfg.model,
+    model = instantiate(  # the hyperparameters come with cfg.model (it interpolates them); these
+        cfg.model,  # are what the data decides
         _convert_="all",  # plain lists in the checkpoint's hyper_parameters (weights_only loading)
         num_classes=len(class_labels),
         class_weights=class_weights(cfg.class_weights, datamodule.train_table["label"], len(class_labels)),
-        **{
-            k: cfg[k]
-            for k in (
-                "dropout_rate",
-                "freeze_backbone",
-                "unfreeze_last_block",
-                "optimizer",
-                "learning_rate",
-                "backbone_lr_factor",
-                "weight_decay",
-                "scheduler",
-                "warmup_epochs",
-            )
-        },
-        max_epochs=cfg.epochs,
         embedding_dim=embedding_dim,
         keep_val_features=bool(cfg.get("save_embeddings", False)),
     )
@@ -279,7 +264,7 @@ def _fit(
     log.info("Model has %.2fM parameters (%.2fM trainable)", total / 1e6, trainable / 1e6)
     summary.update(
         model_config={
-            **OmegaConf.to_container(cfg.model),
+            **OmegaConf.to_container(cfg.model, resolve=True),
             "num_classes": len(class_labels),
             "freeze_backbone": cfg.freeze_backbone,
             "unfreeze_last_block": cfg.unfreeze_last_block,

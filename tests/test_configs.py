@@ -40,7 +40,8 @@ def compose_train(*overrides: str):
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_group_option_composes(group, option):
-    cfg = compose_train(f"{group}={option}")
+    needs = {("model", "classifier"): ["model.backbone=resnet18"]}  # the generic one names its backbone
+    cfg = compose_train(f"{group}={option}", *needs.get((group, option), []))
     assert cfg.seed == 42
     assert cfg.model.arch and cfg.monitor == "val_kappa"
 
