@@ -216,6 +216,29 @@ def test_a_read_only_output_folder_is_one_line(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_read_only_file_system_is_one_line(tmp_path, capsys):
+    """The same for everyone, root included: outputs/ on a file system mounted read-only."""
+    from mammo.train import main
+
+    outputs = tmp_path / "outputs"
+    (outputs / "mammo_tiny_density").mkdir(parents=True)
+    bind = subprocess.run(["mount", "--bind", str(outputs), str(outputs)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"needs a read-only bind mount (root): {bind.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(outputs)], check=True)
+        assert run_cli(main, [*ARGS, f"paths.output_dir={outputs}"]) == 1
+        err = capsys.readouterr().err
+        experiment = outputs / "mammo_tiny_density"
+        assert (
+            err.strip()
+            == f"paths.output_dir: cannot create a run directory in {experiment}: Read-only file system"
+        )
+        assert not any(experiment.iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(outputs)], check=False)
+
+
 def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO)}
 
