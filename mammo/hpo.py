@@ -13,18 +13,14 @@ import json
 import logging
 import math
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import lightning as L
 
 from mammo.artifacts.io import write_csv, write_json
+from mammo.artifacts.summary import now
 
 log = logging.getLogger("mammo")
-
-
-def _now() -> str:
-    return datetime.now().isoformat(timespec="seconds")
 
 
 class TrialRecord:
@@ -46,7 +42,7 @@ class TrialRecord:
             "value": None,
             "metric": cfg.monitor,
             "state": "RUNNING",
-            "datetime_start": _now(),
+            "datetime_start": now(),
             "datetime_complete": None,
             "run_dir": str(run_dir),
         }
@@ -68,7 +64,7 @@ class TrialRecord:
         self.data.update(
             value=value if ok else None,
             state=state,
-            datetime_complete=_now(),
+            datetime_complete=now(),
             reason=reason,
             pruned=pruned,
             **epoch_budget(self.path.parent, self.budget),
@@ -107,7 +103,7 @@ class EpochStream(L.Callback):
             record["fold"] = self.fold
         metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
         record.update({k: v if math.isfinite(v) else None for k, v in metrics.items()})
-        record["timestamp"] = _now()
+        record["timestamp"] = now()
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -20,7 +20,8 @@ from mammo.errors import OutputError
 log = logging.getLogger("mammo")
 
 
-def _now() -> str:
+def now() -> str:
+    """The local time as the run records write it (ISO 8601, seconds)."""
     return datetime.now().isoformat(timespec="seconds")
 
 
@@ -42,7 +43,7 @@ class RunSummary:
             "model_config": {},
             "environment": environment_info(),
             "execution": {
-                "start_time": _now(),
+                "start_time": now(),
                 "end_time": None,
                 "duration_seconds": None,
                 "command_line": command_line(),
@@ -55,7 +56,7 @@ class RunSummary:
         import json
 
         previous = json.loads(self.path.read_text())
-        resumed = [*previous.get("execution", {}).get("resumed_at", []), _now()]
+        resumed = [*previous.get("execution", {}).get("resumed_at", []), now()]
         previous.pop("error", None)
         self.data = {**previous, "status": "running"}
         self.data["execution"] = {**previous.get("execution", {}), "resumed_at": resumed}
@@ -77,7 +78,7 @@ class RunSummary:
         console and lets the original error through; a completed run that cannot raises.
         """
         execution = {
-            "end_time": _now(),
+            "end_time": now(),
             "duration_seconds": round(time.monotonic() - self._t0, 3),
         }
         try:

@@ -204,13 +204,6 @@ class Display:
             y = np.subtract(1.0, y, out=y)
         return y
 
-    def describe(self) -> str:
-        if self.kind == "lut":
-            return "VOI LUT Sequence"
-        if self.kind == "window":
-            return f"window {self.function} C={self.center:g} W={self.width:g}"
-        return f"range [{self.low:g}, {self.high:g}]"
-
 
 def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2/3 window functions, scaled to an output range of [0, 1]."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -59,11 +58,6 @@ class HashIndex:
         self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
         self.changed = True
         return stat.st_size, digest
-
-    def many(self, paths: list[str], workers: int = 4) -> list[tuple[int, str]]:
-        """Hash ``paths`` in threads (hashlib releases the GIL on large buffers)."""
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            return list(pool.map(self.sha256, paths))
 
     def save(self) -> None:
         if self.index_file and self.changed:
