@@ -30,7 +30,7 @@ from mammo.data.dataset import (
     collate,
 )
 from mammo.data.demo import ensure_demo_dataset
-from mammo.data.labels import Samples, load_samples
+from mammo.data.labels import DEFAULT_VIEWS, Samples, load_samples
 from mammo.data.manifest import HashIndex, build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
 from mammo.data.splits import (
@@ -116,7 +116,7 @@ class DensityDataModule(L.LightningDataModule):
         cv_fold: int | None = None,
         subset: float | None = None,
         seed: int = 42,
-        views: list[str] | None = ("CC", "MLO"),
+        views: list[str] | None = DEFAULT_VIEWS,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -377,7 +377,8 @@ class DensityDataModule(L.LightningDataModule):
         return DicomDataset(table, self.source.select(table.index.to_numpy()), embeddings)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.train_table), sampler=self._train_sampler)
+        dataset = self._dataset(self.train_table)
+        return self._loader(dataset, sampler=self._train_sampler(dataset))
 
     def _train_sampler(self, dataset: Dataset):
         """The training order: a new one every epoch, a function of ``(seed, epoch)`` only.
@@ -405,7 +406,7 @@ class DensityDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            sampler=sampler(dataset) if sampler else None,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=collate,
