@@ -76,8 +76,17 @@ def make_rsna(root: Path) -> dict:
             rows.append([2, patient, image_id, side, "CC", 61.0, 0, 0, 0, "", 0, density, 29, False])
             if density:
                 expected[f"{patient}/{image_id}"] = p % 4 + 1
+    for k, view in enumerate(("AT", "LM")):  # RSNA's few non-screening views, density-labelled
+        image_id = 462822612 + 10 * PATIENTS + 5 + k
+        dicom(root / "train_images" / "10006" / f"{image_id}.dcm", 1, "L", view, "10006")
+        rows.append([2, 10006, image_id, "L", view, 61.0, 0, 0, 0, "", 0, "A", 29, False])
     write_csv(root / "train.csv", header.split(","), rows)
-    return {"labels": expected, "excluded": Counter({"no density (density empty)": 4})}
+    excluded = {
+        "no density (density empty)": 4,
+        "view AT not in data.views": 1,
+        "view LM not in data.views": 1,
+    }
+    return {"labels": expected, "excluded": Counter(excluded)}
 
 
 def vindr_study(p: int) -> str:
