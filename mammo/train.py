@@ -242,8 +242,8 @@ def _fit(
 
     embedding_dim = 0
     if cfg.model.get("embeddings_fusion"):
-        embedding_dim = datamodule.attach_embeddings(cfg.model.embeddings_dir)
-        log.info("Embeddings fusion: %d-wide embeddings from %s", embedding_dim, cfg.model.embeddings_dir)
+        embedding_dim = datamodule.attach_embeddings(cfg.data.embeddings_dir)
+        log.info("Embeddings fusion: %d-wide embeddings from %s", embedding_dim, cfg.data.embeddings_dir)
     class_labels = datamodule.samples.class_labels
     model = instantiate(  # the hyperparameters come with cfg.model (it interpolates them); these
         cfg.model,  # are what the data decides
@@ -271,7 +271,7 @@ def _fit(
             "total_params": total,
             "trainable_params": trainable,
             "embeddings_fusion": bool(cfg.model.get("embeddings_fusion")),
-            "embeddings_dir": cfg.model.get("embeddings_dir"),
+            "embeddings_dir": cfg.data.get("embeddings_dir"),
             "embedding_dim": embedding_dim,
         }
     )

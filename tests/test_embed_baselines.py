@@ -74,7 +74,7 @@ def test_fusion_trains_and_saves_val_embeddings(embedded, demo_root, tmp_path):
         demo_root,
         "epochs=1",
         "model.embeddings_fusion=true",
-        f"model.embeddings_dir={folder}",
+        f"data.embeddings_dir={folder}",
         "save_embeddings=true",
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -101,7 +101,7 @@ def test_fusion_rejects_a_missing_embedding(embedded, demo_root, tmp_path):
     (broken / "features.npy").write_bytes((folder / "features.npy").read_bytes())
     joined = pd.read_csv(folder / "joined.csv")
     joined.iloc[1:].to_csv(broken / "joined.csv", index=False)
-    args = [*TINY, *SMALL_DEMO, "epochs=1", "model.embeddings_fusion=true", f"model.embeddings_dir={broken}"]
+    args = [*TINY, *SMALL_DEMO, "epochs=1", "model.embeddings_fusion=true", f"data.embeddings_dir={broken}"]
     assert run_cli(main, [*args, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]) == 1
     summary = json.loads(next(tmp_path.glob("mammo_tiny_density/results_*/summary.json")).read_text())
     assert f"no embedding for 1 image(s), e.g. '{joined['image_id'][0]}'" in summary["error"]["message"]

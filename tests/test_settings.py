@@ -99,6 +99,10 @@ def test_a_bad_setting_stops_before_any_work(tmp_path, demo_root, capsys):
             "callbacks.early_stopping.patience=1: set early_stopping_patience=1",
         ),
         (["trainer.deterministic=false"], "trainer.deterministic=False: set deterministic=False instead"),
+        (["model.dropout_rate=0.5"], "model.dropout_rate=0.5: set dropout_rate=0.5 instead"),
+        (["model.max_epochs=3"], "model.max_epochs=3: set epochs=3 instead"),
+        # its old place: the data module reads the embeddings now
+        (["model.embeddings_dir=emb"], "model.embeddings_dir='emb': set data.embeddings_dir='emb' instead"),
     ],
 )
 def test_a_derived_key_set_to_another_value_names_the_key_to_use(overrides, message):

@@ -74,6 +74,8 @@ class DensityDataModule(L.LightningDataModule):
         subset: train on part of the training split only (for fast searches): a fraction in
             (0, 1] or a number of images; whole patients, stratified by class. Validation is
             never subsampled.
+        embeddings_dir: ``mammo.embed``'s output folder, read by :meth:`attach_embeddings` for a
+            model with ``embeddings_fusion`` (the model records it too).
         views: the views trained on (CC and MLO); images of other views are excluded and
             counted, ``None`` keeps all (see ``mammo.data.labels.exclude_views``).
         seed: seed of the training order (a new one each epoch, see ``EpochShuffle``) and of
@@ -115,6 +117,7 @@ class DensityDataModule(L.LightningDataModule):
         cv_folds: int | None = None,
         cv_fold: int | None = None,
         subset: float | None = None,
+        embeddings_dir: str | None = None,
         seed: int = 42,
         views: list[str] | None = DEFAULT_VIEWS,
     ) -> None:
@@ -348,14 +351,18 @@ class DensityDataModule(L.LightningDataModule):
         }
 
     # -- loaders -------------------------------------------------------------------------------
-    def attach_embeddings(self, embeddings_dir: str | Path) -> int:
+    def attach_embeddings(self, embeddings_dir: str | Path | None) -> int:
         """Give every batch the precomputed embedding of each image (``mammo.embed``'s
         ``features.npy`` + ``joined.csv``, matched by ``image_id``); returns the width."""
+        if not embeddings_dir:
+            raise DataError(
+                "model.embeddings_fusion=true needs data.embeddings_dir=<mammo.embed output folder>"
+            )
         folder = Path(embeddings_dir)
         features_file, joined_file = folder / "features.npy", folder / "joined.csv"
         for path in (features_file, joined_file):
             if not path.is_file():
-                raise DataError(f"model.embeddings_dir: {path} not found (run python -m mammo.embed first)")
+                raise DataError(f"data.embeddings_dir: {path} not found (run python -m mammo.embed first)")
         features = np.load(features_file, mmap_mode="r")
         joined = pd.read_csv(joined_file, usecols=["row", "image_id"], dtype={"image_id": str})
         row_of = dict(zip(joined["image_id"], joined["row"]))
