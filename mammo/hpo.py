@@ -19,6 +19,7 @@ import lightning as L
 
 from mammo.artifacts.io import write_csv, write_json
 from mammo.artifacts.summary import now
+from mammo.settings import plain
 
 log = logging.getLogger("mammo")
 
@@ -38,7 +39,7 @@ class TrialRecord:
             "trial_number": int(cfg.hpo.trial),
             "study_name": sweeper.get("study_name"),
             "storage": sweeper.get("storage"),
-            "params": {n: _plain(OmegaConf.select(cfg, n)) for n in names},
+            "params": {n: plain(OmegaConf.select(cfg, n)) for n in names},
             "value": None,
             "metric": cfg.monitor,
             "state": "RUNNING",
@@ -242,9 +243,3 @@ def _history(study):
     ax.set_title(f"{study.study_name}: {len(done)} completed, {len(pruned)} pruned")
     ax.legend(loc="best", fontsize=8)
     return ax
-
-
-def _plain(value):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value

@@ -158,11 +158,14 @@ def check_derived(cfg: DictConfig, derived: dict[str, str]) -> None:
             raise ConfigError(f"{key}={_show(value)}: set {source}={_show(value)} instead")
 
 
+def plain(value):
+    """A config value as plain Python (lists and dicts for config nodes), e.g. for JSON records."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def check(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
     for rule in rules:
-        value = OmegaConf.select(cfg, rule.key, default=None)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
+        value = plain(OmegaConf.select(cfg, rule.key, default=None))
         if value is None and rule.optional:
             continue
         if not (_has_kind(value, rule.kind) and rule.valid(value, cfg)):

@@ -167,6 +167,7 @@ def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None):
     resumed run continues its own file. Under DDP only rank zero writes it."""
     from mammo.artifacts.summary import RunSummary
     from mammo.distributed import is_rank_zero
+    from mammo.settings import plain
 
     run_id = f"fold_{fold}" if fold is not None else run_dir.name
     summary = RunSummary(
@@ -175,7 +176,7 @@ def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None):
     if cfg.get("resume"):
         summary.continue_from_file()
     summary.update(
-        hyperparameters={"arch": cfg.model.arch, **{k: _plain(cfg[k]) for k in HYPERPARAMETERS}},
+        hyperparameters={"arch": cfg.model.arch, **{k: plain(cfg[k]) for k in HYPERPARAMETERS}},
         integration={"cv_fold": fold, "optuna_trial_id": _trial_id(cfg)},
     )
     return summary
@@ -429,10 +430,6 @@ def unwrap_worker_error(exc: BaseException) -> BaseException:
         last = text.rstrip().splitlines()[-1]
         return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
     return exc
-
-
-def _plain(value):
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 if __name__ == "__main__":
