@@ -301,10 +301,6 @@ def _fit(
         from mammo.pruning import PruneOnPlateau
 
         callbacks.append(PruneOnPlateau(link, cfg.monitor))
-    if cfg.get("inject_nan_at_step"):
-        from mammo.artifacts.callbacks import InjectNaN
-
-        callbacks.append(InjectNaN(cfg.inject_nan_at_step))
     if cfg.hpo.get("trial") is not None and writes:
         from hydra.core.hydra_config import HydraConfig
 

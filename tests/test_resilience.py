@@ -142,7 +142,8 @@ def test_nan_loss_stops_the_run_with_a_reason(tmp_path, demo_root):
     args = [
         *ARGS,
         "epochs=2",
-        "+inject_nan_at_step=3",
+        "+callbacks.inject_nan._target_=tests.callbacks.InjectNaN",  # a test-only callback, by config
+        "+callbacks.inject_nan.step=3",
         f"paths.output_dir={tmp_path}",
         f"paths.demo_dir={demo_root}",
     ]

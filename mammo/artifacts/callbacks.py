@@ -102,21 +102,6 @@ class FiniteLossGuard(L.Callback):
             )
 
 
-class InjectNaN(L.Callback):
-    """Test knob (``+inject_nan_at_step=N``): poison the head's weights before global step N so
-    that the training loss becomes NaN there; exercises the divergence path end to end."""
-
-    def __init__(self, step: int) -> None:
-        self.step = int(step)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if trainer.global_step + 1 == self.step:
-            import torch
-
-            with torch.no_grad():
-                next(pl_module.head.parameters()).fill_(float("nan"))
-
-
 class RunArtifacts(L.Callback):
     """Epoch log lines, history, best-epoch predictions/metrics and final plots.
 
