@@ -57,7 +57,7 @@ class EpochShuffle(RandomSampler):
 
     Lightning calls :meth:`set_epoch` before every epoch, a resumed run too (the epoch comes from
     the checkpoint), so the resumed epochs see the same orders as an uninterrupted run whatever the
-    loader workers did. Under DDP Lightning swaps it for its ``DistributedSampler``, which is
+    loader workers did. Under DDP the datamodule shards with a ``DistributedSampler`` instead,
     seeded by epoch the same way.
     """
 

@@ -130,7 +130,8 @@ def read_label_csv(
         frame[column] = frame[column].str.strip()
     frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
     densities, known = [], []
-    for row, raw, key in _keyed_rows(frame, label_column, id_column):
+    for index, row, raw in zip(frame.index, frame["csv_row"], frame[label_column]):
+        key = _key(frame, index, id_column)
         try:
             density = parse_density(raw, include_class_5)
         except ValueError:
@@ -152,12 +153,6 @@ def read_label_csv(
         for i in frame.index[frame["density"].isna()]
     ]
     return frame[frame["density"].notna()].reset_index(drop=True), excluded
-
-
-def _keyed_rows(frame: pd.DataFrame, label_column: str, id_column: str | None):
-    keys = frame[id_column] if id_column else [None] * len(frame)
-    for row, raw, key in zip(frame["csv_row"], frame[label_column], keys):
-        yield row, raw, ({id_column: key} if id_column else {})
 
 
 def _key(frame: pd.DataFrame, index, id_column: str | None) -> dict:
