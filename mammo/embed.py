@@ -5,17 +5,16 @@ Writes into ``outputs/embeddings_<backbone>/``:
 (one row per image: the sample metadata, ``row`` = the row in features.npy, and the flattened
 embedding ``f0 … f<D-1>``), ``preview/embeddings_{pca,tsne,umap}.png`` and ``sample_grid.png``,
 ``clustering_metrics.json``, ``summary.json`` (``experiment_type: embedding_extraction``), ``run.log``.
+The work is ``mammo.embeddings.extract``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
@@ -26,153 +25,11 @@ log = logging.getLogger("mammo")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded
+    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.embeddings.extract import embed
 
     log.info("Starting embedding extraction (%s)", cfg.embed.backbone)
-    run_recorded("embedding_extraction", cfg.seed, lambda out, summary: embed(cfg, out, summary))
-
-
-class Embedder:
-    """A backbone that maps ``[B, 1, H, W]`` images in [0, 1] to ``[B, D]`` features."""
-
-    def __init__(self, backbone: str, layer: int | None, pretrained: bool, weights: str | None, mean, std):
-        import torch
-
-        from mammo.models.backbones import create_backbone
-
-        self.model = create_backbone(backbone, pretrained, weights).eval()
-        self.layer = layer
-        self.mean = torch.tensor(mean)[None, :, None, None]
-        self.std = torch.tensor(std)[None, :, None, None]
-
-    def __call__(self, x):
-        x = (x.float().expand(-1, 3, -1, -1) - self.mean) / self.std
-        if self.layer is None:
-            return self.model(x)
-        (feature_map,) = self.model.forward_intermediates(
-            x, indices=[int(self.layer)], intermediates_only=True
-        )
-        return feature_map.mean(dim=(2, 3))
-
-
-def embed(cfg: DictConfig, out: Path, summary) -> dict:
-    """Extract, write and describe the embeddings; returns summary fields."""
-    import lightning as L
-    import numpy as np
-    import torch
-    from hydra.utils import instantiate
-    from rich.progress import Progress
-    from torch.utils.data import DataLoader
-
-    from mammo.artifacts.io import write_json
-    from mammo.artifacts.runlog import route_library_logs
-    from mammo.data.dataset import DicomDataset, collate
-
-    route_library_logs()
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_samples()
-    samples = datamodule.samples
-    table = samples.table
-    log.info("Found %d images from %d patients", len(table), table["PatientID"].nunique())
-    summary.update(model_config=OmegaConf.to_container(cfg.embed, resolve=True))
-    write_json(out / "data_manifest.json", datamodule.manifest)
-    summary.update(data_config=datamodule.describe_samples())
-
-    e = cfg.embed
-    embedder = Embedder(e.backbone, e.layer, e.pretrained, e.weights, list(e.mean), list(e.std))
-    loader = DataLoader(
-        DicomDataset(table, datamodule.source),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate,
-    )
-    features_path = out / "features.npy"
-    tmp = out / ".features.npy.tmp"
-    features = None
-    start = time.perf_counter()
-    with torch.inference_mode(), Progress(transient=True) as progress:
-        task = progress.add_task("Embedding", total=len(table))
-        for images, _, rows in loader:
-            batch = embedder(images).numpy().astype(np.float32)
-            if features is None:  # the width is known after the first batch
-                features = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.float32, shape=(len(table), batch.shape[1])
-                )
-            features[rows.numpy()] = batch
-            progress.advance(task, len(rows))
-    seconds = time.perf_counter() - start
-    features.flush()
-    del features
-    tmp.replace(features_path)
-    features = np.load(features_path, mmap_mode="r")
-    log.info(
-        "Embedded %d images -> %s %s in %.1fs (%.1f img/s)",
-        len(table),
-        features_path,
-        features.shape,
-        seconds,
-        len(table) / seconds,
-    )
-
-    labels = np.asarray(samples.class_labels)[table["label"].to_numpy()]
-    write_joined(out / "joined.csv", table, labels, features)
-    metrics = clustering_metrics(features, labels, len(samples.class_labels), cfg.seed)
-    write_json(out / "clustering_metrics.json", metrics)
-    from mammo.embedding_plots import plot_projections, plot_sample_grid
-
-    plot_projections(features, labels, out / "preview", list(e.projections), int(e.max_points), cfg.seed)
-    plot_sample_grid(datamodule.source, labels, out / "preview" / "sample_grid.png", int(e.grid_images))
-    return {
-        "num_images": len(table),
-        "embedding_dim": int(features.shape[1]),
-        "images_per_second": round(len(table) / seconds, 2),
-        "artifacts": {
-            "features": "features.npy",
-            "joined": "joined.csv",
-            "clustering": "clustering_metrics.json",
-        },
-    }
-
-
-def write_joined(path: Path, table, labels, features, chunk: int = 1024) -> None:
-    """Metadata + ``row`` + flattened embedding, written in chunks (memory stays flat)."""
-    import pandas as pd
-
-    from mammo.artifacts.io import atomic_write_text
-
-    meta = table[["image_id", "relpath", "AccessionNumber", "PatientID", "laterality", "view"]].copy()
-    meta.insert(0, "row", range(len(table)))
-    meta.insert(len(meta.columns), "label", labels)
-    names = [f"f{i}" for i in range(features.shape[1])]
-    parts = []
-    for start in range(0, len(meta), chunk):
-        block = meta.iloc[start : start + chunk].reset_index(drop=True)
-        values = pd.DataFrame(np.asarray(features[start : start + chunk]), columns=names)
-        parts.append(
-            pd.concat([block, values], axis=1).to_csv(index=False, header=start == 0, float_format="%.7g")
-        )
-    atomic_write_text(path, "".join(parts))
-
-
-def clustering_metrics(features, labels, k: int, seed: int) -> dict:
-    """Silhouette, Davies-Bouldin and Calinski-Harabasz for k-means (k classes) and the true labels."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
-
-    x = np.asarray(features, dtype=np.float64)
-
-    def scores(assignment) -> dict:
-        if len(set(assignment)) < 2:
-            return {"silhouette": None, "davies_bouldin": None, "calinski_harabasz": None}
-        return {
-            "silhouette": float(silhouette_score(x, assignment)),
-            "davies_bouldin": float(davies_bouldin_score(x, assignment)),
-            "calinski_harabasz": float(calinski_harabasz_score(x, assignment)),
-        }
-
-    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
-    return {"num_images": len(x), "k": k, "kmeans": scores(clusters), "true_labels": scores(labels)}
+    run_recorded("embedding_extraction", Path(cfg.paths.run_dir), cfg.seed, lambda out, s: embed(cfg, out, s))
 
 
 if __name__ == "__main__":

@@ -25,3 +25,13 @@ class TrainingError(MammoError):
 
 class OutputError(MammoError):
     """A run's output cannot be written (a full or read-only disk); the message names the path."""
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """A mammo error raised in a DataLoader worker comes back with the worker's traceback as its
+    message; give it back its own one-line message."""
+    text = str(exc)
+    if isinstance(exc, MammoError) and "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
+    return exc

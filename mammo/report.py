@@ -2,20 +2,13 @@
 
     python -m mammo.report 'runs=[outputs/mammo_tiny_density/results_1,outputs/mammo_tiny_density/results_2]'
 
-Reads only ``summary.json``, ``val_predictions.csv``, ``train_history.json`` (and
-``plots/gradcam_samples.png`` when the run has one) of each run; a CV directory stands for its
-folds. Writes ``outputs/report_pack/results_N/``: ``density_train_seed{S}.png``,
-``density_confusion_seed{S}.png``, ``density_gradcam_seed{S}.png`` per run (``_fold{k}`` added for
-CV folds), ``metrics_table.tex`` and ``metrics_table.md`` (each run's best-epoch accuracy, balanced
-accuracy, quadratic kappa, macro-F1, AUC and their mean ± std, ``ddof=1``), and ``report.json``.
+Writes ``outputs/report_pack/results_N/`` (``mammo.evaluation.report_pack``): training curves,
+confusion matrices and Grad-CAM figures per run, ``metrics_table.{md,tex}``, ``report.json``,
+``summary.json`` (``experiment_type: report``) and ``run.log``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import traceback
 from pathlib import Path
 
 import hydra
@@ -23,139 +16,20 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR
 from mammo.artifacts.rundir import register_resolvers
-from mammo.artifacts.runlog import FILE_ONLY
-from mammo.errors import ConfigError
 
 register_resolvers()
-log = logging.getLogger("mammo")
-TABLE = (
-    ("accuracy", "acc", "Accuracy"),
-    ("balanced_accuracy", "bal_acc", "Balanced accuracy"),
-    ("kappa_quadratic", "kappa", "Quadratic kappa"),
-    ("macro_f1", "macro_f1", "Macro-F1"),
-    ("auc_ovr", "auc", "AUC (OvR)"),
-)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="report")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.evaluation.report_pack import report_pack
 
-    out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        report_pack([Path(r) for r in cfg.runs], out)
-    except BaseException as exc:
-        log.error("Report failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
-        raise
+    def body(out: Path, _) -> dict:
+        report = report_pack([Path(r) for r in cfg.runs], out)
+        return {"runs": [r["run_dir"] for r in report["runs"]], "artifacts": {"report": "report.json"}}
 
-
-def expand(paths: list[Path]) -> list[tuple[str, Path, dict]]:
-    """(label, run dir, summary) per run; a CV directory gives its completed folds."""
-    from mammo.cv import fold_dirs
-
-    runs = []
-    for path in paths:
-        if (path / "cv_summary.json").is_file():
-            for k, fold in fold_dirs(path).items():
-                summary = _summary(fold)
-                if summary["status"] == "completed":
-                    runs.append((f"seed{summary['seed']}_fold{k}", fold, summary))
-            continue
-        summary = _summary(path)
-        if summary.get("status") != "completed":
-            raise ConfigError(f"runs: {path} has status {summary.get('status')!r}, not completed")
-        runs.append((f"seed{summary['seed']}", path, summary))
-    labels = [label for label, _, _ in runs]
-    return [
-        (label if labels.count(label) == 1 else f"{label}_{path.name}", path, summary)
-        for label, path, summary in runs
-    ]
-
-
-def report_pack(paths: list[Path], out: Path) -> dict:
-    """Write the figures and tables for ``paths`` into ``out``; returns what report.json holds."""
-    import pandas as pd
-
-    from mammo.artifacts.io import atomic_write_text, write_json
-    from mammo.artifacts.plots import plot_confusion, plot_train_curves
-
-    runs = expand(paths)
-    if not runs:
-        raise ConfigError("runs: no completed run found")
-    out.mkdir(parents=True, exist_ok=True)
-    figures = []
-    for label, path, summary in runs:
-        history = json.loads((path / "train_history.json").read_text())
-        rows = [dict(zip(history, values)) for values in zip(*history.values())]
-        plot_train_curves(rows, out / f"density_train_{label}.png")
-        preds = pd.read_csv(path / "val_predictions.csv")
-        classes = sorted(int(c.removeprefix("prob_class")) for c in preds.filter(like="prob_class").columns)
-        confusion = pd.crosstab(
-            pd.Categorical(preds["true_label"], categories=classes),
-            pd.Categorical(preds["predicted_label"], categories=classes),
-            dropna=False,
-        ).to_numpy()
-        title = f"{label}: best epoch {summary.get('best_epoch')}"
-        plot_confusion(confusion.tolist(), classes, out / f"density_confusion_{label}.png", title=title)
-        made = [f"density_train_{label}.png", f"density_confusion_{label}.png"]
-        gradcam = path / "plots" / "gradcam_samples.png"
-        if gradcam.is_file():
-            shutil.copyfile(gradcam, out / f"density_gradcam_{label}.png")
-            made.append(f"density_gradcam_{label}.png")
-        else:
-            log.warning("%s has no plots/gradcam_samples.png (run mammo.evaluate on its checkpoint)", path)
-        figures.append({"label": label, "run_dir": str(path), "figures": made})
-    table = metrics_table(runs)
-    atomic_write_text(out / "metrics_table.md", markdown_table(table))
-    atomic_write_text(out / "metrics_table.tex", latex_table(table))
-    report = {"runs": figures, "metrics": table}
-    write_json(out / "report.json", report)
-    log.info("Report pack for %d run(s): %s", len(runs), out)
-    return report
-
-
-def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
-    """Per metric: each run's best-epoch value, and mean and std (ddof=1) across runs."""
-    from mammo.metrics import mean_std
-
-    table = {"runs": [label for label, _, _ in runs], "metrics": {}}
-    for name, short, title in TABLE:
-        values = [summary[f"best_val_{short}"] for _, _, summary in runs]
-        table["metrics"][name] = {"title": title, **mean_std(values)}
-    return table
-
-
-def markdown_table(table: dict) -> str:
-    head = ["Metric", *table["runs"], "Mean ± std"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in table["metrics"].values():
-        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} ± {m['std']:.3f}"]
-        lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def latex_table(table: dict) -> str:
-    """A booktabs table (needs \\usepackage{booktabs} in the paper)."""
-    runs = [r.replace("_", "\\_") for r in table["runs"]]
-    lines = [
-        "\\begin{tabular}{l" + "r" * (len(runs) + 1) + "}",
-        "\\toprule",
-        "Metric & " + " & ".join(runs) + " & Mean $\\pm$ std \\\\",
-        "\\midrule",
-    ]
-    for m in table["metrics"].values():
-        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} $\\pm$ {m['std']:.3f}"]
-        lines.append(f"{m['title']} & " + " & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def _summary(path: Path) -> dict:
-    file = path / "summary.json"
-    if not file.is_file():
-        raise ConfigError(f"runs: {file} not found")
-    return json.loads(file.read_text())
+    run_recorded("report", Path(cfg.paths.run_dir), int(cfg.get("seed") or 0), body)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,29 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mammo.data.datamodule import CACHE_MODES
-from mammo.data.labels import ON_BAD_FILE
+from mammo.data.settings import CACHE_MODES
+from mammo.data.tables import ON_BAD_FILE
 from mammo.errors import ConfigError
-from mammo.metrics import SHORT_NAMES
-from mammo.models.classifier import OPTIMIZERS, SCHEDULERS
+from mammo.evaluation.metrics import SHORT_NAMES
+
+HYPERPARAMETERS = (
+    "epochs",
+    "batch_size",
+    "img_size",
+    "learning_rate",
+    "optimizer",
+    "scheduler",
+    "warmup_epochs",
+    "weight_decay",
+    "class_weights",
+    "train_augment",
+    "backbone_lr_factor",
+    "dropout_rate",
+    "early_stopping_patience",
+    "monitor",
+    "deterministic",
+)
+"""The top-level settings that summary.json records as ``hyperparameters`` (with ``arch``)."""
 
 MONITORABLE = ("val_loss", *(f"val_{short}" for short in SHORT_NAMES.values()))
 """The metrics a run can select its best epoch by (each is in every validation epoch)."""
@@ -52,12 +70,10 @@ TRAIN_RULES: tuple[Rule, ...] = (
         "warmup_epochs",
         "int",
         "an integer >= 0, and below epochs with scheduler=cosine",
-        lambda v, c: 0 <= v and (c.scheduler != "cosine" or not isinstance(c.epochs, int) or v < c.epochs),
+        lambda v, c: 0 <= v and (not _warms_up(c) or not isinstance(c.epochs, int) or v < c.epochs),
     ),
     Rule("backbone_lr_factor", "number", "a number >= 0", lambda v, c: v >= 0),
     Rule("early_stopping_patience", "int", "an integer >= 0", lambda v, c: v >= 0),
-    _choice("optimizer", tuple(OPTIMIZERS)),
-    _choice("scheduler", SCHEDULERS),
     _choice("monitor", MONITORABLE),
     _choice("monitor_mode", ("max", "min")),
     Rule("train_augment", "bool", "true or false"),
@@ -119,12 +135,12 @@ DERIVED: dict[str, str] = {
             "optimizer",
             "learning_rate",
             "backbone_lr_factor",
-            "weight_decay",
             "scheduler",
-            "warmup_epochs",
         )
     },
-    "model.max_epochs": "epochs",
+    "optimizer.weight_decay": "weight_decay",
+    "scheduler.warmup_epochs": "warmup_epochs",
+    "scheduler.max_epochs": "epochs",
     "model.embeddings_dir": "data.embeddings_dir",  # where it was set before: the data module reads it
 }
 """Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
@@ -136,6 +152,23 @@ INDEPENDENT: dict[str, str] = {
 }
 """Settings of their own whose default interpolates another (the split can be fixed while the
 training seed varies; a study's sampler can be reseeded without changing the runs)."""
+
+
+def _warms_up(cfg: DictConfig) -> bool:
+    return "warmup_epochs" in (cfg.get("scheduler") or {})
+
+
+def hyperparameters(cfg: DictConfig, choices: dict | None = None) -> dict:
+    """summary.json's ``hyperparameters``: ``arch`` and each of :data:`HYPERPARAMETERS`; the
+    optimizer and scheduler by the name of their config option (``choices``: Hydra's
+    ``runtime.choices``), else by their class's name."""
+    out = {"arch": cfg.model.arch}
+    for key in HYPERPARAMETERS:
+        node = cfg[key]
+        if OmegaConf.is_dict(node) and "_target_" in node:
+            node = (choices or {}).get(key) or node._target_.rsplit(".", 1)[-1].lower()
+        out[key] = plain(node)
+    return out
 
 
 def check_train_settings(cfg: DictConfig) -> None:

@@ -97,13 +97,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    import pandas as pd
     import pydicom
-    import torch
-    from torch.utils.data import DataLoader
 
-    from mammo.data.cache import HEADER, DiskCache
-    from mammo.data.dataset import DicomDataset, ImageSource, collate
     from mammo.data.preprocess import Preprocessing
 
     pre = Preprocessing(args.size)
@@ -114,7 +109,6 @@ def main() -> None:
             flush=True,
         )
         files = write_large(tmp / "dicom", args.files)
-
         rows = {}
         for codec, paths in files.items():
             d = sum(timed(lambda p=p: pydicom.dcmread(p).pixel_array, args.repeats) for p in paths) / len(
@@ -122,53 +116,65 @@ def main() -> None:
             )
             a = sum(timed(lambda p=p: pre(p), args.repeats) for p in paths) / len(paths)
             rows[codec] = (a, d)
-
-        # cache entries: the preprocessed images, repeated under distinct names
-        cache = DiskCache(tmp / "cache", pre)
-        images = [pre(p).astype(np.float16) for p in files["uncompressed"]]
-        table = pd.DataFrame(
-            {
-                "path": [""] * args.entries,
-                "laterality": [""] * args.entries,
-                "AccessionNumber": [f"A{i}" for i in range(args.entries)],
-                "image_id": [f"img{i}" for i in range(args.entries)],
-                "sha256": [f"{i:064x}" for i in range(args.entries)],
-                "label": np.arange(args.entries) % 4,
-            }
-        )
-        source = ImageSource(table, pre, cache)
-        for i, entry in enumerate(source.entries):
-            cache.write(entry, images[i % len(images)])
-        loader = DataLoader(DicomDataset(table, source), batch_size=16, num_workers=0, collate_fn=collate)
-
-        def cached_epoch():
-            for x, _, _ in loader:
-                assert x.shape[-1] == args.size
-
-        def raw_numpy():
-            for entry in source.entries:
-                np.fromfile(entry, dtype=np.float16, offset=HEADER.size)
-
-        pt_files = []
-        for i, entry in enumerate(source.entries):
-            pt = entry.with_suffix(".pt")
-            torch.save(
-                torch.from_numpy(images[i % len(images)].astype(np.float32)).expand(3, -1, -1).clone(), pt
-            )
-            pt_files.append(pt)
-
-        def pt_epoch():
-            for pt in pt_files:
-                torch.load(pt)
-
-        n = args.entries
-        b = n / timed(cached_epoch, args.repeats)
-        c = n / timed(raw_numpy, args.repeats)
-        e = n / timed(pt_epoch, args.repeats)
+        epochs = cached_epochs(tmp, files, pre, args.entries, args.repeats)
         memory = peak_memory(files["rle"][0], files["rle"][-1], args.size)
+    report(rows, epochs, memory, args.size, args.repeats)
 
+
+def cached_epochs(tmp: Path, files: dict, pre, entries: int, repeats: int) -> tuple[float, float, float]:
+    """Images/s of (b) a cached epoch through mammo's Dataset + DataLoader, (c) a raw NumPy read
+    of the same entries, (e) one ``torch.load`` of a [3, H, W] float32 ``.pt`` file per image."""
+    import pandas as pd
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mammo.data.cache import HEADER, DiskCache
+    from mammo.data.dataset import DicomDataset, ImageSource, collate
+
+    cache = DiskCache(tmp / "cache", pre)  # the preprocessed images, repeated under distinct names
+    images = [pre(p).astype(np.float16) for p in files["uncompressed"]]
+    table = pd.DataFrame(
+        {
+            "path": [""] * entries,
+            "laterality": [""] * entries,
+            "AccessionNumber": [f"A{i}" for i in range(entries)],
+            "image_id": [f"img{i}" for i in range(entries)],
+            "sha256": [f"{i:064x}" for i in range(entries)],
+            "label": np.arange(entries) % 4,
+        }
+    )
+    source = ImageSource(table, pre, cache)
+    pt_files = []
+    for i, entry in enumerate(source.entries):
+        cache.write(entry, images[i % len(images)])
+        pt_files.append(entry.with_suffix(".pt"))
+        torch.save(
+            torch.from_numpy(images[i % len(images)].astype(np.float32)).expand(3, -1, -1).clone(),
+            pt_files[-1],
+        )
+    loader = DataLoader(DicomDataset(table, source), batch_size=16, num_workers=0, collate_fn=collate)
+
+    def cached_epoch():
+        for x, _, _ in loader:
+            assert x.shape[-1] == pre.img_size
+
+    def raw_numpy():
+        for entry in source.entries:
+            np.fromfile(entry, dtype=np.float16, offset=HEADER.size)
+
+    def pt_epoch():
+        for pt in pt_files:
+            torch.load(pt)
+
+    return tuple(entries / timed(f, repeats) for f in (cached_epoch, raw_numpy, pt_epoch))
+
+
+def report(rows: dict, epochs: tuple[float, float, float], memory: dict, size: int, repeats: int) -> None:
+    import torch
+
+    b, c, e = epochs
     print(
-        f"\nimages/s at {args.size}x{args.size} (medians of {args.repeats} runs; one process, "
+        f"\nimages/s at {size}x{size} (medians of {repeats} runs; one process, "
         f"{torch.get_num_threads()} torch threads):"
     )
     for codec, (a, d) in rows.items():

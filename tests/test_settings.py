@@ -38,7 +38,6 @@ def composed(*overrides: str):
         ("data.val_fraction=1.5", "data.val_fraction=1.5: expected a fraction in (0, 1)"),
         ("monitor=val_nosuch", "monitor='val_nosuch': expected one of val_loss, val_acc,"),
         ("monitor_mode=maximum", "monitor_mode='maximum': expected one of max, min"),
-        ("optimizer=adagrad", "optimizer='adagrad': expected one of adam, adamw, sgd"),
         ("train_augment=maybe", "train_augment='maybe': expected true or false"),
         ("class_weights=[1,-2,1,1]", "class_weights=[1, -2, 1, 1]: expected auto, none or a list"),
         ("data.cache_mode=ram", "data.cache_mode='ram': expected one of none, memory, disk"),
@@ -51,6 +50,37 @@ def test_a_bad_setting_names_its_key(override, message):
     with pytest.raises(ConfigError) as info:
         check_train_settings(cfg)
     assert str(info.value).startswith(message)
+
+
+def test_an_unknown_optimizer_or_scheduler_names_the_options():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=r"Could not find 'optimizer/adagrad'") as info:
+        composed("optimizer=adagrad")
+    assert all(name in str(info.value) for name in ("adam", "adamw", "sgd"))
+    with pytest.raises(MissingConfigException, match=r"scheduler/step[\s\S]*constant[\s\S]*cosine"):
+        composed("scheduler=step")
+
+
+def test_optimizer_and_scheduler_are_torch_classes_built_from_config():
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = composed("optimizer=sgd", "weight_decay=0.01", "scheduler=cosine", "warmup_epochs=1", "epochs=4")
+    params = [torch.zeros(2, requires_grad=True)]
+    optimizer = instantiate(cfg.model.optimizer)([{"params": params, "lr": 0.1}])
+    assert type(optimizer) is torch.optim.SGD
+    assert optimizer.defaults["weight_decay"] == 0.01 and optimizer.defaults["momentum"] == 0.9
+    schedule = instantiate(cfg.model.scheduler)(optimizer)
+    assert type(schedule) is torch.optim.lr_scheduler.SequentialLR
+    lrs = []
+    for _ in range(4):
+        lrs.append(round(optimizer.param_groups[0]["lr"], 4))
+        optimizer.step()
+        schedule.step()
+    assert lrs == [0.05, 0.1, 0.075, 0.025]  # warm-up, then cosine over the 3 epochs left
+    constant = instantiate(composed("scheduler=constant").model.scheduler)(optimizer)
+    assert type(constant) is torch.optim.lr_scheduler.ConstantLR
 
 
 @pytest.mark.parametrize(
@@ -100,7 +130,9 @@ def test_a_bad_setting_stops_before_any_work(tmp_path, demo_root, capsys):
         ),
         (["trainer.deterministic=false"], "trainer.deterministic=False: set deterministic=False instead"),
         (["model.dropout_rate=0.5"], "model.dropout_rate=0.5: set dropout_rate=0.5 instead"),
-        (["model.max_epochs=3"], "model.max_epochs=3: set epochs=3 instead"),
+        (["scheduler.max_epochs=3"], "scheduler.max_epochs=3: set epochs=3 instead"),
+        (["optimizer.weight_decay=0.5"], "optimizer.weight_decay=0.5: set weight_decay=0.5 instead"),
+        (["scheduler.warmup_epochs=0"], "scheduler.warmup_epochs=0: set warmup_epochs=0 instead"),
         # its old place: the data module reads the embeddings now
         (["model.embeddings_dir=emb"], "model.embeddings_dir='emb': set data.embeddings_dir='emb' instead"),
     ],

@@ -3,6 +3,12 @@
 Its name starts with an underscore so that Hydra's plugin scan, which imports every other module
 under ``hydra_plugins/`` on every command line (``--help`` included), skips it: it imports Optuna,
 which takes seconds. The sweeper class imports it when a sweep is set up.
+
+It subclasses hydra-optuna-sweeper's ``OptunaSweeperImpl`` (the released plugin has no public
+extension point; ``tests/hpo/test_plugin_api.py`` fails loudly when a release changes what is used
+here) and reaches Optuna's trial ids through ``mammo.hpo.optuna_api``. It never touches a run
+directory: each trial's job records its own result, and the study report
+(``mammo.hpo.study``) marks the trials a killed sweep left running.
 """
 
 import logging
@@ -12,11 +18,14 @@ import random
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.trial import TrialState
+
+from mammo.hpo.optuna_api import storage_trial_id
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -35,7 +44,7 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.pruner = pruner  # the jobs instantiate their own from the config and ask it (mammo.pruning)
+        self.pruner = pruner  # the jobs instantiate their own from the config and ask it (mammo.hpo.trial)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -50,9 +59,10 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         if len(directions) != 1:
             raise ValueError("hydra/sweeper=mammo_optuna supports one objective")
+        storage = self._open_storage()
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self._open_storage(),
+            storage=storage,
             sampler=self.sampler,
             pruner=self.pruner,
             direction=directions[0],
@@ -62,7 +72,7 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         log.info(f"Study {study.study_name} ({self.storage}), worker {self.worker}")
         log.info(f"n_trials={self.n_trials} in the study; a failure budget of {budget:g} trials")
         while True:
-            self._fail_stale(study)
+            self._fail_stale(study, storage)
             finished = len(study.get_trials(deepcopy=False, states=FINISHED))
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             to_go = self.n_trials - finished - running
@@ -73,27 +83,16 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
                 break
             trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
             for trial in trials:
-                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, self.worker)
+                trial.set_user_attr(WORKER_ATTR, self.worker)
             overrides = [
                 (*params, f"hpo.trial={trial.number}")
                 for trial, params in zip(trials, self._configure_trials(trials, space, fixed))
             ]
-            with _Heartbeat(study._storage, [t._trial_id for t in trials]):
+            with _Heartbeat(storage, [storage_trial_id(t) for t in trials]):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
-                if ret.status.name == "FAILED" and isinstance(ret._return_value, optuna.TrialPruned):
-                    study.tell(trial, state=TrialState.PRUNED)
-                    log.info(f"Trial {trial.number} pruned: {ret._return_value}")
-                    continue
-                try:
-                    value = float(ret.return_value)
-                    if not math.isfinite(value):
-                        raise ValueError(f"objective is {value}")
-                    study.tell(trial, value)
-                except Exception as exc:  # the job raised, or returned nothing usable
-                    study.tell(trial, state=TrialState.FAIL)
-                    log.warning(f"Trial {trial.number} failed: {type(exc).__name__}: {exc}")
+                _tell(study, trial, ret)
             failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
             if failed > budget:
                 raise RuntimeError(
@@ -140,13 +139,14 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
                 log.info(f"Storage {url} is being created by another worker; retrying")
                 time.sleep(0.5 + random.random())
 
-    def _fail_stale(self, study) -> None:
+    def _fail_stale(self, study, storage) -> None:
         """Mark FAIL the RUNNING trials whose worker is gone (see the module docstring)."""
-        storage = study._storage
+        if not isinstance(storage, optuna.storages.BaseStorage):
+            return  # in memory: only this process's trials
         stale = []
         host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.system_attrs.get(WORKER_ATTR)
+            worker = trial.user_attrs.get(WORKER_ATTR, trial.system_attrs.get(WORKER_ATTR))
             if worker is None:  # from a sweep without worker records: nobody can still run it
                 stale.append(trial)
                 continue
@@ -154,12 +154,32 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
             if worker_host == host and not _alive(int(pid)):
                 stale.append(trial)
         for trial in stale:
-            storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_state(storage_trial_id(trial), TrialState.FAIL)
         if storage.is_heartbeat_enabled():  # other hosts: no heartbeat within the grace period
-            stale += [storage.get_trial(i) for i in storage.fail_stale_trials(study._study_id)]
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            with warnings.catch_warnings():  # experimental in Optuna 2.x
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            stale += [
+                t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
+            ]
         for trial in stale:
-            _mark_interrupted(Path(self.sweep_dir), study.study_name, trial.number)
             log.warning(f"Trial {trial.number} was left running by a sweep that is gone: marked FAIL")
+
+
+def _tell(study, trial, ret) -> None:
+    """Record a trial's job outcome in the study: its objective, PRUNED, or FAIL."""
+    try:
+        value = float(ret.return_value)  # re-raises the job's exception
+        if not math.isfinite(value):
+            raise ValueError(f"objective is {value}")
+        study.tell(trial, value)
+    except optuna.TrialPruned as exc:  # the job's pruner stopped it (mammo.hpo.trial)
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info(f"Trial {trial.number} pruned: {exc}")
+    except Exception as exc:  # the job raised, or returned nothing usable
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning(f"Trial {trial.number} failed: {type(exc).__name__}: {exc}")
 
 
 class _Heartbeat:
@@ -213,23 +233,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
-
-
-def _mark_interrupted(hpo_dir: Path, study_name: str, number: int) -> None:
-    """Record in a killed trial's run directory (if its job got that far) that it was interrupted."""
-    import json
-
-    from mammo.artifacts.io import write_json
-
-    for record_file in hpo_dir.glob("results_*/optuna_trial.json"):
-        record = json.loads(record_file.read_text())
-        if record.get("study_name") != study_name or record.get("trial_number") != number:
-            continue
-        record.update(state="FAIL", reason="interrupted: the sweep stopped while this trial ran")
-        write_json(record_file, record)
-        summary_file = record_file.parent / "summary.json"
-        if summary_file.is_file():
-            summary = json.loads(summary_file.read_text())
-            if summary.get("status") == "running":
-                summary["status"] = "interrupted"
-                write_json(summary_file, summary)

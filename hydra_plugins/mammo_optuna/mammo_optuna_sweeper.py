@@ -5,15 +5,15 @@ first batch whose failure share exceeds ``max_failure_rate``. This subclass keep
 search-space syntax and changes what a researcher resuming a study needs:
 
 * ``n_trials`` is the study's total: a relaunch runs only the trials still missing;
-* trials left RUNNING by a killed sweep are marked FAIL on relaunch, and ``interrupted`` in their
-  run directory if the job had started; their numbers count towards ``n_trials`` (Optuna never
-  reuses a number), their directories are never reused;
+* trials left RUNNING by a killed sweep are marked FAIL on relaunch (the study report, which
+  mammo writes when the sweep ends, marks their run directories ``interrupted``); their numbers
+  count towards ``n_trials`` (Optuna never reuses a number), their directories are never reused;
 * ``max_failure_rate`` is a budget over the whole study: the sweep stops once more than
   ``max_failure_rate * n_trials`` trials have failed (a NaN objective counts as a failure);
 * each job gets its trial number as ``hpo.trial=<n>`` (for optuna_trial.json and the run's
   summary) and the SQLite file's folder is created before the study opens;
 * ``hydra/sweeper/pruner=<name>`` (``hydra.sweeper.pruner``: any Optuna pruner by ``_target_``)
-  prunes from inside the jobs (``mammo.pruning``); a job that raises ``optuna.TrialPruned`` is
+  prunes from inside the jobs (``mammo.hpo.trial``); a job that raises ``optuna.TrialPruned`` is
   told PRUNED;
 * several workers may run the same command against one RDB storage (PostgreSQL, MySQL, SQLite
   on one machine): each asks for its own trials until the study has ``n_trials`` finished or

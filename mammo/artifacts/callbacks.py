@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mammo.artifacts.files import predictions_frame, write_history, write_metrics, write_predictions
-from mammo.metrics import SHORT_NAMES
+from mammo.artifacts.io import write_npy
+from mammo.artifacts.plots import plot_confusion, plot_train_curves
+from mammo.errors import TrainingError
+from mammo.evaluation.metrics import SHORT_NAMES
 
 log = logging.getLogger("mammo")
 
@@ -64,22 +71,12 @@ class RandomState(L.Callback):
     uninterrupted one."""
 
     def state_dict(self) -> dict:
-        import random
-
-        import numpy as np
-        import torch
-
         state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        import random
-
-        import numpy as np
-        import torch
-
         random.setstate(state["python"])
         np.random.set_state(state["numpy"])
         torch.set_rng_state(state["torch"])
@@ -94,8 +91,6 @@ class FiniteLossGuard(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not math.isfinite(float(loss)):
-            from mammo.errors import TrainingError
-
             raise TrainingError(
                 f"training loss is {float(loss)} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
                 f" (learning_rate={pl_module.hparams.get('learning_rate')}); the run diverged"
@@ -171,15 +166,11 @@ class RunArtifacts(L.Callback):
         }
         write_metrics(self.run_dir / "metrics", "val", outputs.metrics, extra)
         if outputs.features is not None:  # rows aligned with val_predictions.csv
-            from mammo.artifacts.io import write_npy
-
             write_npy(self.run_dir / "embeddings_val.npy", outputs.features.numpy().astype("float32"))
         self._best_outputs = outputs
 
     # ----------------------------------------------------------------- end of fit
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from mammo.artifacts.plots import plot_confusion, plot_train_curves
-
         if not self.history or not trainer.is_global_zero:
             return
         plot_train_curves(self.history, self.run_dir / "plots" / "train_curves.png")
@@ -216,8 +207,6 @@ class RunArtifacts(L.Callback):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from types import SimpleNamespace
-
         self.history, self.best, self._best_score = state["history"], state["best"], state["best_score"]
         if state["best_metrics"] is not None:
             self._best_outputs = SimpleNamespace(

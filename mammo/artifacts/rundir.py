@@ -15,7 +15,8 @@ from typing import NoReturn
 
 from omegaconf import OmegaConf
 
-from mammo.distributed import is_rank_zero, shared_run_dir
+from mammo.distributed.claims import shared_run_dir
+from mammo.distributed.ranks import is_rank_zero
 
 RUN_PREFIX = "results_"
 _RUN_RE = re.compile(rf"^{RUN_PREFIX}(\d+)$")
@@ -83,7 +84,7 @@ def _next_run_name(parent: str, fixed: str | None = None) -> str:
 
 def _run_or_resume(resume, parent: str, fixed: str | None = None) -> str:
     """``hydra.run.dir``: the run directory named by ``resume=``, else ``fixed`` if the config fixes
-    it, else a new ``results_N`` (one per distributed job: ``mammo.distributed.shared_run_dir``)."""
+    it, else a new ``results_N`` (one per distributed job: ``mammo.distributed.claims.shared_run_dir``)."""
     if resume:
         return str(resume_dir(resume, parent))
     if fixed is not None:

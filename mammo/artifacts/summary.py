@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.provenance import command_line, environment_info, git_info
+from mammo.artifacts.runlog import FILE_ONLY
 from mammo.errors import OutputError
 
 log = logging.getLogger("mammo")
@@ -93,24 +95,21 @@ class RunSummary:
             write_json(self.path, self.data)
 
 
-def run_recorded(experiment_type: str, seed: int, body) -> None:
-    """Run ``body(out_dir, summary) -> dict`` in Hydra's output directory with a summary.json that
-    ends ``completed`` (plus the returned fields) or ``failed`` (plus the error; the traceback goes
-    to run.log only). The shared frame of the non-training entries (evaluate, predict, ...)."""
-    import logging
-    import traceback
+def record_failure(summary: RunSummary, exc: BaseException, status: str = "failed") -> None:
+    """A run that ends with ``exc``: summary.json says ``status`` with the error, run.log has the
+    one-line reason (on the console too) and the traceback (file only)."""
+    summary.finish(status, error={"type": type(exc).__name__, "message": str(exc)})
+    log.error("Run %s: %s: %s (run dir: %s)", status, type(exc).__name__, exc, summary.path.parent)
+    log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
 
-    from hydra.core.hydra_config import HydraConfig
 
-    from mammo.artifacts.runlog import FILE_ONLY
-
-    log = logging.getLogger("mammo")
-    out = Path(HydraConfig.get().runtime.output_dir)
+def run_recorded(experiment_type: str, out: Path, seed: int, body) -> None:
+    """Run ``body(out, summary) -> dict`` with a summary.json in ``out`` that ends ``completed``
+    (plus the returned fields) or ``failed`` (:func:`record_failure`). The shared frame of the
+    entries other than training (embed, evaluate, predict, export, report, baselines)."""
     summary = RunSummary(out / "summary.json", experiment_type, out.name, seed)
     try:
         summary.finish("completed", **body(out, summary))
     except BaseException as exc:
-        summary.finish("failed", error={"type": type(exc).__name__, "message": str(exc)})
-        log.error("Run failed: %s: %s", type(exc).__name__, exc)
-        log.error(traceback.format_exc().rstrip(), extra=FILE_ONLY)
+        record_failure(summary, exc)
         raise

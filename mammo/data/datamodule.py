@@ -10,7 +10,6 @@ and never recomputes normalisation per image.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
@@ -22,112 +21,47 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mammo.data.cache import DiskCache
 from mammo.data.dataset import (
     BatchAugmentation,
-    CacheFiller,
     DicomDataset,
     EpochShuffle,
     ImageSource,
-    as_list,
     collate,
+    fill_cache,
 )
-from mammo.data.demo import ensure_demo_dataset
-from mammo.data.labels import DEFAULT_VIEWS, Samples, load_samples
-from mammo.data.manifest import HashIndex, build_manifest, manifest_sha256
+from mammo.data.embeddings import embedding_rows
+from mammo.data.labels import Samples, load_source
+from mammo.data.manifest import build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
+from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
 from mammo.data.splits import (
-    check_no_leakage,
     grouped_val_mask,
     kfold_assignment,
     preset_val_mask,
     split_frame,
-    subset_mask,
+    train_val_tables,
 )
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
-CACHE_MODES = ("none", "memory", "disk")
 
 
 class DensityDataModule(L.LightningDataModule):
-    """Density data from a label CSV + DICOMs (or the generated demo set).
+    """Density data from a label CSV + DICOMs, a public dataset, or the generated demo set.
 
     Args:
-        csv: label CSV (accession-folder or image-path layout, see ``mammo.data.labels``).
-        dicom_root: folder of the DICOMs (accession folders, or the base of ``image_path``).
-        demo: when set (``n_patients``, ``seed``, ``height``, ``width``, ``dir``), generate the
-            demo dataset there on first use and read it instead of ``csv``/``dicom_root``.
-        dataset: a public dataset (``rsna``, ``vindr``, ``cbis_ddsm``, ``embed``, ``inbreast``):
-            ``csv`` is then its published label file(s) (see ``mammo.data.public``).
-        dataset_options: options of that dataset's reader (EMBED: ``path_prefix``).
-        root: the dataset's folder (the ``data=<dataset>`` configs derive ``csv``/``dicom_root``).
-        official_split: use the dataset's own train/test split where it has one (VinDr-Mammo).
-        val_fraction: share of patients held out for validation.
-        split_seed: seed of the patient-grouped stratified split.
-        split_csv: a preset split instead (see ``mammo.data.splits.preset_val_mask``).
-        cache_mode: ``none`` (decode every epoch), ``memory`` (preprocess once into RAM) or
-            ``disk`` (preprocess once into ``cache_dir``, reused by later runs).
-        on_bad_file: ``error`` stops at the first bad row or file; ``skip`` leaves it out, logs
-            it and lists it in data_manifest.json.
-        window, percentiles, orient, crop, resize: see :class:`~mammo.data.preprocess.Preprocessing`.
-        cv_folds, cv_fold: k-fold cross-validation: validate on fold ``cv_fold`` (1-based) of
-            ``cv_folds`` patient-grouped folds seeded by ``split_seed``; with ``cv_fold=None`` the
-            folds are assigned and :meth:`use_fold` picks one (all folds in one process).
-        subset: train on part of the training split only (for fast searches): a fraction in
-            (0, 1] or a number of images; whole patients, stratified by class. Validation is
-            never subsampled.
-        embeddings_dir: ``mammo.embed``'s output folder, read by :meth:`attach_embeddings` for a
-            model with ``embeddings_fusion`` (the model records it too).
-        views: the views trained on (CC and MLO); images of other views are excluded and
-            counted, ``None`` keeps all (see ``mammo.data.labels.exclude_views``).
-        seed: seed of the training order (a new one each epoch, see ``EpochShuffle``) and of
-            the loaders' own random generators.
+        labels: where the labelled images are and how to read them (:class:`LabelSource`).
+        split: how validation images are chosen (:class:`SplitSettings`).
+        preprocessing: how each image is preprocessed (:class:`~mammo.data.preprocess.Preprocessing`).
+        loading: batches, workers, the cache and augmentation (:class:`LoaderSettings`).
+
+    The config (``conf/data/*.yaml``) is one flat node; :meth:`from_config` groups it.
     """
 
     def __init__(
-        self,
-        csv: str | list[str] | None = None,
-        dicom_root: str | None = None,
-        demo: dict | None = None,
-        dataset: str | None = None,
-        dataset_options: dict | None = None,
-        root: str | None = None,
-        official_split: bool = True,
-        id_column: str = "AccessionNumber",
-        label_column: str = "Classification",
-        patient_column: str = "PatientID",
-        path_column: str = "image_path",
-        laterality_column: str | None = None,
-        view_column: str | None = None,
-        include_class_5: bool = False,
-        val_fraction: float = 0.2,
-        split_seed: int = 42,
-        split_csv: str | None = None,
-        img_size: int = 512,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        window: str = "auto",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        orient: str = "left",
-        crop: bool = True,
-        resize: str = "letterbox",
-        cache_mode: str = "none",
-        cache_dir: str | None = None,
-        on_bad_file: str = "error",
-        train_augment: bool = True,
-        num_classes: int = 4,
-        cv_folds: int | None = None,
-        cv_fold: int | None = None,
-        subset: float | None = None,
-        embeddings_dir: str | None = None,
-        seed: int = 42,
-        views: list[str] | None = DEFAULT_VIEWS,
+        self, labels: LabelSource, split: SplitSettings, preprocessing: Preprocessing, loading: LoaderSettings
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        if cache_mode not in CACHE_MODES:
-            raise DataError(f"data.cache_mode={cache_mode!r}: expected one of {', '.join(CACHE_MODES)}")
-        if cache_mode == "disk" and not cache_dir:
-            raise DataError("data.cache_mode=disk needs data.cache_dir")
-        self.preprocessing = Preprocessing(img_size, window, tuple(percentiles), orient, crop, resize)
+        self.labels, self.split_settings, self.loading = labels, split, loading
+        self.preprocessing = preprocessing
         self.samples: Samples | None = None
         self.source: ImageSource | None = None
         self.train_table: pd.DataFrame | None = None
@@ -137,56 +71,28 @@ class DensityDataModule(L.LightningDataModule):
         self.fold_ids: np.ndarray | None = None
         self.fold: int | None = None
         self.embeddings: tuple[np.ndarray, np.ndarray] | None = None
-        self.augment = BatchAugmentation() if train_augment else None
-        if cv_folds is not None and split_csv:
-            raise DataError("data.split_csv and cv=kfold are exclusive: the folds are the split")
+        self.augment = BatchAugmentation() if loading.train_augment else None
+
+    @classmethod
+    def from_config(cls, **settings) -> DensityDataModule:
+        """Build from the flat ``data`` config (``_target_`` of ``conf/data/*.yaml``); a key no
+        group has is refused by name."""
+        settings = dict(settings)
+        columns = take(LabelColumns, settings)
+        labels = take(LabelSource, {**settings, "columns": columns})
+        settings = {k: v for k, v in settings.items() if k not in labels.__dataclass_fields__}
+        split, loading = take(SplitSettings, settings), take(LoaderSettings, settings)
+        preprocessing = take(Preprocessing, settings)
+        if settings:
+            raise DataError(f"data.{sorted(settings)[0]}: not a data setting (see conf/data/dicom_csv.yaml)")
+        return cls(labels, split, preprocessing, loading)
 
     # -- setup ---------------------------------------------------------------------------------
-    def label_files(self) -> tuple[Path, Path | None]:
-        hp = self.hparams
-        if hp.demo:
-            d = hp.demo
-            root = ensure_demo_dataset(d["dir"], d["n_patients"], d["seed"], d["height"], d["width"])
-            return root / "classificacao.csv", root / "archive"
-        if not hp.csv:
-            raise DataError("data=dicom_csv needs data.csv=<labels.csv> (and data.dicom_root=<folder>)")
-        csv = [Path(c) for c in hp.csv] if isinstance(hp.csv, list | tuple) else Path(hp.csv)
-        return csv, Path(hp.dicom_root) if hp.dicom_root else None
-
-    def load_samples(self) -> Samples:
-        hp = self.hparams
-        csv, dicom_root = self.label_files()
-        log.info("Loading data from %s", csv)
-        index = HashIndex(Path(hp.cache_dir) / "file_hashes.json" if hp.cache_dir else None)
-        samples = load_samples(
-            csv,
-            dicom_root,
-            id_column=hp.id_column,
-            label_column=hp.label_column,
-            patient_column=hp.patient_column,
-            path_column=hp.path_column,
-            laterality_column=hp.laterality_column,
-            view_column=hp.view_column,
-            include_class_5=hp.include_class_5,
-            on_bad_file=hp.on_bad_file,
-            hash_index=index,
-            workers=max(2, hp.num_workers),
-            dataset=hp.dataset,
-            dataset_options=hp.dataset_options,
-            views=None if hp.views is None else list(hp.views),
-        )
-        if len(samples.class_labels) != hp.num_classes:
-            raise DataError(
-                f"data.num_classes={hp.num_classes} but the labels have {len(samples.class_labels)}"
-                " classes (set data.num_classes=5 with data.include_class_5=true)"
-            )
-        return samples
-
     def setup(self, stage: str | None = None) -> None:
         if self.samples is not None:
             return
         self.prepare_samples()
-        hp, samples, table = self.hparams, self.samples, self.samples.table
+        hp, samples, table = self.split_settings, self.samples, self.samples.table
         empty = [
             samples.class_labels[c]
             for c in range(len(samples.class_labels))
@@ -195,7 +101,8 @@ class DensityDataModule(L.LightningDataModule):
         if empty:
             raise DataError(
                 f"data: density class(es) {empty} have no samples in {samples.source['csv']} "
-                f"({len(table)} usable images); a {hp.num_classes}-class model needs images of every class"
+                f"({len(table)} usable images); a {self.labels.num_classes}-class model needs images of "
+                "every class"
             )
         if hp.cv_folds is not None:
             self.fold_ids = kfold_assignment(
@@ -219,11 +126,11 @@ class DensityDataModule(L.LightningDataModule):
     def official_split(self) -> bool:
         """Whether the dataset comes with its own train/val split (VinDr-Mammo) and it is used:
         ``data.official_split=true`` and neither a split CSV nor cross-validation."""
-        table = self.samples.table
+        table, hp = self.samples.table, self.split_settings
         return bool(
-            self.hparams.official_split
-            and not self.hparams.split_csv
-            and self.hparams.cv_folds is None
+            hp.official_split
+            and not hp.split_csv
+            and hp.cv_folds is None
             and "split" in table
             and table["split"].isin(["train", "val"]).all()
         )
@@ -232,8 +139,8 @@ class DensityDataModule(L.LightningDataModule):
         """Validate on fold ``fold`` (1-based) of the k-fold assignment."""
         if self.fold_ids is None:
             raise DataError("data: use_fold needs cv_folds (cv=kfold)")
-        if not 1 <= fold <= int(self.hparams.cv_folds):
-            raise DataError(f"cv.fold={fold}: expected 1..{self.hparams.cv_folds}")
+        if not 1 <= fold <= int(self.split_settings.cv_folds):
+            raise DataError(f"cv.fold={fold}: expected 1..{self.split_settings.cv_folds}")
         self.fold = fold
         self._use_split(self.fold_ids == fold)
 
@@ -246,39 +153,24 @@ class DensityDataModule(L.LightningDataModule):
         return out
 
     def _use_split(self, val_mask: np.ndarray) -> None:
-        samples, table = self.samples, self.samples.table
-        check_no_leakage(table["PatientID"].to_numpy(), val_mask)
-        self.train_table, self.val_table = table[~val_mask], table[val_mask]
-        if self.hparams.subset is not None:
-            train = self.train_table
-            keep = subset_mask(
-                train["label"].to_numpy(),
-                train["PatientID"].to_numpy(),
-                self.hparams.subset,
-                self.hparams.split_seed,
-            )
-            self.train_table = train[keep]
+        hp, samples = self.split_settings, self.samples
         where = f" of fold {self.fold}" if self.fold else ""
-        for name, tab in (("train", self.train_table), ("val", self.val_table)):
-            missing = sorted(set(table["label"]) - set(tab["label"]))
-            if missing:
-                patients = table.groupby("label")["PatientID"].nunique()
-                counts = ", ".join(f"{samples.class_labels[c]}: {patients[c]}" for c in missing)
-                raise DataError(
-                    f"data: the {name} split{where} has no image of density "
-                    f"{[samples.class_labels[c] for c in missing]} (patients with that density: {counts}); "
-                    "add data or change data.val_fraction / data.split_seed / data.split_csv / cv.folds"
-                )
-        self.split = split_frame(table, val_mask, samples.class_labels)
+        self.train_table, self.val_table = train_val_tables(
+            samples.table, val_mask, samples.class_labels, hp.subset, hp.split_seed, where
+        )
+        self.split = split_frame(samples.table, val_mask, samples.class_labels)
 
     def prepare_samples(self) -> None:
         """Load, check and hash the samples, fill the cache and build the manifest (no split)."""
-        hp = self.hparams
-        self.samples = samples = self.load_samples()
-        cache = DiskCache(hp.cache_dir, self.preprocessing) if hp.cache_mode == "disk" else None
+        loading = self.loading
+        self.samples = samples = load_source(self.labels, loading.cache_dir, loading.num_workers)
+        cache = DiskCache(loading.cache_dir, self.preprocessing) if loading.cache_mode == "disk" else None
         self.source = ImageSource(samples.table, self.preprocessing, cache)
-        if hp.cache_mode != "none":
-            self._prepare(cache)
+        if loading.cache_mode != "none":
+            skip = self.labels.on_bad_file == "skip"
+            self.source, self.cache_stats = fill_cache(
+                self.source, samples, loading.cache_mode, loading.num_workers, skip
+            )
         if samples.skipped:
             log.warning(
                 "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json); first: %s",
@@ -287,94 +179,19 @@ class DensityDataModule(L.LightningDataModule):
             )
         label_files = samples.source.get("label_files") or [samples.source["csv"]]
         names = {"csv": label_files[0], **{f"csv_{i}": f for i, f in enumerate(label_files[1:], start=2)}}
+        split_csv = self.split_settings.split_csv
         self.manifest = build_manifest(
             samples,
             samples.class_labels,
-            {**{k: Path(v) for k, v in names.items()}, "split_csv": hp.split_csv and Path(hp.split_csv)},
+            {**{k: Path(v) for k, v in names.items()}, "split_csv": split_csv and Path(split_csv)},
         )
-
-    def _prepare(self, cache: DiskCache | None) -> None:
-        """Preprocess every image once (in ``num_workers`` processes) into the memory or disk cache."""
-        hp, samples = self.hparams, self.samples
-        start = time.perf_counter()
-        keep = hp.cache_mode == "memory"
-        loader = DataLoader(
-            CacheFiller(self.source, keep, skip=hp.on_bad_file == "skip"),
-            batch_size=4,
-            num_workers=hp.num_workers,
-            collate_fn=as_list,
-        )
-        memory = (
-            np.zeros((len(self.source), *(self.preprocessing.img_size,) * 2), np.float16) if keep else None
-        )
-        counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
-        damaged, bad = [], {}
-        for batch in loader:
-            for i, status, detail, image in batch:
-                counts[status] += 1
-                if status == "bad":
-                    if hp.on_bad_file != "skip":
-                        raise DataError(detail)
-                    bad[i] = detail
-                    continue
-                if status == "regenerated":
-                    damaged.append(detail)
-                if keep:
-                    memory[i] = image
-        seconds = time.perf_counter() - start
-        if damaged:
-            log.warning(
-                "Disk cache truncation detected for %d samples - regenerating (%s)",
-                len(damaged),
-                "; ".join(damaged[:3]),
-            )
-            log.info("Cache rebuild complete (took %.1fs)", seconds)
-        log.info(
-            "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
-            hp.cache_mode,
-            f", {cache.folder}" if cache else "",
-            counts["reused"],
-            counts["built"],
-            counts["regenerated"],
-            counts["bad"],
-            seconds,
-        )
-        if bad:
-            positions = np.array([p for p in range(len(self.source)) if p not in bad])
-            samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})
-            self.source = self.source.select(positions)
-        self.source.memory = memory
-        self.cache_stats = {
-            **counts,
-            "seconds": round(seconds, 3),
-            "folder": str(cache.folder) if cache else None,
-        }
 
     # -- loaders -------------------------------------------------------------------------------
     def attach_embeddings(self, embeddings_dir: str | Path | None) -> int:
         """Give every batch the precomputed embedding of each image (``mammo.embed``'s
         ``features.npy`` + ``joined.csv``, matched by ``image_id``); returns the width."""
-        if not embeddings_dir:
-            raise DataError(
-                "model.embeddings_fusion=true needs data.embeddings_dir=<mammo.embed output folder>"
-            )
-        folder = Path(embeddings_dir)
-        features_file, joined_file = folder / "features.npy", folder / "joined.csv"
-        for path in (features_file, joined_file):
-            if not path.is_file():
-                raise DataError(f"data.embeddings_dir: {path} not found (run python -m mammo.embed first)")
-        features = np.load(features_file, mmap_mode="r")
-        joined = pd.read_csv(joined_file, usecols=["row", "image_id"], dtype={"image_id": str})
-        row_of = dict(zip(joined["image_id"], joined["row"]))
-        table = self.samples.table
-        missing = [i for i in table["image_id"] if i not in row_of]
-        if missing:
-            raise DataError(
-                f"{joined_file}: no embedding for {len(missing)} image(s), e.g. {missing[0]!r}; "
-                "re-run python -m mammo.embed on the same data"
-            )
-        self.embeddings = (features, np.array([row_of[i] for i in table["image_id"]]))
-        return int(features.shape[1])
+        self.embeddings = embedding_rows(embeddings_dir, self.samples.table["image_id"])
+        return int(self.embeddings[0].shape[1])
 
     def _dataset(self, table: pd.DataFrame) -> DicomDataset:
         embeddings = None
@@ -398,10 +215,10 @@ class DensityDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             sampler = DistributedSampler(
-                dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=int(self.hparams.seed)
+                dataset, trainer.world_size, trainer.global_rank, shuffle=True, seed=int(self.loading.seed)
             )
         else:
-            sampler = EpochShuffle(dataset, self.hparams.seed)
+            sampler = EpochShuffle(dataset, self.loading.seed)
         sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0)
         return sampler
 
@@ -409,17 +226,17 @@ class DensityDataModule(L.LightningDataModule):
         return self._loader(self._dataset(self.val_table))
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        workers = self.hparams.num_workers
+        workers = self.loading.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.loading.batch_size,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=collate,
             # the loader's own generator: starting its iterator (workers' base seed) draws nothing
             # from the global torch random state, which a resumed run must find as it was saved
-            generator=torch.Generator().manual_seed(int(self.hparams.seed)),
+            generator=torch.Generator().manual_seed(int(self.loading.seed)),
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -445,18 +262,18 @@ class DensityDataModule(L.LightningDataModule):
             "class_distribution": self.class_distribution(self.samples.table),
             "excluded": len(self.samples.excluded),
             "skipped": len(self.samples.skipped),
-            "views": None if self.hparams.views is None else list(self.hparams.views),
+            "views": None if self.labels.views is None else list(self.labels.views),
             "preprocessing": self.preprocessing.settings(),
-            "cache_mode": self.hparams.cache_mode,
+            "cache_mode": self.loading.cache_mode,
             "cache": self.cache_stats or None,
-            "on_bad_file": self.hparams.on_bad_file,
+            "on_bad_file": self.labels.on_bad_file,
             "manifest_file": "data_manifest.json",
             "manifest_sha256": manifest_sha256(self.manifest),
         }
 
     def describe(self) -> dict:
         """The ``data_config`` block of summary.json."""
-        hp = self.hparams
+        hp = self.split_settings
         return {
             **self.describe_samples(),
             "num_train": len(self.train_table),

@@ -10,11 +10,12 @@ numbers, so results do not depend on how many there are.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mammo.data.cache import CacheEntryError, DiskCache
 from mammo.data.preprocess import Preprocessing
@@ -196,3 +197,55 @@ class DicomDataset(Dataset):
     def __getitem__(self, i: int):
         images, labels, rows, *embedding = self.__getitems__([i])
         return images[0], int(labels[0]), int(rows[0]), *(e[0] for e in embedding)
+
+
+def fill_cache(
+    source: ImageSource, samples, mode: str, num_workers: int, skip: bool
+) -> tuple[ImageSource, dict]:
+    """Preprocess every image once (in ``num_workers`` processes) into the memory or disk cache.
+
+    Bad files stop it, or with ``skip`` are dropped from ``samples`` (and from the returned
+    source). Returns the source to read from and the cache's statistics.
+    """
+    start = time.perf_counter()
+    keep = mode == "memory"
+    loader = DataLoader(
+        CacheFiller(source, keep, skip=skip), batch_size=4, num_workers=num_workers, collate_fn=as_list
+    )
+    memory = np.zeros((len(source), *(source.preprocessing.img_size,) * 2), np.float16) if keep else None
+    counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
+    damaged, bad = [], {}
+    for batch in loader:
+        for i, status, detail, image in batch:
+            counts[status] += 1
+            if status == "bad":
+                if not skip:
+                    raise DataError(detail)
+                bad[i] = detail
+                continue
+            if status == "regenerated":
+                damaged.append(detail)
+            if keep:
+                memory[i] = image
+    seconds = time.perf_counter() - start
+    if damaged:
+        log.warning(
+            "Disk cache truncation detected for %d samples - regenerating (%s)",
+            len(damaged),
+            "; ".join(damaged[:3]),
+        )
+        log.info("Cache rebuild complete (took %.1fs)", seconds)
+    folder = source.cache.folder if source.cache is not None else None
+    log.info(
+        "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
+        mode,
+        f", {folder}" if folder else "",
+        *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
+        seconds,
+    )
+    if bad:
+        positions = np.array([p for p in range(len(source)) if p not in bad])
+        samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})
+        source = source.select(positions)
+    source.memory = memory
+    return source, {**counts, "seconds": round(seconds, 3), "folder": str(folder) if folder else None}

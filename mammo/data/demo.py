@@ -86,20 +86,7 @@ def write_dicom(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    sop_uid = generate_uid(entropy_srcs=[uid_key or str(path), "sop"])
-    meta.MediaStorageSOPClassUID = MAMMO_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = MAMMO_SOP_CLASS
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[accession, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_key or str(path), "series"])
-    ds.Modality = "MG"
-    ds.PatientID = patient_id
-    ds.AccessionNumber = accession
-    ds.StudyDate = "20240101"
+    ds = _mammogram_dataset(path, uid_key, patient_id, accession)
     if laterality:
         ds.ImageLaterality = laterality
     if view:
@@ -123,6 +110,26 @@ def write_dicom(
         ds.compress(transfer_syntax, encoding_plugin="pylibjpeg" if transfer_syntax != RLELossless else "")
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _mammogram_dataset(path: Path, uid_key: str, patient_id: str, accession: str) -> FileDataset:
+    """A digital mammography dataset with its UIDs (stable for the same path or ``uid_key``) and
+    the patient and exam tags; no pixels yet."""
+    meta = FileMetaDataset()
+    sop_uid = generate_uid(entropy_srcs=[uid_key or str(path), "sop"])
+    meta.MediaStorageSOPClassUID = MAMMO_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = MAMMO_SOP_CLASS
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[accession, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_key or str(path), "series"])
+    ds.Modality = "MG"
+    ds.PatientID = patient_id
+    ds.AccessionNumber = accession
+    ds.StudyDate = "20240101"
+    return ds
 
 
 def _encode(image: np.ndarray, index: int, rng) -> dict:

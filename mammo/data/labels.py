@@ -1,15 +1,8 @@
-"""Label CSVs -> the sample table (one row per DICOM image).
+"""Label files -> the sample table (one row per DICOM image), its files checked and hashed.
 
-Two layouts:
-
-* accession folders (``classificacao.csv``): ``AccessionNumber`` and ``Classification`` (BI-RADS
-  density 1-4 or A-D; 5 means "not classifiable" and is excluded unless asked for). Every DICOM
-  under ``dicom_root/<AccessionNumber>/`` is one sample with that exam's label.
-* image paths: a CSV with an ``image_path`` column (relative to ``dicom_root``, or to the CSV's
-  folder when ``dicom_root`` is unset) and the label column; one row per image.
-
-Public datasets (``data=rsna|vindr|cbis_ddsm|embed|inbreast``) are read from their own label
-files by ``mammo.data.public`` and then go through the same file checks.
+A user's own CSV is read by ``mammo.data.label_csv`` (accession-folder or image-path layout),
+a public dataset's label files (``data=rsna|vindr|cbis_ddsm|embed|inbreast``) by
+``mammo.data.datasets``; both then go through the same file checks here.
 
 Optional columns: ``PatientID`` (else the DICOM header's, else the accession stands in), and the
 laterality and view columns named in the config (else the DICOM header's tags). Every file's
@@ -24,26 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo.data.dicom import check_header
-from mammo.data.tables import read_csv_table
+from mammo.data.datasets import read_public
+from mammo.data.demo import ensure_demo_dataset
+from mammo.data.label_csv import accession_folder_rows, image_path_rows, read_label_csv
+from mammo.data.manifest import HashIndex
+from mammo.data.scan import SAMPLE_COLUMNS, scan_files
+from mammo.data.settings import DEFAULT_VIEWS, LabelColumns, LabelSource
+from mammo.data.tables import BadInput, read_csv_table
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
-DENSITY_CODES = {"1": 1, "2": 2, "3": 3, "4": 4, "A": 1, "B": 2, "C": 3, "D": 4}
-SAMPLE_COLUMNS = [
-    "image_id",
-    "path",
-    "relpath",
-    "AccessionNumber",
-    "PatientID",
-    "laterality",
-    "view",
-    "size",
-    "sha256",
-    "label",
-]
-ON_BAD_FILE = ("error", "skip")
-DEFAULT_VIEWS = ("CC", "MLO")
 
 
 @dataclass
@@ -67,151 +50,47 @@ class Samples:
         self.table = self.table.drop(index=list(rows)).reset_index(drop=True)
 
 
-class BadInput:
-    """Raise a :class:`DataError` for a bad row/file, or record it when skipping."""
-
-    def __init__(self, on_bad_file: str) -> None:
-        if on_bad_file not in ON_BAD_FILE:
-            raise DataError(f"data.on_bad_file={on_bad_file!r}: expected one of {', '.join(ON_BAD_FILE)}")
-        self.skip = on_bad_file == "skip"
-        self.records: list[dict] = []
-
-    def __call__(self, message: str, **where) -> None:
-        if not self.skip:
-            raise DataError(message)
-        self.records.append({**where, "reason": message})
+def label_files(source: LabelSource) -> tuple[Path | list[Path], Path | None]:
+    """The label file(s) and DICOM folder of ``source`` (the demo set is generated on first use)."""
+    if source.demo:
+        d = source.demo
+        root = ensure_demo_dataset(d["dir"], d["n_patients"], d["seed"], d["height"], d["width"])
+        return root / "classificacao.csv", root / "archive"
+    if not source.csv:
+        raise DataError("data=dicom_csv needs data.csv=<labels.csv> (and data.dicom_root=<folder>)")
+    csv = [Path(c) for c in source.csv] if isinstance(source.csv, list | tuple) else Path(source.csv)
+    return csv, Path(source.dicom_root) if source.dicom_root else None
 
 
-def parse_density(value, include_class_5: bool = False) -> int | None:
-    """BI-RADS density code -> 1..4 (or 5); ``None`` for an excluded class 5.
-
-    >>> parse_density("B"), parse_density(" 3 "), parse_density(4.0), parse_density("5")
-    (2, 3, 4, None)
-    """
-    text = str(value).strip().upper()
-    if text.endswith(".0"):
-        text = text[:-2]
-    if text == "5":
-        return 5 if include_class_5 else None
-    if text not in DENSITY_CODES:
-        raise ValueError(text)
-    return DENSITY_CODES[text]
-
-
-def read_label_csv(
-    csv: str | Path,
-    id_column: str | None = "AccessionNumber",
-    label_column: str = "Classification",
-    include_class_5: bool = False,
-    bad: BadInput | None = None,
-    columns: tuple[str, ...] = (),
-    key_column: str | None = None,
-    frame: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Read and validate a label CSV; returns (rows with ``density`` and ``csv_row``, excluded rows).
-
-    Args:
-        columns: further columns that must be present.
-        bad: what to do with a row whose label is unknown (default: raise).
-        key_column: the column naming what a row labels (default ``id_column``): rows repeating
-            a key are one sample; with conflicting labels they are bad input (see
-            :func:`merge_repeated_rows`).
-        frame: the file's table when the caller has read it already.
-    """
-    csv = Path(csv)
-    bad = bad or BadInput("error")
-    frame = read_csv_table(csv) if frame is None else frame.copy()
-    missing = [c for c in dict.fromkeys((id_column, label_column, *columns)) if c and c not in frame.columns]
-    if missing:
-        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
-    if frame.empty:
-        raise DataError(f"{csv}: no rows")
-    for column in frame.columns:
-        frame[column] = frame[column].str.strip()
-    frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
-    densities, known = [], []
-    for index, row, raw in zip(frame.index, frame["csv_row"], frame[label_column]):
-        key = _key(frame, index, id_column)
-        try:
-            density = parse_density(raw, include_class_5)
-        except ValueError:
-            density = None
-            bad(
-                f"{csv}: row {row}{f' ({_where(key)})' if key else ''}: unknown {label_column} {raw!r}"
-                " (expected 1-4 or A-D, or 5)",
-                row=int(row),
-                **key,
-            )
-        else:
-            known.append(row)
-        densities.append(density)
-    frame["density"] = pd.Series(densities, index=frame.index, dtype=object)
-    frame = frame[frame["csv_row"].isin(known)]
-    frame = merge_repeated_rows(frame, key_column or id_column, label_column, csv, bad)
-    excluded = [
-        {"row": int(frame.at[i, "csv_row"]), **_key(frame, i, id_column), "reason": "class 5 excluded"}
-        for i in frame.index[frame["density"].isna()]
-    ]
-    return frame[frame["density"].notna()].reset_index(drop=True), excluded
-
-
-def _key(frame: pd.DataFrame, index, id_column: str | None) -> dict:
-    return {id_column: frame.at[index, id_column]} if id_column else {}
-
-
-def _where(key: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in key.items())
-
-
-def merge_repeated_rows(
-    frame: pd.DataFrame, key_column: str | None, label_column: str, csv: Path, bad: BadInput
-) -> pd.DataFrame:
-    """Rows that repeat a key (an accession folder, an image path) label the same images.
-
-    With the same density they are kept once, with a warning; with different densities it is
-    bad input naming the rows (or, with ``data.on_bad_file=skip``, all of them are left out and
-    listed). ``density`` is ``None`` for class 5.
-    """
-    if not key_column or frame.empty:
-        return frame
-    repeated = frame[frame.duplicated(key_column, keep=False)]
-    drop = []
-    for key, rows in repeated.groupby(key_column, sort=False):
-        lines = rows["csv_row"].tolist()
-        where = f"rows {', '.join(map(str, lines))}"
-        if rows["density"].astype(str).nunique() > 1:
-            labels = ", ".join(f"{v!r} in row {r}" for r, v in zip(lines, rows[label_column]))
-            bad(
-                f"{csv}: {where}: {key_column}={key} is listed with conflicting {label_column} ({labels})",
-                row=int(lines[0]),
-                rows=[int(r) for r in lines],
-                **{key_column: key},
-            )
-            drop += rows.index.tolist()
-        else:
-            log.warning(
-                "%s: %s: %s=%s is listed %d times with the same %s; used once",
-                csv,
-                where,
-                key_column,
-                key,
-                len(lines),
-                label_column,
-            )
-            drop += rows.index[1:].tolist()
-    return frame.drop(index=drop)
+def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Samples:
+    """The samples of ``source``; file hashes are remembered in ``cache_dir`` when there is one."""
+    csv, dicom_root = label_files(source)
+    log.info("Loading data from %s", csv)
+    samples = load_samples(
+        csv,
+        dicom_root,
+        columns=source.columns,
+        include_class_5=source.include_class_5,
+        on_bad_file=source.on_bad_file,
+        hash_index=HashIndex(Path(cache_dir) / "file_hashes.json" if cache_dir else None),
+        workers=max(2, workers),
+        dataset=source.dataset,
+        dataset_options=source.dataset_options,
+        views=None if source.views is None else list(source.views),
+    )
+    if len(samples.class_labels) != source.num_classes:
+        raise DataError(
+            f"data.num_classes={source.num_classes} but the labels have {len(samples.class_labels)}"
+            " classes (set data.num_classes=5 with data.include_class_5=true)"
+        )
+    return samples
 
 
 def load_samples(
     csv: str | Path,
     dicom_root: str | Path | None,
     *,
-    id_column: str = "AccessionNumber",
-    label_column: str = "Classification",
-    patient_column: str = "PatientID",
-    path_column: str = "image_path",
-    laterality_column: str | None = None,
-    view_column: str | None = None,
+    columns: LabelColumns | None = None,
     include_class_5: bool = False,
     on_bad_file: str = "error",
     hash_index=None,
@@ -223,23 +102,33 @@ def load_samples(
     """The sample table of a label CSV, in whichever layout it uses (see module docstring).
 
     Args:
+        columns: the label CSV's column names (a public dataset's reader knows its own).
         views: the views to train on (``ViewPosition`` or the view column); images of other
             views are excluded and counted; ``None`` keeps every view. Images whose view is not
             known are kept.
         hash_index: a :class:`~mammo.data.manifest.HashIndex` (remembers file hashes).
         workers: threads for the header checks and hashing.
-        dataset: a public dataset's name (``mammo.data.public``): ``csv`` is then its label
+        dataset: a public dataset's name (``mammo.data.datasets``): ``csv`` is then its label
             file(s), read as published; the column arguments do not apply.
         dataset_options: further options of that dataset's reader.
     """
-    from mammo.data.manifest import HashIndex
-
+    hash_index = hash_index or HashIndex(None)
     if dataset:
         return _load_public(
             dataset, csv, dicom_root, dataset_options or {}, on_bad_file, hash_index, workers, views
         )
-    csv = Path(csv)
-    bad = BadInput(on_bad_file)
+    columns = columns or LabelColumns()
+    return _load_label_csv(
+        Path(csv), dicom_root, columns, include_class_5, BadInput(on_bad_file), hash_index, workers, views
+    )
+
+
+def _load_label_csv(
+    csv: Path, dicom_root, columns, include_class_5, bad, hash_index, workers, views
+) -> Samples:
+    """A user's label CSV (``mammo.data.label_csv``) -> its checked, hashed samples."""
+    id_column, label_column, path_column = columns.id_column, columns.label_column, columns.path_column
+    laterality_column, view_column = columns.laterality_column, columns.view_column
     frame = read_csv_table(csv)
     by_path = path_column in frame.columns
     optional = tuple(c for c in (laterality_column, view_column) if c)
@@ -255,24 +144,24 @@ def load_samples(
     )
     if by_path:
         root = Path(dicom_root) if dicom_root else csv.parent
-        rows = _image_path_rows(frame, csv, root, path_column, id_column, bad)
+        rows = image_path_rows(frame, csv, root, path_column, id_column, bad)
     else:
         if not dicom_root:
             raise DataError("data.dicom_root: needed for a CSV without an image_path column")
         root = Path(dicom_root)
-        rows = _accession_folder_rows(frame, root, id_column, bad)
+        rows = accession_folder_rows(frame, root, id_column, bad)
     if not root.is_dir():
         raise DataError(f"data.dicom_root: folder not found: {root}")
     table = pd.DataFrame(rows)
-    table = _scan_files(
+    table = scan_files(
         table,
         frame,
         root,
-        patient_column,
+        columns.patient_column,
         laterality_column,
         view_column,
         bad,
-        hash_index or HashIndex(None),
+        hash_index,
         workers,
     )
     table = exclude_views(table, views, excluded)
@@ -294,17 +183,14 @@ def load_samples(
 
 
 def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, workers, views) -> Samples:
-    from mammo.data.manifest import HashIndex
-    from mammo.data.public import read_public
-
     if not dicom_root or not Path(dicom_root).is_dir():
         raise DataError(f"data.dicom_root: folder not found: {dicom_root}")
     root = Path(dicom_root)
     bad = BadInput(on_bad_file)
     public = read_public(dataset, files, root, bad, **options)
     first = public.label_files[0]
-    rows = _image_path_rows(public.frame, first, root, "image_path", "AccessionNumber", bad)
-    table = _scan_files(
+    rows = image_path_rows(public.frame, first, root, "image_path", "AccessionNumber", bad)
+    table = scan_files(
         pd.DataFrame(rows),
         public.frame,
         root,
@@ -312,7 +198,7 @@ def _load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, w
         "laterality",
         "view",
         bad,
-        hash_index or HashIndex(None),
+        hash_index,
         workers,
         extra=("split",),
     )
@@ -354,109 +240,3 @@ def exclude_views(table: pd.DataFrame, views: list[str] | None, excluded: list[d
     for relpath, name in zip(table.loc[out, "relpath"], view[out]):
         excluded.append({"path": relpath, "reason": f"view {name} not in data.views"})
     return table[~out].reset_index(drop=True)
-
-
-def _accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: BadInput) -> list[dict]:
-    if not root.is_dir():
-        raise DataError(f"data.dicom_root: folder not found: {root}")
-    rows = []
-    for i, acc in enumerate(frame[id_column]):
-        folder = root / acc
-        row = int(frame.at[i, "csv_row"])
-        if not acc or not folder.is_dir():
-            bad(
-                f"{folder}: accession folder missing for {id_column}={acc} (row {row})",
-                row=row,
-                **{id_column: acc},
-            )
-            continue
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            bad(
-                f"{folder}: accession folder is empty ({id_column}={acc}, row {row})",
-                row=row,
-                **{id_column: acc},
-            )
-            continue
-        for path in files:
-            rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
-    return rows
-
-
-def _image_path_rows(
-    frame: pd.DataFrame, csv: Path, root: Path, path_column: str, id_column: str, bad: BadInput
-) -> list[dict]:
-    rows, seen = [], {}
-    for i, relpath in enumerate(frame[path_column]):
-        row = int(frame.at[i, "csv_row"])
-        path = root / relpath
-        if not relpath or not path.is_file():
-            bad(f"{csv}: row {row}: {path_column} {relpath!r} not found under {root}", row=row, path=relpath)
-            continue
-        if path in seen:
-            raise DataError(f"{csv}: row {row}: {path_column} {relpath!r} already listed in row {seen[path]}")
-        seen[path] = row
-        acc = frame.at[i, id_column] if id_column in frame.columns else ""
-        rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
-    return rows
-
-
-def _scan_files(
-    table: pd.DataFrame,
-    frame: pd.DataFrame,
-    root: Path,
-    patient_column: str,
-    laterality_column: str | None,
-    view_column: str | None,
-    bad: BadInput,
-    hash_index,
-    workers: int,
-    extra: tuple[str, ...] = (),
-) -> pd.DataFrame:
-    """Check each file's header and hash it; fill patient, accession, laterality and view (and
-    copy the ``extra`` columns of the label table)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if table.empty:
-        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
-
-    def scan(path: Path):
-        try:
-            ds = check_header(path)
-        except DataError as exc:
-            return exc
-        return ds, hash_index.sha256(path)
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(scan, table["path"]))
-    hash_index.save()
-    out = []
-    for (_, item), result in zip(table.iterrows(), results):
-        relpath = Path(item["path"]).relative_to(root).as_posix()
-        if isinstance(result, DataError):
-            bad(str(result), path=relpath)
-            continue
-        ds, (size, sha) = result
-        source = frame.loc[item["frame_row"]]
-        acc = item["AccessionNumber"] or str(ds.get("AccessionNumber", "") or "") or Path(relpath).stem
-        patient = source.get(patient_column, "") if patient_column else ""
-        laterality = source.get(laterality_column, "") if laterality_column else ""
-        view = source.get(view_column, "") if view_column else ""
-        out.append(
-            {
-                "image_id": str(Path(relpath).with_suffix("").as_posix()),
-                "path": str(item["path"]),
-                "relpath": relpath,
-                "AccessionNumber": acc,
-                "PatientID": patient or str(ds.get("PatientID", "") or "") or acc,
-                "laterality": (
-                    laterality or str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
-                ).upper(),
-                "view": view or str(ds.get("ViewPosition", "") or ""),
-                "size": size,
-                "sha256": sha,
-                "label": int(source["density"]),
-                **{column: source.get(column, "") for column in extra},
-            }
-        )
-    return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])

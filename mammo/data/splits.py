@@ -175,3 +175,25 @@ def subset_mask(labels: np.ndarray, groups: np.ndarray, subset: float, seed: int
     mask = np.zeros(n, dtype=bool)
     mask[fold] = True
     return mask if take_fold else ~mask
+
+
+def train_val_tables(
+    table: pd.DataFrame, val_mask: np.ndarray, class_labels: list, subset, seed: int, where: str = ""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and validation rows of ``table``: no patient on both sides, the training part
+    cut to ``subset`` (whole patients, stratified), and every class on both sides."""
+    check_no_leakage(table["PatientID"].to_numpy(), val_mask)
+    train, val = table[~val_mask], table[val_mask]
+    if subset is not None:
+        train = train[subset_mask(train["label"].to_numpy(), train["PatientID"].to_numpy(), subset, seed)]
+    for name, part in (("train", train), ("val", val)):
+        missing = sorted(set(table["label"]) - set(part["label"]))
+        if missing:
+            patients = table.groupby("label")["PatientID"].nunique()
+            counts = ", ".join(f"{class_labels[c]}: {patients[c]}" for c in missing)
+            raise DataError(
+                f"data: the {name} split{where} has no image of density "
+                f"{[class_labels[c] for c in missing]} (patients with that density: {counts}); "
+                "add data or change data.val_fraction / data.split_seed / data.split_csv / cv.folds"
+            )
+    return train, val

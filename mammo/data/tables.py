@@ -57,3 +57,21 @@ def decode_text(path: Path) -> str:
             f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text (an Excel 'CSV' in the "
             f"computer's own encoding?); {SAVE_AS}"
         ) from None
+
+
+ON_BAD_FILE = ("error", "skip")
+
+
+class BadInput:
+    """Raise a :class:`DataError` for a bad row/file, or record it when skipping."""
+
+    def __init__(self, on_bad_file: str) -> None:
+        if on_bad_file not in ON_BAD_FILE:
+            raise DataError(f"data.on_bad_file={on_bad_file!r}: expected one of {', '.join(ON_BAD_FILE)}")
+        self.skip = on_bad_file == "skip"
+        self.records: list[dict] = []
+
+    def __call__(self, message: str, **where) -> None:
+        if not self.skip:
+            raise DataError(message)
+        self.records.append({**where, "reason": message})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from mammo.errors import ConfigError
+from mammo.models.backbones import read_torch_file
+from mammo.models.classifier import DensityClassifier
 
 
 @dataclass
@@ -32,14 +35,13 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` of a ``best_model.pt`` (eval mode)."""
-    from mammo.models.backbones import read_torch_file
-    from mammo.models.classifier import DensityClassifier
-
     path = Path(path)
     ckpt = read_torch_file(path, "ckpt")
     if "mammo" not in ckpt or "preprocessing" not in ckpt.get("mammo", {}):
         raise ConfigError(f"ckpt: {path} is not a mammo best_model.pt (no preprocessing metadata)")
-    hparams = dict(ckpt["hyper_parameters"])
+    accepted = inspect.signature(DensityClassifier).parameters
+    # training-only settings of older checkpoints (optimizer, scheduler names) are not the model's
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
     hparams.update(pretrained=False, weights=None, keep_val_features=False)  # the weights come from the file
     model = DensityClassifier(**hparams)
     model.load_state_dict(ckpt["state_dict"])

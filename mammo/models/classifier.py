@@ -1,12 +1,12 @@
 """The density classifier: a timm backbone, a dropout + linear head, cross-entropy training.
 
-Validation keeps every image's logits so that the epoch's metrics (``mammo.metrics``), the
+Validation keeps every image's logits so that the epoch's metrics (``mammo.evaluation.metrics``), the
 best epoch's ``val_predictions.csv`` and ``metrics/val_metrics.*`` all come from the same numbers.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -15,13 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
-from mammo.distributed import gather_unique
+from mammo.distributed.collectives import gather_unique
 from mammo.errors import ConfigError
-from mammo.metrics import confusion_matrix, density_metrics, short
-from mammo.models.backbones import create_backbone, freeze
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-SCHEDULERS = ("cosine", "constant")
+from mammo.evaluation.metrics import confusion_matrix, density_metrics, short
+from mammo.models.backbones import backbone_input, create_backbone, freeze
 
 
 @dataclass
@@ -43,8 +40,11 @@ class DensityClassifier(L.LightningModule):
         arch: mammo's name of the architecture (``efficientnetb0``), used in paths and reports.
         backbone: timm model name.
         class_weights: cross-entropy weight per class, or ``None``.
+        optimizer: called with the parameter groups (``conf/optimizer/``: a torch optimizer with
+            ``_partial_: true``); ``None`` for a model that is not trained (inference).
+        learning_rate: the head's learning rate (each group's ``lr``).
         backbone_lr_factor: the backbone learns at ``learning_rate * backbone_lr_factor``.
-        scheduler: ``cosine`` (per epoch, after ``warmup_epochs`` of linear warm-up) or ``constant``.
+        scheduler: called with the optimizer (``conf/scheduler/``), stepped once per epoch.
         mean, std: per-channel normalisation the backbone expects (ImageNet's for timm models).
         embeddings_fusion: concatenate a precomputed embedding of each image (``embedding_dim``
             wide, from ``embeddings_dir``, see ``mammo.embed``) to the pooled features before the head.
@@ -64,13 +64,10 @@ class DensityClassifier(L.LightningModule):
         dropout_rate: float = 0.2,
         freeze_backbone: bool = False,
         unfreeze_last_block: bool = False,
-        optimizer: str = "adamw",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         learning_rate: float = 1e-4,
         backbone_lr_factor: float = 1.0,
-        weight_decay: float = 1e-4,
-        scheduler: str = "cosine",
-        warmup_epochs: int = 0,
-        max_epochs: int = 20,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         class_weights: list[float] | None = None,
         mean: list[float] = (0.485, 0.456, 0.406),
         std: list[float] = (0.229, 0.224, 0.225),
@@ -80,11 +77,9 @@ class DensityClassifier(L.LightningModule):
         keep_val_features: bool = False,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer={optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-        if scheduler not in SCHEDULERS:
-            raise ConfigError(f"scheduler={scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
-        self.save_hyperparameters()
+        # the factories are config nodes (the run's config.yaml has them), not checkpoint data
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.backbone = create_backbone(backbone, pretrained, weights)
         freeze(self.backbone, freeze_backbone, unfreeze_last_block)
         if embeddings_fusion and embedding_dim <= 0:
@@ -107,7 +102,7 @@ class DensityClassifier(L.LightningModule):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1 or 3, H, W] images in [0, 1] -> the backbone's normalised 3-channel input."""
-        return (x.float().expand(-1, 3, -1, -1) - self.mean) / self.std
+        return backbone_input(x, self.mean, self.std)
 
     def features(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The head's input: pooled backbone features (+ the image's precomputed embedding)."""
@@ -164,34 +159,19 @@ class DensityClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        if self.optimizer_factory is None:
+            raise ConfigError("model.optimizer: this model was built without an optimizer (inference only)")
         head = [p for p in self.head.parameters() if p.requires_grad]
         body = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": head, "lr": hp.learning_rate}]
         if body:
             groups.append({"params": body, "lr": hp.learning_rate * hp.backbone_lr_factor})
-        kwargs = {"weight_decay": hp.weight_decay}
-        if hp.optimizer == "sgd":
-            kwargs["momentum"] = 0.9
-        optimizer = OPTIMIZERS[hp.optimizer](groups, **kwargs)
-        if hp.scheduler == "constant":
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
             return optimizer
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: warmup_cosine(epoch, hp.warmup_epochs, hp.max_epochs)
-        )
+        schedule = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # everything needed to rebuild the model and preprocess new images like the training data
         checkpoint["mammo"] = self.checkpoint_meta
-
-
-def warmup_cosine(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
-    """Learning-rate factor: linear warm-up to 1, then cosine decay towards 0.
-
-    >>> [round(warmup_cosine(e, 2, 6), 3) for e in range(6)]
-    [0.333, 0.667, 1.0, 0.854, 0.5, 0.146]
-    """
-    if epoch < warmup_epochs:
-        return (epoch + 1) / (warmup_epochs + 1)
-    span = max(1, max_epochs - warmup_epochs)
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))

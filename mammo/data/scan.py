@@ -1,0 +1,85 @@
+"""Each image file of a label table: its header checked, its content hashed, its row filled in."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from mammo.data.dicom import check_header
+from mammo.data.tables import BadInput
+from mammo.errors import DataError
+
+SAMPLE_COLUMNS = [
+    "image_id",
+    "path",
+    "relpath",
+    "AccessionNumber",
+    "PatientID",
+    "laterality",
+    "view",
+    "size",
+    "sha256",
+    "label",
+]
+"""The columns of a sample table (``Samples.table``), in order."""
+
+
+def scan_files(
+    table: pd.DataFrame,
+    frame: pd.DataFrame,
+    root: Path,
+    patient_column: str,
+    laterality_column: str | None,
+    view_column: str | None,
+    bad: BadInput,
+    hash_index,
+    workers: int,
+    extra: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Check each file's header and hash it; fill patient, accession, laterality and view (and
+    copy the ``extra`` columns of the label table)."""
+    if table.empty:
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
+
+    def scan(path: Path):
+        try:
+            ds = check_header(path)
+        except DataError as exc:
+            return exc
+        return ds, hash_index.sha256(path)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(scan, table["path"]))
+    hash_index.save()
+    out = []
+    for (_, item), result in zip(table.iterrows(), results):
+        relpath = Path(item["path"]).relative_to(root).as_posix()
+        if isinstance(result, DataError):
+            bad(str(result), path=relpath)
+            continue
+        ds, (size, sha) = result
+        source = frame.loc[item["frame_row"]]
+        acc = item["AccessionNumber"] or str(ds.get("AccessionNumber", "") or "") or Path(relpath).stem
+        patient = source.get(patient_column, "") if patient_column else ""
+        laterality = source.get(laterality_column, "") if laterality_column else ""
+        view = source.get(view_column, "") if view_column else ""
+        out.append(
+            {
+                "image_id": str(Path(relpath).with_suffix("").as_posix()),
+                "path": str(item["path"]),
+                "relpath": relpath,
+                "AccessionNumber": acc,
+                "PatientID": patient or str(ds.get("PatientID", "") or "") or acc,
+                "laterality": (
+                    laterality or str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
+                ).upper(),
+                "view": view or str(ds.get("ViewPosition", "") or ""),
+                "size": size,
+                "sha256": sha,
+                "label": int(source["density"]),
+                **{column: source.get(column, "") for column in extra},
+            }
+        )
+    return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])

@@ -1,0 +1,88 @@
+"""The data config in groups: where the labels are, how the split is made, how images are loaded.
+
+``conf/data/*.yaml`` stays one flat node (``data.csv``, ``data.val_fraction``, ``data.cache_mode``,
+...); :meth:`mammo.data.datamodule.DensityDataModule.from_config` sorts its keys into these groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from mammo.errors import DataError
+
+CACHE_MODES = ("none", "memory", "disk")
+DEFAULT_VIEWS = ("CC", "MLO")
+
+
+@dataclass(frozen=True)
+class LabelColumns:
+    """The columns of a user's label CSV (the DICOM header stands in for missing ones)."""
+
+    id_column: str = "AccessionNumber"
+    label_column: str = "Classification"
+    patient_column: str = "PatientID"
+    path_column: str = "image_path"  # its presence in the CSV selects the image-path layout
+    laterality_column: str | None = None
+    view_column: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where the labelled images are: a label CSV + DICOM folder, a public dataset's label files,
+    or the generated demo set (``demo``: ``n_patients``, ``seed``, ``height``, ``width``, ``dir``)."""
+
+    csv: str | list[str] | None = None
+    dicom_root: str | None = None
+    demo: dict | None = None
+    dataset: str | None = None
+    dataset_options: dict = field(default_factory=dict)
+    root: str | None = None  # a dataset's folder (the data=<dataset> configs derive csv/dicom_root)
+    columns: LabelColumns = field(default_factory=LabelColumns)
+    include_class_5: bool = False
+    num_classes: int = 4
+    on_bad_file: str = "error"
+    views: tuple[str, ...] | None = DEFAULT_VIEWS
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How validation images are chosen: patient-grouped and class-stratified (``val_fraction``,
+    ``split_seed``), a preset ``split_csv``, a dataset's ``official_split``, or CV fold
+    ``cv_fold`` of ``cv_folds``; ``subset`` trains on part of the training split."""
+
+    val_fraction: float = 0.2
+    split_seed: int = 42
+    split_csv: str | None = None
+    official_split: bool = True
+    cv_folds: int | None = None
+    cv_fold: int | None = None
+    subset: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cv_folds is not None and self.split_csv:
+            raise DataError("data.split_csv and cv=kfold are exclusive: the folds are the split")
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How images reach the model: batches, worker processes, the preprocessed-image cache,
+    augmentation, the training order's ``seed`` and fused embeddings."""
+
+    batch_size: int = 16
+    num_workers: int = 2
+    cache_mode: str = "none"
+    cache_dir: str | None = None
+    train_augment: bool = True
+    seed: int = 42
+    embeddings_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache_mode not in CACHE_MODES:
+            raise DataError(f"data.cache_mode={self.cache_mode!r}: expected one of {', '.join(CACHE_MODES)}")
+        if self.cache_mode == "disk" and not self.cache_dir:
+            raise DataError("data.cache_mode=disk needs data.cache_dir")
+
+
+def take(kind, settings: dict):
+    """An instance of dataclass ``kind`` from the keys of ``settings`` it has (removed from it)."""
+    return kind(**{f.name: settings.pop(f.name) for f in fields(kind) if f.name in settings})

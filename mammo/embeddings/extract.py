@@ -1,0 +1,148 @@
+"""Embed every image of a dataset with a timm backbone (``python -m mammo.embed``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import Progress
+from sklearn.cluster import KMeans
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from torch.utils.data import DataLoader
+
+from mammo.artifacts.io import atomic_write_text, write_json
+from mammo.artifacts.runlog import route_library_logs
+from mammo.data.dataset import DicomDataset, collate
+from mammo.embeddings.plots import plot_projections, plot_sample_grid
+from mammo.models.backbones import backbone_input, create_backbone
+
+log = logging.getLogger("mammo")
+
+
+class Embedder:
+    """A backbone that maps ``[B, 1, H, W]`` images in [0, 1] to ``[B, D]`` features."""
+
+    def __init__(self, backbone: str, layer: int | None, pretrained: bool, weights: str | None, mean, std):
+        self.model = create_backbone(backbone, pretrained, weights).eval()
+        self.layer = layer
+        self.mean = torch.tensor(mean)[None, :, None, None]
+        self.std = torch.tensor(std)[None, :, None, None]
+
+    def __call__(self, x):
+        x = backbone_input(x, self.mean, self.std)
+        if self.layer is None:
+            return self.model(x)
+        (feature_map,) = self.model.forward_intermediates(
+            x, indices=[int(self.layer)], intermediates_only=True
+        )
+        return feature_map.mean(dim=(2, 3))
+
+
+def embed(cfg: DictConfig, out: Path, summary) -> dict:
+    """Extract, write and describe the embeddings; returns summary fields."""
+    route_library_logs()
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_samples()
+    samples = datamodule.samples
+    table = samples.table
+    log.info("Found %d images from %d patients", len(table), table["PatientID"].nunique())
+    summary.update(model_config=OmegaConf.to_container(cfg.embed, resolve=True))
+    write_json(out / "data_manifest.json", datamodule.manifest)
+    summary.update(data_config=datamodule.describe_samples())
+
+    e = cfg.embed
+    embedder = Embedder(e.backbone, e.layer, e.pretrained, e.weights, list(e.mean), list(e.std))
+    dataset = DicomDataset(table, datamodule.source)
+    start = time.perf_counter()
+    features = extract(embedder, dataset, out / "features.npy", cfg.batch_size, cfg.data.num_workers)
+    seconds = time.perf_counter() - start
+    log.info(
+        "Embedded %d images -> %s %s in %.1fs (%.1f img/s)",
+        len(table),
+        out / "features.npy",
+        features.shape,
+        seconds,
+        len(table) / seconds,
+    )
+    labels = np.asarray(samples.class_labels)[table["label"].to_numpy()]
+    write_joined(out / "joined.csv", table, labels, features)
+    metrics = clustering_metrics(features, labels, len(samples.class_labels), cfg.seed)
+    write_json(out / "clustering_metrics.json", metrics)
+    plot_projections(features, labels, out / "preview", list(e.projections), int(e.max_points), cfg.seed)
+    plot_sample_grid(datamodule.source, labels, out / "preview" / "sample_grid.png", int(e.grid_images))
+    return {
+        "num_images": len(table),
+        "embedding_dim": int(features.shape[1]),
+        "images_per_second": round(len(table) / seconds, 2),
+        "artifacts": {
+            "features": "features.npy",
+            "joined": "joined.csv",
+            "clustering": "clustering_metrics.json",
+        },
+    }
+
+
+@torch.inference_mode()
+def extract(embedder: Embedder, dataset: DicomDataset, path: Path, batch_size: int, num_workers: int):
+    """Embed every item of ``dataset`` into ``path`` ([N, D] float32), written incrementally into
+    a memory-mapped file that replaces ``path`` once complete; returns it memory-mapped."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    tmp = path.with_name(f".{path.name}.tmp")
+    features = None
+    with Progress(transient=True) as progress:
+        task = progress.add_task("Embedding", total=len(dataset))
+        for images, _, rows in loader:
+            batch = embedder(images).numpy().astype(np.float32)
+            if features is None:  # the width is known after the first batch
+                features = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float32, shape=(len(dataset), batch.shape[1])
+                )
+            features[rows.numpy()] = batch
+            progress.advance(task, len(rows))
+    features.flush()
+    del features
+    tmp.replace(path)
+    return np.load(path, mmap_mode="r")
+
+
+def write_joined(path: Path, table, labels, features, chunk: int = 1024) -> None:
+    """Metadata + ``row`` + flattened embedding, written in chunks (memory stays flat)."""
+
+    meta = table[["image_id", "relpath", "AccessionNumber", "PatientID", "laterality", "view"]].copy()
+    meta.insert(0, "row", range(len(table)))
+    meta.insert(len(meta.columns), "label", labels)
+    names = [f"f{i}" for i in range(features.shape[1])]
+    parts = []
+    for start in range(0, len(meta), chunk):
+        block = meta.iloc[start : start + chunk].reset_index(drop=True)
+        values = pd.DataFrame(np.asarray(features[start : start + chunk]), columns=names)
+        parts.append(
+            pd.concat([block, values], axis=1).to_csv(index=False, header=start == 0, float_format="%.7g")
+        )
+    atomic_write_text(path, "".join(parts))
+
+
+def clustering_metrics(features, labels, k: int, seed: int) -> dict:
+    """Silhouette, Davies-Bouldin and Calinski-Harabasz for k-means (k classes) and the true labels."""
+
+    x = np.asarray(features, dtype=np.float64)
+
+    def scores(assignment) -> dict:
+        if len(set(assignment)) < 2:
+            return {"silhouette": None, "davies_bouldin": None, "calinski_harabasz": None}
+        return {
+            "silhouette": float(silhouette_score(x, assignment)),
+            "davies_bouldin": float(davies_bouldin_score(x, assignment)),
+            "calinski_harabasz": float(calinski_harabasz_score(x, assignment)),
+        }
+
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+    return {"num_images": len(x), "k": k, "kmeans": scores(clusters), "true_labels": scores(labels)}

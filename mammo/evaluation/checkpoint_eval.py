@@ -1,0 +1,91 @@
+"""Evaluate a trained model on labelled data (``python -m mammo.evaluate``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from mammo.artifacts.files import predictions_frame, write_metrics, write_predictions
+from mammo.artifacts.io import write_json
+from mammo.artifacts.plots import plot_confusion
+from mammo.artifacts.runlog import route_library_logs
+from mammo.errors import ConfigError
+from mammo.evaluation.gradcam import gradcam_figure
+from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
+from mammo.evaluation.metrics import confusion_matrix, density_metrics
+from mammo.models.checkpoint import Checkpoint, load_checkpoint
+
+log = logging.getLogger("mammo")
+SPLITS = ("all", "val", "train")
+
+
+def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
+    """Predict ``cfg.split`` of the data with ``cfg.ckpt``; write predictions, metrics, plots."""
+    route_library_logs()
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    checkpoint = load_checkpoint(cfg.ckpt)
+    datamodule, table = evaluation_data(cfg, checkpoint)
+    write_json(out / "data_manifest.json", datamodule.manifest)
+    classes = checkpoint.class_labels
+    log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
+    dataset = datamodule._dataset(table)
+    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers))
+    metrics = write_evaluation(out, table, probs, classes, cfg.split)
+    if cfg.gradcam_per_class:
+        path = out / "plots" / "gradcam_samples.png"
+        count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
+        log.info("Grad-CAM of %d images: %s", count, path)
+    return {
+        "checkpoint": str(checkpoint.path),
+        "training_run": {"run_id": checkpoint.meta.get("run_id"), "run_dir": str(checkpoint.run_dir)},
+        "data_config": {**datamodule.describe_samples(), "split": cfg.split, "num_evaluated": len(table)},
+        "model_config": {
+            "arch": checkpoint.meta.get("arch"),
+            "backbone": checkpoint.meta.get("backbone"),
+            "class_labels": classes,
+        },
+        "metrics": metrics,
+    }
+
+
+def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
+    """The datamodule (preprocessed as the checkpoint's training data) and the rows to evaluate:
+    all of them, or the ``val`` / ``train`` rows of the training run's ``split.csv``."""
+    split_csv = None
+    if cfg.split != "all":
+        split_csv = checkpoint.run_dir / "split.csv"
+        if not split_csv.is_file():
+            raise ConfigError(f"split={cfg.split}: {split_csv} not found (the checkpoint's run directory)")
+    datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
+    if split_csv:
+        datamodule.setup("validate")
+        table = datamodule.val_table if cfg.split == "val" else datamodule.train_table
+    else:
+        datamodule.prepare_samples()
+        table = datamodule.samples.table
+    if checkpoint.model.hparams.embeddings_fusion:
+        datamodule.attach_embeddings(checkpoint.model.hparams.embeddings_dir)
+    return datamodule, table
+
+
+def write_evaluation(out: Path, table, probs, classes: list[int], split: str) -> dict:
+    """``predictions.csv``, ``metrics/eval_metrics.*`` and the confusion plot; returns the metrics."""
+    targets = torch.tensor(table["label"].to_numpy())
+    metrics = density_metrics(torch.tensor(probs), targets)
+    confusion = confusion_matrix(torch.tensor(probs), targets)
+    write_predictions(out / "predictions.csv", predictions_frame(table, probs, classes))
+    extra = {
+        "num_samples": len(table),
+        "class_labels": classes,
+        "confusion_matrix": confusion,
+        "split": split,
+    }
+    write_metrics(out / "metrics", "eval", metrics, extra)
+    plot_confusion(confusion, classes, out / "metrics" / "eval_confusion.png", title=f"Evaluation ({split})")
+    for name, value in metrics.items():
+        log.info("%s: %.4f", name, value)
+    return metrics

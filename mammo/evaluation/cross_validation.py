@@ -1,0 +1,154 @@
+"""Aggregate k-fold cross-validation from its fold directories.
+
+Layout (``cv=kfold``)::
+
+    outputs/density_experiments/results_k<K>_seed<S>/
+    ├── folds.csv             image_id, AccessionNumber, PatientID, label, fold
+    ├── fold_<k>/results/     a complete run directory per fold (summary.json, run.log, ...)
+    ├── oof_predictions.csv   every image once, predicted by the fold that held it out
+    ├── cv_summary.json       mean/std/values per metric, fold details, OOF metrics
+    └── run.log               the CV job's log (all folds in one job only)
+
+``cv_summary.json`` is computed from the fold directories alone, so the same function serves the
+in-process run (``mammo.workflows.folds``), the end of a ``-m cv.fold=1,2,3`` sweep
+(``mammo.workflows.sweep.SweepCallback``) and a re-aggregation after re-running one fold
+(``python -m mammo.cv <dir>``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mammo.artifacts.io import write_csv, write_json
+from mammo.errors import MammoError
+from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, mean_std
+
+FOLD_RE = re.compile(r"^fold_(\d+)$")
+ALIASES = {"kappa": "kappa_quadratic", "auc": "auc_ovr"}  # the spec's second cv_summary shape
+
+
+def fold_dirs(cv_dir: Path) -> dict[int, Path]:
+    """``{k: cv_dir/fold_k/results}`` for the folds present."""
+    out = {}
+    for child in Path(cv_dir).iterdir() if Path(cv_dir).is_dir() else []:
+        match = FOLD_RE.match(child.name)
+        if match and (child / "results").is_dir():
+            out[int(match.group(1))] = child / "results"
+    return dict(sorted(out.items()))
+
+
+def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: str = "val_kappa") -> dict:
+    """Write ``cv_summary.json`` and ``oof_predictions.csv`` from the fold directories.
+
+    Statistics cover the completed folds (``num_folds_aggregated``); failed or missing folds are
+    listed in ``fold_details`` with their status. ``std`` is the sample standard deviation
+    (``ddof=1``; 0 for a single fold).
+    """
+    cv_dir = Path(cv_dir)
+    dirs = fold_dirs(cv_dir)
+    if not dirs:
+        raise MammoError(f"{cv_dir}: no fold_<k>/results directories to aggregate")
+    summaries = {k: _read_summary(d) for k, d in dirs.items()}
+    declared = [s.get("data_config", {}).get("cv_folds") for s in summaries.values() if s]
+    num_folds = next((int(n) for n in declared if n), max(dirs))
+    first = next(s for s in summaries.values() if s)
+    details = [fold_detail(k, summaries.get(k), monitor) for k in range(1, num_folds + 1)]
+    completed = [d["fold"] for d in details if d["status"] == "completed"]
+    stats = {name: _stats([d[name] for d in details if name in d], completed) for name in SHORT_NAMES}
+    stats.update({alias: stats[name] for alias, name in ALIASES.items()})
+    objective = [d["objective"] for d in details if d.get("objective") is not None]
+    oof = out_of_fold_predictions(cv_dir, {k: dirs[k] for k in completed})
+    cv_summary = {
+        "experiment_name": experiment_name or _name(cv_dir),
+        "num_folds": num_folds,
+        "num_folds_completed": len(completed),
+        "num_folds_aggregated": len(completed),
+        "failed_folds": [d["fold"] for d in details if d["status"] != "completed"],
+        "seed": first.get("seed"),
+        "base_seed": first.get("seed"),
+        "git_commit": first.get("git_commit"),
+        "git_dirty": first.get("git_dirty"),
+        "monitor": monitor,
+        "objective": {**_stats(objective, completed), "metric": monitor},
+        "metrics": stats,
+        "aggregated_metrics": stats,
+        "fold_details": details,
+        "oof_metrics": _oof_metrics(oof) if oof is not None else None,
+        "oof_samples": None if oof is None else len(oof),
+        "folds_file": "folds.csv" if (cv_dir / "folds.csv").is_file() else None,
+    }
+    write_json(cv_dir / "cv_summary.json", cv_summary)
+    return cv_summary
+
+
+def fold_detail(k: int, summary: dict | None, monitor: str) -> dict:
+    """One entry of ``fold_details``: status, sizes, and a completed fold's best-epoch metrics."""
+    detail = {
+        "fold": k,
+        "status": summary["status"] if summary else "missing",
+        "summary_path": f"fold_{k}/results/summary.json",
+    }
+    if not summary:
+        return detail
+    data = summary.get("data_config", {})
+    detail.update(
+        best_epoch=summary.get("best_epoch"),
+        train_samples=data.get("num_train"),
+        val_samples=data.get("num_val"),
+        error=summary.get("error"),
+    )
+    if summary["status"] == "completed":
+        detail.update({name: summary.get(f"best_val_{short}") for name, short in SHORT_NAMES.items()})
+        detail["kappa"], detail["auc"] = detail["kappa_quadratic"], detail["auc_ovr"]
+        detail["objective"] = summary.get(f"best_{monitor}")
+    return detail
+
+
+def out_of_fold_predictions(cv_dir: Path, dirs: dict[int, Path]) -> pd.DataFrame | None:
+    """The completed folds' ``val_predictions.csv`` with their fold, written as
+    ``oof_predictions.csv`` (an image predicted by two folds is an error)."""
+    frames = [
+        pd.read_csv(d / "val_predictions.csv").assign(fold=k)
+        for k, d in dirs.items()
+        if (d / "val_predictions.csv").is_file()
+    ]
+    if not frames:
+        return None
+    oof = pd.concat(frames, ignore_index=True)
+    duplicated = oof["image_id"].duplicated()
+    if duplicated.any():
+        raise MammoError(
+            f"{cv_dir}: image(s) predicted by two folds: {list(oof['image_id'][duplicated][:5])}"
+        )
+    write_csv(cv_dir / "oof_predictions.csv", oof, float_format="%.9g")
+    return oof
+
+
+def _stats(values: list, folds: list[int]) -> dict:
+    stats = mean_std(v for v in values if v is not None)
+    return {**stats, "folds": list(folds)[: len(stats["values"])]}
+
+
+def _oof_metrics(oof: pd.DataFrame) -> dict:
+    probs = torch.tensor(oof.filter(like="prob_class").to_numpy(), dtype=torch.float64)
+    labels = sorted(int(c.removeprefix("prob_class")) for c in oof.filter(like="prob_class").columns)
+    targets = torch.tensor([labels.index(int(t)) for t in oof["true_label"]])
+    return density_metrics(probs, targets)
+
+
+def _read_summary(run_dir: Path) -> dict | None:
+    path = run_dir / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _name(cv_dir: Path) -> str:
+    match = re.match(r"^results_k(\d+)_seed(\d+)$", cv_dir.name)
+    return f"density_k{match.group(1)}_seed{match.group(2)}" if match else cv_dir.name

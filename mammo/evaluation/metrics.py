@@ -1,0 +1,104 @@
+"""The one set of density metrics used by training, evaluation and cross-validation.
+
+Computed with torchmetrics from class probabilities; ``balanced_accuracy_adjusted`` is the
+chance-adjusted balanced accuracy of scikit-learn (``balanced_accuracy_score(adjusted=True)``),
+which torchmetrics lacks.
+
+Each metric has a file name (``metrics/val_metrics.*``) and a short name used in logs, the
+history and summary.json (``val_kappa``), both as the spec spells them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_cohen_kappa,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_recall,
+)
+
+SHORT_NAMES: dict[str, str] = {
+    "accuracy": "acc",
+    "balanced_accuracy": "bal_acc",
+    "balanced_accuracy_adjusted": "bal_acc_adj",
+    "kappa_quadratic": "kappa",
+    "macro_f1": "macro_f1",
+    "auc_ovr": "auc",
+}
+"""File name -> short name, in reporting order."""
+
+TITLES: dict[str, str] = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "balanced_accuracy_adjusted": "Balanced accuracy (chance-adjusted)",
+    "kappa_quadratic": "Quadratic kappa",
+    "macro_f1": "Macro-F1",
+    "auc_ovr": "AUC (OvR)",
+}
+"""File name -> the title tables give it."""
+
+
+def density_metrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Metrics of class probabilities ``probs`` [N, K] against integer ``targets`` [N].
+
+    Balanced accuracy is the mean recall over the classes present in ``targets`` (as scikit-learn);
+    the adjusted form rescales it so that chance is 0 and perfect is 1.
+
+    >>> p = torch.tensor([[.9, .1, 0, 0], [.1, .8, .1, 0], [0, .2, .7, .1], [0, 0, .3, .7]])
+    >>> m = density_metrics(p, torch.tensor([0, 1, 2, 3]))
+    >>> m["accuracy"], m["kappa_quadratic"], m["balanced_accuracy_adjusted"]
+    (1.0, 1.0, 1.0)
+    """
+    probs = probs.detach().float().cpu()
+    targets = targets.detach().long().cpu()
+    k = probs.shape[1]
+    present = torch.bincount(targets, minlength=k) > 0
+    recall = multiclass_recall(probs, targets, num_classes=k, average="none")
+    balanced = float(recall[present].mean())
+    n_present = int(present.sum())
+    chance = 1.0 / n_present
+    adjusted = (balanced - chance) / (1.0 - chance) if n_present > 1 else float("nan")
+    try:
+        auc = float(multiclass_auroc(probs, targets, num_classes=k, average="macro"))
+    except ValueError:
+        auc = float("nan")
+    return {
+        "accuracy": float(multiclass_accuracy(probs, targets, num_classes=k, average="micro")),
+        "balanced_accuracy": balanced,
+        "balanced_accuracy_adjusted": adjusted,
+        "kappa_quadratic": float(multiclass_cohen_kappa(probs, targets, num_classes=k, weights="quadratic")),
+        "macro_f1": float(multiclass_f1_score(probs, targets, num_classes=k, average="macro")),
+        "auc_ovr": auc,
+    }
+
+
+def mean_std(values) -> dict:
+    """``mean``, sample ``std`` (``ddof=1``; 0 for a single value) and the ``values`` themselves;
+    ``None`` statistics when there are no values. The one reduction behind every mean ± std mammo
+    reports (seed sweeps, CV, baselines, the report pack).
+
+    >>> mean_std([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'std': 1.0, 'values': [1.0, 2.0, 3.0]}
+    """
+    array = np.asarray(list(values), dtype=float)
+    return {
+        "mean": float(array.mean()) if array.size else None,
+        "std": float(array.std(ddof=1)) if array.size > 1 else (0.0 if array.size else None),
+        "values": [float(v) for v in array],
+    }
+
+
+def confusion_matrix(probs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
+    """Counts with true classes as rows and predicted classes as columns."""
+    k = probs.shape[1]
+    cm = multiclass_confusion_matrix(probs.float().cpu(), targets.long().cpu(), num_classes=k)
+    return cm.tolist()
+
+
+def short(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{"kappa_quadratic": x}`` -> ``{"val_kappa": x}`` for ``prefix="val"``."""
+    return {f"{prefix}_{SHORT_NAMES[name]}": value for name, value in metrics.items()}

@@ -1,0 +1,129 @@
+"""Predict density for unlabelled images (``python -m mammo.predict``), streamed to CSV."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.progress import Progress
+from torch.utils.data import DataLoader, Dataset
+
+from mammo.artifacts.runlog import route_library_logs
+from mammo.data.dataset import as_list
+from mammo.data.dicom import read_header
+from mammo.data.preprocess import Preprocessing
+from mammo.data.tables import read_csv_table
+from mammo.errors import DataError
+from mammo.models.checkpoint import load_checkpoint
+
+log = logging.getLogger("mammo")
+LETTERS = {1: "A", 2: "B", 3: "C", 4: "D", 5: "5"}
+
+
+def input_files(spec: str, path_column: str) -> list[Path]:
+    """The files named by ``input``: a file, a folder's files (sorted), or a CSV's paths."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if path.suffix.lower() == ".csv" and path.is_file():
+        table = read_csv_table(path, key="input", what="input CSV")
+        if path_column not in table.columns:
+            raise DataError(f"{path}: no {path_column!r} column; found: {', '.join(table.columns)}")
+        return [path.parent / p for p in table[path_column]]
+    if path.is_file():
+        return [path]
+    raise DataError(f"input: {spec} is not a file, folder or CSV")
+
+
+class ImageFiles(Dataset):
+    """``(index, preprocessed image or None, AccessionNumber, reason it is unreadable)`` per file."""
+
+    def __init__(self, files: list[Path], preprocessing: Preprocessing) -> None:
+        self.files, self.preprocessing = files, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            header = read_header(self.files[i])
+            image = self.preprocessing(self.files[i]).astype(np.float16)
+        except DataError as exc:
+            return i, None, "", str(exc)
+        return i, image, str(header.get("AccessionNumber", "") or ""), ""
+
+
+def predict(cfg: DictConfig, out: Path) -> dict:
+    """Predict every input file into ``predictions.csv``; unreadable ones go to ``unreadable.csv``."""
+    route_library_logs()
+    if cfg.on_bad_file not in ("skip", "error"):
+        raise DataError(f"on_bad_file={cfg.on_bad_file!r}: expected skip or error")
+    checkpoint = load_checkpoint(cfg.ckpt)
+    if checkpoint.model.hparams.embeddings_fusion:
+        raise DataError(
+            "predict: this checkpoint fuses precomputed embeddings; use mammo.evaluate with its data"
+        )
+    files = input_files(str(cfg.input), cfg.path_column)
+    log.info("Predicting %d file(s) with %s (%s)", len(files), checkpoint.path, checkpoint.meta.get("arch"))
+    loader = DataLoader(
+        ImageFiles(files, Preprocessing(**checkpoint.preprocessing)),
+        batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers),
+        collate_fn=as_list,
+    )
+    predicted, unreadable = stream_predictions(out, loader, files, checkpoint, cfg.on_bad_file == "error")
+    if unreadable:
+        log.warning(
+            "%d of %d file(s) unreadable; reasons in %s", unreadable, len(files), out / "unreadable.csv"
+        )
+    log.info("Predicted %d image(s): %s", predicted, out / "predictions.csv")
+    return {
+        "checkpoint": str(checkpoint.path),
+        "input": str(cfg.input),
+        "num_predicted": predicted,
+        "num_unreadable": unreadable,
+    }
+
+
+@torch.inference_mode()
+def stream_predictions(
+    out: Path, loader, files: list[Path], checkpoint, stop_on_bad: bool
+) -> tuple[int, int]:
+    """Append each batch's rows to ``predictions.csv`` (flushed per batch); returns the numbers
+    of predicted and unreadable files."""
+    classes = checkpoint.class_labels
+    header = ["image", "AccessionNumber", "predicted_density", "predicted_letter"]
+    header += [f"prob_class{c}" for c in classes]
+    predicted = unreadable = 0
+    with (
+        open(out / "predictions.csv", "w", newline="") as pred_file,
+        open(out / "unreadable.csv", "w", newline="") as bad_file,
+        Progress(transient=True) as progress,
+    ):
+        rows, bad = csv.writer(pred_file), csv.writer(bad_file)
+        rows.writerow(header)
+        bad.writerow(["image", "reason"])
+        task = progress.add_task("Predicting", total=len(files))
+        for batch in loader:
+            good = [b for b in batch if b[1] is not None]
+            for i, _, _, reason in (b for b in batch if b[1] is None):
+                if stop_on_bad:
+                    raise DataError(reason)
+                bad.writerow([str(files[i]), reason])
+                unreadable += 1
+            if good:
+                images = torch.from_numpy(np.stack([b[1] for b in good]))[:, None]
+                probs = checkpoint.model(images).softmax(1).double().numpy()
+                for (i, _, accession, _), p in zip(good, probs):
+                    density = classes[int(p.argmax())]
+                    rows.writerow(
+                        [str(files[i]), accession, density, LETTERS[density], *(f"{v:.9g}" for v in p)]
+                    )
+                predicted += len(good)
+            pred_file.flush()
+            progress.advance(task, len(batch))
+    return predicted, unreadable

@@ -1,0 +1,133 @@
+"""The report pack: figures and tables for a paper from finished runs (``python -m mammo.report``).
+
+    python -m mammo.report 'runs=[outputs/mammo_tiny_density/results_1,outputs/mammo_tiny_density/results_2]'
+
+Reads only ``summary.json``, ``val_predictions.csv``, ``train_history.json`` (and
+``plots/gradcam_samples.png`` when the run has one) of each run; a CV directory stands for its
+folds. Writes ``outputs/report_pack/results_N/``: ``density_train_seed{S}.png``,
+``density_confusion_seed{S}.png``, ``density_gradcam_seed{S}.png`` per run (``_fold{k}`` added for
+CV folds), ``metrics_table.tex`` and ``metrics_table.md`` (each run's best-epoch accuracy, balanced
+accuracy, quadratic kappa, macro-F1, AUC and their mean ± std, ``ddof=1``), and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mammo.artifacts.io import atomic_write_text, write_json
+from mammo.artifacts.plots import plot_confusion, plot_train_curves
+from mammo.errors import ConfigError
+from mammo.evaluation.cross_validation import fold_dirs
+from mammo.evaluation.metrics import SHORT_NAMES, TITLES, confusion_matrix, mean_std
+
+log = logging.getLogger("mammo")
+REPORTED = ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
+"""The metrics of the tables, in order (``mammo.evaluation.metrics`` names and titles them)."""
+
+
+def expand(paths: list[Path]) -> list[tuple[str, Path, dict]]:
+    """(label, run dir, summary) per run; a CV directory gives its completed folds."""
+    runs = []
+    for path in paths:
+        if (path / "cv_summary.json").is_file():
+            for k, fold in fold_dirs(path).items():
+                summary = _summary(fold)
+                if summary["status"] == "completed":
+                    runs.append((f"seed{summary['seed']}_fold{k}", fold, summary))
+            continue
+        summary = _summary(path)
+        if summary.get("status") != "completed":
+            raise ConfigError(f"runs: {path} has status {summary.get('status')!r}, not completed")
+        runs.append((f"seed{summary['seed']}", path, summary))
+    labels = [label for label, _, _ in runs]
+    return [
+        (label if labels.count(label) == 1 else f"{label}_{path.name}", path, summary)
+        for label, path, summary in runs
+    ]
+
+
+def report_pack(paths: list[Path], out: Path) -> dict:
+    """Write the figures and tables for ``paths`` into ``out``; returns what report.json holds."""
+    runs = expand(paths)
+    if not runs:
+        raise ConfigError("runs: no completed run found")
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for label, path, summary in runs:
+        history = json.loads((path / "train_history.json").read_text())
+        rows = [dict(zip(history, values)) for values in zip(*history.values())]
+        plot_train_curves(rows, out / f"density_train_{label}.png")
+        classes, confusion = predictions_confusion(path / "val_predictions.csv")
+        title = f"{label}: best epoch {summary.get('best_epoch')}"
+        plot_confusion(confusion, classes, out / f"density_confusion_{label}.png", title=title)
+        made = [f"density_train_{label}.png", f"density_confusion_{label}.png"]
+        gradcam = path / "plots" / "gradcam_samples.png"
+        if gradcam.is_file():
+            shutil.copyfile(gradcam, out / f"density_gradcam_{label}.png")
+            made.append(f"density_gradcam_{label}.png")
+        else:
+            log.warning("%s has no plots/gradcam_samples.png (run mammo.evaluate on its checkpoint)", path)
+        figures.append({"label": label, "run_dir": str(path), "figures": made})
+    table = metrics_table(runs)
+    atomic_write_text(out / "metrics_table.md", markdown_table(table))
+    atomic_write_text(out / "metrics_table.tex", latex_table(table))
+    report = {"runs": figures, "metrics": table}
+    write_json(out / "report.json", report)
+    log.info("Report pack for %d run(s): %s", len(runs), out)
+    return report
+
+
+def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
+    """Per metric: each run's best-epoch value, and mean and std (ddof=1) across runs."""
+    table = {"runs": [label for label, _, _ in runs], "metrics": {}}
+    for name in REPORTED:
+        values = [summary[f"best_val_{SHORT_NAMES[name]}"] for _, _, summary in runs]
+        table["metrics"][name] = {"title": TITLES[name], **mean_std(values)}
+    return table
+
+
+def predictions_confusion(path: Path) -> tuple[list[int], list[list[int]]]:
+    """The class labels and confusion matrix of a ``val_predictions.csv``."""
+    preds = pd.read_csv(path)
+    columns = list(preds.filter(like="prob_class").columns)
+    classes = [int(c.removeprefix("prob_class")) for c in columns]
+    targets = torch.tensor([classes.index(int(t)) for t in preds["true_label"]])
+    return classes, confusion_matrix(torch.tensor(preds[columns].to_numpy()), targets)
+
+
+def markdown_table(table: dict) -> str:
+    head = ["Metric", *table["runs"], "Mean ± std"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in table["metrics"].values():
+        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} ± {m['std']:.3f}"]
+        lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(table: dict) -> str:
+    """A booktabs table (needs \\usepackage{booktabs} in the paper)."""
+    runs = [r.replace("_", "\\_") for r in table["runs"]]
+    lines = [
+        "\\begin{tabular}{l" + "r" * (len(runs) + 1) + "}",
+        "\\toprule",
+        "Metric & " + " & ".join(runs) + " & Mean $\\pm$ std \\\\",
+        "\\midrule",
+    ]
+    for m in table["metrics"].values():
+        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} $\\pm$ {m['std']:.3f}"]
+        lines.append(f"{m['title']} & " + " & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _summary(path: Path) -> dict:
+    file = path / "summary.json"
+    if not file.is_file():
+        raise ConfigError(f"runs: {file} not found")
+    return json.loads(file.read_text())

@@ -1,0 +1,80 @@
+"""Export a checkpoint to TorchScript or ONNX, checked against the checkpoint (``python -m mammo.export``)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mammo.errors import ConfigError
+from mammo.models.checkpoint import load_checkpoint
+
+FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+
+
+def export(
+    ckpt: str, fmt: str, out: Path, batch_size: int = 4, tolerance: float = 1e-5, seed: int = 0
+) -> dict:
+    """Export, reload, and compare probabilities with the checkpoint on a random sample batch."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
+    checkpoint = load_checkpoint(ckpt)
+    model = checkpoint.model
+    size = int(checkpoint.preprocessing["img_size"])
+    generator = torch.Generator().manual_seed(seed)
+    inputs = (torch.rand(batch_size, 1, size, size, generator=generator),)
+    if model.hparams.embeddings_fusion:
+        inputs += (torch.randn(batch_size, int(model.hparams.embedding_dim), generator=generator),)
+    with torch.inference_mode():
+        expected = model(*inputs).softmax(1)
+    path = out / FORMATS[fmt]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        traced = model.to_torchscript(method="trace", example_inputs=inputs)  # Lightning's tracer
+        traced.save(str(path))
+        with torch.inference_mode():
+            got = torch.jit.load(str(path))(*inputs).softmax(1)
+    else:
+        got = torch.from_numpy(_onnx_roundtrip(model, inputs, path)).softmax(1)
+    diff = float((got - expected).abs().max())
+    if diff > tolerance:
+        raise ConfigError(
+            f"export: {fmt} probabilities differ from the checkpoint by {diff:.2e} (> {tolerance:g})"
+        )
+    names = ["image", "embedding"][: len(inputs)]
+    return {
+        "format": fmt,
+        "file": path.name,
+        "checkpoint": str(checkpoint.path),
+        "inputs": {n: list(t.shape[1:]) for n, t in zip(names, inputs)},
+        "output": "logits",
+        "class_labels": checkpoint.class_labels,
+        "preprocessing": checkpoint.preprocessing,
+        "max_abs_prob_diff": diff,
+        "sample_batch": batch_size,
+    }
+
+
+def _onnx_roundtrip(model, inputs, path: Path):
+    try:  # optional: only format=onnx needs it
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError("format=onnx needs onnx and onnxruntime (pip install onnx onnxruntime)") from exc
+    names = ["image", "embedding"][: len(inputs)]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # the TorchScript-based exporter: no onnxscript needed
+        torch.onnx.export(
+            model,
+            inputs,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]},
+            dynamo=False,
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {n: t.numpy().astype(np.float32) for n, t in zip(names, inputs)})[0]

@@ -1,0 +1,177 @@
+"""The parts of one training run, each built from its config node: data, model, callbacks, trainer."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.utils.class_weight import compute_class_weight
+
+from mammo.artifacts.callbacks import (
+    BestModelCheckpoint,
+    FiniteLossGuard,
+    LastCheckpoint,
+    RandomState,
+    RunArtifacts,
+)
+from mammo.artifacts.io import write_csv, write_json
+from mammo.errors import ConfigError
+from mammo.hpo.callbacks import EpochStream, PruneOnPlateau
+from mammo.hpo.trial import job_trial_id
+
+log = logging.getLogger("mammo")
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path, summary, writes: bool):
+    """``instantiate(cfg.data)``, set up for fitting; if setting up fails (e.g. no split is
+    possible), what is known of the data is still written."""
+    datamodule = instantiate(cfg.data, _convert_="all")
+    try:
+        datamodule.setup("fit")
+    except BaseException:
+        if writes and datamodule.manifest is not None:
+            write_json(run_dir / "data_manifest.json", datamodule.manifest)
+            summary.update(data_config=datamodule.describe_samples())
+        raise
+    return datamodule
+
+
+def use_fold(datamodule, fold: int | None, cv_dir: Path | None, writes: bool) -> None:
+    """Validate on CV fold ``fold`` (``None``: the one split); the fold assignment goes to ``folds.csv``."""
+    if fold is None:
+        return
+    datamodule.use_fold(fold)
+    if writes:
+        write_csv(cv_dir / "folds.csv", datamodule.folds_frame())
+
+
+def record_data(run_dir: Path, summary, datamodule, writes: bool) -> None:
+    """``split.csv``, ``data_manifest.json``, summary.json's ``data_config`` and the run.log lines."""
+    data_config = datamodule.describe()
+    summary.update(data_config=data_config)
+    if writes:
+        write_csv(run_dir / "split.csv", datamodule.split)
+        write_json(run_dir / "data_manifest.json", datamodule.manifest)
+    log.info(
+        "Found %d samples (%d train, %d val) from %d patients",
+        data_config["num_train"] + data_config["num_val"],
+        data_config["num_train"],
+        data_config["num_val"],
+        data_config["num_patients"],
+    )
+    log.info("Class distribution: %s", data_config["class_distribution"])
+    samples = datamodule.samples
+    if samples.excluded:
+        reasons = Counter(r["reason"] for r in samples.excluded)
+        listed = "; ".join(f"{reason} ({n})" for reason, n in reasons.items())
+        log.info("Excluded %d row(s): %s", len(samples.excluded), listed)
+    if samples.skipped:
+        log.info("Skipped %d bad file(s)/row(s); see data_manifest.json", len(samples.skipped))
+    log.info("Data manifest sha256: %s", data_config["manifest_sha256"])
+
+
+def build_model(cfg: DictConfig, run_dir: Path, summary, datamodule):
+    """``instantiate(cfg.model)`` (it interpolates the hyperparameters) with what the data decides:
+    the classes, their weights and the width of fused embeddings."""
+    embedding_dim = 0
+    if cfg.model.get("embeddings_fusion"):
+        embedding_dim = datamodule.attach_embeddings(cfg.data.embeddings_dir)
+        log.info("Embeddings fusion: %d-wide embeddings from %s", embedding_dim, cfg.data.embeddings_dir)
+    class_labels = datamodule.samples.class_labels
+    model = instantiate(
+        cfg.model,
+        _convert_="all",  # plain lists in the checkpoint's hyper_parameters (weights_only loading)
+        num_classes=len(class_labels),
+        class_weights=class_weights(cfg.class_weights, datamodule.train_table["label"], len(class_labels)),
+        embedding_dim=embedding_dim,
+        keep_val_features=bool(cfg.get("save_embeddings", False)),
+    )
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(
+        "Initializing %s (freeze_backbone=%s, unfreeze_last_block=%s)",
+        cfg.model.arch,
+        cfg.freeze_backbone,
+        cfg.unfreeze_last_block,
+    )
+    log.info("Model has %.2fM parameters (%.2fM trainable)", total / 1e6, trainable / 1e6)
+    summary.update(
+        model_config={
+            **OmegaConf.to_container(cfg.model, resolve=True),
+            "num_classes": len(class_labels),
+            "total_params": total,
+            "trainable_params": trainable,
+            "embeddings_fusion": bool(cfg.model.get("embeddings_fusion")),
+            "embeddings_dir": cfg.data.get("embeddings_dir"),
+            "embedding_dim": embedding_dim,
+        }
+    )
+    model.checkpoint_meta = checkpoint_meta(cfg, run_dir, datamodule)
+    return model
+
+
+def checkpoint_meta(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
+    """What ``best_model.pt`` carries besides the weights: enough to preprocess new images alike."""
+    return {
+        "arch": cfg.model.arch,
+        "backbone": cfg.model.backbone,
+        "class_labels": datamodule.samples.class_labels,
+        "img_size": cfg.img_size,
+        "mean": list(cfg.model.mean),
+        "std": list(cfg.model.std),
+        "preprocessing": datamodule.preprocessing.settings(),
+        "run_id": run_dir.name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def class_weights(setting, train_labels, num_classes: int) -> list[float] | None:
+    """``auto`` -> inverse class frequency of the training split (scikit-learn's "balanced");
+    ``none`` -> unweighted; a list -> used as given (one weight per class)."""
+    if setting is None or str(setting).lower() == "none":
+        return None
+    if str(setting).lower() == "auto":
+        classes = np.arange(num_classes)
+        return compute_class_weight("balanced", classes=classes, y=np.asarray(train_labels)).tolist()
+    weights = [float(w) for w in setting]
+    if len(weights) != num_classes:
+        raise ConfigError(f"class_weights: expected {num_classes} weights, got {len(weights)}")
+    return weights
+
+
+def build_callbacks(
+    cfg: DictConfig, run_dir: Path, artifacts: RunArtifacts, fold, link, writes: bool
+) -> list:
+    """The config's callbacks (``cfg.callbacks``), the run's own writers and guards, and with an
+    HPO trial the pruning report and the epoch stream."""
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [
+        artifacts,
+        BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode),
+        LastCheckpoint(run_dir),
+        RandomState(),
+        FiniteLossGuard(),
+    ]
+    if link is not None:
+        callbacks.append(PruneOnPlateau(link, cfg.monitor))
+    if cfg.hpo.get("trial") is not None and writes:
+        stream = Path(cfg.paths.run_dir) / f"hpo_trial{cfg.hpo.trial}.jsonl"  # the trial's directory
+        callbacks.append(EpochStream(stream, job_trial_id(cfg), fold))
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):
+    """``instantiate(cfg.trainer)`` with the callbacks and the config's loggers (in ``run_dir``)."""
+    loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    summary.update(
+        environment={
+            "strategy": type(trainer.strategy).__name__,
+            "world_size": trainer.num_devices * trainer.num_nodes,
+            "num_nodes": trainer.num_nodes,
+        }
+    )
+    return trainer

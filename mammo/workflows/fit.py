@@ -1,0 +1,155 @@
+"""One training run (or one CV fold) into its run directory, in named steps."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mammo.artifacts.callbacks import RunArtifacts
+from mammo.artifacts.io import as_output_error
+from mammo.artifacts.runlog import route_library_logs
+from mammo.artifacts.summary import RunSummary, record_failure
+from mammo.distributed.ranks import is_rank_zero
+from mammo.errors import unwrap_worker_error
+from mammo.evaluation.gradcam import gradcam_samples
+from mammo.hpo.trial import job_trial_id
+from mammo.settings import hyperparameters
+from mammo.workflows.components import (
+    build_callbacks,
+    build_datamodule,
+    build_model,
+    build_trainer,
+    record_data,
+    use_fold,
+)
+
+log = logging.getLogger("mammo")
+BEST_LOGGED = ("best_val_kappa", "best_val_acc", "best_val_macro_f1")
+
+
+def fit_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    fold: int | None = None,
+    datamodule=None,
+    cv_dir: Path | None = None,
+    link=None,
+) -> float:
+    """Train into ``run_dir``; returns the best epoch's ``monitor`` value.
+
+    Args:
+        fold: the CV fold this run validates on (recorded as ``integration.cv_fold``).
+        datamodule: a set-up datamodule to reuse (the folds of one process share it).
+        cv_dir: where the fold assignment (``folds.csv``) goes.
+        link: the HPO trial to report every epoch to (``mammo.hpo.trial.TrialLink``), which may
+            stop the run early; it then ends with status ``pruned``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = start_summary(cfg, run_dir, fold)
+    log.info(
+        "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
+    )
+    log.info("Run directory: %s", run_dir)
+    try:
+        return fit_steps(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
+    except BaseException as exc:
+        exc = as_output_error(unwrap_worker_error(exc), run_dir)
+        record_failure(summary, exc, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        raise exc from None
+
+
+def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None) -> RunSummary:
+    """The run's ``summary.json`` (status ``running``), with the settings it was asked for; a
+    resumed run continues its own file. Under DDP only rank zero writes it."""
+    run_id = f"fold_{fold}" if fold is not None else run_dir.name
+    summary = RunSummary(
+        run_dir / "summary.json", "density_classification", run_id, cfg.seed, write=is_rank_zero()
+    )
+    if cfg.get("resume"):  # the file already has the settings the run was started with
+        summary.continue_from_file()
+    else:
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
+        summary.update(hyperparameters=hyperparameters(cfg, choices))
+    summary.update(integration={"cv_fold": fold, "optuna_trial_id": job_trial_id(cfg)})
+    return summary
+
+
+def fit_steps(cfg: DictConfig, run_dir: Path, summary, fold, datamodule, cv_dir, link) -> float:
+    """Data → model → callbacks and trainer → fit → the run's report."""
+    route_library_logs()
+    writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
+    datamodule = datamodule or build_datamodule(cfg, run_dir, summary, writes)
+    use_fold(datamodule, fold, cv_dir, writes)
+    # seeded after the data is ready (preparing it may draw random numbers), so that a fold
+    # trains the same whether it runs alone or after other folds in one process
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    record_data(run_dir, summary, datamodule, writes)
+    model = build_model(cfg, run_dir, summary, datamodule)
+    artifacts = RunArtifacts(run_dir, datamodule.val_table, datamodule.samples.class_labels, cfg.monitor)
+    callbacks = build_callbacks(cfg, run_dir, artifacts, fold, link, writes)
+    trainer = build_trainer(cfg, run_dir, callbacks, summary)
+    fit(cfg, trainer, model, datamodule, run_dir, summary, artifacts)
+    if writes:  # another DDP rank: rank zero reports and writes the rest
+        finish(cfg, run_dir, summary, artifacts, trainer, model, datamodule, link)
+    return artifacts.best_metrics().get(f"best_{cfg.monitor}", float("nan"))
+
+
+def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, artifacts) -> None:
+    """``trainer.fit``, from ``checkpoints/last.ckpt`` with ``resume``. Ctrl-C or SIGTERM, which
+    Lightning turns into an exit after shutting down, ends it as :class:`KeyboardInterrupt`."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
+    if cfg.get("resume"):
+        log.info("Resuming from %s" if ckpt_path else "No checkpoint in %s: starting from scratch", last)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    except SystemExit as exc:
+        if not trainer.interrupted:
+            raise
+        done = len(artifacts.history)
+        summary.update(epochs_completed=done, resume_from=str(last) if last.is_file() else None)
+        raise KeyboardInterrupt(
+            f"training interrupted in epoch {trainer.current_epoch + 1} ({type(exc).__name__}); "
+            f"{done} complete epoch(s) saved, continue with resume={run_dir}"
+        ) from None
+
+
+def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, datamodule, link) -> None:
+    """Grad-CAM of the best model, the closing run.log lines, and summary.json's final status."""
+    best = artifacts.best_metrics()
+    model_path = run_dir / "best_model.pt"
+    if cfg.get("gradcam_per_class") and model_path.exists():
+        count, path = gradcam_samples(model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
+        log.info("Grad-CAM of %d validation images: %s", count, path)
+    pruned = link is not None and link.pruned
+    if pruned:
+        log.info("Training stopped: pruned by Optuna after epoch %d", link.pruned_at + 1)
+    else:
+        log.info("Training Complete")
+    log.info("Best epoch: %s", best.get("best_epoch"))
+    for key in dict.fromkeys((f"best_{cfg.monitor}", *BEST_LOGGED)):
+        if key in best:
+            log.info("Best %s: %.4f", key.removeprefix("best_"), best[key])
+    if model_path.exists():
+        log.info("Model saved to: %s", model_path)
+    else:
+        log.info("No model saved: %s", why_no_model(trainer))
+    summary.finish(
+        "pruned" if pruned else "completed",
+        **({"pruned": link.describe()} if pruned else {}),
+        **best,
+        best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
+        epochs_completed=len(artifacts.history),
+        artifacts={"best_model": model_path.name if model_path.exists() else None},
+    )
+
+
+def why_no_model(trainer) -> str:
+    """Why a run that ended normally has no ``best_model.pt``."""
+    if trainer.fast_dev_run:
+        return "trainer.fast_dev_run runs a single batch and writes no checkpoint (a wiring check)"
+    return "no validation epoch produced a monitored value"

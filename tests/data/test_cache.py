@@ -1,0 +1,111 @@
+"""The preprocessed-image cache: identical images in every mode, reuse, repair, sharing."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+
+import numpy as np
+import pytest
+import torch
+
+from mammo.data.cache import DiskCache
+
+
+def val_images(dm) -> torch.Tensor:
+    images, _, _ = next(iter(dm.val_dataloader()))
+    return images
+
+
+def entries(dm) -> list:
+    return sorted(dm.source.cache.folder.glob("*.bin"))
+
+
+def test_every_cache_mode_gives_the_same_images(dataset, make_datamodule):
+    batches = {
+        mode: val_images(make_datamodule(*dataset, cache_mode=mode)) for mode in ("none", "memory", "disk")
+    }
+    assert batches["none"].dtype == torch.float16 and batches["none"].shape[1:] == (1, 32, 32)
+    assert torch.equal(batches["none"], batches["memory"]) and torch.equal(batches["none"], batches["disk"])
+
+
+def test_disk_cache_is_built_once_then_reused(dataset, make_datamodule):
+    first = make_datamodule(*dataset, cache_mode="disk")
+    assert first.cache_stats["built"] == 40 and first.cache_stats["reused"] == 0
+    assert len(entries(first)) == 40
+    assert first.source.cache.folder.parent.name == "preprocessed_32x32"
+    assert (first.source.cache.folder / "settings.json").is_file()
+    second = make_datamodule(*dataset, cache_mode="disk")
+    assert second.cache_stats["reused"] == 40 and second.cache_stats["built"] == 0
+    other = make_datamodule(*dataset, cache_mode="disk", crop=False)  # another setting, another folder
+    assert other.cache_stats["built"] == 40 and other.source.cache.folder != first.source.cache.folder
+
+
+def test_truncated_and_corrupt_entries_are_regenerated_with_a_warning(dataset, make_datamodule, caplog):
+    first = make_datamodule(*dataset, cache_mode="disk")
+    reference = val_images(first)
+    files = entries(first)
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated
+    data = bytearray(files[1].read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte: same size, wrong checksum
+    files[1].write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="mammo"):
+        second = make_datamodule(*dataset, cache_mode="disk")
+    assert second.cache_stats["regenerated"] == 2 and second.cache_stats["reused"] == 38
+    assert "Disk cache truncation detected for 2 samples - regenerating" in caplog.text
+    assert "truncated" in caplog.text and "checksum mismatch" in caplog.text
+    cache = second.source.cache
+    for path in files:
+        cache.read(path, verify=True)  # repaired on disk
+    assert torch.equal(val_images(second), reference)
+
+
+def test_entry_damaged_during_training_is_rebuilt_on_read(dataset, make_datamodule, caplog):
+    dm = make_datamodule(*dataset, cache_mode="disk")
+    reference = val_images(dm)
+    for path in entries(dm):
+        path.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="mammo"):
+        assert torch.equal(val_images(dm), reference)
+    assert "Disk cache entry unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_worker_processes_fill_the_cache(dataset, make_datamodule, mode):
+    serial = val_images(make_datamodule(*dataset, cache_mode="none"))
+    dm = make_datamodule(*dataset, cache_mode=mode, num_workers=2)
+    assert dm.cache_stats["built"] == 40
+    assert torch.equal(val_images(dm), serial)
+
+
+def _prepare(csv, root, cache_dir, barrier, results):
+    from mammo.data.datamodule import DensityDataModule
+
+    dm = DensityDataModule.from_config(
+        csv=str(csv), dicom_root=str(root), img_size=32, num_workers=0, cache_mode="disk", cache_dir=cache_dir
+    )
+    barrier.wait()
+    dm.setup("fit")
+    results.put(dm.cache_stats["bad"])
+
+
+def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    procs = [
+        context.Process(target=_prepare, args=(*dataset, str(tmp_path / "shared"), barrier, results))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert [results.get(timeout=5), results.get(timeout=5)] == [0, 0]
+    from mammo.data.preprocess import Preprocessing
+
+    cache = DiskCache(tmp_path / "shared", Preprocessing(32))
+    files = sorted(cache.folder.glob("*.bin"))
+    assert len(files) == 40 and not list(cache.folder.glob("*.tmp"))
+    for path in files:
+        assert np.isfinite(cache.read(path, verify=True)).all()

@@ -1,0 +1,275 @@
+"""Scale-out: DDP on CPU processes, ranks started by a cluster, joblib sweeps, parallel HPO workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hydra_plugins.mammo_optuna._sweeper import MammoOptunaSweeperImpl
+from mammo.artifacts.rundir import allocate_run_dir
+from mammo.distributed.claims import CLAIMS_DIR, release_claims, shared_run_dir
+from mammo.distributed.collectives import gather_unique
+from tests.conftest import SMALL_DEMO, TINY, sklearn_density_metrics
+
+SLURM_JOB = {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0"}
+
+
+# ------------------------------------------------------------------------------ unit level
+def test_cluster_started_ranks_share_the_directory_rank_zero_allocates(tmp_path):
+    seen = {}
+
+    def rank(r: int) -> None:
+        seen[r] = shared_run_dir(tmp_path, allocate_run_dir, env={**SLURM_JOB, "SLURM_PROCID": str(r)})
+
+    followers = [threading.Thread(target=rank, args=(r,)) for r in (1, 2)]
+    for t in followers:  # the other ranks start first and wait for rank zero's claim
+        t.start()
+    rank(0)
+    for t in followers:
+        t.join(timeout=10)
+    assert seen[0] == seen[1] == seen[2] == tmp_path / "results_1"
+    assert [p.name for p in tmp_path.glob("results_*")] == ["results_1"]
+    release_claims(seen[0], env={**SLURM_JOB, "SLURM_PROCID": "0"})
+    assert not (tmp_path / CLAIMS_DIR).exists()
+
+
+def test_a_rank_without_rank_zero_gives_up_with_the_claim_path(tmp_path):
+    with pytest.raises(TimeoutError, match=r"slurm-4242-0"):
+        shared_run_dir(tmp_path, allocate_run_dir, env={**SLURM_JOB, "SLURM_PROCID": "1"}, timeout_s=0.3)
+    assert not list(tmp_path.glob("results_*"))
+
+
+def _gather_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # 5 rows over 2 ranks: DistributedSampler(shuffle=False) gives rank 0 rows 0,2,4 and rank 1
+    # rows 1,3 plus row 0 again as padding
+    rows = torch.tensor([0, 2, 4]) if rank == 0 else torch.tensor([1, 3, 0])
+    probs = rows[:, None].float() * torch.tensor([[1.0, -1.0]])
+    got_rows, got_probs, nothing = gather_unique(rows, probs, None)
+    torch.save({"rows": got_rows, "probs": got_probs, "none": nothing}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gather_unique_drops_sampler_padding_and_agrees_on_every_rank(tmp_path):
+    torch.multiprocessing.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["rows"].tolist() == [0, 1, 2, 3, 4] and got["none"] is None
+        assert got["probs"][:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_gather_unique_is_the_identity_in_one_process():
+    rows, probs = torch.tensor([3, 1]), torch.rand(2, 4)
+    out = gather_unique(rows, probs)
+    assert out[0] is rows and out[1] is probs
+
+
+def _open_storage_at_once(url: str, barrier) -> str:
+    sweeper = MammoOptunaSweeperImpl.__new__(MammoOptunaSweeperImpl)  # only the storage settings matter here
+    sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period = url, 30, None
+    barrier.wait()
+    try:
+        sweeper._open_storage()
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_workers_starting_together_all_open_a_new_storage(tmp_path):
+    """Optuna's RDBStorage fails when several processes create the same new database at once
+    (alembic_version / table races: about half of 6 simultaneous openings here); the sweeper retries."""
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(6)
+        with multiprocessing.Pool(6) as pool:
+            results = pool.starmap(_open_storage_at_once, [(f"sqlite:///{tmp_path}/optuna.db", barrier)] * 6)
+    assert results == ["ok"] * 6
+
+
+def test_slurm_launcher_preset_follows_the_trainer():
+    from hydra import compose, initialize_config_dir
+
+    from mammo import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert cfg.trainer.strategy._target_ == "mammo.distributed.launcher.ddp_strategy"
+
+
+# ------------------------------------------------------------------------------ end to end
+def mammo(*args: str, cwd, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mammo.train", *args],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(*procs: subprocess.Popen) -> str:
+    outputs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        outputs.append(out)
+    return "\n".join(outputs)
+
+
+@pytest.fixture(scope="module")
+def small_demo(demo_root):
+    from mammo.data.demo import ensure_demo_dataset
+
+    ensure_demo_dataset(demo_root, 24, 0, 160, 128)  # made once, so parallel jobs only train
+    return demo_root
+
+
+def ddp_args(out, demo_root) -> list[str]:
+    return [
+        *TINY,
+        *SMALL_DEMO,
+        "epochs=2",
+        "gradcam_per_class=0",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        f"paths.output_dir={out}",
+        f"paths.demo_dir={demo_root}",
+    ]
+
+
+def only_run_dir(out) -> object:
+    runs = list((out / "mammo_tiny_density").glob("results_*"))
+    assert len(runs) == 1, runs
+    assert not (out / "mammo_tiny_density" / CLAIMS_DIR).exists()
+    return runs[0]
+
+
+def check_complete_ddp_run(run) -> pd.DataFrame:
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["environment"]["world_size"] == 2
+    split = pd.read_csv(run / "split.csv")
+    val_ids = sorted(split.loc[split["split"] == "val", "image_id"])
+    preds = pd.read_csv(run / "val_predictions.csv")
+    assert len(preds) == len(val_ids) and not preds["image_id"].duplicated().any()
+    assert sorted(preds["image_id"]) == val_ids  # every val image once, none from train
+    probs = preds.filter(like="prob_class").to_numpy()
+    expected = sklearn_density_metrics(preds["true_label"] - 1, preds["predicted_label"] - 1, probs)
+    written = json.loads((run / "metrics" / "val_metrics.json").read_text())
+    assert written["num_samples"] == len(val_ids)
+    assert {k: written[k] for k in expected} == pytest.approx(expected, abs=1e-5)
+    log = (run / "run.log").read_text()
+    assert log.count("Epoch 1/2") == 1 and log.count("Run directory: ") == 1  # rank zero only
+    assert json.loads((run / "train_history.json").read_text())["epoch"] == [1, 2]
+    assert (run / "best_model.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == [
+        "config.yaml",
+        "hydra.yaml",
+        "overrides.yaml",
+    ]
+    return preds
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_processes_write_one_complete_run(tmp_path, small_demo):
+    """Lightning starts rank 1; a cluster (SLURM-style srun tasks) starts both ranks: either way
+    one run directory, the whole val split once, and the same predictions."""
+    lightning_out, slurm_out = tmp_path / "lightning", tmp_path / "slurm"
+    finish(mammo(*ddp_args(lightning_out, small_demo), cwd=tmp_path))
+    port = str(free_port())
+    tasks = [
+        mammo(
+            *ddp_args(slurm_out, small_demo),
+            cwd=tmp_path,
+            env={
+                **SLURM_JOB,
+                "SLURM_NTASKS_PER_NODE": "2",
+                "SLURM_PROCID": str(r),
+                "SLURM_LOCALID": str(r),
+                "SLURM_NODEID": "0",
+                "SLURM_NODELIST": "localhost",
+                "SLURM_JOB_NAME": "mammo",
+                "MASTER_PORT": port,
+            },
+        )
+        for r in (0, 1)
+    ]
+    finish(*tasks)
+    by_lightning = check_complete_ddp_run(only_run_dir(lightning_out))
+    by_cluster = check_complete_ddp_run(only_run_dir(slurm_out))
+    pd.testing.assert_frame_equal(by_lightning, by_cluster)
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_a_seed_sweep_in_parallel(tmp_path, small_demo):
+    args = [*TINY, *SMALL_DEMO, "epochs=1", "gradcam_per_class=0", f"paths.demo_dir={small_demo}"]
+    out = finish(
+        mammo("-m", "launcher=joblib", "seed=1,2", f"paths.output_dir={tmp_path}", *args, cwd=tmp_path)
+    )
+    assert "Joblib.Parallel(n_jobs=2" in out
+    exp = tmp_path / "mammo_tiny_density"
+    seeds = sorted(json.loads((run / "summary.json").read_text())["seed"] for run in exp.glob("results_*"))
+    assert seeds == [1, 2]
+    jobs = [json.loads(line) for line in (exp / "sweeps" / "sweep_1" / "jobs.jsonl").read_text().splitlines()]
+    assert sorted(j["seed"] for j in jobs) == [1, 2] and all(j["status"] == "completed" for j in jobs)
+    summary = json.loads((exp / "sweeps" / "sweep_1" / "sweep_summary.json").read_text())
+    assert len(summary["runs"]) == 2 and all(r["status"] == "completed" for r in summary["runs"])
+
+
+@pytest.mark.slow
+def test_two_hpo_workers_share_one_study(tmp_path, small_demo):
+    import optuna
+
+    args = [
+        "-m",
+        "hpo=density_optuna",
+        *TINY,
+        *SMALL_DEMO,
+        "epochs=1",
+        "gradcam_per_class=0",
+        "hydra.sweeper.n_trials=4",
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={small_demo}",
+    ]
+    finish(mammo(*args, cwd=tmp_path), mammo(*args, cwd=tmp_path))
+    runs = tmp_path / "mammo_tiny_density" / "hpo_runs"
+    study = optuna.load_study(
+        study_name="mammo_tiny_density_density_optuna", storage=f"sqlite:///{runs}/optuna.db"
+    )
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["mammo:worker"] for t in trials}) == 2  # both workers ran trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # no proposal twice
+    records = [json.loads(p.read_text()) for p in runs.glob("results_*/optuna_trial.json")]
+    assert sorted(r["trial_number"] for r in records) == [0, 1, 2, 3]  # 4 directories, one per trial
+    assert len({r["run_dir"] for r in records}) == 4
+    assert len(pd.read_csv(runs / "trials.csv")) == 4
+    assert np.isfinite([t.value for t in trials]).all()

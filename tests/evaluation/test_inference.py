@@ -1,0 +1,199 @@
+"""After training: evaluate, predict, export, Grad-CAM, the report pack and the runs table."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+COMMON = ["data.num_workers=0", *SMALL_DEMO]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, demo_root):
+    """Three seed runs, a 2-fold CV, an evaluation and a prediction, all under one outputs/."""
+    from mammo.evaluate import main as evaluate
+    from mammo.predict import main as predict
+    from mammo.train import main as train
+
+    out = tmp_path_factory.mktemp("outputs")
+    paths = [f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(train, ["-m", *TINY, *SMALL_DEMO, *paths, "epochs=2", "seed=42,43,44"]) == 0
+    assert run_cli(train, [*TINY, *SMALL_DEMO, *paths, "epochs=1", "cv=kfold", "cv.folds=2"]) == 0
+    ckpt = out / "mammo_tiny_density/results_1/best_model.pt"
+    assert run_cli(evaluate, [f"ckpt={ckpt}", "split=val", *COMMON, *paths]) == 0
+    folder = out / "to_predict"
+    folder.mkdir()
+    for i, path in enumerate(sorted((demo_root / "v1-p24-s0-160x128/archive").rglob("*.dcm"))[:6]):
+        shutil.copy(path, folder / f"{i}.dcm")
+    (folder / "notes.txt").write_text("not a DICOM")
+    assert run_cli(predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
+    return out
+
+
+def test_evaluate_reproduces_the_training_val_metrics(outputs):
+    run = outputs / "mammo_tiny_density/results_1"
+    evaluation = outputs / "evaluations/results_1"
+    trained = json.loads((run / "metrics/val_metrics.json").read_text())
+    evaluated = json.loads((evaluation / "metrics/eval_metrics.json").read_text())
+    for name in ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr"):
+        assert evaluated[name] == pytest.approx(trained[name], abs=1e-6)
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+    a = pd.read_csv(run / "val_predictions.csv").sort_values("image_id").reset_index(drop=True)
+    b = pd.read_csv(evaluation / "predictions.csv").sort_values("image_id").reset_index(drop=True)
+    np.testing.assert_allclose(
+        b.filter(like="prob_").to_numpy(), a.filter(like="prob_").to_numpy(), atol=1e-6
+    )
+    summary = json.loads((evaluation / "summary.json").read_text())
+    assert summary["experiment_type"] == "evaluation" and summary["status"] == "completed"
+    assert (
+        summary["checkpoint"].endswith("results_1/best_model.pt")
+        and summary["training_run"]["run_id"] == "results_1"
+    )
+    assert (evaluation / "plots/gradcam_samples.png").is_file() and (
+        evaluation / "metrics/eval_confusion.png"
+    ).is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("data.crop=false", "data.crop=False contradicts"), ("img_size=32", "img_size=32 contradicts")],
+)
+def test_evaluate_rejects_settings_that_contradict_the_checkpoint(
+    outputs, demo_root, tmp_path, override, message
+):
+    from mammo.evaluate import main
+
+    ckpt = outputs / "mammo_tiny_density/results_1/best_model.pt"
+    args = [f"ckpt={ckpt}", *COMMON, override, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, args) == 1
+    summary = json.loads(next(tmp_path.glob("evaluations/results_*/summary.json")).read_text())
+    assert message in summary["error"]["message"]
+
+
+def test_predict_streams_predictions_and_lists_unreadable_files(outputs):
+    out = outputs / "predictions/results_1"
+    preds = pd.read_csv(out / "predictions.csv")
+    bad = pd.read_csv(out / "unreadable.csv")
+    assert len(preds) == 6 and list(bad["image"].str.rsplit("/", n=1).str[1]) == ["notes.txt"]
+    assert "not a readable DICOM" in bad["reason"][0]
+    probs = preds.filter(like="prob_class").to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert (preds["predicted_density"] == probs.argmax(1) + 1).all()
+    assert list(preds["predicted_letter"]) == [" ABCD"[d] for d in preds["predicted_density"]]
+    assert preds["AccessionNumber"].str.startswith("ACC").all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_predicted"] == 6 and summary["num_unreadable"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_round_trip(outputs, tmp_path, fmt):
+    from mammo.models.checkpoint import load_checkpoint
+    from mammo.models.export import export
+
+    ckpt = outputs / "mammo_tiny_density/results_1/best_model.pt"
+    report = export(str(ckpt), fmt, tmp_path, batch_size=3)
+    assert report["max_abs_prob_diff"] < 1e-5 and report["inputs"] == {"image": [1, 64, 64]}
+    x = torch.rand(5, 1, 64, 64)  # another batch size than the export's sample batch
+    expected = load_checkpoint(ckpt).model(x).softmax(1).detach()
+    if fmt == "torchscript":
+        got = torch.jit.load(str(tmp_path / report["file"]))(x).softmax(1)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / report["file"]))
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0]).softmax(1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fusion", [False, True])
+def test_gradcam_maps_are_not_constant(fusion):
+    from mammo.evaluation.gradcam import gradcam
+    from mammo.models.classifier import DensityClassifier
+
+    torch.manual_seed(0)
+    model = DensityClassifier(
+        "tiny", "test_efficientnet", embeddings_fusion=fusion, embedding_dim=8 if fusion else 0
+    )
+    images = torch.rand(3, 1, 64, 64)
+    embedding = torch.randn(3, 8) if fusion else None
+    maps = gradcam(model, images, torch.tensor([0, 1, 2]), embedding)
+    assert maps.shape == (3, 64, 64) and maps.min() >= 0 and maps.max() <= 1
+    assert all(float(m.max() - m.min()) > 0.1 for m in maps)
+
+
+def test_training_writes_gradcam_samples(outputs):
+    png = outputs / "mammo_tiny_density/results_1/plots/gradcam_samples.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "Grad-CAM of 8 validation images" in (png.parent.parent / "run.log").read_text()
+
+
+def test_report_pack_tables_equal_mean_and_std_of_the_summaries(outputs, tmp_path):
+    from mammo.evaluation.report_pack import report_pack
+
+    runs = [outputs / f"mammo_tiny_density/results_{i}" for i in (1, 2, 3)]
+    report = report_pack(runs, tmp_path)
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    for seed in (42, 43, 44):
+        for kind in ("train", "confusion", "gradcam"):
+            assert (tmp_path / f"density_{kind}_seed{seed}.png").is_file()
+    latex = (tmp_path / "metrics_table.tex").read_text()
+    for title, short in [
+        ("Accuracy", "acc"),
+        ("Quadratic kappa", "kappa"),
+        ("Macro-F1", "macro_f1"),
+        ("AUC (OvR)", "auc"),
+    ]:
+        values = [s[f"best_val_{short}"] for s in summaries]
+        line = next(x for x in latex.splitlines() if x.startswith(title + " &"))
+        mean, std = (float(v) for v in re.findall(r"([0-9.]+) \$\\pm\$ ([0-9.]+)", line)[0])
+        assert mean == pytest.approx(np.mean(values), abs=5e-4) and std == pytest.approx(
+            np.std(values, ddof=1), abs=5e-4
+        )
+    assert report["metrics"]["metrics"]["kappa_quadratic"]["mean"] == pytest.approx(
+        np.mean([s["best_val_kappa"] for s in summaries])
+    )
+    assert "| Quadratic kappa |" in (tmp_path / "metrics_table.md").read_text()
+
+
+def test_report_pack_accepts_a_cv_directory(outputs, tmp_path):
+    from mammo.evaluation.report_pack import report_pack
+
+    cv_dir = outputs / "density_experiments/results_k2_seed42"
+    report = report_pack([cv_dir], tmp_path)
+    assert [r["label"] for r in report["runs"]] == ["seed42_fold1", "seed42_fold2"]
+    cv = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert report["metrics"]["metrics"]["macro_f1"]["mean"] == pytest.approx(
+        cv["metrics"]["macro_f1"]["mean"]
+    )
+    assert (tmp_path / "density_confusion_seed42_fold2.png").is_file()
+
+
+def test_runs_table_lists_every_kind_and_compares(outputs, capsys):
+    from mammo.artifacts.run_index import find_runs, select
+    from mammo.runs import main
+
+    rows = find_runs(outputs)
+    kinds = {r["type"] for r in rows}
+    assert {"density_classification", "evaluation", "prediction"} <= kinds
+    assert {r["fold"] for r in rows} >= {1, 2} and {r["seed"] for r in rows} >= {42, 43, 44}
+    completed = select(rows, ["status=completed", "type=density_classification"], "best", True)
+    assert [r["best"] for r in completed] == sorted((r["best"] for r in completed), reverse=True)
+    main([str(outputs), "--filter", "type=evaluation"])
+    assert "evaluations/results_1" in capsys.readouterr().out
+    main(
+        [
+            "--compare",
+            str(outputs / "mammo_tiny_density/results_1"),
+            str(outputs / "mammo_tiny_density/results_2"),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert "seed" in text and "42" in text and "43" in text

@@ -1,0 +1,118 @@
+"""The package's shape, as README "Architecture" draws it: no import cycles, no upward imports,
+small functions and modules, heavy imports only where ``--help`` speed needs them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRIES = {
+    f"mammo.{n}"
+    for n in ("train", "cv", "embed", "baselines", "evaluate", "predict", "export", "report", "runs")
+}
+LAYERS = [
+    "mammo.workflows",
+    "mammo.hpo",
+    "mammo.embeddings",
+    "mammo.evaluation",
+    "mammo.models",
+    "mammo.data",
+]
+"""Packages from the top down: a package imports only the ones after it, and the shared modules
+(``mammo.artifacts``, ``mammo.distributed``, ``mammo.errors``, ``mammo.settings`` and the one
+metric function, ``mammo.evaluation.metrics``, which validation epochs compute too)."""
+SHARED = ("mammo.evaluation.metrics",)
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((REPO / "mammo").rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        out[name] = path
+    return out
+
+
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """The mammo modules ``path`` imports (``from mammo.x import y`` counts ``mammo.x.y`` when
+    that is a module), anywhere in the file or only at module level."""
+    known, found = modules(), set()
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in found if m in known}
+
+
+def function_lengths(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, node.lineno, node.end_lineno - node.lineno + 1
+
+
+def test_no_import_cycles_among_mammo_modules():
+    graph = {name: imports(path) - {name} for name, path in modules().items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                pytest.fail("import cycle: " + " -> ".join([*trail[trail.index(nxt) :], nxt]))
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_no_package_imports_one_above_it(package):
+    above = LAYERS[: LAYERS.index(package)] + sorted(ENTRIES)
+    for name, path in modules().items():
+        if name == package or name.startswith(package + "."):
+            upward = {
+                m
+                for m in imports(path)
+                if m not in SHARED and any(m == a or m.startswith(a + ".") for a in above)
+            }
+            assert not upward, f"{name} imports {sorted(upward)}"
+
+
+def test_library_modules_import_mammo_at_the_top():
+    """Lazy imports are for the thin entries (``--help`` stays fast), and for the sweep callback's
+    study report, which Hydra builds for every run."""
+    allowed = {("mammo.workflows.sweep", "mammo.hpo.study")}
+    for name, path in modules().items():
+        if name in ENTRIES:
+            continue
+        lazy = imports(path) - imports(path, top_level_only=True)
+        assert not {(name, m) for m in lazy} - allowed, f"{name} imports {sorted(lazy)} inside a function"
+
+
+def test_no_function_over_60_lines():
+    long = [
+        f"{path.relative_to(REPO)}:{line} {name} ({n} lines)"
+        for folder in ("mammo", "hydra_plugins", "scripts", "tests")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for name, line, n in function_lengths(path)
+        if n > 60
+    ]
+    assert not long, long
+
+
+def test_no_module_over_300_lines_but_the_entries():
+    long = [
+        f"{name} ({path.read_text().count(chr(10))} lines)"
+        for name, path in modules().items()
+        if name not in ENTRIES and path.read_text().count("\n") > 300
+    ]
+    assert not long, long
