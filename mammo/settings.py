@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mammo import CONFIG_DIR
 from mammo.data.settings import CACHE_MODES
 from mammo.data.tables import ON_BAD_FILE
 from mammo.errors import ConfigError
@@ -158,17 +160,25 @@ def _warms_up(cfg: DictConfig) -> bool:
     return "warmup_epochs" in (cfg.get("scheduler") or {})
 
 
-def hyperparameters(cfg: DictConfig, choices: dict | None = None) -> dict:
-    """summary.json's ``hyperparameters``: ``arch`` and each of :data:`HYPERPARAMETERS`; the
-    optimizer and scheduler by the name of their config option (``choices``: Hydra's
-    ``runtime.choices``), else by their class's name."""
-    out = {"arch": cfg.model.arch}
-    for key in HYPERPARAMETERS:
-        node = cfg[key]
-        if OmegaConf.is_dict(node) and "_target_" in node:
-            node = (choices or {}).get(key) or node._target_.rsplit(".", 1)[-1].lower()
-        out[key] = plain(node)
-    return out
+def hyperparameters(cfg: DictConfig) -> dict:
+    """summary.json's ``hyperparameters``: ``arch`` and each of :data:`HYPERPARAMETERS`, the
+    optimizer and scheduler by the name of their config option (:func:`option_name`)."""
+    return {"arch": cfg.model.arch, **{key: setting_value(cfg, key) for key in HYPERPARAMETERS}}
+
+
+def setting_value(cfg: DictConfig, key: str):
+    """A setting as records write it: plain Python, a config option (``optimizer``) by its name."""
+    node = OmegaConf.select(cfg, key)
+    return option_name(key, node) if OmegaConf.is_dict(node) and "_target_" in node else plain(node)
+
+
+def option_name(group: str, node: DictConfig) -> str:
+    """The option of config group ``group`` (``conf/<group>/<name>.yaml``) whose ``_target_`` is
+    ``node``'s, e.g. ``adamw``; a target no option has is named by its class (``lamb``)."""
+    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
+        if OmegaConf.load(path).get("_target_") == node._target_:
+            return path.stem
+    return node._target_.rsplit(".", 1)[-1].lower()
 
 
 def check_train_settings(cfg: DictConfig) -> None:

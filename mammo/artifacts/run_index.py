@@ -1,13 +1,5 @@
-"""The index of runs below a folder, and the comparison of two (``python -m mammo.runs``).
-
-Finds every ``summary.json`` below the folder (training runs, CV folds, HPO trials, embeddings,
-evaluations, predictions) and prints one row per run::
-
-    python -m mammo.runs                                  # everything under outputs/
-    python -m mammo.runs --sort best --filter status=completed --filter arch=tiny
-    python -m mammo.runs --csv > runs.csv
-    python -m mammo.runs --compare outputs/mammo_tiny_density/results_1 outputs/mammo_tiny_density/results_2
-"""
+"""The runs below a folder, one row each from its ``summary.json``, and the comparison of two
+(``python -m mammo.runs`` prints them)."""
 
 from __future__ import annotations
 

@@ -193,7 +193,8 @@ class DensityDataModule(L.LightningDataModule):
         self.embeddings = embedding_rows(embeddings_dir, self.samples.table["image_id"])
         return int(self.embeddings[0].shape[1])
 
-    def _dataset(self, table: pd.DataFrame) -> DicomDataset:
+    def dataset(self, table: pd.DataFrame) -> DicomDataset:
+        """The rows of ``table`` as a batch Dataset (with their embeddings when attached)."""
         embeddings = None
         if self.embeddings is not None:
             features, rows = self.embeddings
@@ -201,7 +202,7 @@ class DensityDataModule(L.LightningDataModule):
         return DicomDataset(table, self.source.select(table.index.to_numpy()), embeddings)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self._dataset(self.train_table)
+        dataset = self.dataset(self.train_table)
         return self._loader(dataset, sampler=self._train_sampler(dataset))
 
     def _train_sampler(self, dataset: Dataset):
@@ -223,7 +224,7 @@ class DensityDataModule(L.LightningDataModule):
         return sampler
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset(self.val_table))
+        return self._loader(self.dataset(self.val_table))
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
         workers = self.loading.num_workers

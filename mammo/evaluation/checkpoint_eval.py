@@ -32,7 +32,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     write_json(out / "data_manifest.json", datamodule.manifest)
     classes = checkpoint.class_labels
     log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
-    dataset = datamodule._dataset(table)
+    dataset = datamodule.dataset(table)
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers))
     metrics = write_evaluation(out, table, probs, classes, cfg.split)
     if cfg.gradcam_per_class:

@@ -84,7 +84,7 @@ def gradcam_samples(model, datamodule, model_path: Path, run_dir: Path, per_clas
     state = torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(state)
     model.cpu().eval()
-    dataset = datamodule._dataset(datamodule.val_table)
+    dataset = datamodule.dataset(datamodule.val_table)
     path = run_dir / "plots" / "gradcam_samples.png"
     count = gradcam_figure(
         model, dataset, datamodule.val_table, datamodule.samples.class_labels, per_class, path

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import optuna
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.summary import now
 from mammo.distributed.ranks import is_rank_zero
 from mammo.hpo.optuna_api import running_trial
-from mammo.settings import plain
+from mammo.settings import setting_value
 
 log = logging.getLogger("mammo")
 
@@ -119,7 +118,7 @@ class TrialRecord:
             "trial_number": int(hpo.trial),
             "study_name": hpo.study_name,
             "storage": hpo.storage,
-            "params": {n: plain(OmegaConf.select(cfg, n)) for n in (hpo.get("params") or {})},
+            "params": {n: setting_value(cfg, n) for n in (hpo.get("params") or {})},
             "value": None,
             "metric": cfg.monitor,
             "state": "RUNNING",

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mammo.artifacts.callbacks import RunArtifacts
@@ -69,12 +68,12 @@ def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None) -> Ru
     summary = RunSummary(
         run_dir / "summary.json", "density_classification", run_id, cfg.seed, write=is_rank_zero()
     )
-    if cfg.get("resume"):  # the file already has the settings the run was started with
+    if cfg.get("resume"):
         summary.continue_from_file()
-    else:
-        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
-        summary.update(hyperparameters=hyperparameters(cfg, choices))
-    summary.update(integration={"cv_fold": fold, "optuna_trial_id": job_trial_id(cfg)})
+    summary.update(
+        hyperparameters=hyperparameters(cfg),
+        integration={"cv_fold": fold, "optuna_trial_id": job_trial_id(cfg)},
+    )
     return summary
 
 

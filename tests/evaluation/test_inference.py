@@ -18,9 +18,12 @@ COMMON = ["data.num_workers=0", *SMALL_DEMO]
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, demo_root):
-    """Three seed runs, a 2-fold CV, an evaluation and a prediction, all under one outputs/."""
+    """Three seed runs, a 2-fold CV, an evaluation, a prediction, an export and a report pack, all
+    under one outputs/."""
     from mammo.evaluate import main as evaluate
+    from mammo.export import main as export
     from mammo.predict import main as predict
+    from mammo.report import main as report
     from mammo.train import main as train
 
     out = tmp_path_factory.mktemp("outputs")
@@ -35,6 +38,9 @@ def outputs(tmp_path_factory, demo_root):
         shutil.copy(path, folder / f"{i}.dcm")
     (folder / "notes.txt").write_text("not a DICOM")
     assert run_cli(predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
+    assert run_cli(export, [f"ckpt={ckpt}", "format=torchscript", *paths]) == 0
+    runs = f"runs=[{ckpt.parent},{ckpt.parent.parent / 'results_2'}]"
+    assert run_cli(report, [runs, *paths]) == 0
     return out
 
 
@@ -182,7 +188,8 @@ def test_runs_table_lists_every_kind_and_compares(outputs, capsys):
 
     rows = find_runs(outputs)
     kinds = {r["type"] for r in rows}
-    assert {"density_classification", "evaluation", "prediction"} <= kinds
+    assert {"density_classification", "evaluation", "prediction", "model_export", "report"} <= kinds
+    assert all(r["status"] == "completed" for r in rows if r["type"] in ("model_export", "report"))
     assert {r["fold"] for r in rows} >= {1, 2} and {r["seed"] for r in rows} >= {42, 43, 44}
     completed = select(rows, ["status=completed", "type=density_classification"], "best", True)
     assert [r["best"] for r in completed] == sorted((r["best"] for r in completed), reverse=True)

@@ -1,0 +1,49 @@
+"""The training job as a task function: compose the config, call mammo.workflows.job.train."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mammo import CONFIG_DIR
+from mammo.errors import ConfigError
+from mammo.workflows.job import train
+from tests.conftest import SMALL_DEMO, TINY
+
+
+def job_config(tmp_path, demo_root, name: str, *overrides: str):
+    """The composed ``mammo.train`` config of a tiny run into ``tmp_path/name`` (no Hydra runtime:
+    the job reads its directory from ``paths.run_dir``)."""
+    args = [*TINY, *SMALL_DEMO, "epochs=2", "gradcam_per_class=0", f"paths.demo_dir={demo_root}"]
+    args += [f"paths.output_dir={tmp_path}", f"paths.run_dir={tmp_path / name}", *overrides]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", args)
+
+
+def test_the_task_function_trains_and_returns_the_monitored_metric(tmp_path, demo_root):
+    value = train(job_config(tmp_path, demo_root, "a", "optimizer=sgd", "scheduler=constant"))
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["status"] == "completed" and value == summary["best_val_kappa"]
+    assert summary["hyperparameters"]["optimizer"] == "sgd"
+    assert summary["hyperparameters"]["scheduler"] == "constant"
+    assert summary["epochs_completed"] == 2
+    history = pd.read_csv(tmp_path / "a" / "train_history.csv")
+    assert history["lr"].tolist() == [3e-3, 3e-3]  # constant: the learning rate as set
+
+
+def test_same_config_and_seed_give_the_same_predictions(tmp_path, demo_root):
+    train(job_config(tmp_path, demo_root, "a"))
+    train(job_config(tmp_path, demo_root, "b"))
+    a, b = (pd.read_csv(tmp_path / d / "val_predictions.csv") for d in ("a", "b"))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_derived_key_that_disagrees_stops_the_job_before_any_work(tmp_path, demo_root):
+    with pytest.raises(ConfigError, match="trainer.max_epochs=1: set epochs=1 instead"):
+        train(job_config(tmp_path, demo_root, "a", "trainer.max_epochs=1"))
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "set epochs=1" in summary["error"]["message"]
+    assert not (tmp_path / "a" / "split.csv").exists()
