@@ -26,7 +26,7 @@ import torch
 
 from mammo.artifacts.io import write_csv, write_json
 from mammo.errors import MammoError
-from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, mean_std
+from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, labelled_mean_std
 
 FOLD_RE = re.compile(r"^fold_(\d+)$")
 ALIASES = {"kappa": "kappa_quadratic", "auc": "auc_ovr"}  # the spec's second cv_summary shape
@@ -59,9 +59,13 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
     first = next(s for s in summaries.values() if s)
     details = [fold_detail(k, summaries.get(k), monitor) for k in range(1, num_folds + 1)]
     completed = [d["fold"] for d in details if d["status"] == "completed"]
-    stats = {name: _stats([d[name] for d in details if name in d], completed) for name in SHORT_NAMES}
+    done = [d for d in details if d["status"] == "completed"]
+    objective = {
+        **labelled_mean_std([d.get("objective") for d in done], completed, "folds"),
+        "metric": monitor,
+    }
+    stats = {name: labelled_mean_std([d[name] for d in done], completed, "folds") for name in SHORT_NAMES}
     stats.update({alias: stats[name] for alias, name in ALIASES.items()})
-    objective = [d["objective"] for d in details if d.get("objective") is not None]
     oof = out_of_fold_predictions(cv_dir, {k: dirs[k] for k in completed})
     cv_summary = {
         "experiment_name": experiment_name or _name(cv_dir),
@@ -74,7 +78,7 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
         "git_commit": first.get("git_commit"),
         "git_dirty": first.get("git_dirty"),
         "monitor": monitor,
-        "objective": {**_stats(objective, completed), "metric": monitor},
+        "objective": objective,
         "metrics": stats,
         "aggregated_metrics": stats,
         "fold_details": details,
@@ -127,11 +131,6 @@ def out_of_fold_predictions(cv_dir: Path, dirs: dict[int, Path]) -> pd.DataFrame
         )
     write_csv(cv_dir / "oof_predictions.csv", oof, float_format="%.9g")
     return oof
-
-
-def _stats(values: list, folds: list[int]) -> dict:
-    stats = mean_std(v for v in values if v is not None)
-    return {**stats, "folds": list(folds)[: len(stats["values"])]}
 
 
 def _oof_metrics(oof: pd.DataFrame) -> dict:

@@ -92,6 +92,17 @@ def mean_std(values) -> dict:
     }
 
 
+def labelled_mean_std(values, labels, name: str) -> dict:
+    """:func:`mean_std` of the values that are not ``None``, with the labels of those values
+    under ``name`` (the folds or run ids they come from).
+
+    >>> labelled_mean_std([1.0, None, 3.0], [1, 2, 3], "folds")
+    {'mean': 2.0, 'std': 1.4142135623730951, 'values': [1.0, 3.0], 'folds': [1, 3]}
+    """
+    pairs = [(v, label) for v, label in zip(values, labels) if v is not None]
+    return {**mean_std(v for v, _ in pairs), name: [label for _, label in pairs]}
+
+
 def confusion_matrix(probs: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
     """Counts with true classes as rows and predicted classes as columns."""
     k = probs.shape[1]

@@ -25,7 +25,7 @@ from mammo.artifacts.io import write_json
 from mammo.artifacts.rundir import allocate_run_dir
 from mammo.distributed.ranks import is_rank_zero
 from mammo.evaluation.cross_validation import aggregate
-from mammo.evaluation.metrics import SHORT_NAMES, mean_std
+from mammo.evaluation.metrics import SHORT_NAMES, labelled_mean_std
 
 log = logging.getLogger("mammo")
 ENV = "MAMMO_SWEEP_JOBS"
@@ -113,7 +113,7 @@ def summarize(records: list[dict], monitor: str) -> dict:
                 "run_ids": [m["run_id"] for m in members],
                 "num_runs": len(members),
                 "num_completed": len(completed),
-                "metrics": {n: _stats([m["metrics"].get(n) for m in completed], completed) for n in names},
+                "metrics": {n: _group_stats(completed, n) for n in names},
             }
         )
     return {
@@ -144,9 +144,8 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     }
 
 
-def _stats(values: list, members: list[dict]) -> dict:
-    pairs = [(v, m["run_id"]) for v, m in zip(values, members) if v is not None]
-    return {**mean_std(v for v, _ in pairs), "run_ids": [r for _, r in pairs]}
+def _group_stats(runs: list[dict], name: str) -> dict:
+    return labelled_mean_std([r["metrics"].get(name) for r in runs], [r["run_id"] for r in runs], "run_ids")
 
 
 def _number(value) -> float | None:
