@@ -6,8 +6,10 @@ Sequence, else Window Center/Width with its VOI LUT Function, else a percentile 
 MONOCHROME1 inversion. It is a separate object (:class:`Display`) so that the preprocessing can
 apply it after downsampling, which keeps a 4000x3000 image cheap (see ``mammo.data.preprocess``).
 
-Decoding goes through pydicom's pixel handlers; compressed transfer syntaxes (RLE, JPEG
-baseline/extended/lossless, JPEG-LS, JPEG 2000) decode with pylibjpeg's plugins.
+Decoding goes through pydicom's pixel decoders, with the fastest installed plugin for each
+compressed transfer syntax (:data:`DECODERS`, measured with ``scripts/bench_data.py``): RLE with
+pylibjpeg-rle, JPEG 2000 and JPEG-LS with GDCM, JPEG Lossless with pylibjpeg-libjpeg; any other
+syntax, or a missing plugin, with pydicom's own choice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 from mammo.errors import DataError
 
@@ -27,6 +39,25 @@ VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 # what pydicom raises for a file that is missing, not DICOM, or has a broken header
 _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+DECODERS = {
+    RLELossless: "pylibjpeg",  # pylibjpeg-rle: ~2x pydicom's NumPy decoder
+    JPEG2000Lossless: "gdcm",
+    JPEG2000: "gdcm",
+    JPEGLSLossless: "gdcm",
+    JPEGLSNearLossless: "gdcm",
+    JPEGLosslessSV1: "pylibjpeg",
+    JPEGLossless: "pylibjpeg",
+}
+"""Transfer syntax -> the pydicom decoding plugin mammo uses for it (README "Benchmarks")."""
+
+
+def decoding_plugin(transfer_syntax) -> str:
+    """The plugin of :data:`DECODERS` for ``transfer_syntax`` if it is installed, else ``""``
+    (pydicom picks among those available)."""
+    plugin = DECODERS.get(transfer_syntax, "")
+    if plugin and plugin in get_decoder(transfer_syntax).available_plugins:
+        return plugin
+    return ""
 
 
 def read_header(path: str | Path) -> pydicom.Dataset:
@@ -74,6 +105,9 @@ def decode(path: str | Path) -> tuple[pydicom.Dataset, np.ndarray]:
         raise DataError(f"{path}: DICOM has no pixel data")
     _check_greyscale(ds, path)
     try:
+        plugin = decoding_plugin(ds.file_meta.get("TransferSyntaxUID"))
+        if plugin:
+            ds.pixel_array_options(decoding_plugin=plugin)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for corrupt/undecodable data
         message = str(exc).splitlines()[0]

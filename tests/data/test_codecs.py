@@ -118,3 +118,35 @@ def test_greyscale_jpeg_baseline(tmp_path):
 def test_broken_bundled_files_name_the_file(name):
     with pytest.raises(DataError, match=name):
         read_image(TEST_FILES / name)
+
+
+def test_the_chosen_decoder_gives_the_pixels_every_other_plugin_gives():
+    """mammo.data.dicom.DECODERS picks a plugin per syntax for speed; on every bundled greyscale
+    image of those syntaxes it must agree exactly with each other installed plugin."""
+    from pydicom.pixels import get_decoder
+
+    from mammo.data.dicom import DECODERS, decode, decoding_plugin
+
+    checked = set()
+    for path in bundled_images():
+        syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.get("TransferSyntaxUID")
+        if syntax not in DECODERS or pydicom_single_greyscale(path) is None:
+            continue
+        try:
+            _, ours = decode(path)
+        except DataError:
+            continue  # refused clearly (covered above)
+        for plugin in get_decoder(syntax).available_plugins:
+            ds = pydicom.dcmread(path)
+            ds.pixel_array_options(decoding_plugin=plugin)
+            try:
+                theirs = ds.pixel_array
+            except Exception:  # a plugin that cannot decode this file at all
+                continue
+            assert np.array_equal(ours, theirs), f"{path.name}: {decoding_plugin(syntax)} vs {plugin}"
+        checked.add(syntax)
+    assert {s for s in DECODERS if decoding_plugin(s)} - checked <= {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless (process 14): pydicom bundles no greyscale file
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1: pydicom bundles only colour
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    }
