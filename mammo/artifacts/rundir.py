@@ -116,6 +116,11 @@ def _deterministic_where_possible(deterministic):
     return "warn" if deterministic is True else deterministic
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: what SLURM or taskset granted)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def register_resolvers() -> None:
     """Register mammo's OmegaConf resolvers (idempotent).
 
@@ -130,5 +135,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)
     if not OmegaConf.has_resolver("mammo.rank_zero_file"):
         OmegaConf.register_new_resolver("mammo.rank_zero_file", _rank_zero_file)
+    if not OmegaConf.has_resolver("mammo.cpus"):
+        OmegaConf.register_new_resolver("mammo.cpus", available_cpus)
     if not OmegaConf.has_resolver("mammo.deterministic_where_possible"):
         OmegaConf.register_new_resolver("mammo.deterministic_where_possible", _deterministic_where_possible)

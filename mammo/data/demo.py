@@ -28,8 +28,14 @@ CLASS_PROBS = {1: 0.15, 2: 0.35, 3: 0.33, 4: 0.17}
 VIEWS = [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
 
 
-def phantom(density: int, laterality: str, view: str, shape: tuple[int, int], rng) -> np.ndarray:
-    """A float image in [0, 1] of one breast; the chest wall is on the left for ``L``."""
+def phantom(
+    density: int, laterality: str, view: str, shape: tuple[int, int], rng, noise: float = 0.015
+) -> np.ndarray:
+    """A float image in [0, 1] of one breast; the chest wall is on the left for ``L``.
+
+    ``noise`` is the standard deviation of the Gaussian noise over the image (the demo's default
+    is heavy; a detector's is nearer 0.001, which codecs compress as they do real mammograms).
+    """
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     cy = h * rng.uniform(0.45, 0.55)
@@ -45,7 +51,7 @@ def phantom(density: int, laterality: str, view: str, shape: tuple[int, int], rn
     if view == "MLO":  # pectoral muscle: a bright triangle in the upper chest-wall corner
         pect = xx / (w * rng.uniform(0.25, 0.35)) + yy / (h * rng.uniform(0.35, 0.5)) < 1.0
         image = np.where(pect, 0.85, image)
-    image = image + rng.normal(0.0, 0.015, shape) + 0.03
+    image = image + rng.normal(0.0, noise, shape) + 0.03
     if laterality == "R":
         image = image[:, ::-1]
     return np.clip(image, 0.0, 1.0).astype(np.float32)
