@@ -199,6 +199,27 @@ class DicomDataset(Dataset):
         return images[0], int(labels[0]), int(rows[0]), *(e[0] for e in embedding)
 
 
+def available_memory() -> int | None:
+    """Bytes of RAM the system can give without swapping (``MemAvailable``), ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory_cache_fits(images: int, img_size: int, available: int | None) -> None:
+    """``data.cache_mode=memory`` holds every preprocessed image (float16) in RAM: refuse, naming
+    the sizes, when that would take more than 80 % of the available memory."""
+    needed = images * img_size * img_size * 2
+    if available is not None and needed > 0.8 * available:
+        raise DataError(
+            f"data.cache_mode=memory: {images} images at {img_size}x{img_size} need {needed / 2**30:.1f} GiB "
+            f"of RAM, {available / 2**30:.1f} GiB is available; use data.cache_mode=disk"
+        )
+
+
 def fill_cache(
     source: ImageSource, samples, mode: str, num_workers: int, skip: bool
 ) -> tuple[ImageSource, dict]:
@@ -209,6 +230,8 @@ def fill_cache(
     """
     start = time.perf_counter()
     keep = mode == "memory"
+    if keep:
+        check_memory_cache_fits(len(source), source.preprocessing.img_size, available_memory())
     loader = DataLoader(
         CacheFiller(source, keep, skip=skip), batch_size=4, num_workers=num_workers, collate_fn=as_list
     )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mammo.data.cache import DiskCache
+from mammo.errors import DataError
 
 
 def val_images(dm) -> torch.Tensor:
@@ -109,3 +110,16 @@ def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
     assert len(files) == 40 and not list(cache.folder.glob("*.tmp"))
     for path in files:
         assert np.isfinite(cache.read(path, verify=True)).all()
+
+
+def test_a_memory_cache_that_would_not_fit_is_refused_before_any_work(dataset, make_datamodule, monkeypatch):
+    import mammo.data.dataset
+
+    monkeypatch.setattr(mammo.data.dataset, "available_memory", lambda: 10_000)  # 10 kB of RAM
+    with pytest.raises(
+        DataError, match=r"data.cache_mode=memory: \d+ images at 32x32 need .* use data.cache_mode=disk"
+    ):
+        make_datamodule(*dataset, cache_mode="memory")
+    assert mammo.data.dataset.available_memory() is not None  # the real reading works here
+    monkeypatch.undo()
+    assert make_datamodule(*dataset, cache_mode="memory").cache_stats["built"] > 0
