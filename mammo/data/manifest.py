@@ -31,7 +31,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 class HashIndex:
-    """SHA-256 of files, remembered in ``index_file`` by (size, mtime_ns).
+    """SHA-256 and header facts of files, remembered in ``index_file`` by (size, mtime_ns).
 
     Writes are atomic; two runs updating the index at once can lose each other's new entries,
     which only costs a re-hash later.
@@ -49,15 +49,32 @@ class HashIndex:
 
     def sha256(self, path: str | Path) -> tuple[int, str]:
         """(size, sha256) of ``path``."""
+        stat, entry = self._entry(path)
+        if entry["sha256"] is None:
+            entry["sha256"] = file_sha256(path)
+            self.changed = True
+        return stat.st_size, entry["sha256"]
+
+    def facts(self, path: str | Path, read) -> dict:
+        """``read(path)`` (e.g. a file's header facts), remembered while the file is unchanged;
+        what ``read`` raises is not remembered."""
+        _, entry = self._entry(path)
+        if entry.get("facts") is None:
+            entry["facts"] = read(path)
+            self.changed = True
+        return entry["facts"]
+
+    def _entry(self, path: str | Path):
+        """The file's stat and its entry, a new one when the file's size or mtime changed."""
         stat = Path(path).stat()
         key = str(Path(path).resolve())
-        known = self.entries.get(key)
-        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-            return stat.st_size, known[2]
-        digest = file_sha256(path)
-        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
-        self.changed = True
-        return stat.st_size, digest
+        entry = self.entries.get(key)
+        if not isinstance(entry, dict) or (entry["size"], entry["mtime_ns"]) != (
+            stat.st_size,
+            stat.st_mtime_ns,
+        ):
+            entry = self.entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": None}
+        return stat, entry
 
     def save(self) -> None:
         if self.index_file and self.changed:

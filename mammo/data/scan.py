@@ -24,6 +24,13 @@ SAMPLE_COLUMNS = [
     "label",
 ]
 """The columns of a sample table (``Samples.table``), in order."""
+HEADER_FACTS = ("AccessionNumber", "PatientID", "ImageLaterality", "Laterality", "ViewPosition")
+
+
+def header_facts(path: Path) -> dict[str, str]:
+    """What the sample table takes from a file's header, once :func:`check_header` passed it."""
+    ds = check_header(path)
+    return {key: str(ds.get(key, "") or "") for key in HEADER_FACTS}
 
 
 def scan_files(
@@ -39,16 +46,17 @@ def scan_files(
     extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Check each file's header and hash it; fill patient, accession, laterality and view (and
-    copy the ``extra`` columns of the label table)."""
+    copy the ``extra`` columns of the label table). ``hash_index`` remembers both per file by
+    (size, mtime), so a second run over the same files reads none of them."""
     if table.empty:
         return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
 
     def scan(path: Path):
         try:
-            ds = check_header(path)
+            facts = hash_index.facts(path, header_facts)
         except DataError as exc:
             return exc
-        return ds, hash_index.sha256(path)
+        return facts, hash_index.sha256(path)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(scan, table["path"]))
@@ -59,7 +67,7 @@ def scan_files(
         if isinstance(result, DataError):
             bad(str(result), path=relpath)
             continue
-        ds, (size, sha) = result
+        ds, (size, sha) = result  # the header facts (a dict), remembered across runs
         source = frame.loc[item["frame_row"]]
         acc = item["AccessionNumber"] or str(ds.get("AccessionNumber", "") or "") or Path(relpath).stem
         patient = source.get(patient_column, "") if patient_column else ""

@@ -42,3 +42,22 @@ def test_hash_index_remembers_and_notices_changes(tmp_path):
     assert again.sha256(path) == (3, digest) and not again.changed
     path.write_bytes(b"abcd")
     assert again.sha256(path)[1] == file_sha256(path) != digest
+
+
+def test_a_second_run_over_the_same_files_reads_no_header(dataset, make_datamodule, monkeypatch):
+    import os
+
+    import mammo.data.scan
+
+    reads = []
+    real = mammo.data.scan.check_header
+    monkeypatch.setattr(mammo.data.scan, "check_header", lambda path: reads.append(path) or real(path))
+    first = make_datamodule(*dataset)
+    assert len(reads) == len(first.samples.table)
+    reads.clear()
+    second = make_datamodule(*dataset)
+    assert reads == [] and second.samples.table.equals(first.samples.table)
+    touched = first.samples.table["path"].iloc[0]
+    os.utime(touched, ns=(1, 1))  # a changed file (mtime) is read again, and only that one
+    third = make_datamodule(*dataset)
+    assert [str(p) for p in reads] == [touched] and third.samples.table.equals(first.samples.table)
