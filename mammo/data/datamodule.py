@@ -34,6 +34,7 @@ from mammo.data.preprocess import Preprocessing
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
 from mammo.data.splits import (
     grouped_val_mask,
+    keep_subset,
     kfold_assignment,
     preset_val_mask,
     split_frame,
@@ -91,19 +92,16 @@ class DensityDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.samples is not None:
             return
-        self.prepare_samples()
-        hp, samples, table = self.split_settings, self.samples, self.samples.table
-        empty = [
-            samples.class_labels[c]
-            for c in range(len(samples.class_labels))
-            if not (table["label"] == c).any()
-        ]
-        if empty:
-            raise DataError(
-                f"data: density class(es) {empty} have no samples in {samples.source['csv']} "
-                f"({len(table)} usable images); a {self.labels.num_classes}-class model needs images of "
-                "every class"
-            )
+        hp = self.split_settings
+        self.samples = load_source(self.labels, self.loading.cache_dir, self.loading.num_workers)
+        self.samples.check_every_class(self.labels.num_classes)
+        val_ids = None
+        if hp.cv_folds is None:
+            val_ids = set(self.samples.table["image_id"][self._val_mask()])
+            if hp.subset is not None:  # before the images are prepared: only the kept ones are
+                self.samples.table = keep_subset(self.samples.table, val_ids, hp.subset, hp.split_seed)
+        self._prepare_images()
+        table = self.samples.table
         if hp.cv_folds is not None:
             self.fold_ids = kfold_assignment(
                 table["label"].to_numpy(), table["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed
@@ -111,16 +109,20 @@ class DensityDataModule(L.LightningDataModule):
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))
             return
+        self._use_split(table["image_id"].isin(val_ids).to_numpy())
+
+    def _val_mask(self) -> np.ndarray:
+        """The validation rows: a preset split CSV, the dataset's official split, or a
+        patient-grouped stratified share."""
+        hp, table = self.split_settings, self.samples.table
         if hp.split_csv:
-            val_mask = preset_val_mask(table, hp.split_csv)
-        elif self.official_split:
+            return preset_val_mask(table, hp.split_csv)
+        if self.official_split:
             val_mask = (table["split"] == "val").to_numpy()
             log.info("Using the dataset's official split (%d val images)", int(val_mask.sum()))
-        else:
-            val_mask = grouped_val_mask(
-                table["label"].to_numpy(), table["PatientID"].to_numpy(), hp.val_fraction, hp.split_seed
-            )
-        self._use_split(val_mask)
+            return val_mask
+        labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
+        return grouped_val_mask(labels, patients, hp.val_fraction, hp.split_seed)
 
     @property
     def official_split(self) -> bool:
@@ -155,15 +157,20 @@ class DensityDataModule(L.LightningDataModule):
     def _use_split(self, val_mask: np.ndarray) -> None:
         hp, samples = self.split_settings, self.samples
         where = f" of fold {self.fold}" if self.fold else ""
+        subset = hp.subset if hp.cv_folds is not None else None  # else applied before preparing
         self.train_table, self.val_table = train_val_tables(
-            samples.table, val_mask, samples.class_labels, hp.subset, hp.split_seed, where
+            samples.table, val_mask, samples.class_labels, subset, hp.split_seed, where
         )
         self.split = split_frame(samples.table, val_mask, samples.class_labels)
 
     def prepare_samples(self) -> None:
         """Load, check and hash the samples, fill the cache and build the manifest (no split)."""
-        loading = self.loading
-        self.samples = samples = load_source(self.labels, loading.cache_dir, loading.num_workers)
+        self.samples = load_source(self.labels, self.loading.cache_dir, self.loading.num_workers)
+        self._prepare_images()
+
+    def _prepare_images(self) -> None:
+        """The image source (filling the memory or disk cache) and the manifest of the samples."""
+        loading, samples = self.loading, self.samples
         cache = DiskCache(loading.cache_dir, self.preprocessing) if loading.cache_mode == "disk" else None
         self.source = ImageSource(samples.table, self.preprocessing, cache)
         if loading.cache_mode != "none":

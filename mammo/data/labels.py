@@ -43,6 +43,15 @@ class Samples:
     excluded: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
+    def check_every_class(self, num_classes: int) -> None:
+        """A model of ``num_classes`` classes needs images of each."""
+        empty = [c for i, c in enumerate(self.class_labels) if not (self.table["label"] == i).any()]
+        if empty:
+            raise DataError(
+                f"data: density class(es) {empty} have no samples in {self.source['csv']} "
+                f"({len(self.table)} usable images); a {num_classes}-class model needs images of every class"
+            )
+
     def drop(self, rows: dict[int, str]) -> None:
         """Skip table rows (index -> reason) found bad after loading (e.g. undecodable pixels)."""
         for index, reason in rows.items():

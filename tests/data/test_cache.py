@@ -123,3 +123,15 @@ def test_a_memory_cache_that_would_not_fit_is_refused_before_any_work(dataset, m
     assert mammo.data.dataset.available_memory() is not None  # the real reading works here
     monkeypatch.undo()
     assert make_datamodule(*dataset, cache_mode="memory").cache_stats["built"] > 0
+
+
+def test_a_subset_run_prepares_only_the_images_it_uses(dataset, make_datamodule):
+    everything = make_datamodule(*dataset, cache_mode="memory")
+    total = len(everything.samples.table)
+    dm = make_datamodule(*dataset, cache_mode="memory", subset=0.4)
+    used = len(dm.train_table) + len(dm.val_table)
+    assert dm.cache_stats["built"] == used == len(dm.samples.table) < total
+    assert set(dm.val_table["image_id"]) == set(everything.val_table["image_id"])  # validation untouched
+    assert len(dm.train_table) < 0.6 * len(everything.train_table)
+    described = dm.describe()
+    assert described["num_train"] + described["num_val"] == used and described["subset"] == 0.4
