@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -64,10 +65,18 @@ class HashIndex:
             self.changed = True
         return entry["facts"]
 
+    def known(self, path: str | Path) -> tuple[dict, tuple[int, str]] | None:
+        """``(facts, (size, sha256))`` of an unchanged file whose facts and hash are both
+        remembered; ``None`` otherwise."""
+        _, entry = self._entry(path)
+        if entry.get("facts") is None or entry["sha256"] is None:
+            return None
+        return entry["facts"], (entry["size"], entry["sha256"])
+
     def _entry(self, path: str | Path):
         """The file's stat and its entry, a new one when the file's size or mtime changed."""
-        stat = Path(path).stat()
-        key = str(Path(path).resolve())
+        stat = os.stat(path)
+        key = os.path.abspath(path)  # not resolve(): one lstat per path component per file
         entry = self.entries.get(key)
         if not isinstance(entry, dict) or (entry["size"], entry["mtime_ns"]) != (
             stat.st_size,

@@ -58,18 +58,23 @@ def scan_files(
             return exc
         return facts, hash_index.sha256(path)
 
+    paths = table["path"].tolist()
+    results = [hash_index.known(path) for path in paths]  # unchanged files: nothing to read
+    unknown = [i for i, known in enumerate(results) if known is None]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(scan, table["path"]))
+        for i, result in zip(unknown, pool.map(scan, [paths[i] for i in unknown])):
+            results[i] = result
     hash_index.save()
+    sources = frame.to_dict("index")  # label-table row -> its cells
     out = []
-    for (_, item), result in zip(table.iterrows(), results):
+    for item, result in zip(table.to_dict("records"), results):
         relpath = Path(item["path"]).relative_to(root).as_posix()
         if isinstance(result, DataError):
             bad(str(result), path=relpath)
             continue
         ds, (size, sha) = result  # the header facts (a dict), remembered across runs
-        source = frame.loc[item["frame_row"]]
-        acc = item["AccessionNumber"] or str(ds.get("AccessionNumber", "") or "") or Path(relpath).stem
+        source = sources[item["frame_row"]]
+        acc = item["AccessionNumber"] or ds["AccessionNumber"] or Path(relpath).stem
         patient = source.get(patient_column, "") if patient_column else ""
         laterality = source.get(laterality_column, "") if laterality_column else ""
         view = source.get(view_column, "") if view_column else ""
@@ -79,11 +84,9 @@ def scan_files(
                 "path": str(item["path"]),
                 "relpath": relpath,
                 "AccessionNumber": acc,
-                "PatientID": patient or str(ds.get("PatientID", "") or "") or acc,
-                "laterality": (
-                    laterality or str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
-                ).upper(),
-                "view": view or str(ds.get("ViewPosition", "") or ""),
+                "PatientID": patient or ds["PatientID"] or acc,
+                "laterality": (laterality or ds["ImageLaterality"] or ds["Laterality"]).upper(),
+                "view": view or ds["ViewPosition"],
                 "size": size,
                 "sha256": sha,
                 "label": int(source["density"]),
