@@ -51,20 +51,7 @@ def scan_files(
     if table.empty:
         return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
 
-    def scan(path: Path):
-        try:
-            facts = hash_index.facts(path, header_facts)
-        except DataError as exc:
-            return exc
-        return facts, hash_index.sha256(path)
-
-    paths = table["path"].tolist()
-    results = [hash_index.known(path) for path in paths]  # unchanged files: nothing to read
-    unknown = [i for i, known in enumerate(results) if known is None]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, result in zip(unknown, pool.map(scan, [paths[i] for i in unknown])):
-            results[i] = result
-    hash_index.save()
+    results = header_facts_and_hashes(table["path"].tolist(), hash_index, workers)
     sources = frame.to_dict("index")  # label-table row -> its cells
     out = []
     for item, result in zip(table.to_dict("records"), results):
@@ -94,3 +81,23 @@ def scan_files(
             }
         )
     return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])
+
+
+def header_facts_and_hashes(paths: list, hash_index, workers: int) -> list:
+    """Per path ``(header facts, (size, sha256))``, or the :class:`DataError` of a bad file;
+    files ``hash_index`` knows unchanged are not read, the others are read in ``workers`` threads."""
+
+    def scan(path):
+        try:
+            facts = hash_index.facts(path, header_facts)
+        except DataError as exc:
+            return exc
+        return facts, hash_index.sha256(path)
+
+    results = [hash_index.known(path) for path in paths]
+    unknown = [i for i, known in enumerate(results) if known is None]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, result in zip(unknown, pool.map(scan, [paths[i] for i in unknown])):
+            results[i] = result
+    hash_index.save()
+    return results
