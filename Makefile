@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_embed.py
+	$(PY) scripts/bench_setup.py
 
 lock:  ## re-pin requirements/lock.txt from requirements/top.txt in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

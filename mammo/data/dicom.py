@@ -8,8 +8,8 @@ apply it after downsampling, which keeps a 4000x3000 image cheap (see ``mammo.da
 
 Decoding goes through pydicom's pixel decoders, with the fastest installed plugin for each
 compressed transfer syntax (:data:`DECODERS`, measured with ``scripts/bench_data.py``): RLE with
-pylibjpeg-rle, JPEG 2000 and JPEG-LS with GDCM, JPEG Lossless with pylibjpeg-libjpeg; any other
-syntax, or a missing plugin, with pydicom's own choice.
+pylibjpeg-rle; JPEG 2000, JPEG-LS and JPEG Lossless with GDCM; any other syntax, or a missing
+plugin, with pydicom's own choice.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 DECODERS = {
-    RLELossless: "pylibjpeg",  # pylibjpeg-rle: ~2x pydicom's NumPy decoder
+    RLELossless: "pylibjpeg",  # pylibjpeg-rle
     JPEG2000Lossless: "gdcm",
     JPEG2000: "gdcm",
     JPEGLSLossless: "gdcm",
     JPEGLSNearLossless: "gdcm",
-    JPEGLosslessSV1: "pylibjpeg",
-    JPEGLossless: "pylibjpeg",
+    JPEGLosslessSV1: "gdcm",
+    JPEGLossless: "gdcm",
 }
 """Transfer syntax -> the pydicom decoding plugin mammo uses for it (README "Benchmarks")."""
 
