@@ -22,27 +22,42 @@ from mammo.artifacts.runlog import route_library_logs
 from mammo.data.dataset import DicomDataset, collate
 from mammo.embeddings.plots import plot_projections, plot_sample_grid
 from mammo.models.backbones import backbone_input, create_backbone
+from mammo.models.device import autocast, for_inference, pin_memory, resolve_device, to_device
 
 log = logging.getLogger("mammo")
 
 
 class Embedder:
-    """A backbone that maps ``[B, 1, H, W]`` images in [0, 1] to ``[B, D]`` features."""
+    """A backbone that maps ``[B, 1, H, W]`` images in [0, 1] to ``[B, D]`` float32 features (on
+    the CPU), computed on ``device`` (``mammo.models.device``)."""
 
-    def __init__(self, backbone: str, layer: int | None, pretrained: bool, weights: str | None, mean, std):
-        self.model = create_backbone(backbone, pretrained, weights).eval()
+    def __init__(
+        self,
+        backbone: str,
+        layer: int | None,
+        pretrained: bool,
+        weights: str | None,
+        mean,
+        std,
+        device: torch.device | None = None,
+    ):
+        self.device = device or torch.device("cpu")
+        self.model = for_inference(create_backbone(backbone, pretrained, weights), self.device)
         self.layer = layer
-        self.mean = torch.tensor(mean)[None, :, None, None]
-        self.std = torch.tensor(std)[None, :, None, None]
+        self.mean = torch.tensor(mean, device=self.device)[None, :, None, None]
+        self.std = torch.tensor(std, device=self.device)[None, :, None, None]
 
     def __call__(self, x):
-        x = backbone_input(x, self.mean, self.std)
-        if self.layer is None:
-            return self.model(x)
-        (feature_map,) = self.model.forward_intermediates(
-            x, indices=[int(self.layer)], intermediates_only=True
-        )
-        return feature_map.mean(dim=(2, 3))
+        x = backbone_input(to_device(x, self.device), self.mean, self.std)
+        with autocast(self.device):
+            if self.layer is None:
+                features = self.model(x)
+            else:
+                (feature_map,) = self.model.forward_intermediates(
+                    x, indices=[int(self.layer)], intermediates_only=True
+                )
+                features = feature_map.mean(dim=(2, 3))
+        return features.float().cpu()
 
 
 def embed(cfg: DictConfig, out: Path, summary) -> dict:
@@ -59,7 +74,9 @@ def embed(cfg: DictConfig, out: Path, summary) -> dict:
     summary.update(data_config=datamodule.describe_samples())
 
     e = cfg.embed
-    embedder = Embedder(e.backbone, e.layer, e.pretrained, e.weights, list(e.mean), list(e.std))
+    device = resolve_device(cfg.device)
+    log.info("Embedding on %s", device)
+    embedder = Embedder(e.backbone, e.layer, e.pretrained, e.weights, list(e.mean), list(e.std), device)
     dataset = DicomDataset(table, datamodule.source)
     start = time.perf_counter()
     features = extract(embedder, dataset, out / "features.npy", cfg.batch_size, cfg.data.num_workers)
@@ -94,7 +111,13 @@ def embed(cfg: DictConfig, out: Path, summary) -> dict:
 def extract(embedder: Embedder, dataset: DicomDataset, path: Path, batch_size: int, num_workers: int):
     """Embed every item of ``dataset`` into ``path`` ([N, D] float32), written incrementally into
     a memory-mapped file that replaces ``path`` once complete; returns it memory-mapped."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory(embedder.device),
+    )
     tmp = path.with_name(f".{path.name}.tmp")
     features = None
     with Progress(transient=True) as progress:

@@ -17,6 +17,7 @@ from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
+from mammo.models.device import resolve_device
 
 log = logging.getLogger("mammo")
 SPLITS = ("all", "val", "train")
@@ -33,7 +34,9 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     classes = checkpoint.class_labels
     log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
     dataset = datamodule.dataset(table)
-    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers))
+    device = resolve_device(cfg.device)
+    log.info("Inference on %s", device)
+    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers), device)
     metrics = write_evaluation(out, table, probs, classes, cfg.split)
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"

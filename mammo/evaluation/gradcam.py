@@ -53,9 +53,12 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
     if not picks:
         return 0
     images, labels, _, *embedding = dataset.__getitems__(picks)
+    device = next(model.parameters()).device  # fp32 wherever the model is (Grad-CAM needs gradients)
+    on_device = [images.to(device), *(e.to(device) for e in embedding)]
     with torch.no_grad():  # not inference_mode: these tensors take part in Grad-CAM's backward
-        predicted = model(images, *embedding).argmax(1)
-    maps = gradcam(model, images, predicted, *(embedding or [None]))
+        predicted = model(*on_device).argmax(1)
+    maps = gradcam(model, *on_device[:1], predicted, *(on_device[1:] or [None])).cpu()
+    predicted = predicted.cpu()
     flat = [k for k in range(len(maps)) if float(maps[k].max() - maps[k].min()) < 1e-6]
     if flat:
         log.warning("Grad-CAM map is constant for %d of %d image(s)", len(flat), len(maps))

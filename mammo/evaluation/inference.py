@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from mammo.data.dataset import collate
 from mammo.errors import ConfigError
+from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize")
 
@@ -50,8 +51,23 @@ def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = N
 
 
 @torch.inference_mode()
-def predict_probs(model, dataset, batch_size: int, num_workers: int = 0) -> np.ndarray:
-    """Class probabilities for every item of a DicomDataset, in order."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    out = [model(images, *embedding).softmax(1).double().numpy() for images, _, _, *embedding in loader]
+def predict_probs(
+    model, dataset, batch_size: int, num_workers: int = 0, device: torch.device | None = None
+) -> np.ndarray:
+    """Class probabilities (float64) for every item of a DicomDataset, in order, computed on
+    ``device`` (the CPU by default; see ``mammo.models.device``)."""
+    device = device or torch.device("cpu")
+    model = for_inference(model, device)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory(device),
+    )
+    out = []
+    for images, _, _, *embedding in loader:
+        with autocast(device):
+            logits = model(to_device(images, device), *(to_device(e, device) for e in embedding))
+        out.append(logits.float().softmax(1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.hparams.num_classes))

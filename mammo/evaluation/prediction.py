@@ -19,6 +19,7 @@ from mammo.data.preprocess import Preprocessing
 from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
 from mammo.models.checkpoint import load_checkpoint
+from mammo.models.device import autocast, for_inference, resolve_device, to_device
 
 log = logging.getLogger("mammo")
 LETTERS = {1: "A", 2: "B", 3: "C", 4: "D", 5: "5"}
@@ -68,13 +69,21 @@ def predict(cfg: DictConfig, out: Path) -> dict:
             "predict: this checkpoint fuses precomputed embeddings; use mammo.evaluate with its data"
         )
     files = input_files(str(cfg.input), cfg.path_column)
-    log.info("Predicting %d file(s) with %s (%s)", len(files), checkpoint.path, checkpoint.meta.get("arch"))
+    device = resolve_device(cfg.device)
+    log.info(
+        "Predicting %d file(s) with %s (%s) on %s",
+        len(files),
+        checkpoint.path,
+        checkpoint.meta.get("arch"),
+        device,
+    )
     loader = DataLoader(
         ImageFiles(files, Preprocessing(**checkpoint.preprocessing)),
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
         collate_fn=as_list,
     )
+    checkpoint.model = for_inference(checkpoint.model, device)
     predicted, unreadable = stream_predictions(out, loader, files, checkpoint, cfg.on_bad_file == "error")
     if unreadable:
         log.warning(
@@ -117,7 +126,10 @@ def stream_predictions(
                 unreadable += 1
             if good:
                 images = torch.from_numpy(np.stack([b[1] for b in good]))[:, None]
-                probs = checkpoint.model(images).softmax(1).double().numpy()
+                device = next(checkpoint.model.parameters()).device
+                with autocast(device):
+                    logits = checkpoint.model(to_device(images, device))
+                probs = logits.float().softmax(1).double().cpu().numpy()
                 for (i, _, accession, _), p in zip(good, probs):
                     density = classes[int(p.argmax())]
                     rows.writerow(
