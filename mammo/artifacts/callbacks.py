@@ -86,13 +86,50 @@ class RandomState(L.Callback):
 
 class FiniteLossGuard(L.Callback):
     """Stop the run with a clear error as soon as the training loss is NaN or infinite (a
-    diverged run; an HPO trial is then recorded as failed instead of scoring garbage)."""
+    diverged run; an HPO trial is then recorded as failed instead of scoring garbage).
+
+    On the CPU every step is checked at once. On a GPU reading the loss would wait for the step
+    to finish (a host sync per step), so the first bad step is recorded on the device and checked
+    every ``check_every`` steps and before each validation: the run stops within that many steps,
+    before a diverged model can be validated or saved. ``defer`` forces either way.
+    """
+
+    def __init__(self, check_every: int = 50, defer: bool | None = None) -> None:
+        self.check_every, self.defer = check_every, defer
+        self.first_bad: torch.Tensor | None = None  # [batch index, loss] of the first bad step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
+        if loss is None:
+            return
+        loss = loss.detach().float()
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
+            self._raise_if_bad(trainer, pl_module, batch_idx, float(loss))
+            return
+        if self.first_bad is None or self.first_bad.device != loss.device:
+            self.first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
+        step = torch.stack([torch.full_like(loss, batch_idx), loss])
+        fresh = (self.first_bad[0] < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(fresh, step, self.first_bad)
+        if (batch_idx + 1) % self.check_every == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer, pl_module) -> None:
+        if self.first_bad is not None:
+            batch_idx, loss = self.first_bad.tolist()  # the one host sync
+            if batch_idx >= 0:
+                self._raise_if_bad(trainer, pl_module, int(batch_idx), loss)
+
+    def _raise_if_bad(self, trainer, pl_module, batch_idx: int, loss: float) -> None:
+        if not math.isfinite(loss):
             raise TrainingError(
-                f"training loss is {float(loss)} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
+                f"training loss is {loss} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
                 f" (learning_rate={pl_module.hparams.get('learning_rate')}); the run diverged"
             )
 

@@ -94,8 +94,9 @@ class DensityClassifier(L.LightningModule):
         self.register_buffer(
             "std", torch.tensor(std, dtype=torch.float32)[None, :, None, None], persistent=False
         )
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.train_kappa = MulticlassCohenKappa(num_classes, weights="quadratic")
+        # no argument validation: it reads the batch on the host (a GPU sync every step)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.train_kappa = MulticlassCohenKappa(num_classes, weights="quadratic", validate_args=False)
         self._val_steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.val_outputs: ValOutputs | None = None
         self.checkpoint_meta: dict = {}
