@@ -79,6 +79,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     _choice("monitor", MONITORABLE),
     _choice("monitor_mode", ("max", "min")),
     Rule("train_augment", "bool", "true or false"),
+    Rule("compile", "bool", "true or false"),
     Rule("freeze_backbone", "bool", "true or false"),
     Rule("unfreeze_last_block", "bool", "true or false"),
     Rule("deterministic", "any", "true, false or warn", lambda v, c: v in (True, False, "warn")),

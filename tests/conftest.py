@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from mammo.artifacts.rundir import register_resolvers
+
+register_resolvers()  # as every entry does on import: composed configs resolve ${mammo.*} too
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent.parent / ".pytest_cache" / "numba"))

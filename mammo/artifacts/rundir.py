@@ -116,6 +116,19 @@ def _deterministic_where_possible(deterministic):
     return "warn" if deterministic is True else deterministic
 
 
+def _mixed_precision() -> str:
+    """The GPU presets' ``trainer.precision``: bf16 mixed precision where the GPU has bf16
+    (Ampere and later: no loss scaling, fp32's range), else fp16 with loss scaling."""
+    import torch  # here, not at the top: only composing a GPU preset needs it
+
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _benchmark(deterministic) -> bool:
+    """``trainer.benchmark`` of the GPU presets: cuDNN's autotuner unless results must repeat."""
+    return deterministic is False
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask: what SLURM or taskset granted)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -135,6 +148,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)
     if not OmegaConf.has_resolver("mammo.rank_zero_file"):
         OmegaConf.register_new_resolver("mammo.rank_zero_file", _rank_zero_file)
+    if not OmegaConf.has_resolver("mammo.mixed_precision"):
+        OmegaConf.register_new_resolver("mammo.mixed_precision", _mixed_precision)
+        OmegaConf.register_new_resolver("mammo.benchmark", _benchmark)
     if not OmegaConf.has_resolver("mammo.cpus"):
         OmegaConf.register_new_resolver("mammo.cpus", available_cpus)
     if not OmegaConf.has_resolver("mammo.deterministic_where_possible"):

@@ -1,10 +1,8 @@
-"""LightningDataModule: label CSV -> checked, hashed samples -> preprocessed (cached) images ->
-patient-grouped split -> loaders.
+"""LightningDataModule: labels -> checked, hashed samples -> split -> preprocessed (cached) images -> loaders.
 
-Images leave the loaders as ``[1, H, W]`` tensors in [0, 1] (float16 as stored; training batches
-are augmented in the training process, float32 after it); the model normalises them
-(``DensityClassifier.forward``), so a cached epoch moves half the bytes of a float32 RGB tensor
-and never recomputes normalisation per image.
+Images leave the loaders as ``[1, H, W]`` float16 tensors in [0, 1], as stored (training batches are
+augmented on the device, float32 after it); the model normalises them, so a cached epoch moves half
+the bytes of a float32 RGB tensor and never recomputes normalisation per image.
 """
 
 from __future__ import annotations
@@ -248,11 +246,13 @@ class DensityDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Augment training batches here, in the training process (see ``BatchAugmentation``)."""
+        """On the device: channels_last on a GPU; training batches augmented (``BatchAugmentation``)."""
+        images, *rest = batch
+        if images.is_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
-            images, *rest = batch
-            batch = (self.augment(images), *rest)
-        return batch
+            images = self.augment(images)
+        return (images, *rest)
 
     # -- reporting -----------------------------------------------------------------------------
     def class_distribution(self, table: pd.DataFrame) -> dict[str, int]:

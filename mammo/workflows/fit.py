@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from mammo.artifacts.callbacks import RunArtifacts
@@ -104,8 +105,11 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
     ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
     if cfg.get("resume"):
         log.info("Resuming from %s" if ckpt_path else "No checkpoint in %s: starting from scratch", last)
+    if cfg.get("compile"):  # opt-in: compiling costs time up front, pays back on long GPU runs
+        log.info("torch.compile: the model is compiled on its first batches")
+    fitted = torch.compile(model) if cfg.get("compile") else model  # shares model's parameters
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     except SystemExit as exc:
         if not trainer.interrupted:
             raise

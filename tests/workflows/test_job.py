@@ -47,3 +47,18 @@ def test_a_derived_key_that_disagrees_stops_the_job_before_any_work(tmp_path, de
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["status"] == "failed" and "set epochs=1" in summary["error"]["message"]
     assert not (tmp_path / "a" / "split.csv").exists()
+
+
+def test_compile_true_fits_the_compiled_model(tmp_path, demo_root, monkeypatch):
+    """``compile=true`` hands ``torch.compile(model)`` to the trainer (here a stand-in that records
+    the call: compiling for real takes minutes on CPU); the run ends as usual."""
+    import mammo.workflows.fit
+    from mammo.models.classifier import DensityClassifier
+
+    compiled = []
+    monkeypatch.setattr(mammo.workflows.fit.torch, "compile", lambda model: compiled.append(model) or model)
+    train(job_config(tmp_path, demo_root, "a", "compile=true", "epochs=1"))
+    assert len(compiled) == 1 and isinstance(compiled[0], DensityClassifier)
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["status"] == "completed"
+    train(job_config(tmp_path, demo_root, "b", "epochs=1"))
+    assert len(compiled) == 1  # off by default
