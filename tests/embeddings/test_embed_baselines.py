@@ -170,3 +170,21 @@ def test_no_transform_is_fitted_on_a_validation_fold():
     assert len(seen) == 4
     for (_, val), fitted in zip(folds, seen):
         assert fitted and not fitted & set(val.tolist())
+
+
+def test_the_silhouette_is_sampled_above_its_sample_size_and_exact_below():
+    from sklearn.metrics import silhouette_score
+
+    from mammo.embeddings.extract import clustering_metrics
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 8)), rng.integers(0, 4, 300)
+    exact = clustering_metrics(x, y, 4, seed=0)
+    assert exact["silhouette_sample"] is None
+    assert exact["true_labels"]["silhouette"] == pytest.approx(silhouette_score(x, y))
+    sampled = clustering_metrics(x, y, 4, seed=0, silhouette_sample=100)
+    assert sampled["silhouette_sample"] == 100
+    assert sampled["true_labels"]["silhouette"] == pytest.approx(
+        silhouette_score(x, y, sample_size=100, random_state=0)
+    )
+    assert sampled == clustering_metrics(x, y, 4, seed=0, silhouette_sample=100)  # seeded: repeatable
