@@ -91,6 +91,7 @@ class ImageSource:
             else None
         )
         self.preprocessing, self.cache = preprocessing, cache
+        self.verified: set = set()  # entries whose CRC this process checked (shared by selections)
         self.memory: np.ndarray | None = None  # [N, H, W] float16, shared by the selections
         self.memory_index = np.arange(len(self.paths))
 
@@ -107,12 +108,14 @@ class ImageSource:
         elif self.cache is None:
             out[...] = self.compute(i)
         else:
+            entry = self.entries[i]
             try:
-                self.cache.read_into(self.entries[i], out)
-            except (FileNotFoundError, CacheEntryError) as exc:  # changed under us since prepare()
+                self.cache.read_into(entry, out, verify=entry not in self.verified)
+            except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
                 out[...] = self.compute(i)
-                self.cache.write(self.entries[i], out)
+                self.cache.write(entry, out)
+            self.verified.add(entry)
 
     def select(self, positions: np.ndarray) -> ImageSource:
         """The source restricted to ``positions`` (shares the memory cache)."""
@@ -120,7 +123,7 @@ class ImageSource:
         out.paths = [self.paths[p] for p in positions]
         out.laterality = [self.laterality[p] for p in positions]
         out.entries = None if self.entries is None else [self.entries[p] for p in positions]
-        out.preprocessing, out.cache = self.preprocessing, self.cache
+        out.preprocessing, out.cache, out.verified = self.preprocessing, self.cache, self.verified
         out.memory, out.memory_index = self.memory, self.memory_index[positions]
         return out
 
@@ -137,14 +140,17 @@ class CacheFiller(Dataset):
     def __getitem__(self, i: int):
         source, status, detail, image = self.source, "built", "", None
         if source.cache is not None:
-            try:
-                image = source.cache.read(source.entries[i], verify=True)
+            try:  # the memory cache needs the image (and its CRC); the disk cache only its header
+                if self.keep:
+                    image = source.cache.read(source.entries[i], verify=True)
+                else:
+                    source.cache.check(source.entries[i])
                 status = "reused"
             except FileNotFoundError:
                 pass
             except CacheEntryError as exc:
                 status, detail = "regenerated", str(exc)
-        if image is None:
+        if status != "reused":
             try:
                 image = source.compute(i)
             except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
