@@ -13,7 +13,7 @@ from mammo.data.dataset import collate
 from mammo.errors import ConfigError
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
-PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize")
+PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce")
 
 
 def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = None):
