@@ -172,7 +172,33 @@ def main() -> None:
         torch.set_num_threads(threads)
         epochs = cached_epochs(tmp, files, pre, args.entries, args.repeats)
         memory = peak_memory(files["rle"][0], files["rle"][-1], args.size)
+        scaling = fill_scaling(files["rle"] * 8, pre)  # 4 images per loader batch: enough batches
     report(rows, epochs, memory, args.size, args.repeats)
+    one, two = scaling
+    print(f"\ncache fill of {len(files['rle']) * 8} RLE images: 1 worker {one:.2f} s, 2 workers {two:.2f} s")
+    print(f"  speed-up = {one / two:.2f}   (goal >= 1.7 on 2 cores; data.num_workers defaults to every CPU)")
+
+
+def fill_scaling(paths: list[Path], pre) -> tuple[float, float]:
+    """Seconds to fill a memory cache of ``paths`` with 1 and with 2 loader workers."""
+    import pandas as pd
+
+    from mammo.data.dataset import ImageSource, fill_cache
+
+    table = pd.DataFrame({"path": [str(p) for p in paths], "laterality": [""] * len(paths)})
+    samples = type("Samples", (), {"table": table})()
+    seconds = []
+    for workers in (1, 2):
+        start = time.perf_counter()
+        fill_cache(
+            ImageSource(table.assign(AccessionNumber="", image_id="", sha256=""), pre),
+            samples,
+            "memory",
+            workers,
+            False,
+        )
+        seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1]
 
 
 def cached_epochs(tmp: Path, files: dict, pre, entries: int, repeats: int) -> tuple[float, float, float]:
