@@ -12,11 +12,9 @@ at N and 2N images, each in a fresh process, and the growth (goal < 10 %).
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -33,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from bench_data import timed  # the scripts' one timer (this folder is on sys.path)
 
     from mammo.embeddings.extract import Embedder, extract
     from mammo.models.device import autocast, resolve_device, to_device
@@ -97,17 +96,6 @@ def in_memory_dataset(n: int, size: int):
     source = ImageSource(table, Preprocessing(size))
     source.memory = torch.rand(n, size, size).half().numpy()
     return DicomDataset(table, source)
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def peak_rss(patients: int, args) -> tuple[float, int]:
