@@ -105,9 +105,10 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
     ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
     if cfg.get("resume"):
         log.info("Resuming from %s" if ckpt_path else "No checkpoint in %s: starting from scratch", last)
+    fitted = model
     if cfg.get("compile"):  # opt-in: compiling costs time up front, pays back on long GPU runs
         log.info("torch.compile: the model is compiled on its first batches")
-    fitted = torch.compile(model) if cfg.get("compile") else model  # shares model's parameters
+        fitted = torch.compile(model)  # shares model's parameters
     try:
         trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     except SystemExit as exc:
