@@ -64,7 +64,12 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("seed", "int", "an integer"),
     Rule("epochs", "int", "an integer >= 1", lambda v, c: v >= 1),
     Rule("batch_size", "int", "an integer >= 1", lambda v, c: v >= 1),
-    Rule("img_size", "int", "an integer >= 32 (pixels)", lambda v, c: v >= 32),
+    Rule(
+        "img_size",
+        "any",
+        "an integer >= 32, or [height, width] of integers >= 32 (pixels)",
+        lambda v, c: all(_is_int(n) and n >= 32 for n in (v if isinstance(v, list) and len(v) == 2 else [v])),
+    ),
     Rule("learning_rate", "number", "a number > 0", lambda v, c: v > 0),
     Rule("weight_decay", "number", "a number >= 0", lambda v, c: v >= 0),
     Rule("dropout_rate", "number", "a number in [0, 1)", lambda v, c: 0 <= v < 1),
@@ -218,12 +223,16 @@ def check(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
 
 def _has_kind(value, kind: str) -> bool:
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return _is_int(value)
     if kind == "number":
         return _is_number(value)
     if kind == "bool":
         return isinstance(value, bool)
     return True
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

@@ -39,8 +39,8 @@ class CacheEntryError(Exception):
 
 
 def cache_folder(cache_dir: str | Path, preprocessing: Preprocessing) -> Path:
-    size = int(preprocessing.img_size)
-    return Path(cache_dir) / f"preprocessed_{size}x{size}" / preprocessing.key()
+    height, width = preprocessing.shape
+    return Path(cache_dir) / f"preprocessed_{height}x{width}" / preprocessing.key()
 
 
 class DiskCache:
@@ -53,7 +53,7 @@ class DiskCache:
 
     def __init__(self, cache_dir: str | Path, preprocessing: Preprocessing) -> None:
         self.folder = cache_folder(cache_dir, preprocessing)
-        self.shape = (int(preprocessing.img_size),) * 2
+        self.shape = preprocessing.shape
         self.nbytes = HEADER.size + int(np.prod(self.shape)) * np.dtype(DTYPE).itemsize
         self.folder.mkdir(parents=True, exist_ok=True)
         settings = self.folder / "settings.json"

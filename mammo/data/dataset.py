@@ -189,8 +189,7 @@ class DicomDataset(Dataset):
         return len(self.rows)
 
     def __getitems__(self, indices: list[int]) -> _Batch:
-        size = int(self.source.preprocessing.img_size)
-        images = torch.empty((len(indices), 1, size, size), dtype=torch.float16)
+        images = torch.empty((len(indices), 1, *self.source.preprocessing.shape), dtype=torch.float16)
         slots = images.numpy()
         for k, i in enumerate(indices):
             self.source.read_into(i, slots[k, 0])
@@ -215,13 +214,14 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory_cache_fits(images: int, img_size: int, available: int | None) -> None:
+def check_memory_cache_fits(images: int, shape: tuple[int, int], available: int | None) -> None:
     """``data.cache_mode=memory`` holds every preprocessed image (float16) in RAM: refuse, naming
     the sizes, when that would take more than 80 % of the available memory."""
-    needed = images * img_size * img_size * 2
+    height, width = shape
+    needed = images * height * width * 2
     if available is not None and needed > 0.8 * available:
         raise DataError(
-            f"data.cache_mode=memory: {images} images at {img_size}x{img_size} need {needed / 2**30:.1f} GiB "
+            f"data.cache_mode=memory: {images} images at {height}x{width} need {needed / 2**30:.1f} GiB "
             f"of RAM, {available / 2**30:.1f} GiB is available; use data.cache_mode=disk"
         )
 
@@ -237,11 +237,11 @@ def fill_cache(
     start = time.perf_counter()
     keep = mode == "memory"
     if keep:
-        check_memory_cache_fits(len(source), source.preprocessing.img_size, available_memory())
+        check_memory_cache_fits(len(source), source.preprocessing.shape, available_memory())
     loader = DataLoader(
         CacheFiller(source, keep, skip=skip), batch_size=4, num_workers=num_workers, collate_fn=as_list
     )
-    memory = np.zeros((len(source), *(source.preprocessing.img_size,) * 2), np.float16) if keep else None
+    memory = np.zeros((len(source), *source.preprocessing.shape), np.float16) if keep else None
     counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
     damaged, bad = [], {}
     for batch in loader:

@@ -28,6 +28,8 @@ from mammo.data.dicom import decode
 from mammo.data.display import Display, sample_pixels
 from mammo.errors import ConfigError
 
+ImageSize = int | tuple[int, int]
+
 # Bump when the pipeline's output changes for the same settings, so disk caches rebuild.
 PIPELINE_VERSION = 1
 ORIENTS = ("left", "right", "none")
@@ -40,7 +42,9 @@ class Preprocessing:
     """The preprocessing settings; calling it preprocesses one file.
 
     Args:
-        img_size: output height and width in pixels.
+        img_size: the output size in pixels: ``n`` for ``n x n``, or ``(height, width)`` (e.g.
+            ``(1024, 512)``: a mammogram is about twice as tall as wide after the breast crop).
+            A square pair is stored as its integer, so both name the same cache entries.
         window: ``auto`` | ``dicom`` | ``percentile`` | ``minmax`` (see ``Display.from_dataset``).
         percentiles: low/high percentiles of the percentile window.
         orient: put the chest wall on the ``left`` or ``right`` image edge; ``none`` keeps the file's.
@@ -52,7 +56,7 @@ class Preprocessing:
             4000x3000 -> 512, within the tolerance ``tests/data/test_preprocess.py`` states.
     """
 
-    img_size: int = 512
+    img_size: ImageSize = 512
     window: str = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
     orient: str = "left"
@@ -61,6 +65,7 @@ class Preprocessing:
     j2k_reduce: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", normal_img_size(self.img_size))
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
         if self.orient not in ORIENTS:
             raise ConfigError(f"data.orient={self.orient!r}: expected one of {', '.join(ORIENTS)}")
@@ -69,12 +74,23 @@ class Preprocessing:
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ConfigError(f"data.percentiles={list(self.percentiles)}: expected 0 <= low < high <= 100")
-        if int(self.img_size) < 8:
-            raise ConfigError(f"img_size={self.img_size}: expected at least 8 pixels")
+        if min(self.shape) < 8:
+            raise ConfigError(f"img_size={self.settings()['img_size']}: expected at least 8 pixels")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The output's ``(height, width)``."""
+        return image_shape(self.img_size)
 
     def settings(self) -> dict:
         """Everything that determines the output, as stored in the cache and the checkpoint."""
-        return {**asdict(self), "percentiles": list(self.percentiles), "pipeline_version": PIPELINE_VERSION}
+        size = self.img_size if isinstance(self.img_size, int) else list(self.img_size)
+        return {
+            **asdict(self),
+            "img_size": size,
+            "percentiles": list(self.percentiles),
+            "pipeline_version": PIPELINE_VERSION,
+        }
 
     def key(self) -> str:
         """A short hash of :meth:`settings`: the disk cache's folder for these settings."""
@@ -82,13 +98,13 @@ class Preprocessing:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def __call__(self, path: str | Path, laterality: str | None = None) -> np.ndarray:
-        """Preprocess one DICOM file -> float32 [img_size, img_size] in [0, 1].
+        """Preprocess one DICOM file -> float32 [height, width] (:attr:`shape`) in [0, 1].
 
         Args:
             path: the DICOM file.
             laterality: ``L``/``R`` from the label CSV; overrides the file's laterality tags.
         """
-        ds, pixels = decode(path, min_size=int(self.img_size) if self.j2k_reduce else None)
+        ds, pixels = decode(path, min_size=max(self.shape) if self.j2k_reduce else None)
         display = Display.from_dataset(ds, sample_pixels(pixels), self.window, self.percentiles, path)
         step = max(1, -(-max(pixels.shape) // THUMB_SIZE))
         thumb = display(pixels[::step, ::step])
@@ -107,21 +123,46 @@ class Preprocessing:
         return self._pad(image)
 
     def _output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
-        size = int(self.img_size)
+        height, width = self.shape
         if self.resize == "stretch":
-            return size, size
-        scale = size / max(shape)
-        return max(1, min(size, round(shape[0] * scale))), max(1, min(size, round(shape[1] * scale)))
+            return height, width
+        scale = min(height / shape[0], width / shape[1])
+        return max(1, min(height, round(shape[0] * scale))), max(1, min(width, round(shape[1] * scale)))
 
     def _pad(self, image: np.ndarray) -> np.ndarray:
         """Letterbox: centred vertically, against the chest-wall edge horizontally."""
-        size = int(self.img_size)
-        out = np.zeros((size, size), dtype=np.float32)
+        height, width = self.shape
+        out = np.zeros((height, width), dtype=np.float32)
         h, w = image.shape
-        top = (size - h) // 2
-        left = {"left": 0, "right": size - w}.get(self.orient, (size - w) // 2)
+        top = (height - h) // 2
+        left = {"left": 0, "right": width - w}.get(self.orient, (width - w) // 2)
         out[top : top + h, left : left + w] = image
         return out
+
+
+def normal_img_size(value) -> ImageSize:
+    """``img_size`` as stored: an integer for a square (``512``, ``[512, 512]``), else ``(H, W)``.
+
+    Raises:
+        ConfigError: ``value`` is neither an integer nor a pair of integers.
+    """
+    if _is_integer(value):
+        return int(value)
+    pair = list(value) if isinstance(value, list | tuple) or hasattr(value, "__len__") else None
+    if isinstance(value, str) or pair is None or len(pair) != 2 or not all(map(_is_integer, pair)):
+        raise ConfigError(f"img_size={value}: expected an integer or [height, width] of integers")
+    height, width = (int(v) for v in pair)
+    return height if height == width else (height, width)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def image_shape(img_size) -> tuple[int, int]:
+    """``(height, width)`` of an ``img_size`` (an integer ``n`` is ``n x n``)."""
+    size = normal_img_size(img_size)
+    return (size, size) if isinstance(size, int) else size
 
 
 def downsample(values: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -67,8 +67,7 @@ def plot_sample_grid(source, labels, path: Path, count: int) -> None:
     cols = int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.8 * rows), squeeze=False)
-    size = int(source.preprocessing.img_size)
-    image = np.empty((size, size), dtype=np.float16)
+    image = np.empty(source.preprocessing.shape, dtype=np.float16)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < count:

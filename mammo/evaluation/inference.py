@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mammo.data.dataset import collate
+from mammo.data.preprocess import normal_img_size
 from mammo.errors import ConfigError
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
@@ -33,7 +34,7 @@ def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = N
             raise ConfigError(
                 f"data.{key}={given!r} contradicts the checkpoint ({expected!r}); drop the override"
             )
-    if cfg.img_size is not None and int(cfg.img_size) != int(settings["img_size"]):
+    if cfg.img_size is not None and normal_img_size(cfg.img_size) != normal_img_size(settings["img_size"]):
         raise ConfigError(f"img_size={cfg.img_size} contradicts the checkpoint ({settings['img_size']})")
     classes = checkpoint.class_labels
     return instantiate(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mammo.data.preprocess import image_shape
 from mammo.errors import ConfigError
 from mammo.models.checkpoint import load_checkpoint
 
@@ -22,9 +23,9 @@ def export(
         raise ConfigError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     checkpoint = load_checkpoint(ckpt)
     model = checkpoint.model
-    size = int(checkpoint.preprocessing["img_size"])
+    height, width = image_shape(checkpoint.preprocessing["img_size"])
     generator = torch.Generator().manual_seed(seed)
-    inputs = (torch.rand(batch_size, 1, size, size, generator=generator),)
+    inputs = (torch.rand(batch_size, 1, height, width, generator=generator),)
     if model.hparams.embeddings_fusion:
         inputs += (torch.randn(batch_size, int(model.hparams.embedding_dim), generator=generator),)
     with torch.inference_mode():

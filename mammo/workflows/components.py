@@ -120,7 +120,7 @@ def checkpoint_meta(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
         "arch": cfg.model.arch,
         "backbone": cfg.model.backbone,
         "class_labels": datamodule.samples.class_labels,
-        "img_size": cfg.img_size,
+        "img_size": datamodule.preprocessing.settings()["img_size"],
         "mean": list(cfg.model.mean),
         "std": list(cfg.model.std),
         "preprocessing": datamodule.preprocessing.settings(),
