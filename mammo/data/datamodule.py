@@ -260,6 +260,14 @@ class DensityDataModule(L.LightningDataModule):
         counts = table["label"].value_counts()
         return {str(labels[c]): int(counts.get(c, 0)) for c in range(len(labels))}
 
+    def cache_report(self) -> dict | None:
+        """summary.json's ``data_config.cache``: what filling the cache found, and how many
+        entries were rebuilt when a loader read them (damaged or changed since the fill)."""
+        if not self.cache_stats:
+            return None
+        rebuilt = self.source.rebuilt.value if self.source is not None else 0
+        return {**self.cache_stats, "rebuilt_on_read": rebuilt}
+
     def describe_samples(self) -> dict:
         """What :meth:`describe` says without a split: the images, what was excluded or skipped,
         preprocessing and cache (for embedding every image, and for a run that fails at its split)."""
@@ -273,7 +281,7 @@ class DensityDataModule(L.LightningDataModule):
             "views": None if self.labels.views is None else list(self.labels.views),
             "preprocessing": self.preprocessing.settings(),
             "cache_mode": self.loading.cache_mode,
-            "cache": self.cache_stats or None,
+            "cache": self.cache_report(),
             "on_bad_file": self.labels.on_bad_file,
             "manifest_file": "data_manifest.json",
             "manifest_sha256": manifest_sha256(self.manifest),

@@ -10,6 +10,7 @@ numbers, so results do not depend on how many there are.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 
 import numpy as np
@@ -94,6 +95,7 @@ class ImageSource:
         self.verified: set = set()  # entries whose CRC this process checked (shared by selections)
         self.memory: np.ndarray | None = None  # [N, H, W] float16, shared by the selections
         self.memory_index = np.arange(len(self.paths))
+        self.rebuilt = multiprocessing.Value("i", 0)  # entries rebuilt on read, loader workers too
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -115,6 +117,8 @@ class ImageSource:
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
                 out[...] = self.compute(i)
                 self.cache.write(entry, out)
+                with self.rebuilt.get_lock():
+                    self.rebuilt.value += 1
             self.verified.add(entry)
 
     def select(self, positions: np.ndarray) -> ImageSource:
@@ -125,6 +129,7 @@ class ImageSource:
         out.entries = None if self.entries is None else [self.entries[p] for p in positions]
         out.preprocessing, out.cache, out.verified = self.preprocessing, self.cache, self.verified
         out.memory, out.memory_index = self.memory, self.memory_index[positions]
+        out.rebuilt = self.rebuilt
         return out
 
 

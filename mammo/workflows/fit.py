@@ -148,6 +148,7 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         **best,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),
+        data_config={"cache": datamodule.cache_report()},
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from torch.utils.data import DataLoader
+
 from mammo.data.cache import DiskCache
+from mammo.data.dataset import collate
 from mammo.errors import DataError
 
 
@@ -70,11 +73,19 @@ def test_truncated_and_corrupt_entries_are_regenerated_with_a_warning(dataset, m
 def test_entry_damaged_during_training_is_rebuilt_on_read(dataset, make_datamodule, caplog):
     dm = make_datamodule(*dataset, cache_mode="disk")
     reference = val_images(dm)
-    for path in entries(dm):
+    damaged = entries(dm)
+    for path in damaged:
         path.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="mammo"):
         assert torch.equal(val_images(dm), reference)
     assert "Disk cache entry unreadable" in caplog.text
+    assert dm.cache_report()["rebuilt_on_read"] == len(reference)
+    for path in damaged:
+        path.write_bytes(b"")
+    loader = DataLoader(dm.dataset(dm.train_table), batch_size=8, num_workers=2, collate_fn=collate)
+    assert sum(len(images) for images, *_ in loader) == len(dm.train_table)
+    rebuilt_by_workers = dm.cache_report()["rebuilt_on_read"] - len(reference)
+    assert rebuilt_by_workers == len(dm.train_table)
 
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])

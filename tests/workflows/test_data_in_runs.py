@@ -32,9 +32,17 @@ def test_disk_cache_repair_and_manifest_in_run_artifacts(tmp_path, demo_root):
     again = json.loads((second / "summary.json").read_text())["data_config"]
     assert again["cache"]["regenerated"] == 1 and again["cache"]["reused"] == manifest["num_images"] - 1
     assert again["manifest_sha256"] == data["manifest_sha256"]
+    assert again["cache"]["rebuilt_on_read"] == 0
     pd.testing.assert_frame_equal(
         pd.read_csv(first / "val_predictions.csv"), pd.read_csv(second / "val_predictions.csv")
     )
+    data = bytearray(entry.read_bytes())
+    data[-10] ^= 0xFF  # same size, good header, wrong CRC: found only when a loader reads it
+    entry.write_bytes(bytes(data))
+    third = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
+    cache = json.loads((third / "summary.json").read_text())["data_config"]["cache"]
+    assert cache["regenerated"] == 0 and cache["rebuilt_on_read"] == 1
+    assert "checksum mismatch (corrupt)) - regenerating" in (third / "run.log").read_text()
 
 
 def demo_copy(tmp_path, demo_root):
