@@ -6,7 +6,7 @@ In one run: images/s of (a) mammo's loop (Dataset + DataLoader from the memory c
 normalising Embedder, writes into the memory-mapped features.npy, progress bar) and (b) a bare
 ``torch.inference_mode`` loop over the same model and the same preprocessed tensors, already
 stacked in memory; prints a/b (goal >= 0.95). Then the peak RSS of a full ``python -m mammo.embed``
-at N and 2N images, each in a fresh process, and the growth (goal < 10 %).
+at N and 4N images, each in a fresh process, and the growth (goal < 10 %).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--patients", type=int, default=40, help="demo patients for the RSS runs (N); 2N doubles"
+        "--patients", type=int, default=40, help="demo patients for the RSS runs (N); 4N is four times that"
     )
     args = parser.parse_args()
 
@@ -66,7 +66,7 @@ def main() -> None:
     print(f"  (b) bare inference:   {b:7.1f} img/s")
     print(f"  a/b = {a / b:.3f}   (goal >= 0.95)")
 
-    rss = [peak_rss(p, args) for p in (args.patients, 2 * args.patients)]
+    rss = [peak_rss(p, args) for p in (args.patients, 4 * args.patients)]
     growth = 100 * (rss[1][0] / rss[0][0] - 1)
     print(
         f"\npeak RSS of python -m mammo.embed: {rss[0][1]} images {rss[0][0]:.0f} MiB, "
