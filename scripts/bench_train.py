@@ -1,13 +1,24 @@
-"""Throughput of mammo.train's Lightning fit loop vs a plain PyTorch loop, measured in one run.
+"""Throughput of mammo.train's fit loop vs a plain PyTorch loop, measured in one run.
 
-Both train the same model on the same in-memory batches (so data loading is out of the picture)
-with the same optimizer, batch size and number of steps; the framework side uses mammo's
-DensityClassifier, Trainer settings and callbacks (checkpoint, run artifacts, progress bar). Also
-times ``python -m mammo.train --help``.
+    python scripts/bench_train.py [--model efficientnetb0] [--sizes 128] [--batch-size 16] [--steps 30]
 
-    python scripts/bench_train.py [--model efficientnet_b0] [--img-size 128] [--batch-size 16] [--steps 30]
+Both sides train the same model on the same in-memory float16 batches ([B, 1, H, W], as mammo's
+loader hands them over), so data loading is out of the picture, with the same optimizer, batch
+size, number of steps, precision and memory format:
 
-Prints images/s for each and the ratio (goal: framework >= 0.97 x plain; --help < 1.5 s).
+- mammo: the run's own parts, composed from ``conf/train.yaml`` and built by
+  ``mammo.workflows.components`` exactly as ``python -m mammo.train`` builds them: the model, every
+  callback a run uses (best and last checkpoints, run artifacts, random state, the NaN/inf guard,
+  early stopping, the progress bar), the CSV logger and the Trainer. On a GPU that is
+  ``trainer=gpu`` (bf16-mixed where the GPU has it, cuDNN benchmark with ``deterministic=false``)
+  and channels_last inputs (the datamodule's ``on_after_batch_transfer``).
+- plain: a bare loop over the same model with the same autocast, memory format and optimizer.
+
+The two sides alternate three times, so drifts in machine load hit both; the best of each is
+compared. Training-epoch time only (validation, checkpoints and plots are per-epoch extras). Prints
+images/s of each side and the ratio for every size (goal: mammo >= 0.95 x plain), the device
+(the GPU's name), and the time of ``python -m mammo.train --help`` (goal < 1.5 s). On a GPU the
+default sizes are 512 and 1024 px.
 """
 
 from __future__ import annotations
@@ -21,73 +32,89 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mammo import CONFIG_DIR  # noqa: E402
+from mammo.artifacts.callbacks import RunArtifacts  # noqa: E402
+from mammo.artifacts.rundir import register_resolvers  # noqa: E402
+from mammo.artifacts.summary import RunSummary  # noqa: E402
+from mammo.data.datamodule import DensityDataModule  # noqa: E402
+from mammo.models.device import autocast, to_device  # noqa: E402
+from mammo.workflows.components import build_callbacks, build_trainer  # noqa: E402
 
-def make_data(n: int, img_size: int, seed: int = 0):
+
+def make_data(n: int, img_size: int, seed: int = 0) -> TensorDataset:
+    """``n`` float16 [1, H, W] images in [0, 1], labels of all four classes, row numbers."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, img_size, img_size, generator=g)
-    y = torch.randint(0, 4, (n,), generator=g)
-    return TensorDataset(x, y, torch.arange(n))
+    x = torch.rand(n, 1, img_size, img_size, generator=g).half()
+    return TensorDataset(x, torch.arange(n) % 4, torch.arange(n))
 
 
-def plain_loop(model, loader, epochs: int) -> float:
-    optimizer = model.configure_optimizers()  # scheduler="constant": a bare optimizer
-    model.train()
-    start = time.perf_counter()
-    seen = 0
-    for _ in range(epochs):
-        for x, y, _rows in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y, weight=model.class_weights)
-            loss.backward()
-            optimizer.step()
-            seen += len(y)
-    return seen / (time.perf_counter() - start)
+def run_config(args, size: int, tmp: Path, cuda: bool):
+    """The composed ``mammo.train`` config for one benchmark size."""
+    overrides = [
+        f"model={args.model}",
+        f"img_size={size}",
+        f"batch_size={args.batch_size}",
+        "epochs=1",
+        "scheduler=constant",
+        "train_augment=false",
+        "logger=csv",
+        "callbacks=default",
+        f"paths.output_dir={tmp}",
+        f"paths.run_dir={tmp / 'run'}",
+        "+trainer.limit_val_batches=1",
+        *(["trainer=gpu", "deterministic=false"] if cuda else []),
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=overrides)
 
 
-def lightning_loop(model, loader, epochs: int, run_dir: Path) -> float:
-    import pandas as pd
-    from lightning.pytorch.callbacks import RichProgressBar
+def fresh_model(cfg):
+    torch.manual_seed(0)
+    return instantiate(cfg.model, _convert_="all", num_classes=4, class_weights=[1.0] * 4)
 
-    from mammo.artifacts.callbacks import BestModelCheckpoint, RunArtifacts
 
-    n = len(loader.dataset)
-    samples = pd.DataFrame(
-        {
-            "AccessionNumber": [f"A{i}" for i in range(n)],
-            "image_id": [f"img{i}" for i in range(n)],
-            "label": [0] * n,
-        }
+class InMemoryData(L.LightningDataModule):
+    """The benchmark's batches, moved to the device by mammo's own datamodule hook."""
+
+    on_after_batch_transfer = DensityDataModule.on_after_batch_transfer
+
+    def __init__(self, train: DataLoader, val: DataLoader) -> None:
+        super().__init__()
+        self.train, self.val, self.augment = train, val, None
+
+    def train_dataloader(self) -> DataLoader:
+        return self.train
+
+    def val_dataloader(self) -> DataLoader:
+        return self.val
+
+
+def mammo_fit(cfg, data: InMemoryData, run_dir: Path) -> float:
+    """Images/s of the training epoch of mammo's Trainer with all of a run's callbacks."""
+    n = len(data.val.dataset)
+    val_samples = pd.DataFrame(
+        {"AccessionNumber": [f"A{i}" for i in range(n)], "image_id": [f"i{i}" for i in range(n)], "label": 0}
     )
-    timer = _TrainTimer()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        deterministic=True,
-        default_root_dir=run_dir,
-        callbacks=[
-            RichProgressBar(),
-            RunArtifacts(run_dir, samples, [1, 2, 3, 4], "val_kappa"),
-            BestModelCheckpoint(run_dir, "val_kappa", "max"),
-            timer,
-        ],
-    )
-    trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
+    artifacts = RunArtifacts(run_dir, val_samples, [1, 2, 3, 4], cfg.monitor)
+    timer = TrainTimer()
+    callbacks = [*build_callbacks(cfg, run_dir, artifacts, None, None, True), timer]
+    summary = RunSummary(run_dir / "summary.json", "benchmark", run_dir.name, cfg.seed)
+    trainer = build_trainer(cfg, run_dir, callbacks, summary)
+    trainer.fit(fresh_model(cfg), datamodule=data)
     return timer.seen / timer.seconds
 
 
-class _TrainTimer(L.Callback):
-    """Times the training epoch (validation, checkpointing and plots are per-epoch extras)."""
+class TrainTimer(L.Callback):
+    """Times the training epoch, up to the last step's finished GPU work."""
 
     seen, seconds, _t = 0, 0.0, 0.0
 
@@ -96,7 +123,31 @@ class _TrainTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.seen += len(batch[1])
+        if batch_idx == trainer.num_training_batches - 1 and module.device.type == "cuda":
+            torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self._t
+
+
+def plain_loop(cfg, loader: DataLoader, device: torch.device) -> float:
+    """Images/s of a bare loop: the same model, optimizer, autocast and memory format."""
+    model = fresh_model(cfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    model.train()
+    seen, start = 0, time.perf_counter()
+    for x, y, _rows in loader:
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = model.loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
 
 
 def help_seconds() -> float:
@@ -105,46 +156,50 @@ def help_seconds() -> float:
     return time.perf_counter() - start
 
 
+def compare(args, size: int, device: torch.device, tmp: Path) -> tuple[float, float]:
+    """The best images/s of each side over three alternating rounds at ``size`` px."""
+    cfg = run_config(args, size, tmp, device.type == "cuda")
+    cuda = device.type == "cuda"
+    loader = DataLoader(
+        make_data(args.steps * args.batch_size, size), batch_size=args.batch_size, pin_memory=cuda
+    )
+    val = DataLoader(make_data(args.batch_size, size, seed=1), batch_size=args.batch_size, pin_memory=cuda)
+    warm = DataLoader(make_data(2 * args.batch_size, size), batch_size=args.batch_size, pin_memory=cuda)
+    torch.backends.cudnn.benchmark = cuda  # what trainer=gpu sets with deterministic=false
+    torch.use_deterministic_algorithms(cfg.deterministic is True)  # what the Trainer sets
+    plain_loop(cfg, warm, device)  # warm-up: kernels, cuDNN's choices, the allocator
+    results: dict[str, list[float]] = {"plain": [], "mammo": []}
+    for i in range(3):
+        torch.backends.cudnn.benchmark = cuda  # the Trainer sets it; both sides run alike
+        results["plain"].append(plain_loop(cfg, loader, device))
+        results["mammo"].append(mammo_fit(cfg, InMemoryData(loader, val), tmp / f"{size}px_r{i}"))
+    return max(results["plain"]), max(results["mammo"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet_b0")
-    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--model", default="efficientnetb0", help="a conf/model option")
+    parser.add_argument("--sizes", type=int, nargs="+", help="img_size values (default: 128; GPU: 512 1024)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30, help="training steps per measurement")
     args = parser.parse_args()
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    # the same deterministic kernels on both sides (mammo's default is deterministic=true)
-    torch.use_deterministic_algorithms(True)
-    from mammo.models.classifier import DensityClassifier
-
-    data = make_data(args.steps * args.batch_size, args.img_size)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False)
-
-    def fresh_model():
-        torch.manual_seed(0)
-        return DensityClassifier(
-            arch="bench",
-            backbone=args.model,
-            learning_rate=1e-3,
-            scheduler="constant",
-            class_weights=[1.0, 1.0, 1.0, 1.0],
-        )
-
-    plain_loop(
-        fresh_model(),
-        DataLoader(make_data(2 * args.batch_size, args.img_size), batch_size=args.batch_size),
-        1,
-    )  # warm-up
-    results = {"plain": [], "lightning": []}
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("mammo").setLevel(logging.WARNING)
+    register_resolvers()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = args.sizes or ([512, 1024] if device.type == "cuda" else [128])
+    where = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"model={args.model} batch_size={args.batch_size} steps={args.steps} on {where}")
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(3):  # alternate, so drifts in machine load hit both sides
-            results["plain"].append(plain_loop(fresh_model(), loader, 1))
-            results["lightning"].append(lightning_loop(fresh_model(), loader, 1, Path(tmp) / f"r{i}"))
-    plain, framework = max(results["plain"]), max(results["lightning"])
-    print(f"model={args.model} img_size={args.img_size} batch_size={args.batch_size} steps={args.steps}")
-    print(f"plain PyTorch loop : {plain:8.2f} images/s")
-    print(f"mammo (Lightning)  : {framework:8.2f} images/s")
-    print(f"ratio framework/plain: {framework / plain:.3f}  (goal >= 0.97)")
+        for size in sizes:
+            plain, framework = compare(args, size, device, Path(tmp))
+            print(
+                f"  {size:>5} px: plain PyTorch loop {plain:8.2f} images/s, mammo {framework:8.2f} images/s"
+            )
+            print(f"           ratio mammo/plain: {framework / plain:.3f}  (goal >= 0.95)")
     print(f"python -m mammo.train --help: {help_seconds():.2f} s  (goal < 1.5 s)")
 
 

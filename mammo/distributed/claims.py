@@ -12,6 +12,7 @@ from mammo.distributed.ranks import is_rank_zero
 
 CLAIMS_DIR = ".rank_claims"
 CLAIM_WAIT_S = 600.0
+DATA_WAIT_S = 24 * 3600.0  # a first run over a large cohort fills its cache for hours
 
 
 def external_job_key(env: Mapping[str, str] = os.environ) -> str | None:
@@ -64,12 +65,43 @@ def shared_run_dir(
     return Path(parent) / claim.read_text().strip()
 
 
+def data_marker(run_dir: Path, env: Mapping[str, str] = os.environ) -> Path | None:
+    """Where rank zero of a cluster-started job says its data is prepared (``None`` otherwise)."""
+    key = external_job_key(env)
+    return None if key is None else Path(run_dir).parent / CLAIMS_DIR / f"{key}.data"
+
+
+def mark_data_prepared(run_dir: Path, env: Mapping[str, str] = os.environ) -> None:
+    """Rank zero, after preparing the data (or failing to): let the other ranks start theirs."""
+    marker = data_marker(run_dir, env)
+    if marker is not None and is_rank_zero(env):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+def wait_for_prepared_data(
+    run_dir: Path, env: Mapping[str, str] = os.environ, timeout_s: float = DATA_WAIT_S
+) -> None:
+    """Another rank of a cluster-started job: wait until rank zero has prepared the data (header
+    facts, hashes and the disk cache), so that this rank only reuses them. Ranks that Lightning
+    starts need no wait: they start after rank zero's data is ready."""
+    marker = data_marker(run_dir, env)
+    if marker is None or is_rank_zero(env):
+        return
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank zero prepared no data (no {marker}) within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 def release_claims(run_dir: Path, env: Mapping[str, str] = os.environ) -> None:
-    """Rank zero, once every rank has joined the job: drop this job's claim file."""
+    """Rank zero, once every rank has joined the job: drop this job's claim and data marker."""
     key = external_job_key(env)
     if key is not None and is_rank_zero(env):
         claims = Path(run_dir).parent / CLAIMS_DIR
         (claims / key).unlink(missing_ok=True)
+        (claims / f"{key}.data").unlink(missing_ok=True)
         try:
             claims.rmdir()
         except OSError:  # other jobs' claims are still there

@@ -19,6 +19,7 @@ from mammo.artifacts.callbacks import (
     RunArtifacts,
 )
 from mammo.artifacts.io import write_csv, write_json
+from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
 from mammo.errors import ConfigError
 from mammo.hpo.callbacks import EpochStream, PruneOnPlateau
 from mammo.hpo.trial import job_trial_id
@@ -28,8 +29,13 @@ log = logging.getLogger("mammo")
 
 def build_datamodule(cfg: DictConfig, run_dir: Path, summary, writes: bool):
     """``instantiate(cfg.data)``, set up for fitting; if setting up fails (e.g. no split is
-    possible), what is known of the data is still written."""
+    possible), what is known of the data is still written.
+
+    In a DDP job the data is prepared once: rank zero reads the headers, hashes the files and
+    fills the disk cache, and the other ranks set up after it, reusing all three (the ranks
+    Lightning starts begin after rank zero's setup; those a cluster starts wait for it)."""
     datamodule = instantiate(cfg.data, _convert_="all")
+    wait_for_prepared_data(run_dir)
     try:
         datamodule.setup("fit")
     except BaseException:
@@ -37,6 +43,8 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, summary, writes: bool):
             write_json(run_dir / "data_manifest.json", datamodule.manifest)
             summary.update(data_config=datamodule.describe_samples())
         raise
+    finally:
+        mark_data_prepared(run_dir)
     return datamodule
 
 

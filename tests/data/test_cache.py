@@ -8,7 +8,6 @@ import multiprocessing
 import numpy as np
 import pytest
 import torch
-
 from torch.utils.data import DataLoader
 
 from mammo.data.cache import DiskCache

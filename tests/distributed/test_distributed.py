@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,13 @@ import torch
 
 from hydra_plugins.mammo_optuna._sweeper import MammoOptunaSweeperImpl
 from mammo.artifacts.rundir import allocate_run_dir
-from mammo.distributed.claims import CLAIMS_DIR, release_claims, shared_run_dir
+from mammo.distributed.claims import (
+    CLAIMS_DIR,
+    mark_data_prepared,
+    release_claims,
+    shared_run_dir,
+    wait_for_prepared_data,
+)
 from mammo.distributed.collectives import gather_unique
 from tests.conftest import SMALL_DEMO, TINY, sklearn_density_metrics
 
@@ -45,6 +53,56 @@ def test_a_rank_without_rank_zero_gives_up_with_the_claim_path(tmp_path):
     with pytest.raises(TimeoutError, match=r"slurm-4242-0"):
         shared_run_dir(tmp_path, allocate_run_dir, env={**SLURM_JOB, "SLURM_PROCID": "1"}, timeout_s=0.3)
     assert not list(tmp_path.glob("results_*"))
+
+
+def test_other_ranks_set_up_their_data_after_rank_zero_prepared_it(tmp_path):
+    run_dir = tmp_path / "results_1"
+    rank = {r: {**SLURM_JOB, "SLURM_PROCID": str(r)} for r in (0, 1)}
+    done = threading.Event()
+
+    def rank_one():
+        wait_for_prepared_data(run_dir, rank[1], timeout_s=30)
+        done.set()
+
+    waiter = threading.Thread(target=rank_one)
+    waiter.start()
+    time.sleep(0.5)
+    assert not done.is_set()  # rank 1 waits for rank zero's data
+    mark_data_prepared(run_dir, rank[0])
+    waiter.join(10)
+    assert done.is_set()
+    wait_for_prepared_data(run_dir, {}, timeout_s=0)  # one process: nothing to wait for
+    release_claims(run_dir, rank[0])
+    assert not (tmp_path / CLAIMS_DIR).exists()
+    with pytest.raises(TimeoutError, match=r"slurm-4242-0\.data"):
+        wait_for_prepared_data(run_dir, rank[1], timeout_s=0.3)
+    wait_for_prepared_data(run_dir, rank[0], timeout_s=0)  # rank zero never waits
+
+
+def test_a_cluster_rank_sets_up_its_data_only_after_rank_zero(tmp_path, monkeypatch, small_demo):
+    from hydra import compose, initialize_config_dir
+
+    from mammo import CONFIG_DIR
+    from mammo.artifacts.summary import RunSummary
+    from mammo.workflows.components import build_datamodule
+
+    run_dir = tmp_path / "results_1"
+    overrides = [*TINY, *SMALL_DEMO, f"paths.output_dir={tmp_path}", f"paths.run_dir={run_dir}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.demo_dir={small_demo}"])
+    for name, value in {**SLURM_JOB, "SLURM_PROCID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    built = {}
+    summary = RunSummary(run_dir / "summary.json", "density_classification", "results_1", 42, write=False)
+    rank_one = threading.Thread(
+        target=lambda: built.update(dm=build_datamodule(cfg, run_dir, summary, False))
+    )
+    rank_one.start()
+    time.sleep(1.0)
+    assert rank_one.is_alive() and not built  # no setup before rank zero's data is ready
+    mark_data_prepared(run_dir, {**SLURM_JOB, "SLURM_PROCID": "0"})
+    rank_one.join(120)
+    assert len(built["dm"].train_table) > 0
 
 
 def _gather_worker(rank: int, port: int, out_dir: str) -> None:
@@ -200,13 +258,15 @@ def check_complete_ddp_run(run) -> pd.DataFrame:
 @pytest.mark.slow
 def test_ddp_cpu_two_processes_write_one_complete_run(tmp_path, small_demo):
     """Lightning starts rank 1; a cluster (SLURM-style srun tasks) starts both ranks: either way
-    one run directory, the whole val split once, and the same predictions."""
+    one run directory, the whole val split once, and the same predictions. The cluster's rank 1
+    waits for rank zero to fill the disk cache, then only reuses it."""
     lightning_out, slurm_out = tmp_path / "lightning", tmp_path / "slurm"
     finish(mammo(*ddp_args(lightning_out, small_demo), cwd=tmp_path))
     port = str(free_port())
     tasks = [
         mammo(
             *ddp_args(slurm_out, small_demo),
+            "data.cache_mode=disk",
             cwd=tmp_path,
             env={
                 **SLURM_JOB,
@@ -221,7 +281,9 @@ def test_ddp_cpu_two_processes_write_one_complete_run(tmp_path, small_demo):
         )
         for r in (0, 1)
     ]
-    finish(*tasks)
+    console = finish(*tasks)
+    built = re.findall(r"Preprocessed images \(cache_mode=disk.*: (\d+) reused, (\d+) built", console)
+    assert len(built) == 2 and built[0][0] == "0" and built[1][1] == "0", built  # rank 0 built, rank 1 reused
     by_lightning = check_complete_ddp_run(only_run_dir(lightning_out))
     by_cluster = check_complete_ddp_run(only_run_dir(slurm_out))
     pd.testing.assert_frame_equal(by_lightning, by_cluster)
