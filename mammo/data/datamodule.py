@@ -102,7 +102,11 @@ class DensityDataModule(L.LightningDataModule):
         table = self.samples.table
         if hp.cv_folds is not None:
             self.fold_ids = kfold_assignment(
-                table["label"].to_numpy(), table["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed
+                table["label"].to_numpy(),
+                table["PatientID"].to_numpy(),
+                int(hp.cv_folds),
+                hp.split_seed,
+                self.loading.cache_dir,
             )
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))
@@ -120,7 +124,7 @@ class DensityDataModule(L.LightningDataModule):
             log.info("Using the dataset's official split (%d val images)", int(val_mask.sum()))
             return val_mask
         labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
-        return grouped_val_mask(labels, patients, hp.val_fraction, hp.split_seed)
+        return grouped_val_mask(labels, patients, hp.val_fraction, hp.split_seed, self.loading.cache_dir)
 
     @property
     def official_split(self) -> bool:

@@ -12,6 +12,7 @@ Two layouts:
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -56,11 +57,11 @@ def read_label_csv(
     frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
     densities, known = [], []
     for index, row, raw in zip(frame.index, frame["csv_row"], frame[label_column]):
-        key = _key(frame, index, id_column)
         try:
             density = parse_density(raw, include_class_5)
         except ValueError:
             density = None
+            key = _key(frame, index, id_column)
             bad(
                 f"{csv}: row {row}{f' ({_where(key)})' if key else ''}: unknown {label_column} {raw!r}"
                 " (expected 1-4 or A-D, or 5)",
@@ -131,17 +132,16 @@ def accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: 
     if not root.is_dir():
         raise DataError(f"data.dicom_root: folder not found: {root}")
     rows = []
-    for i, acc in enumerate(frame[id_column]):
+    for i, (acc, row) in enumerate(zip(frame[id_column], frame["csv_row"].astype(int))):
         folder = root / acc
-        row = int(frame.at[i, "csv_row"])
-        if not acc or not folder.is_dir():
+        files = files_under(folder) if acc else []
+        if not files and (not acc or not folder.is_dir()):
             bad(
                 f"{folder}: accession folder missing for {id_column}={acc} (row {row})",
                 row=row,
                 **{id_column: acc},
             )
             continue
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         if not files:
             bad(
                 f"{folder}: accession folder is empty ({id_column}={acc}, row {row})",
@@ -152,6 +152,28 @@ def accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: 
         for path in files:
             rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
     return rows
+
+
+def files_under(folder: Path) -> list[str]:
+    """The files below ``folder`` (any depth; hidden files left out), in path order; ``[]`` when
+    it is missing. One ``scandir`` per directory: ``Path.rglob`` plus ``is_file`` stat every
+    entry again, which was most of a second run's start-up."""
+    found: list[str] = []
+
+    def visit(directory: str) -> None:
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    visit(entry.path)
+                elif entry.is_file() and not entry.name.startswith("."):
+                    found.append(entry.path)
+
+    visit(str(folder))
+    return sorted(found, key=lambda p: p.split(os.sep))
 
 
 def image_path_rows(

@@ -65,6 +65,13 @@ class HashIndex:
             self.changed = True
         return entry["facts"]
 
+    def remember(self, path: str | Path, facts: dict, sha256: str) -> tuple[int, str]:
+        """Record what another process read of ``path``; returns its (size, sha256)."""
+        stat, entry = self._entry(path)
+        entry["facts"], entry["sha256"] = facts, sha256
+        self.changed = True
+        return stat.st_size, sha256
+
     def known(self, path: str | Path) -> tuple[dict, tuple[int, str]] | None:
         """``(facts, (size, sha256))`` of an unchanged file whose facts and hash are both
         remembered; ``None`` otherwise."""

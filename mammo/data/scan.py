@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from mammo.data.dicom import check_header
+from mammo.data.manifest import file_sha256
 from mammo.data.tables import BadInput
 from mammo.errors import DataError
 
@@ -25,6 +28,8 @@ SAMPLE_COLUMNS = [
 ]
 """The columns of a sample table (``Samples.table``), in order."""
 HEADER_FACTS = ("AccessionNumber", "PatientID", "ImageLaterality", "Laterality", "ViewPosition")
+PARALLEL_FROM = 256
+"""Files to read before the reading is spread over worker processes (starting them costs ~0.1 s)."""
 
 
 def header_facts(path: Path) -> dict[str, str]:
@@ -51,24 +56,29 @@ def scan_files(
     if table.empty:
         return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "frame_row"])
 
-    results = header_facts_and_hashes(table["path"].tolist(), hash_index, workers)
-    sources = frame.to_dict("index")  # label-table row -> its cells
+    paths = table["path"].tolist()
+    results = header_facts_and_hashes(paths, hash_index, workers)
+    rows = frame.index.get_indexer(table["frame_row"])  # each file's label-table row
+    wanted = (patient_column, laterality_column, view_column, "density", *extra)
+    cells = {c: frame[c].tolist() for c in wanted if c and c in frame.columns}  # lists: fast to index
+
+    def cell(column, row):
+        return cells[column][row] if column in cells else ""
+
     out = []
-    for item, result in zip(table.to_dict("records"), results):
-        relpath = Path(item["path"]).relative_to(root).as_posix()
+    for path, acc_given, row, result in zip(paths, table["AccessionNumber"].tolist(), rows, results):
+        relpath = relative_posix(path, root)
         if isinstance(result, DataError):
             bad(str(result), path=relpath)
             continue
         ds, (size, sha) = result  # the header facts (a dict), remembered across runs
-        source = sources[item["frame_row"]]
-        acc = item["AccessionNumber"] or ds["AccessionNumber"] or Path(relpath).stem
-        patient = source.get(patient_column, "") if patient_column else ""
-        laterality = source.get(laterality_column, "") if laterality_column else ""
-        view = source.get(view_column, "") if view_column else ""
+        image_id = without_suffix(relpath)
+        acc = acc_given or ds["AccessionNumber"] or image_id.rsplit("/", 1)[-1]
+        patient, laterality, view = (cell(c, row) for c in (patient_column, laterality_column, view_column))
         out.append(
             {
-                "image_id": str(Path(relpath).with_suffix("").as_posix()),
-                "path": str(item["path"]),
+                "image_id": image_id,
+                "path": str(path),
                 "relpath": relpath,
                 "AccessionNumber": acc,
                 "PatientID": patient or ds["PatientID"] or acc,
@@ -76,28 +86,68 @@ def scan_files(
                 "view": view or ds["ViewPosition"],
                 "size": size,
                 "sha256": sha,
-                "label": int(source["density"]),
-                **{column: source.get(column, "") for column in extra},
+                "label": int(cells["density"][row]),
+                **{column: cell(column, row) for column in extra},
             }
         )
     return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])
 
 
+def relative_posix(path, root: Path) -> str:
+    """``path`` relative to ``root``, with ``/`` separators (string operations for the usual
+    case of a normalised path below ``root``: no Path object per file)."""
+    path, prefix = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
+    if path.startswith(prefix) and os.sep + "." not in path[len(prefix) - 1 :]:
+        return path[len(prefix) :].replace(os.sep, "/")
+    return Path(path).relative_to(root).as_posix()
+
+
+def without_suffix(relpath: str) -> str:
+    """``relpath`` without its file name's last suffix, as ``PurePath.with_suffix("")`` has it.
+
+    >>> without_suffix("A1/CC.dcm"), without_suffix("A1/IMG"), without_suffix("A1/x.tar.gz")
+    ('A1/CC', 'A1/IMG', 'A1/x.tar')
+    """
+    folder, _, name = relpath.rpartition("/")
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name
+    return f"{folder}/{stem}" if folder else stem
+
+
 def header_facts_and_hashes(paths: list, hash_index, workers: int) -> list:
     """Per path ``(header facts, (size, sha256))``, or the :class:`DataError` of a bad file;
-    files ``hash_index`` knows unchanged are not read, the others are read in ``workers`` threads."""
-
-    def scan(path):
-        try:
-            facts = hash_index.facts(path, header_facts)
-        except DataError as exc:
-            return exc
-        return facts, hash_index.sha256(path)
-
+    files ``hash_index`` knows unchanged are not read, the others are read in ``workers``
+    processes (:func:`read_files`)."""
     results = [hash_index.known(path) for path in paths]
     unknown = [i for i, known in enumerate(results) if known is None]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, result in zip(unknown, pool.map(scan, [paths[i] for i in unknown])):
-            results[i] = result
+    for i, read in zip(unknown, read_files([paths[i] for i in unknown], workers)):
+        results[i] = read if isinstance(read, DataError) else (read[0], hash_index.remember(paths[i], *read))
     hash_index.save()
     return results
+
+
+def read_file(path) -> tuple[dict, str] | DataError:
+    """A file's header facts and SHA-256, or the :class:`DataError` of a bad file (returned, not
+    raised, so that it crosses from a worker process as a value)."""
+    try:
+        facts = header_facts(path)
+    except DataError as exc:
+        return exc
+    return facts, file_sha256(path)
+
+
+def read_files(paths: list, workers: int) -> list:
+    """:func:`read_file` of each path, in order: in ``workers`` forked processes when there are
+    many. pydicom parses headers in pure Python, so threads would only take turns holding the GIL
+    (measured: 2 threads were 2.5x slower than one loop; 2 processes 1.7x faster)."""
+    if workers <= 1 or len(paths) < PARALLEL_FROM or not can_fork_workers():
+        return [read_file(path) for path in paths]
+    chunk = max(1, min(64, len(paths) // (4 * workers)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(read_file, paths, chunksize=chunk))
+
+
+def can_fork_workers() -> bool:
+    """Whether this process may start forked workers (a daemonic one, e.g. a DataLoader worker,
+    may have no children)."""
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
+from mammo.artifacts.io import atomic_open
 from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 
 
-def grouped_val_mask(labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation rows: about ``val_fraction`` of the data, whole patients only.
+def grouped_val_mask(
+    labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int, memo_dir: str | Path | None = None
+) -> np.ndarray:
+    """Boolean mask of validation rows: about ``val_fraction`` of the data, whole patients only:
+    the first of ``round(1 / val_fraction)`` folds (:func:`fold_numbers`, remembered in
+    ``memo_dir``).
 
     >>> y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 1]); g = np.repeat(np.arange(5), 2)
     >>> m = grouped_val_mask(y, g, 0.2, seed=0); int(m.sum()), len(set(g[m]) & set(g[~m]))
@@ -31,12 +38,45 @@ def grouped_val_mask(labels: np.ndarray, groups: np.ndarray, val_fraction: float
             f"data: {n_groups} patients cannot make a patient-grouped split with "
             f"val_fraction={val_fraction} (needs at least {n_splits})"
         )
-    folds = grouped_folds(labels, groups, n_splits, seed, f"data.val_fraction={val_fraction}")
-    _, val_idx = next(folds)
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[val_idx] = True
+    mask = fold_numbers(labels, groups, n_splits, seed, f"data.val_fraction={val_fraction}", memo_dir) == 1
     check_no_leakage(groups, mask)
     return mask
+
+
+def fold_numbers(
+    labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int, setting: str, memo_dir=None
+) -> np.ndarray:
+    """The validation fold (1..``n_splits``) of every row, from :func:`grouped_folds`.
+
+    scikit-learn's greedy assignment is most of a repeated run's start-up at cohort scale (~40 ms
+    per 1,000 images), and it depends only on its inputs: with ``memo_dir`` the result is kept in
+    ``<memo_dir>/splits/<hash of labels, patients, folds, seed, scikit-learn version>.npy`` and
+    read back by the next run over the same rows.
+    """
+    memo = _memo_path(memo_dir, labels, groups, n_splits, seed)
+    if memo is not None and memo.is_file():
+        try:
+            numbers = np.load(memo, allow_pickle=False)
+            if numbers.shape == (len(labels),):
+                return numbers
+        except (OSError, ValueError):
+            pass  # a damaged memo only costs recomputing it
+    numbers = np.zeros(len(labels), dtype=np.int32)
+    for k, (_, val_idx) in enumerate(grouped_folds(labels, groups, n_splits, seed, setting), start=1):
+        numbers[val_idx] = k
+    if memo is not None:
+        with atomic_open(memo, "wb") as f:
+            np.save(f, numbers)
+    return numbers
+
+
+def _memo_path(memo_dir, labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> Path | None:
+    if not memo_dir:
+        return None
+    digest = hashlib.sha256(f"{sklearn.__version__}|{n_splits}|{seed}|".encode())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    digest.update("\0".join(map(str, groups)).encode())
+    return Path(memo_dir) / "splits" / f"{digest.hexdigest()[:24]}.npy"
 
 
 def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int, setting: str):
@@ -133,7 +173,9 @@ _SIDES = {
 }
 
 
-def kfold_assignment(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def kfold_assignment(
+    labels: np.ndarray, groups: np.ndarray, folds: int, seed: int, memo_dir: str | Path | None = None
+) -> np.ndarray:
     """Fold number (1..``folds``) of every row: patient-grouped, class-stratified, every patient in
     exactly one validation fold. Depends only on the rows, ``folds`` and ``seed``.
 
@@ -147,12 +189,7 @@ def kfold_assignment(labels: np.ndarray, groups: np.ndarray, folds: int, seed: i
     n_groups = len(np.unique(groups))
     if n_groups < folds:
         raise DataError(f"data: {n_groups} patients cannot make {folds} patient-grouped folds")
-    assignment = np.zeros(len(labels), dtype=int)
-    for k, (_, val_idx) in enumerate(
-        grouped_folds(labels, groups, folds, seed, f"cv.folds={folds}"), start=1
-    ):
-        assignment[val_idx] = k
-    return assignment
+    return fold_numbers(labels, groups, folds, seed, f"cv.folds={folds}", memo_dir).astype(int)
 
 
 def subset_mask(labels: np.ndarray, groups: np.ndarray, subset: float, seed: int) -> np.ndarray:

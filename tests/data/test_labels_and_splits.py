@@ -10,7 +10,7 @@ from mammo.data.demo import write_dicom
 from mammo.data.density import parse_density
 from mammo.data.labels import load_samples, read_label_csv
 from mammo.data.settings import LabelColumns
-from mammo.data.splits import check_no_leakage, grouped_val_mask
+from mammo.data.splits import check_no_leakage, grouped_val_mask, kfold_assignment
 from mammo.errors import DataError
 
 
@@ -99,6 +99,29 @@ def test_grouped_split_never_leaks_and_is_stratified():
     assert set(labels[mask]) == set(range(4))
     np.testing.assert_array_equal(mask, grouped_val_mask(labels, groups, 0.2, seed=1))
     assert not np.array_equal(mask, grouped_val_mask(labels, groups, 0.2, seed=2))
+
+
+def test_split_is_remembered_in_the_cache_folder_and_equals_a_fresh_one(tmp_path, monkeypatch):
+    from mammo.data import splits
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"P{i}" for i in range(60)], 2)
+    labels = np.repeat(rng.integers(0, 4, 60), 2)
+    fresh_mask, fresh_folds = grouped_val_mask(labels, groups, 0.2, 3), kfold_assignment(labels, groups, 5, 3)
+    mask = grouped_val_mask(labels, groups, 0.2, 3, memo_dir=tmp_path)
+    (memo,) = (tmp_path / "splits").glob("*.npy")
+    np.testing.assert_array_equal(mask, fresh_mask)
+    calls = []
+    monkeypatch.setattr(splits, "grouped_folds", lambda *a: calls.append(a) or iter(()))
+    np.testing.assert_array_equal(grouped_val_mask(labels, groups, 0.2, 3, memo_dir=tmp_path), fresh_mask)
+    # CV over as many folds shares the memo: fold 1 is the validation split above
+    np.testing.assert_array_equal(kfold_assignment(labels, groups, 5, 3, memo_dir=tmp_path), fresh_folds)
+    assert calls == []  # read back, not recomputed
+    grouped_val_mask(labels, groups, 0.2, 4, memo_dir=tmp_path)
+    assert len(calls) == 1  # another seed is another memo
+    monkeypatch.undo()
+    memo.write_bytes(b"damaged")
+    np.testing.assert_array_equal(grouped_val_mask(labels, groups, 0.2, 3, memo_dir=tmp_path), fresh_mask)
 
 
 def test_leakage_check_fails_loudly():

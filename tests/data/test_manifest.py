@@ -61,3 +61,25 @@ def test_a_second_run_over_the_same_files_reads_no_header(dataset, make_datamodu
     os.utime(touched, ns=(1, 1))  # a changed file (mtime) is read again, and only that one
     third = make_datamodule(*dataset)
     assert [str(p) for p in reads] == [touched] and third.samples.table.equals(first.samples.table)
+
+
+def test_headers_read_in_worker_processes_equal_one_loop(dataset, monkeypatch, tmp_path):
+    import mammo.data.scan as scan
+    from mammo.errors import DataError
+
+    junk = tmp_path / "junk.dcm"
+    junk.write_text("not a DICOM")
+    files = sorted(dataset[1].rglob("*.dcm"))
+    paths = [*files[:10], junk, *files[10:]]
+    one = scan.read_files(paths, workers=1)
+    pools = []
+    real_pool = scan.ProcessPoolExecutor
+    monkeypatch.setattr(scan, "ProcessPoolExecutor", lambda *a, **k: pools.append(k) or real_pool(*a, **k))
+    monkeypatch.setattr(scan, "PARALLEL_FROM", 4)
+    many = scan.read_files(paths, workers=2)
+    assert len(pools) == 1  # spread over worker processes
+    assert [r for r in many if not isinstance(r, DataError)] == [
+        r for r in one if not isinstance(r, DataError)
+    ]
+    assert isinstance(many[10], DataError) and str(many[10]) == str(one[10])
+    assert "not a readable DICOM" in str(many[10])
