@@ -17,14 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mammo.data.cache import DiskCache
-from mammo.data.dataset import (
-    BatchAugmentation,
-    DicomDataset,
-    EpochShuffle,
-    ImageSource,
-    collate,
-    fill_cache,
-)
+from mammo.data.dataset import BatchAugmentation, DicomDataset, EpochShuffle, ImageSource, collate, fill_cache
 from mammo.data.embeddings import embedding_rows
 from mammo.data.labels import Samples, load_source
 from mammo.data.manifest import build_manifest, manifest_sha256
@@ -101,12 +94,9 @@ class DensityDataModule(L.LightningDataModule):
         self._prepare_images()
         table = self.samples.table
         if hp.cv_folds is not None:
+            labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
             self.fold_ids = kfold_assignment(
-                table["label"].to_numpy(),
-                table["PatientID"].to_numpy(),
-                int(hp.cv_folds),
-                hp.split_seed,
-                self.loading.cache_dir,
+                labels, patients, int(hp.cv_folds), hp.split_seed, self.loading.cache_dir
             )
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))
@@ -265,12 +255,11 @@ class DensityDataModule(L.LightningDataModule):
         return {str(labels[c]): int(counts.get(c, 0)) for c in range(len(labels))}
 
     def cache_report(self) -> dict | None:
-        """summary.json's ``data_config.cache``: what filling the cache found, and how many
-        entries were rebuilt when a loader read them (damaged or changed since the fill)."""
-        if not self.cache_stats:
-            return None
-        rebuilt = self.source.rebuilt.value if self.source is not None else 0
-        return {**self.cache_stats, "rebuilt_on_read": rebuilt}
+        """summary.json's ``data_config.cache``: the fill's counts and ``rebuilt_on_read`` (entries
+        rebuilt when a loader read them: damaged or changed since the fill)."""
+        return (
+            {**self.cache_stats, "rebuilt_on_read": self.source.rebuilt.value} if self.cache_stats else None
+        )
 
     def describe_samples(self) -> dict:
         """What :meth:`describe` says without a split: the images, what was excluded or skipped,
