@@ -10,8 +10,7 @@ background, a detector's noise) as uncompressed, RLE, JPEG 2000, JPEG-LS and JPE
       fastest is the floor for any uncached work (goal a/d <= 1.15)
   (b) a cached epoch: the disk cache through mammo's Dataset and a DataLoader (batch 16)
   (c) the floor of any cached epoch: the same bytes as one file, read in one sequential pass
-      (1 MiB reads into one buffer: the disk's, or the page cache's, bandwidth; faster here than
-      one read into a buffer of the whole file)
+      of batch-sized reads (16 entries) into one buffer: the disk's, or the page cache's, bandwidth
   (e) the spec's format for comparison: torch.load of one [3, H, W] float32 .pt per image
 
 and prints the ratios b/a (bar >= 50), b/c (goal >= 0.8), the peak memory of preprocessing one
@@ -266,7 +265,9 @@ def cached_epochs(tmp: Path, files: dict, pre, entries: int, repeats: int) -> tu
     with open(joined, "wb") as out:
         for entry in source.entries:
             out.write(entry.read_bytes())
-    chunk = memoryview(bytearray(1 << 20))  # 1 MiB reads into one buffer: the fastest pass here
+    # reads of one batch's bytes (16 entries, as the loader's batches) into one reused buffer:
+    # any loader must at least bring each batch's bytes into the memory that holds the batch
+    chunk = memoryview(bytearray(16 * cache.nbytes))
 
     def sequential_read():
         with open(joined, "rb", buffering=0) as f:

@@ -56,7 +56,7 @@ def read_label_csv(
         frame[column] = frame[column].str.strip()
     frame["csv_row"] = range(2, len(frame) + 2)  # 1-based line numbers after the header
     densities, known = [], []
-    for index, row, raw in zip(frame.index, frame["csv_row"], frame[label_column]):
+    for index, row, raw in zip(frame.index, frame["csv_row"].tolist(), frame[label_column].tolist()):
         try:
             density = parse_density(raw, include_class_5)
         except ValueError:
@@ -132,7 +132,7 @@ def accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: 
     if not root.is_dir():
         raise DataError(f"data.dicom_root: folder not found: {root}")
     rows = []
-    for i, (acc, row) in enumerate(zip(frame[id_column], frame["csv_row"].astype(int))):
+    for i, (acc, row) in enumerate(zip(frame[id_column].tolist(), frame["csv_row"].astype(int).tolist())):
         folder = root / acc
         files = files_under(folder) if acc else []
         if not files and (not acc or not folder.is_dir()):
@@ -180,7 +180,7 @@ def image_path_rows(
     frame: pd.DataFrame, csv: Path, root: Path, path_column: str, id_column: str, bad: BadInput
 ) -> list[dict]:
     rows, seen = [], {}
-    for i, relpath in enumerate(frame[path_column]):
+    for i, relpath in enumerate(frame[path_column].tolist()):
         row = int(frame.at[i, "csv_row"])
         path = root / relpath
         if not relpath or not path.is_file():
