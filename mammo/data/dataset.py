@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -103,8 +104,16 @@ class ImageSource:
     def compute(self, i: int) -> np.ndarray:
         return self.preprocessing(self.paths[i], self.laterality[i] or None).astype(np.float16)
 
-    def read_into(self, i: int, out: np.ndarray) -> None:
-        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch)."""
+    def open_advised(self, indices: list[int]) -> list[int | None]:
+        """Open a batch's disk cache entries, their reads started (:meth:`DiskCache.open_advised`);
+        ``None`` for each image that is not read from the disk cache."""
+        if self.cache is None or self.memory is not None:
+            return [None] * len(indices)
+        return self.cache.open_advised([self.entries[i] for i in indices])
+
+    def read_into(self, i: int, out: np.ndarray, fd: int | None = None) -> None:
+        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``fd`` is
+        its disk cache entry opened by :meth:`open_advised` (closed here)."""
         if self.memory is not None:
             out[...] = self.memory[self.memory_index[i]]
         elif self.cache is None:
@@ -112,7 +121,7 @@ class ImageSource:
         else:
             entry = self.entries[i]
             try:
-                self.cache.read_into(entry, out, verify=entry not in self.verified)
+                self.cache.read_into(entry, out, verify=entry not in self.verified, fd=fd)
             except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
                 out[...] = self.compute(i)
@@ -196,8 +205,15 @@ class DicomDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> _Batch:
         images = torch.empty((len(indices), 1, *self.source.preprocessing.shape), dtype=torch.float16)
         slots = images.numpy()
-        for k, i in enumerate(indices):
-            self.source.read_into(i, slots[k, 0])
+        fds = self.source.open_advised(indices)
+        try:
+            for k, i in enumerate(indices):
+                fd, fds[k] = fds[k], None  # read_into closes it, whatever happens
+                self.source.read_into(i, slots[k, 0], fd)
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
         batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
         if self.embeddings is not None:
             features, rows = self.embeddings

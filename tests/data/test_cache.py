@@ -151,3 +151,18 @@ def test_a_subset_run_prepares_only_the_images_it_uses(dataset, make_datamodule)
     assert len(dm.train_table) < 0.6 * len(everything.train_table)
     described = dm.describe()
     assert described["num_train"] + described["num_val"] == used and described["subset"] == 0.4
+
+
+def test_batch_reads_leave_no_file_open(dataset, make_datamodule):
+    import os
+
+    dm = make_datamodule(*dataset, cache_mode="disk")
+    files = entries(dm)
+    files[0].write_bytes(b"")  # rebuilt on read
+    files[1].unlink()  # missing: rebuilt on read
+    data = dm.dataset(dm.samples.table)
+    before = len(os.listdir("/proc/self/fd"))
+    images, *_ = data.__getitems__(list(range(len(data))))
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert images.shape[0] == len(data) and float(images.float().amax()) > 0
+    assert dm.cache_report()["rebuilt_on_read"] == 2
