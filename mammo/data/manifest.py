@@ -48,25 +48,9 @@ class HashIndex:
             except (OSError, ValueError):
                 self.entries = {}  # a damaged index only costs re-hashing
 
-    def sha256(self, path: str | Path) -> tuple[int, str]:
-        """(size, sha256) of ``path``."""
-        stat, entry = self._entry(path)
-        if entry["sha256"] is None:
-            entry["sha256"] = file_sha256(path)
-            self.changed = True
-        return stat.st_size, entry["sha256"]
-
-    def facts(self, path: str | Path, read) -> dict:
-        """``read(path)`` (e.g. a file's header facts), remembered while the file is unchanged;
-        what ``read`` raises is not remembered."""
-        _, entry = self._entry(path)
-        if entry.get("facts") is None:
-            entry["facts"] = read(path)
-            self.changed = True
-        return entry["facts"]
-
     def remember(self, path: str | Path, facts: dict, sha256: str) -> tuple[int, str]:
-        """Record what another process read of ``path``; returns its (size, sha256)."""
+        """Record ``path``'s header facts and SHA-256 (read by ``mammo.data.scan``, in any
+        process) while the file is unchanged; returns its (size, sha256)."""
         stat, entry = self._entry(path)
         entry["facts"], entry["sha256"] = facts, sha256
         self.changed = True

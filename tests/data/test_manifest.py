@@ -36,12 +36,14 @@ def test_hash_index_remembers_and_notices_changes(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     index = HashIndex(tmp_path / "index.json")
-    size, digest = index.sha256(path)
+    assert index.known(path) is None
+    digest = file_sha256(path)
+    assert index.remember(path, {"PatientID": "P1"}, digest) == (3, digest)
     index.save()
     again = HashIndex(tmp_path / "index.json")
-    assert again.sha256(path) == (3, digest) and not again.changed
+    assert again.known(path) == ({"PatientID": "P1"}, (3, digest)) and not again.changed
     path.write_bytes(b"abcd")
-    assert again.sha256(path)[1] == file_sha256(path) != digest
+    assert again.known(path) is None  # another size: read and hashed again
 
 
 def test_a_second_run_over_the_same_files_reads_no_header(dataset, make_datamodule, monkeypatch):
