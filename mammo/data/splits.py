@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from mammo.artifacts.io import atomic_open
 from mammo.data.tables import read_csv_table
-from mammo.errors import DataError
+from mammo.errors import DataError, OutputError
 
 log = logging.getLogger("mammo.data")
 
@@ -57,7 +57,11 @@ def fold_numbers(
     if memo is not None and memo.is_file():
         try:
             numbers = np.load(memo, allow_pickle=False)
-            if numbers.shape == (len(labels),):
+            if (
+                numbers.shape == (len(labels),)
+                and numbers.size
+                and 1 <= numbers.min() <= numbers.max() <= n_splits
+            ):
                 return numbers
         except (OSError, ValueError):
             pass  # a damaged memo only costs recomputing it
@@ -65,8 +69,11 @@ def fold_numbers(
     for k, (_, val_idx) in enumerate(grouped_folds(labels, groups, n_splits, seed, setting), start=1):
         numbers[val_idx] = k
     if memo is not None:
-        with atomic_open(memo, "wb") as f:
-            np.save(f, numbers)
+        try:
+            with atomic_open(memo, "wb") as f:
+                np.save(f, numbers)
+        except OutputError as exc:  # a read-only cache folder: the next run recomputes it
+            log.warning("The split is not remembered: %s", exc)
     return numbers
 
 
