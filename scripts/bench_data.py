@@ -264,18 +264,7 @@ def cached_epochs(tmp: Path, files: dict, pre, entries: int, repeats: int) -> tu
         for x, _, _ in loader:
             assert tuple(x.shape[-2:]) == pre.shape
 
-    joined = tmp / "all_entries.bin"  # every entry's bytes back to back: one sequential read
-    with open(joined, "wb") as out:
-        for entry in source.entries:
-            out.write(entry.read_bytes())
-    # reads of one batch's bytes (16 entries, as the loader's batches) into one reused buffer:
-    # any loader must at least bring each batch's bytes into the memory that holds the batch
-    chunk = memoryview(bytearray(16 * cache.nbytes))
-
-    def sequential_read():
-        with open(joined, "rb", buffering=0) as f:
-            while f.readinto(chunk):
-                pass
+    sequential_read = sequential_reader(source.entries, tmp / "all_entries.bin", 16 * cache.nbytes)
 
     def pt_epoch():
         for pt in pt_files:
@@ -288,6 +277,23 @@ def cached_epochs(tmp: Path, files: dict, pre, entries: int, repeats: int) -> tu
         else None
     )
     return (*hot, cold)
+
+
+def sequential_reader(entries: list[Path], joined: Path, batch_bytes: int):
+    """The floor: every entry's bytes back to back in ``joined``, read in one sequential pass of
+    batch-sized reads into one reused buffer (any loader must at least bring each batch's bytes
+    into the memory that holds the batch)."""
+    with open(joined, "wb") as out:
+        for entry in entries:
+            out.write(entry.read_bytes())
+    chunk = memoryview(bytearray(batch_bytes))
+
+    def sequential_read():
+        with open(joined, "rb", buffering=0) as f:
+            while f.readinto(chunk):
+                pass
+
+    return sequential_read
 
 
 def can_drop_cache() -> bool:

@@ -104,16 +104,24 @@ class ImageSource:
     def compute(self, i: int) -> np.ndarray:
         return self.preprocessing(self.paths[i], self.laterality[i] or None).astype(np.float16)
 
-    def open_advised(self, indices: list[int]) -> list[int | None]:
-        """Open a batch's disk cache entries, their reads started (:meth:`DiskCache.open_advised`);
-        ``None`` for each image that is not read from the disk cache."""
-        if self.cache is None or self.memory is not None:
-            return [None] * len(indices)
-        return self.cache.open_advised([self.entries[i] for i in indices])
+    def read_batch(self, indices: list[int], out: np.ndarray) -> None:
+        """Images ``indices`` into ``out`` ([B, H, W]); from the disk cache, all of the batch's
+        reads are started at once (:meth:`DiskCache.open_advised`)."""
+        on_disk = self.cache is not None and self.memory is None
+        fds = (
+            self.cache.open_advised([self.entries[i] for i in indices]) if on_disk else [None] * len(indices)
+        )
+        try:
+            for k, i in enumerate(indices):
+                fd, fds[k] = fds[k], None  # read_into closes it, whatever happens
+                self.read_into(i, out[k], fd)
+        finally:
+            for fd in [fd for fd in fds if fd is not None]:
+                os.close(fd)
 
     def read_into(self, i: int, out: np.ndarray, fd: int | None = None) -> None:
         """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``fd`` is
-        its disk cache entry opened by :meth:`open_advised` (closed here)."""
+        its disk cache entry opened by :meth:`DiskCache.open_advised` (closed here)."""
         if self.memory is not None:
             out[...] = self.memory[self.memory_index[i]]
         elif self.cache is None:
@@ -204,16 +212,7 @@ class DicomDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> _Batch:
         images = torch.empty((len(indices), 1, *self.source.preprocessing.shape), dtype=torch.float16)
-        slots = images.numpy()
-        fds = self.source.open_advised(indices)
-        try:
-            for k, i in enumerate(indices):
-                fd, fds[k] = fds[k], None  # read_into closes it, whatever happens
-                self.source.read_into(i, slots[k, 0], fd)
-        finally:
-            for fd in fds:
-                if fd is not None:
-                    os.close(fd)
+        self.source.read_batch(indices, images.numpy()[:, 0])
         batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
         if self.embeddings is not None:
             features, rows = self.embeddings
