@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mammo import CONFIG_DIR
+from mammo.data.preprocess import image_shape, normal_img_size
 from mammo.data.settings import CACHE_MODES
 from mammo.data.tables import ON_BAD_FILE
 from mammo.errors import ConfigError
@@ -68,7 +69,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         "img_size",
         "any",
         "an integer >= 32, or [height, width] of integers >= 32 (pixels)",
-        lambda v, c: all(_is_int(n) and n >= 32 for n in (v if isinstance(v, list) and len(v) == 2 else [v])),
+        lambda v, c: _is_img_size(v) and min(image_shape(v)) >= 32,
     ),
     Rule("learning_rate", "number", "a number > 0", lambda v, c: v > 0),
     Rule("weight_decay", "number", "a number >= 0", lambda v, c: v >= 0),
@@ -223,7 +224,7 @@ def check(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
 
 def _has_kind(value, kind: str) -> bool:
     if kind == "int":
-        return _is_int(value)
+        return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
         return _is_number(value)
     if kind == "bool":
@@ -231,8 +232,13 @@ def _has_kind(value, kind: str) -> bool:
     return True
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_img_size(value) -> bool:
+    """An integer or ``[height, width]``, as :func:`~mammo.data.preprocess.normal_img_size` reads it."""
+    try:
+        normal_img_size(value)
+    except ConfigError:
+        return False
+    return True
 
 
 def _is_number(value) -> bool:

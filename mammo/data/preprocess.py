@@ -148,8 +148,8 @@ def normal_img_size(value) -> ImageSize:
     """
     if _is_integer(value):
         return int(value)
-    pair = list(value) if isinstance(value, list | tuple) or hasattr(value, "__len__") else None
-    if isinstance(value, str) or pair is None or len(pair) != 2 or not all(map(_is_integer, pair)):
+    pair = None if isinstance(value, str) or not hasattr(value, "__len__") else list(value)
+    if pair is None or len(pair) != 2 or not all(map(_is_integer, pair)):
         raise ConfigError(f"img_size={value}: expected an integer or [height, width] of integers")
     height, width = (int(v) for v in pair)
     return height if height == width else (height, width)
