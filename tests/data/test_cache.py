@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -154,8 +155,6 @@ def test_a_subset_run_prepares_only_the_images_it_uses(dataset, make_datamodule)
 
 
 def test_batch_reads_leave_no_file_open(dataset, make_datamodule):
-    import os
-
     dm = make_datamodule(*dataset, cache_mode="disk")
     files = entries(dm)
     files[0].write_bytes(b"")  # rebuilt on read
@@ -166,3 +165,50 @@ def test_batch_reads_leave_no_file_open(dataset, make_datamodule):
     assert len(os.listdir("/proc/self/fd")) == before
     assert images.shape[0] == len(data) and float(images.float().amax()) > 0
     assert dm.cache_report()["rebuilt_on_read"] == 2
+
+
+def evict(path) -> None:
+    """Drop a file's pages from the page cache (any user may, for clean pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def pages_can_be_dropped(folder) -> bool:
+    """``False`` on a file system that keeps every page in memory (tmpfs)."""
+    probe = folder / "probe"
+    probe.write_bytes(b"x" * 8192)
+    evict(probe)
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        return os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT) != 1
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs Linux preadv2(RWF_NOWAIT)")
+def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of_the_batch(
+    dataset, make_datamodule, monkeypatch, tmp_path
+):
+    if not pages_can_be_dropped(tmp_path):
+        pytest.skip("this file system keeps every page in memory (tmpfs)")
+    source = make_datamodule(*dataset, cache_mode="disk").source
+    cache, n = source.cache, 6
+    expected = np.stack([cache.read(source.entries[i]) for i in range(n)])
+    for i in range(2, n):
+        evict(source.entries[i])
+    out = np.empty((32, 32), np.float16)
+    assert cache.read_into(source.entries[3], out, fd=None, nowait=True) is False
+    advised = []
+    monkeypatch.setattr(cache, "advise", lambda fds: advised.append(len(fds)))
+    batch = np.zeros((n, 32, 32), np.float16)
+    source.read_batch(list(range(n)), batch)
+    assert advised == [n - 2]  # once, at the first miss, for it and the rest of the batch
+    np.testing.assert_array_equal(batch, expected)
+    source.read_batch(list(range(n)), batch)  # now all in the page cache: no advice
+    assert advised == [n - 2]
