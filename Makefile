@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_data.py
+	$(PY) scripts/bench_cache.py
 	$(PY) scripts/bench_embed.py
 	$(PY) scripts/bench_setup.py
 

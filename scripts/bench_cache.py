@@ -1,0 +1,236 @@
+"""Cached-epoch benchmark: mammo's disk cache against one sequential read of the same bytes.
+
+    python scripts/bench_cache.py [--entries 256] [--size 512] [--repeats 5]
+
+In one run, over ``--entries`` cache entries of preprocessed mammogram-like images:
+
+  (b) a cached epoch: the disk cache through mammo's Dataset and a DataLoader (batch 16, in the
+      loading process: ``num_workers=0``)
+  (c) the floor of any cached epoch: the same bytes as one file, read in one sequential pass of
+      batch-sized reads into one reused buffer (goal b/c >= 0.8)
+  (c2) the same sequential read into fresh memory for every batch, as a loader that hands each
+      batch over (and so cannot reuse its memory) must do
+  (e) the spec's format for comparison: torch.load of one [3, H, W] float32 .pt per image
+  (w) the cached epoch with loader workers (``data.num_workers``' default: every CPU), against
+  (t) torch's DataLoader handing over batches of the same size from as many workers, reading nothing
+
+All are measured from the page cache; b, c and w then from the disk (page cache dropped before each run;
+root only). b/a compares the cached epoch with the uncached path for one large RLE image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_data import SHAPE, timed
+
+BATCH = 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512, help="img_size")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from mammo.artifacts.rundir import available_cpus
+    from mammo.data.preprocess import Preprocessing
+
+    pre = Preprocessing(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rle, images = large_images(tmp)
+        uncached = timed(lambda: pre(rle), args.repeats)
+        source, dataset = cache_of(tmp, pre, images, args.entries)
+        workers = available_cpus()
+        hot, cold = epochs(tmp, source, dataset, workers, args.entries, args.repeats)
+    report(hot, cold, uncached, workers, args)
+
+
+def large_images(tmp: Path) -> tuple[Path, list[np.ndarray]]:
+    """One RLE 4000x3000 14-bit phantom (the uncached path's cost) and four images' worth of
+    preprocessed content for the entries (uncompressed phantoms)."""
+    from mammo.data.demo import phantom, write_dicom
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        stored = np.rint(phantom(1 + i, "LR"[i % 2], "MLO", SHAPE, rng, noise=0.001) * 16383).astype(
+            np.uint16
+        )
+        syntax = "1.2.840.10008.1.2.5" if i == 0 else None
+        paths.append(tmp / "dicom" / f"{i}.dcm")
+        write_dicom(
+            paths[-1], stored, patient_id=f"P{i}", accession=f"A{i}", bits_stored=14, transfer_syntax=syntax
+        )
+    return paths[0], paths
+
+
+def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
+    """``entries`` disk cache entries (the preprocessed images repeated under distinct names), the
+    ImageSource reading them and mammo's Dataset over it."""
+    import pandas as pd
+
+    from mammo.data.cache import DiskCache
+    from mammo.data.dataset import DicomDataset, ImageSource
+
+    cache = DiskCache(tmp / "cache", pre)
+    images = [pre(p).astype(np.float16) for p in paths]
+    table = pd.DataFrame(
+        {
+            "path": [""] * entries,
+            "laterality": [""] * entries,
+            "AccessionNumber": [f"A{i}" for i in range(entries)],
+            "image_id": [f"img{i}" for i in range(entries)],
+            "sha256": [f"{i:064x}" for i in range(entries)],
+            "label": np.arange(entries) % 4,
+        }
+    )
+    source = ImageSource(table, pre, cache)
+    for i, entry in enumerate(source.entries):
+        cache.write(entry, images[i % len(images)])
+    return source, DicomDataset(table, source)
+
+
+def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int) -> tuple[dict, dict | None]:
+    """Images/s of every side, from the page cache, and of b and c from the disk (or ``None``)."""
+    from torch.utils.data import DataLoader
+
+    from mammo.data.dataset import collate
+
+    joined = join_entries(source.entries, tmp / "all_entries.bin")
+    batch_bytes = BATCH * source.cache.nbytes
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=0, collate_fn=collate)
+    with_workers = DataLoader(
+        dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate, persistent_workers=True
+    )
+    handover = DataLoader(
+        Handover(entries, source.preprocessing.shape),
+        batch_size=BATCH,
+        num_workers=workers,
+        collate_fn=as_is,
+        persistent_workers=True,
+    )
+    sides = {
+        "b": lambda: drain(loader),
+        "c": sequential_read(joined, batch_bytes, fresh=False),
+        "c2": sequential_read(joined, batch_bytes, fresh=True),
+        "e": torch_load_epoch(source, tmp / "pt"),
+        "w": lambda: drain(with_workers),
+        "t": lambda: drain(handover),
+    }
+    hot = {name: entries / timed(side, repeats) for name, side in sides.items()}
+    if not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        return hot, None
+    return hot, {name: entries / cold_seconds(sides[name], repeats) for name in ("b", "c", "w")}
+
+
+def drain(loader) -> None:
+    for images, *_ in loader:
+        images[:, :, :: images.shape[2] // 4 or 1].sum()  # touch the batch, as a training step does
+
+
+class Handover:
+    """Batches of the cache's shape with nothing read: what torch's loader workers cost alone."""
+
+    def __init__(self, n: int, shape: tuple[int, int]) -> None:
+        self.n, self.shape = n, shape
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, indices):
+        import torch
+
+        images = torch.from_numpy(np.ones((len(indices), 1, *self.shape), np.float16))
+        return images, torch.zeros(len(indices)), torch.zeros(len(indices))
+
+
+def as_is(batch):
+    return batch
+
+
+def join_entries(entries: list[Path], joined: Path) -> Path:
+    with open(joined, "wb") as out:
+        for entry in entries:
+            out.write(entry.read_bytes())
+    return joined
+
+
+def sequential_read(joined: Path, batch_bytes: int, fresh: bool):
+    """The floor: ``joined`` read in one sequential pass of batch-sized reads, into one reused
+    buffer or (``fresh``) into new memory for each batch."""
+    reused = memoryview(bytearray(batch_bytes))
+
+    def read():
+        with open(joined, "rb", buffering=0) as f:
+            held = None  # like a training loop, hold the last batch while the next one is read
+            while f.readinto(batch := np.empty(batch_bytes, np.uint8) if fresh else reused):
+                held = batch
+        return held
+
+    return read
+
+
+def torch_load_epoch(source, folder: Path):
+    """One torch.load of a [3, H, W] float32 ``.pt`` per entry (the spec's cache format)."""
+    import torch
+
+    folder.mkdir()
+    files = []
+    for i, entry in enumerate(source.entries):
+        image = torch.from_numpy(source.cache.read(entry).astype(np.float32))
+        files.append(folder / f"{i}.pt")
+        torch.save(image.expand(3, -1, -1).clone(), files[-1])
+    return lambda: [torch.load(f) for f in files]
+
+
+def cold_seconds(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` with the page cache dropped before each call (reads hit the disk)."""
+    times = []
+    for _ in range(repeats):
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def report(hot: dict, cold: dict | None, uncached: float, workers: int, args) -> None:
+    print(
+        f"cached epochs of {args.entries} entries at {args.size}x{args.size}, batch {BATCH} "
+        f"(medians of {args.repeats}):"
+    )
+    print(f"  (b)  mammo Dataset + DataLoader, in-process:          {hot['b']:8.0f}/s")
+    print(f"  (c)  one sequential read, one reused buffer:          {hot['c']:8.0f}/s")
+    print(f"  (c2) one sequential read, fresh memory per batch:     {hot['c2']:8.0f}/s")
+    print(f"  (e)  torch.load of a [3,H,W] float32 .pt each:        {hot['e']:8.0f}/s")
+    print(f"  (w)  mammo Dataset + DataLoader, {workers} workers:            {hot['w']:8.0f}/s")
+    print(f"  (t)  torch DataLoader, {workers} workers, nothing read:        {hot['t']:8.0f}/s")
+    print("\nratios:")
+    print(f"  b/a  = {hot['b'] * uncached:8.1f}   cached epoch vs uncached RLE decode+preprocess (bar >= 50)")
+    print(
+        f"  b/c  = {hot['b'] / hot['c']:8.2f}   vs one sequential read into a reused buffer "
+        "(goal >= 0.8), page cache"
+    )
+    print(f"  b/c2 = {hot['b'] / hot['c2']:8.2f}   vs the same read into fresh memory per batch")
+    if cold is not None:
+        print(
+            f"  b/c  = {cold['b'] / cold['c']:8.2f}   from the disk (page cache dropped): "
+            f"{cold['b']:.0f}/s vs {cold['c']:.0f}/s"
+        )
+        print(f"  w/c  = {cold['w'] / cold['c']:8.2f}   the same with {workers} workers: {cold['w']:.0f}/s")
+    print(f"  b/e  = {hot['b'] / hot['e']:8.2f}   mammo's cache vs per-image .pt files")
+    print(f"  w/t  = {hot['w'] / hot['t']:8.2f}   with workers vs torch's own hand-over of the same batches")
+
+
+if __name__ == "__main__":
+    main()
