@@ -45,10 +45,18 @@ def demo_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("demo")
 
 
-def sklearn_density_metrics(y, predicted, probs) -> dict[str, float]:
-    """The density metrics recomputed independently with scikit-learn, in mammo's order."""
+def sklearn_density_metrics(y, predicted, probs, first_label: int = 1) -> dict[str, float]:
+    """The density metrics recomputed independently with scikit-learn, in mammo's order
+    (``y``/``predicted`` are labels counted from ``first_label``: 1 = A in the CSVs)."""
+    import numpy as np
     from sklearn import metrics as skm
 
+    index = np.asarray(y) - first_label
+    dense, dense_predicted = index >= 2, np.asarray(predicted) - first_label >= 2  # BI-RADS C/D
+    onehot = np.eye(probs.shape[1])[index]
+    confidence, correct = probs.max(axis=1), (probs.argmax(axis=1) == index)
+    bins = np.minimum((confidence * 15).astype(int), 14)  # 15 equal-width bins
+    ece = sum(abs(correct[bins == b].sum() - confidence[bins == b].sum()) for b in range(15)) / len(y)
     return {
         "accuracy": skm.accuracy_score(y, predicted),
         "balanced_accuracy": skm.balanced_accuracy_score(y, predicted),
@@ -56,6 +64,13 @@ def sklearn_density_metrics(y, predicted, probs) -> dict[str, float]:
         "kappa_quadratic": skm.cohen_kappa_score(y, predicted, weights="quadratic"),
         "macro_f1": skm.f1_score(y, predicted, average="macro"),
         "auc_ovr": skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"),
+        "kappa_linear": skm.cohen_kappa_score(y, predicted, weights="linear"),
+        "dense_accuracy": skm.accuracy_score(dense, dense_predicted),
+        "dense_sensitivity": skm.recall_score(dense, dense_predicted),
+        "dense_specificity": skm.recall_score(~dense, ~dense_predicted),
+        "dense_auc": skm.roc_auc_score(dense, probs[:, 2:4].sum(axis=1)),
+        "ece": ece,
+        "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
     }
 
 

@@ -45,8 +45,20 @@ def write_predictions(path: Path, frame: pd.DataFrame) -> None:
     write_csv(path, frame, float_format=PROB_FORMAT)
 
 
-def write_metrics(metrics_dir: Path, prefix: str, metrics: dict, extra: dict) -> None:
-    """``<prefix>_metrics.csv`` (``metric,value``) and ``<prefix>_metrics.json`` (metrics + extra)."""
+def write_metrics(
+    metrics_dir: Path, prefix: str, metrics: dict, extra: dict, intervals: dict | None = None
+) -> None:
+    """``<prefix>_metrics.csv`` (``metric,value``, then ``ci_low,ci_high`` with ``intervals``) and
+    ``<prefix>_metrics.json`` (metrics + extra, and the intervals under ``confidence_intervals``).
+
+    Args:
+        intervals: ``{"confidence_intervals": {metric: [low, high]}, "bootstrap": {...}}``
+            (:func:`mammo.evaluation.intervals.metric_intervals`), or ``None``.
+    """
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+    if intervals is not None:
+        bounds = [intervals["confidence_intervals"].get(name, [None, None]) for name in metrics]
+        table["ci_low"] = [low for low, _ in bounds]
+        table["ci_high"] = [high for _, high in bounds]
     write_csv(metrics_dir / f"{prefix}_metrics.csv", table, float_format="%.6f")
-    write_json(metrics_dir / f"{prefix}_metrics.json", {**metrics, **extra})
+    write_json(metrics_dir / f"{prefix}_metrics.json", {**metrics, **extra, **(intervals or {})})

@@ -19,18 +19,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mammo.data.cache import DiskCache
 from mammo.data.dataset import BatchAugmentation, DicomDataset, EpochShuffle, ImageSource, collate, fill_cache
 from mammo.data.embeddings import embedding_rows
+from mammo.data.holdout import test_mask, uses_official_test, val_mask
 from mammo.data.labels import Samples, load_source
 from mammo.data.manifest import build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
-from mammo.data.splits import (
-    grouped_val_mask,
-    keep_subset,
-    kfold_assignment,
-    preset_val_mask,
-    split_frame,
-    train_val_tables,
-)
+from mammo.data.splits import keep_subset, kfold_assignment, split_frame, train_val_tables
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
@@ -58,6 +52,8 @@ class DensityDataModule(L.LightningDataModule):
         self.source: ImageSource | None = None
         self.train_table: pd.DataFrame | None = None
         self.val_table: pd.DataFrame | None = None
+        self.test_table: pd.DataFrame | None = None  # the locked test split (no rows: none)
+        self.test_mask: np.ndarray | None = None
         self.manifest: dict | None = None
         self.cache_stats: dict = {}
         self.fold_ids: np.ndarray | None = None
@@ -83,51 +79,31 @@ class DensityDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.samples is not None:
             return
-        hp = self.split_settings
-        self.samples = load_source(self.labels, self.loading.cache_dir, self.loading.num_workers)
+        hp, memo = self.split_settings, self.loading.cache_dir
+        self.samples = load_source(self.labels, memo, self.loading.num_workers)
         self.samples.check_every_class(self.labels.num_classes)
+        table = self.samples.table
+        test = test_mask(table, hp, memo)  # first: nothing after it sees the test rows
+        test_ids = set(table["image_id"][test])
         val_ids = None
         if hp.cv_folds is None:
-            val_ids = set(self.samples.table["image_id"][self._val_mask()])
+            val_ids = set(table["image_id"][val_mask(table, test, hp, memo)])
             if hp.subset is not None:  # before the images are prepared: only the kept ones are
-                self.samples.table = keep_subset(self.samples.table, val_ids, hp.subset, hp.split_seed)
+                self.samples.table = keep_subset(table, val_ids | test_ids, hp.subset, hp.split_seed)
         self._prepare_images()
         table = self.samples.table
+        self.test_mask = table["image_id"].isin(test_ids).to_numpy()
+        self.test_table = table[self.test_mask]
         if hp.cv_folds is not None:
-            labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
-            self.fold_ids = kfold_assignment(
-                labels, patients, int(hp.cv_folds), hp.split_seed, self.loading.cache_dir
+            rest = table[~self.test_mask]
+            self.fold_ids = np.zeros(len(table), dtype=int)  # 0: a test image, in no fold
+            self.fold_ids[~self.test_mask] = kfold_assignment(
+                rest["label"].to_numpy(), rest["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed, memo
             )
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))
             return
         self._use_split(table["image_id"].isin(val_ids).to_numpy())
-
-    def _val_mask(self) -> np.ndarray:
-        """The validation rows: a preset split CSV, the dataset's official split, or a
-        patient-grouped stratified share."""
-        hp, table = self.split_settings, self.samples.table
-        if hp.split_csv:
-            return preset_val_mask(table, hp.split_csv)
-        if self.official_split:
-            val_mask = (table["split"] == "val").to_numpy()
-            log.info("Using the dataset's official split (%d val images)", int(val_mask.sum()))
-            return val_mask
-        labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
-        return grouped_val_mask(labels, patients, hp.val_fraction, hp.split_seed, self.loading.cache_dir)
-
-    @property
-    def official_split(self) -> bool:
-        """Whether the dataset comes with its own train/val split (VinDr-Mammo) and it is used:
-        ``data.official_split=true`` and neither a split CSV nor cross-validation."""
-        table, hp = self.samples.table, self.split_settings
-        return bool(
-            hp.official_split
-            and not hp.split_csv
-            and hp.cv_folds is None
-            and "split" in table
-            and table["split"].isin(["train", "val"]).all()
-        )
 
     def use_fold(self, fold: int) -> None:
         """Validate on fold ``fold`` (1-based) of the k-fold assignment."""
@@ -139,21 +115,21 @@ class DensityDataModule(L.LightningDataModule):
         self._use_split(self.fold_ids == fold)
 
     def folds_frame(self) -> pd.DataFrame:
-        """The fold assignment as saved beside the folds (``folds.csv``)."""
+        """The fold assignment as saved beside the folds (``folds.csv``; fold 0: a test image)."""
         out = split_frame(self.samples.table, self.fold_ids > 0, self.samples.class_labels).drop(
             columns="split"
         )
         out["fold"] = self.fold_ids
         return out
 
-    def _use_split(self, val_mask: np.ndarray) -> None:
+    def _use_split(self, val_rows: np.ndarray) -> None:
         hp, samples = self.split_settings, self.samples
         where = f" of fold {self.fold}" if self.fold else ""
         subset = hp.subset if hp.cv_folds is not None else None  # else applied before preparing
         self.train_table, self.val_table = train_val_tables(
-            samples.table, val_mask, samples.class_labels, subset, hp.split_seed, where
+            samples.table, val_rows, samples.class_labels, subset, hp.split_seed, where, self.test_mask
         )
-        self.split = split_frame(samples.table, val_mask, samples.class_labels)
+        self.split = split_frame(samples.table, val_rows, samples.class_labels, self.test_mask)
 
     def prepare_samples(self) -> None:
         """Load, check and hash the samples, fill the cache and build the manifest (no split)."""
@@ -283,15 +259,19 @@ class DensityDataModule(L.LightningDataModule):
     def describe(self) -> dict:
         """The ``data_config`` block of summary.json."""
         hp = self.split_settings
+        official = uses_official_test(self.samples.table, hp)
         return {
             **self.describe_samples(),
             "num_train": len(self.train_table),
             "num_val": len(self.val_table),
+            "num_test": len(self.test_table),
             "train_class_distribution": self.class_distribution(self.train_table),
             "val_class_distribution": self.class_distribution(self.val_table),
-            "val_fraction": None if hp.split_csv or hp.cv_folds or self.official_split else hp.val_fraction,
-            "split_seed": None if hp.split_csv or self.official_split else hp.split_seed,
-            "official_split": self.official_split,
+            "test_class_distribution": self.class_distribution(self.test_table),
+            "val_fraction": None if hp.split_csv or hp.cv_folds else hp.val_fraction,
+            "test_fraction": None if hp.split_csv or official else hp.test_fraction,
+            "split_seed": None if hp.split_csv else hp.split_seed,
+            "official_split": official,
             "cv_folds": hp.cv_folds,
             "subset": hp.subset,
             "cv_fold": self.fold,

@@ -46,11 +46,14 @@ class LabelSource:
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """How validation images are chosen: patient-grouped and class-stratified (``val_fraction``,
-    ``split_seed``), a preset ``split_csv``, a dataset's ``official_split``, or CV fold
-    ``cv_fold`` of ``cv_folds``; ``subset`` trains on part of the training split."""
+    """How test and validation images are chosen (:mod:`mammo.data.holdout`): the locked test split
+    (a preset ``split_csv``'s test rows, a dataset's ``official_split``, or ``test_fraction``),
+    then validation among the rest: patient-grouped and class-stratified (``val_fraction``,
+    ``split_seed``), the preset's val rows, or CV fold ``cv_fold`` of ``cv_folds``; ``subset``
+    trains on part of the training split."""
 
     val_fraction: float = 0.2
+    test_fraction: float | None = None
     split_seed: int = 42
     split_csv: str | None = None
     official_split: bool = True

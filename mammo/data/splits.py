@@ -12,33 +12,38 @@ import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammo.artifacts.io import atomic_open
-from mammo.data.tables import read_csv_table
 from mammo.errors import DataError, OutputError
 
 log = logging.getLogger("mammo.data")
 
 
 def grouped_val_mask(
-    labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int, memo_dir: str | Path | None = None
+    labels: np.ndarray,
+    groups: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    memo_dir: str | Path | None = None,
+    setting: str = "data.val_fraction",
 ) -> np.ndarray:
     """Boolean mask of validation rows: about ``val_fraction`` of the data, whole patients only:
     the first of ``round(1 / val_fraction)`` folds (:func:`fold_numbers`, remembered in
-    ``memo_dir``).
+    ``memo_dir``). ``setting`` names the fraction in errors (``data.test_fraction`` for the test
+    split, which is drawn the same way).
 
     >>> y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 1]); g = np.repeat(np.arange(5), 2)
     >>> m = grouped_val_mask(y, g, 0.2, seed=0); int(m.sum()), len(set(g[m]) & set(g[~m]))
     (2, 0)
     """
     if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"data.val_fraction={val_fraction}: expected a fraction in (0, 1)")
+        raise DataError(f"{setting}={val_fraction}: expected a fraction in (0, 1)")
     n_splits = max(2, round(1.0 / val_fraction))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise DataError(
             f"data: {n_groups} patients cannot make a patient-grouped split with "
-            f"val_fraction={val_fraction} (needs at least {n_splits})"
+            f"{setting.removeprefix('data.')}={val_fraction} (needs at least {n_splits})"
         )
-    mask = fold_numbers(labels, groups, n_splits, seed, f"data.val_fraction={val_fraction}", memo_dir) == 1
+    mask = fold_numbers(labels, groups, n_splits, seed, f"{setting}={val_fraction}", memo_dir) == 1
     check_no_leakage(groups, mask)
     return mask
 
@@ -119,65 +124,20 @@ def check_no_leakage(groups: np.ndarray, val_mask: np.ndarray) -> None:
     """Fail if any patient has images on both sides of the split."""
     shared = set(groups[val_mask]) & set(groups[~val_mask])
     if shared:
-        raise DataError(f"split leaks {len(shared)} patient(s) into train and val: {sorted(shared)[:5]}")
+        raise DataError(f"split leaks {len(shared)} patient(s) across its sides: {sorted(shared)[:5]}")
 
 
-def split_frame(table: pd.DataFrame, val_mask: np.ndarray, class_labels: list) -> pd.DataFrame:
-    """The split as saved in the run dir (``split.csv``): one row per image with its side."""
+def split_frame(
+    table: pd.DataFrame, val_mask: np.ndarray, class_labels: list, test_mask: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The split as saved in the run dir (``split.csv``): one row per image with its side,
+    ``train``, ``val`` or ``test``."""
     out = table[["image_id", "AccessionNumber", "PatientID"]].copy()
     out["label"] = np.asarray(class_labels)[table["label"].to_numpy()]
     out["split"] = np.where(val_mask, "val", "train")
+    if test_mask is not None:
+        out.loc[test_mask, "split"] = "test"
     return out
-
-
-SPLIT_KEYS = ("image_id", "relpath", "AccessionNumber", "PatientID")
-
-
-def preset_val_mask(table: pd.DataFrame, split_csv: str | Path) -> np.ndarray:
-    """Validation mask from a split CSV: a ``split`` column (``train``/``val``; ``validation``,
-    ``test`` and ``training`` are accepted) and one key column, the first of ``image_id``,
-    ``relpath``, ``AccessionNumber``, ``PatientID`` present. A run's own ``split.csv`` works as is.
-
-    Every image must be covered; a key listed on both sides, or a patient whose images land on
-    both sides, is an error.
-    """
-    split_csv = Path(split_csv)
-    preset = read_csv_table(split_csv, key="data.split_csv", what="split CSV")
-    key = next((c for c in SPLIT_KEYS if c in preset.columns), None)
-    if key is None or "split" not in preset.columns:
-        raise DataError(
-            f"{split_csv}: needs a 'split' column and one of {', '.join(SPLIT_KEYS)}; "
-            f"found: {', '.join(preset.columns)}"
-        )
-    sides = preset["split"].str.strip().str.lower().map(_SIDES)
-    unknown = preset.loc[sides.isna(), "split"]
-    if len(unknown):
-        row = int(unknown.index[0]) + 2
-        raise DataError(f"{split_csv}: row {row}: unknown split {unknown.iloc[0]!r} (expected train or val)")
-    keys = preset[key].str.strip()
-    both = set(keys[sides == "val"]) & set(keys[sides == "train"])
-    if both:
-        raise DataError(f"{split_csv}: {key} on both sides of the split: {sorted(both)[:5]}")
-    side_of = dict(zip(keys, sides))
-    mapped = table[key].astype(str).map(side_of)
-    if mapped.isna().any():
-        missing = table.loc[mapped.isna(), key].astype(str).unique()
-        raise DataError(
-            f"{split_csv}: {len(missing)} {key} value(s) of the data not in the split: {list(missing[:5])}"
-        )
-    mask = (mapped == "val").to_numpy()
-    check_no_leakage(table["PatientID"].to_numpy(), mask)
-    return mask
-
-
-_SIDES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "val",
-}
 
 
 def kfold_assignment(
@@ -249,10 +209,19 @@ def keep_subset(table: pd.DataFrame, val_ids: set, subset, seed: int) -> pd.Data
 
 
 def train_val_tables(
-    table: pd.DataFrame, val_mask: np.ndarray, class_labels: list, subset, seed: int, where: str = ""
+    table: pd.DataFrame,
+    val_mask: np.ndarray,
+    class_labels: list,
+    subset,
+    seed: int,
+    where: str = "",
+    test_mask: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training and validation rows of ``table``: no patient on both sides, the training part
-    cut to ``subset`` (whole patients, stratified), and every class on both sides."""
+    """The training and validation rows of ``table`` (the ``test_mask`` rows in neither): no
+    patient on both sides, the training part cut to ``subset`` (whole patients, stratified), and
+    every class on both sides."""
+    if test_mask is not None:
+        table, val_mask = table[~test_mask], val_mask[~test_mask]
     check_no_leakage(table["PatientID"].to_numpy(), val_mask)
     train, val = table[~val_mask], table[val_mask]
     if subset is not None:

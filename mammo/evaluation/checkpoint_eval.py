@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mammo.artifacts.files import predictions_frame, write_metrics, write_predictions
 from mammo.artifacts.io import write_json
@@ -15,7 +15,8 @@ from mammo.artifacts.runlog import route_library_logs
 from mammo.errors import ConfigError
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
-from mammo.evaluation.metrics import confusion_matrix, density_metrics
+from mammo.evaluation.intervals import metric_intervals
+from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
 from mammo.models.device import resolve_device
 
@@ -37,7 +38,8 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     device = resolve_device(cfg.device)
     log.info("Inference on %s", device)
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers), device)
-    metrics = write_evaluation(out, table, probs, classes, cfg.split)
+    resamples, seed = int(cfg.eval.bootstrap), int(cfg.seed)
+    metrics, _ = write_evaluation(out, table, probs, classes, cfg.split, resamples, seed)
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
         count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
@@ -75,20 +77,58 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
     return datamodule, table
 
 
-def write_evaluation(out: Path, table, probs, classes: list[int], split: str) -> dict:
-    """``predictions.csv``, ``metrics/eval_metrics.*`` and the confusion plot; returns the metrics."""
+def write_evaluation(
+    out: Path,
+    table,
+    probs,
+    classes: list[int],
+    split: str,
+    resamples: int = 0,
+    seed: int = 0,
+    prefix: str = "eval",
+    predictions: str = "predictions.csv",
+) -> tuple[dict, dict | None]:
+    """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``resamples``
+    patient-bootstrap 95 % CIs) and ``metrics/<prefix>_confusion.png``; returns the metrics and
+    the intervals."""
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)
     confusion = confusion_matrix(torch.tensor(probs), targets)
-    write_predictions(out / "predictions.csv", predictions_frame(table, probs, classes))
+    write_predictions(out / predictions, predictions_frame(table, probs, classes))
     extra = {
         "num_samples": len(table),
         "class_labels": classes,
         "confusion_matrix": confusion,
         "split": split,
     }
-    write_metrics(out / "metrics", "eval", metrics, extra)
-    plot_confusion(confusion, classes, out / "metrics" / "eval_confusion.png", title=f"Evaluation ({split})")
+    intervals = metric_intervals(probs, targets.numpy(), table["PatientID"].to_numpy(), resamples, seed)
+    write_metrics(out / "metrics", prefix, metrics, extra, intervals)
+    title = f"Evaluation ({split})" if prefix == "eval" else f"Test split ({len(table)} images)"
+    plot_confusion(confusion, classes, out / "metrics" / f"{prefix}_confusion.png", title=title)
     for name, value in metrics.items():
         log.info("%s: %.4f", name, value)
-    return metrics
+    return metrics, intervals
+
+
+def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
+    """The best model on the locked test split, once, after training: ``test_predictions.csv``
+    and ``metrics/test_metrics.*``; returns summary.json's ``test_metrics`` and
+    ``test_confidence_intervals`` (short names), or nothing without a test split or a model."""
+    table = datamodule.test_table
+    if table is None or table.empty or not model_path.exists():
+        return {}
+    checkpoint = load_checkpoint(model_path)
+    log.info("Test split: evaluating the best model on %d held-out images", len(table))
+    device = resolve_device("auto")
+    workers = int(cfg.data.num_workers)
+    probs = predict_probs(checkpoint.model, datamodule.dataset(table), int(cfg.batch_size), workers, device)
+    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
+    classes, seed = checkpoint.class_labels, int(cfg.seed)
+    metrics, intervals = write_evaluation(
+        run_dir, table, probs, classes, "test", resamples, seed, "test", "test_predictions.csv"
+    )
+    bounds = (intervals or {}).get("confidence_intervals", {})
+    return {
+        "test_metrics": {f"test_{SHORT_NAMES[k]}": v for k, v in metrics.items()},
+        "test_confidence_intervals": {f"test_{SHORT_NAMES[k]}": v for k, v in bounds.items()},
+    }

@@ -2,7 +2,12 @@
 
 Computed with torchmetrics from class probabilities; ``balanced_accuracy_adjusted`` is the
 chance-adjusted balanced accuracy of scikit-learn (``balanced_accuracy_score(adjusted=True)``),
-which torchmetrics lacks.
+which torchmetrics lacks, and ``brier`` the multi-class Brier score (the mean over images of the
+squared distance between the probabilities and the one-hot label).
+
+The ``dense_*`` metrics are the binary dense (BI-RADS C/D) vs non-dense (A/B) reading of the
+same predictions: a prediction is dense when its most probable class is C or D, and
+``dense_auc`` ranks the images by P(C) + P(D).
 
 Each metric has a file name (``metrics/val_metrics.*``) and a short name used in logs, the
 history and summary.json (``val_kappa``), both as the spec spells them.
@@ -13,13 +18,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torchmetrics.functional.classification import (
+    binary_auroc,
     multiclass_accuracy,
     multiclass_auroc,
+    multiclass_calibration_error,
     multiclass_cohen_kappa,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_recall,
 )
+
+DENSE = (2, 3)
+"""Class indices of BI-RADS C and D (the labels start at 1 = A)."""
+ECE_BINS = 15
 
 SHORT_NAMES: dict[str, str] = {
     "accuracy": "acc",
@@ -28,6 +39,13 @@ SHORT_NAMES: dict[str, str] = {
     "kappa_quadratic": "kappa",
     "macro_f1": "macro_f1",
     "auc_ovr": "auc",
+    "kappa_linear": "kappa_linear",
+    "dense_accuracy": "dense_acc",
+    "dense_sensitivity": "dense_sens",
+    "dense_specificity": "dense_spec",
+    "dense_auc": "dense_auc",
+    "ece": "ece",
+    "brier": "brier",
 }
 """File name -> short name, in reporting order."""
 
@@ -38,6 +56,13 @@ TITLES: dict[str, str] = {
     "kappa_quadratic": "Quadratic kappa",
     "macro_f1": "Macro-F1",
     "auc_ovr": "AUC (OvR)",
+    "kappa_linear": "Linear kappa",
+    "dense_accuracy": "Dense vs non-dense accuracy",
+    "dense_sensitivity": "Dense sensitivity",
+    "dense_specificity": "Dense specificity",
+    "dense_auc": "Dense vs non-dense AUC",
+    "ece": "Expected calibration error",
+    "brier": "Brier score",
 }
 """File name -> the title tables give it."""
 
@@ -73,6 +98,27 @@ def density_metrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
         "kappa_quadratic": float(multiclass_cohen_kappa(probs, targets, num_classes=k, weights="quadratic")),
         "macro_f1": float(multiclass_f1_score(probs, targets, num_classes=k, average="macro")),
         "auc_ovr": auc,
+        "kappa_linear": float(multiclass_cohen_kappa(probs, targets, num_classes=k, weights="linear")),
+        **(dense_metrics(probs, targets) if k > max(DENSE) else {}),
+        "ece": float(multiclass_calibration_error(probs, targets, num_classes=k, n_bins=ECE_BINS, norm="l1")),
+        "brier": float(((probs - torch.eye(k)[targets]) ** 2).sum(dim=1).mean()),
+    }
+
+
+def dense_metrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Dense (C/D) vs non-dense (A/B): accuracy, sensitivity and specificity of the predicted
+    class, AUC of P(C) + P(D); ``nan`` where the images hold no dense or no non-dense one."""
+    dense = torch.isin(targets, torch.tensor(DENSE))
+    predicted = torch.isin(probs.argmax(dim=1), torch.tensor(DENSE))
+    positives, negatives = int(dense.sum()), int((~dense).sum())
+    nan = float("nan")
+    return {
+        "dense_accuracy": float((predicted == dense).float().mean()),
+        "dense_sensitivity": float((predicted & dense).sum() / positives) if positives else nan,
+        "dense_specificity": float((~predicted & ~dense).sum() / negatives) if negatives else nan,
+        "dense_auc": float(binary_auroc(probs[:, list(DENSE)].sum(dim=1), dense.long()))
+        if positives and negatives
+        else nan,
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mammo.artifacts.callbacks import RunArtifacts
 from mammo.artifacts.io import as_output_error
@@ -15,7 +15,10 @@ from mammo.artifacts.runlog import route_library_logs
 from mammo.artifacts.summary import RunSummary, record_failure
 from mammo.distributed.ranks import is_rank_zero
 from mammo.errors import unwrap_worker_error
+from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
+from mammo.evaluation.intervals import add_run_intervals
+from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.hpo.trial import job_trial_id
 from mammo.settings import hyperparameters
 from mammo.workflows.components import (
@@ -142,15 +145,36 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         log.info("Model saved to: %s", model_path)
     else:
         log.info("No model saved: %s", why_no_model(trainer))
+    intervals = best_epoch_intervals(cfg, run_dir, datamodule)
+    test = evaluate_test_split(cfg, run_dir, datamodule, model_path)
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
         **best,
+        **intervals,
+        **test,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),
         data_config={"cache": datamodule.cache_report()},
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
+
+
+def best_epoch_intervals(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
+    """95 % CIs of the best epoch's validation metrics, added to ``metrics/val_metrics.*`` and
+    returned for summary.json as ``confidence_intervals`` (``best_val_kappa: [low, high]``, ...)."""
+    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
+    classes = datamodule.samples.class_labels
+    added = add_run_intervals(run_dir, datamodule.val_table, classes, resamples, int(cfg.seed))
+    if added is None:
+        return {}
+    intervals = added["confidence_intervals"]
+    if intervals.get("kappa_quadratic", [None])[0] is not None:
+        log.info("Best kappa 95%% CI: [%.4f, %.4f]", *intervals["kappa_quadratic"])
+    return {
+        "confidence_intervals": {f"best_val_{SHORT_NAMES[k]}": v for k, v in intervals.items()},
+        "bootstrap": added["bootstrap"],
+    }
 
 
 def why_no_model(trainer) -> str:

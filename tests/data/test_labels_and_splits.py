@@ -167,30 +167,38 @@ def test_laterality_and_view_default_to_the_dicom_tags(tmp_path):
 
 
 def test_preset_split_round_trip_and_leak_check(tmp_path):
-    from mammo.data.splits import preset_val_mask, split_frame
+    from mammo.data.holdout import preset_sides
+    from mammo.data.splits import split_frame
 
     table = pd.DataFrame(
         {
-            "image_id": ["a/1", "a/2", "b/1", "c/1"],
-            "AccessionNumber": ["a", "a", "b", "c"],
-            "PatientID": ["p1", "p1", "p2", "p3"],
-            "label": [0, 0, 1, 2],
+            "image_id": ["a/1", "a/2", "b/1", "c/1", "d/1"],
+            "AccessionNumber": ["a", "a", "b", "c", "d"],
+            "PatientID": ["p1", "p1", "p2", "p3", "p4"],
+            "label": [0, 0, 1, 2, 3],
         }
     )
-    mask = np.array([False, False, True, False])
+    val, test = np.array([False, False, True, False, False]), np.array([False, False, False, False, True])
+    sides = ["train", "train", "val", "train", "test"]
     path = tmp_path / "split.csv"
-    split_frame(table, mask, [1, 2, 3, 4]).to_csv(path, index=False)
-    np.testing.assert_array_equal(preset_val_mask(table, path), mask)  # a run's split.csv, reused
-    path.write_text("AccessionNumber,split\na,train\nb,validation\nc,TRAIN\n")
-    np.testing.assert_array_equal(preset_val_mask(table, path), mask)
-    path.write_text("image_id,split\na/1,train\na/2,val\nb/1,val\nc/1,train\n")
+    split_frame(table, val, [1, 2, 3, 4], test).to_csv(path, index=False)
+    assert preset_sides(table, path).tolist() == sides  # a run's split.csv, reused
+    path.write_text("AccessionNumber,split\na,train\nb,validation\nc,TRAIN\nd,Test\n")
+    assert preset_sides(table, path).tolist() == sides
+    path.write_text("image_id,split\na/1,train\na/2,val\nb/1,val\nc/1,train\nd/1,test\n")
     with pytest.raises(DataError, match="leaks 1 patient"):
-        preset_val_mask(table, path)
-    path.write_text("AccessionNumber,split\na,train\nb,val\n")
+        preset_sides(table, path)
+    path.write_text("image_id,split\na/1,test\na/2,train\nb/1,val\nc/1,train\nd/1,test\n")
+    with pytest.raises(DataError, match="leaks 1 patient"):
+        preset_sides(table, path)
+    path.write_text("AccessionNumber,split\na,train\nb,val\nd,test\n")
     with pytest.raises(
         DataError, match=r"1 AccessionNumber value\(s\) of the data not in the split: \['c'\]"
     ):
-        preset_val_mask(table, path)
-    path.write_text("AccessionNumber,split\na,train\nb,holdout\nc,train\n")
-    with pytest.raises(DataError, match="row 3: unknown split 'holdout'"):
-        preset_val_mask(table, path)
+        preset_sides(table, path)
+    path.write_text("AccessionNumber,split\na,train\nb,holdout\nc,train\nd,test\n")
+    with pytest.raises(DataError, match="row 3: unknown split 'holdout' \\(expected train, val or test\\)"):
+        preset_sides(table, path)
+    path.write_text("AccessionNumber,split\na,train\nb,val\nb,test\nc,train\nd,test\n")
+    with pytest.raises(DataError, match=r"AccessionNumber on two sides of the split: \['b'\]"):
+        preset_sides(table, path)

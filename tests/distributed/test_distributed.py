@@ -183,7 +183,7 @@ def check_complete_ddp_run(run) -> pd.DataFrame:
     assert len(preds) == len(val_ids) and not preds["image_id"].duplicated().any()
     assert sorted(preds["image_id"]) == val_ids  # every val image once, none from train
     probs = preds.filter(like="prob_class").to_numpy()
-    expected = sklearn_density_metrics(preds["true_label"] - 1, preds["predicted_label"] - 1, probs)
+    expected = sklearn_density_metrics(preds["true_label"], preds["predicted_label"], probs)
     written = json.loads((run / "metrics" / "val_metrics.json").read_text())
     assert written["num_samples"] == len(val_ids)
     assert {k: written[k] for k in expected} == pytest.approx(expected, abs=1e-5)

@@ -19,7 +19,7 @@ def test_density_metrics_match_sklearn(seed):
     probs = torch.tensor(logits).softmax(1).float()
     got = metrics.density_metrics(probs, torch.tensor(y))
     p = probs.argmax(1).numpy()
-    expected = sklearn_density_metrics(y, p, probs.numpy())
+    expected = sklearn_density_metrics(y, p, probs.numpy(), first_label=0)
     assert list(got) == list(expected)
     for name in expected:
         assert got[name] == pytest.approx(expected[name], abs=1e-6), name

@@ -91,7 +91,7 @@ def test_cv_summary_recomputes_from_fold_summaries(cv_dirs, mode):
     assert detail["train_samples"] + detail["val_samples"] == 140
     oof = pd.read_csv(cv_dir / "oof_predictions.csv")
     probs = oof.filter(like="prob_class").to_numpy()
-    expected = sklearn_density_metrics(oof["true_label"] - 1, oof["predicted_label"] - 1, probs)
+    expected = sklearn_density_metrics(oof["true_label"], oof["predicted_label"], probs)
     for name, value in expected.items():
         assert summary["oof_metrics"][name] == pytest.approx(value, abs=1e-6)
 

@@ -19,7 +19,7 @@ EPOCHS = 6
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, demo_root):
-    return train_tiny(tmp_path_factory.mktemp("train"), demo_root, f"epochs={EPOCHS}")
+    return train_tiny(tmp_path_factory.mktemp("train"), demo_root, f"epochs={EPOCHS}", "eval.bootstrap=200")
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,22 @@ def test_metrics_recomputed_from_predictions_match(run_dir):
     for name, value in recomputed.items():
         assert stored[name] == pytest.approx(value, abs=1e-6), name
     table = pd.read_csv(run_dir / "metrics" / "val_metrics.csv")
-    assert list(table.columns) == ["metric", "value"]
+    assert list(table.columns) == ["metric", "value", "ci_low", "ci_high"]
     assert list(table["metric"]) == list(recomputed)
+    np.testing.assert_allclose(table["value"], [recomputed[m] for m in table["metric"]], atol=1e-6)
+
+
+def test_best_epoch_metrics_have_patient_bootstrap_intervals(run_dir, summary):
+    stored = json.loads((run_dir / "metrics" / "val_metrics.json").read_text())
+    assert stored["bootstrap"]["unit"] == "patient" and stored["bootstrap"]["resamples"] == 200
+    table = pd.read_csv(run_dir / "metrics" / "val_metrics.csv").set_index("metric")
+    for name, (low, high) in stored["confidence_intervals"].items():
+        assert low <= stored[name] + 1e-9 and stored[name] <= high + 1e-9, name
+        assert table.loc[name, "ci_low"] == pytest.approx(low, abs=1e-6)
+    intervals = stored["confidence_intervals"]
+    assert summary["confidence_intervals"]["best_val_kappa"] == intervals["kappa_quadratic"]
+    line = r"95% confidence intervals: 200 patient-bootstrap resamples of \d+ images \(\d+ patients\) in"
+    assert re.search(line, (run_dir / "run.log").read_text())
 
 
 def test_best_metrics_come_from_the_best_epoch(run_dir, summary):

@@ -7,15 +7,15 @@ from pathlib import Path
 from mammo.data.datasets.common import Density, LabelTable, finish, laterality_code, read_table
 from mammo.data.datasets.registry import register
 
-VINDR_SPLIT = {"training": "train", "test": "val"}
+VINDR_SPLIT = {"training": "train", "test": "test"}
 
 
 @register("vindr")
 def read_vindr(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
     """VinDr-Mammo ``breast-level_annotations.csv`` (or ``finding_annotations.csv``, one row per
     finding: de-duplicated per image): ``<dicom_root>/<study_id>/<image_id>.dicom`` (``images``);
-    ``DENSITY A``-``D``; the official ``training``/``test`` split becomes train/val. ``study_id``
-    identifies an exam, not a patient: the splits group by exam."""
+    ``DENSITY A``-``D``; the official ``test`` split is the locked test split (validation is drawn
+    from ``training``). ``study_id`` identifies an exam, not a patient: the splits group by exam."""
     [path] = files
     frame = read_table(
         path, [["study_id"], ["image_id"], ["laterality"], ["view_position"], ["breast_density"], ["split"]]

@@ -93,10 +93,10 @@ def make_vindr(root: Path) -> dict:
     header = (
         "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
     )
-    rows, expected, val = [], {}, set()
+    rows, expected, test = [], {}, set()
     for p in range(PATIENTS):
         study = vindr_study(p)
-        split = "test" if p % 5 == 0 else "training"
+        split = "test" if p < 4 else "training"  # one patient of each density; 5 left per density
         for side in "RL":
             image = hashlib.md5(f"image{p}{side}".encode()).hexdigest()
             dicom(root / "images" / study / f"{image}.dicom", p % 4 + 1, side, "CC", study)
@@ -117,9 +117,9 @@ def make_vindr(root: Path) -> dict:
             )
             expected[f"{study}/{image}"] = p % 4 + 1
             if split == "test":
-                val.add(f"{study}/{image}")
+                test.add(f"{study}/{image}")
     write_csv(root / "breast-level_annotations.csv", header.split(","), rows)
-    return {"labels": expected, "excluded": Counter(), "val": val}
+    return {"labels": expected, "excluded": Counter(), "test": test}
 
 
 def make_inbreast(root: Path) -> dict:

@@ -49,9 +49,12 @@ def test_dataset_config_trains_end_to_end(tmp_path, dataset):
     preds = pd.read_csv(run / "val_predictions.csv", dtype={"laterality": str, "view": str})
     assert set(preds["laterality"]) <= {"L", "R"} and set(preds["view"]) <= {"CC", "MLO", "ML"}
     split = pd.read_csv(run / "split.csv", dtype=str)
-    if "val" in fixture:  # VinDr: the official test split is the validation split
-        assert set(split.loc[split["split"] == "val", "image_id"]) == fixture["val"]
+    if "test" in fixture:  # VinDr: the official test split is the locked test split
+        assert set(split.loc[split["split"] == "test", "image_id"]) == fixture["test"]
         assert summary["data_config"]["official_split"] is True
+        assert summary["data_config"]["num_test"] == len(fixture["test"]) and summary["test_metrics"]
+        tested = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str})
+        assert set(tested["image_id"]) == fixture["test"]
     assert not split.groupby("PatientID")["split"].nunique().gt(1).any()
 
 

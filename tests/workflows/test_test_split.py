@@ -1,0 +1,83 @@
+"""The locked test split: held out of training and model selection, evaluated once after training."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY, run_cli, train_tiny
+
+DEMO = ["data.demo.n_patients=40", "data.demo.height=160", "data.demo.width=128"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, demo_root):
+    return train_tiny(
+        tmp_path_factory.mktemp("test_split"),
+        demo_root,
+        *DEMO,
+        "epochs=2",
+        "data.test_fraction=0.25",
+        "eval.bootstrap=100",
+    )
+
+
+def test_test_fraction_holds_out_whole_patients_and_evaluates_them_once(run_dir):
+    split = pd.read_csv(run_dir / "split.csv", dtype=str)
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert not split.groupby("PatientID")["split"].nunique().gt(1).any()
+    test_ids = set(split.loc[split["split"] == "test", "image_id"])
+    assert 0.15 < len(test_ids) / len(split) < 0.35
+    predictions = pd.read_csv(run_dir / "test_predictions.csv", dtype={"image_id": str})
+    assert set(predictions["image_id"]) == test_ids and len(predictions) == len(test_ids)
+    val = pd.read_csv(run_dir / "val_predictions.csv", dtype={"image_id": str})
+    assert not set(val["image_id"]) & test_ids
+    metrics = json.loads((run_dir / "metrics" / "test_metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_samples"] == len(test_ids)
+    assert set(metrics["confidence_intervals"]) >= {"kappa_quadratic", "kappa_linear", "dense_accuracy"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_metrics"]["test_kappa"] == pytest.approx(metrics["kappa_quadratic"])
+    intervals = metrics["confidence_intervals"]
+    assert summary["test_confidence_intervals"]["test_kappa"] == intervals["kappa_quadratic"]
+    data = summary["data_config"]
+    assert data["num_test"] == len(test_ids)
+    assert data["num_train"] + data["num_val"] + len(test_ids) == len(split)
+    assert data["test_fraction"] == 0.25
+    assert "Test split: evaluating the best model on" in (run_dir / "run.log").read_text()
+
+
+def test_no_test_image_influences_training_or_the_best_epoch(tmp_path, run_dir, demo_root):
+    """The same run without the test images in the data at all: the same history (every epoch's
+    val metrics) and the same best epoch."""
+    from mammo.train import main
+
+    split = pd.read_csv(run_dir / "split.csv", dtype=str)
+    [root] = demo_root.glob("v1-p40-*")
+    labels = pd.read_csv(root / "classificacao.csv", dtype=str)
+    test_accessions = set(split.loc[split["split"] == "test", "AccessionNumber"])
+    kept = labels[~labels["AccessionNumber"].isin(test_accessions)]
+    kept.to_csv(tmp_path / "labels.csv", index=False)
+    split[split["split"] != "test"].to_csv(tmp_path / "split.csv", index=False)
+    out = tmp_path / "outputs"
+    args = [
+        *TINY,
+        "epochs=2",
+        "data=dicom_csv",
+        f"data.csv={tmp_path / 'labels.csv'}",
+        f"data.dicom_root={root / 'archive'}",
+        f"data.split_csv={tmp_path / 'split.csv'}",
+        "data.cache_mode=memory",
+        "eval.bootstrap=0",
+        f"paths.output_dir={out}",
+    ]
+    assert run_cli(main, args) == 0
+    [without] = (out / "mammo_tiny_density").glob("results_*")
+    with_test = pd.read_csv(run_dir / "train_history.csv")
+    without_test = pd.read_csv(without / "train_history.csv")
+    columns = [c for c in with_test.columns if c.startswith(("val_", "train_"))]
+    pd.testing.assert_frame_equal(with_test[columns], without_test[columns])
+    best = [json.loads((r / "summary.json").read_text())["best_epoch"] for r in (run_dir, without)]
+    assert best[0] == best[1]
+    assert not (without / "test_predictions.csv").exists()
