@@ -21,7 +21,7 @@ from mammo.models.checkpoint import Checkpoint, load_checkpoint
 from mammo.models.device import resolve_device
 
 log = logging.getLogger("mammo")
-SPLITS = ("all", "val", "train")
+SPLITS = ("all", "val", "train", "test")
 
 
 def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
 
 def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
     """The datamodule (preprocessed as the checkpoint's training data) and the rows to evaluate:
-    all of them, or the ``val`` / ``train`` rows of the training run's ``split.csv``."""
+    all of them, or the ``val`` / ``train`` / ``test`` rows of the training run's ``split.csv``."""
     split_csv = None
     if cfg.split != "all":
         split_csv = checkpoint.run_dir / "split.csv"
@@ -68,7 +68,11 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
     datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
     if split_csv:
         datamodule.setup("validate")
-        table = datamodule.val_table if cfg.split == "val" else datamodule.train_table
+        table = {"val": datamodule.val_table, "train": datamodule.train_table, "test": datamodule.test_table}[
+            cfg.split
+        ]
+        if table.empty:
+            raise ConfigError(f"split={cfg.split}: the training run's {split_csv} has no {cfg.split} rows")
     else:
         datamodule.prepare_samples()
         table = datamodule.samples.table

@@ -6,7 +6,8 @@ Layout (``cv=kfold``)::
     ├── folds.csv             image_id, AccessionNumber, PatientID, label, fold
     ├── fold_<k>/results/     a complete run directory per fold (summary.json, run.log, ...)
     ├── oof_predictions.csv   every image once, predicted by the fold that held it out
-    ├── cv_summary.json       mean/std/values per metric, fold details, OOF metrics
+    ├── test_ensemble_predictions.csv   the locked test split: the folds' mean probabilities
+    ├── cv_summary.json       mean/std/values per metric, fold details, OOF and test metrics
     └── run.log               the CV job's log (all folds in one job only)
 
 ``cv_summary.json`` is computed from the fold directories alone, so the same function serves the
@@ -21,11 +22,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from mammo.artifacts.io import write_csv, write_json
 from mammo.errors import MammoError
+from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, labelled_mean_std
 
 FOLD_RE = re.compile(r"^fold_(\d+)$")
@@ -66,7 +69,8 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
     }
     stats = {name: labelled_mean_std([d[name] for d in done], completed, "folds") for name in SHORT_NAMES}
     stats.update({alias: stats[name] for alias, name in ALIASES.items()})
-    oof = out_of_fold_predictions(cv_dir, {k: dirs[k] for k in completed})
+    done_dirs = {k: dirs[k] for k in completed}
+    oof = out_of_fold_predictions(cv_dir, done_dirs)
     cv_summary = {
         "experiment_name": experiment_name or _name(cv_dir),
         "num_folds": num_folds,
@@ -84,6 +88,7 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
         "fold_details": details,
         "oof_metrics": _oof_metrics(oof) if oof is not None else None,
         "oof_samples": None if oof is None else len(oof),
+        "test": test_split_results(cv_dir, done_dirs, list(filter(None, summaries.values()))),
         "folds_file": "folds.csv" if (cv_dir / "folds.csv").is_file() else None,
     }
     write_json(cv_dir / "cv_summary.json", cv_summary)
@@ -134,10 +139,58 @@ def out_of_fold_predictions(cv_dir: Path, dirs: dict[int, Path]) -> pd.DataFrame
 
 
 def _oof_metrics(oof: pd.DataFrame) -> dict:
-    probs = torch.tensor(oof.filter(like="prob_class").to_numpy(), dtype=torch.float64)
-    labels = sorted(int(c.removeprefix("prob_class")) for c in oof.filter(like="prob_class").columns)
-    targets = torch.tensor([labels.index(int(t)) for t in oof["true_label"]])
-    return density_metrics(probs, targets)
+    probs, targets = _probs_targets(oof)
+    return density_metrics(torch.tensor(probs), torch.tensor(targets))
+
+
+def _probs_targets(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``[N, K]`` and 0-based classes of a predictions file's rows."""
+    columns = list(frame.filter(like="prob_class").columns)
+    labels = [int(c.removeprefix("prob_class")) for c in columns]
+    return frame[columns].to_numpy(dtype=np.float64), np.searchsorted(labels, frame["true_label"].to_numpy())
+
+
+def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict]) -> dict | None:
+    """The locked test split under CV: each completed fold's model on it (``test_predictions.csv``)
+    and the fold ensemble, the mean of their probabilities image by image, with 95 % intervals
+    (the folds' own ``bootstrap`` setting); ``None`` without a test split."""
+    frames = {
+        k: pd.read_csv(d / "test_predictions.csv", dtype={"image_id": str, "AccessionNumber": str})
+        for k, d in dirs.items()
+        if (d / "test_predictions.csv").is_file()
+    }
+    if not frames:
+        return None
+    folds = list(frames)
+    per_fold = {k: _oof_metrics(frame) for k, frame in frames.items()}
+    ensemble = frames[folds[0]].copy()
+    columns = list(ensemble.filter(like="prob_class").columns)
+    for column in columns:
+        mean = pd.concat([f.set_index("image_id")[column] for f in frames.values()], axis=1).mean(axis=1)
+        ensemble[column] = ensemble["image_id"].map(mean).to_numpy()
+    labels = np.array([int(c.removeprefix("prob_class")) for c in columns])
+    ensemble["predicted_label"] = labels[ensemble[columns].to_numpy().argmax(axis=1)]
+    write_csv(cv_dir / "test_ensemble_predictions.csv", ensemble, float_format="%.9g")
+    probs, targets = _probs_targets(ensemble)
+    bootstrap = next((s["bootstrap"] for s in summaries if s.get("bootstrap")), None)
+    intervals = None
+    if bootstrap and (cv_dir / "folds.csv").is_file():
+        patients = pd.read_csv(cv_dir / "folds.csv", dtype=str).set_index("image_id")["PatientID"]
+        ids = ensemble["image_id"].map(patients).to_numpy()
+        intervals = metric_intervals(probs, targets, ids, int(bootstrap["resamples"]), int(bootstrap["seed"]))
+    return {
+        "num_images": len(ensemble),
+        "folds": folds,
+        "fold_metrics": {
+            name: labelled_mean_std([fold[name] for fold in per_fold.values()], folds, "folds")
+            for name in SHORT_NAMES
+        },
+        "ensemble": {
+            "metrics": density_metrics(torch.tensor(probs), torch.tensor(targets)),
+            **(intervals or {}),
+            "predictions_file": "test_ensemble_predictions.csv",
+        },
+    }
 
 
 def _read_summary(run_dir: Path) -> dict | None:

