@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_cache.py
 	$(PY) scripts/bench_embed.py
 	$(PY) scripts/bench_setup.py
+	$(PY) scripts/bench_eval.py
 
 lock:  ## re-pin requirements/lock.txt from requirements/top.txt in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
