@@ -16,6 +16,7 @@ from mammo.errors import ConfigError
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
 from mammo.evaluation.intervals import metric_intervals
+from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
 from mammo.models.device import resolve_device
@@ -38,8 +39,10 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     device = resolve_device(cfg.device)
     log.info("Inference on %s", device)
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers), device)
-    resamples, seed = int(cfg.eval.bootstrap), int(cfg.seed)
-    metrics, _ = write_evaluation(out, table, probs, classes, cfg.split, resamples, seed)
+    resamples, seed, aggregate = int(cfg.eval.bootstrap), int(cfg.seed), str(cfg.eval.aggregate)
+    metrics, _, levels = write_evaluation(
+        out, table, probs, classes, cfg.split, resamples, seed, aggregate=aggregate
+    )
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
         count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
@@ -54,6 +57,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
             "class_labels": classes,
         },
         "metrics": metrics,
+        "levels": levels,
     }
 
 
@@ -91,14 +95,17 @@ def write_evaluation(
     seed: int = 0,
     prefix: str = "eval",
     predictions: str = "predictions.csv",
-) -> tuple[dict, dict | None]:
+    aggregate: str = "mean",
+) -> tuple[dict, dict | None, dict]:
     """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``resamples``
-    patient-bootstrap 95 % CIs) and ``metrics/<prefix>_confusion.png``; returns the metrics and
-    the intervals."""
+    patient-bootstrap 95 % CIs), ``metrics/<prefix>_confusion.png`` and the breast- and
+    exam-level files (:func:`~mammo.evaluation.levels.write_levels`); returns the metrics, the
+    intervals and the levels' results."""
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)
     confusion = confusion_matrix(torch.tensor(probs), targets)
-    write_predictions(out / predictions, predictions_frame(table, probs, classes))
+    frame = predictions_frame(table, probs, classes)
+    write_predictions(out / predictions, frame)
     extra = {
         "num_samples": len(table),
         "class_labels": classes,
@@ -111,7 +118,9 @@ def write_evaluation(
     plot_confusion(confusion, classes, out / "metrics" / f"{prefix}_confusion.png", title=title)
     for name, value in metrics.items():
         log.info("%s: %.4f", name, value)
-    return metrics, intervals
+    frame["PatientID"] = table["PatientID"].to_numpy()
+    levels = write_levels(out, prefix, Path(predictions).stem, frame, aggregate, resamples, seed)
+    return metrics, intervals, levels
 
 
 def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
@@ -127,12 +136,14 @@ def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: 
     workers = int(cfg.data.num_workers)
     probs = predict_probs(checkpoint.model, datamodule.dataset(table), int(cfg.batch_size), workers, device)
     resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
+    aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
     classes, seed = checkpoint.class_labels, int(cfg.seed)
-    metrics, intervals = write_evaluation(
-        run_dir, table, probs, classes, "test", resamples, seed, "test", "test_predictions.csv"
+    metrics, intervals, levels = write_evaluation(
+        run_dir, table, probs, classes, "test", resamples, seed, "test", "test_predictions.csv", aggregate
     )
     bounds = (intervals or {}).get("confidence_intervals", {})
     return {
         "test_metrics": {f"test_{SHORT_NAMES[k]}": v for k, v in metrics.items()},
         "test_confidence_intervals": {f"test_{SHORT_NAMES[k]}": v for k, v in bounds.items()},
+        "test_levels": levels,
     }

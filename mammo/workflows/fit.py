@@ -18,6 +18,7 @@ from mammo.errors import unwrap_worker_error
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
 from mammo.evaluation.intervals import add_run_intervals
+from mammo.evaluation.levels import run_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.hpo.trial import job_trial_id
 from mammo.settings import hyperparameters
@@ -146,12 +147,14 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
     else:
         log.info("No model saved: %s", why_no_model(trainer))
     intervals = best_epoch_intervals(cfg, run_dir, datamodule)
+    levels = best_epoch_levels(cfg, run_dir, datamodule)
     test = evaluate_test_split(cfg, run_dir, datamodule, model_path)
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
         **best,
         **intervals,
+        **levels,
         **test,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),
@@ -175,6 +178,15 @@ def best_epoch_intervals(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
         "confidence_intervals": {f"best_val_{SHORT_NAMES[k]}": v for k, v in intervals.items()},
         "bootstrap": added["bootstrap"],
     }
+
+
+def best_epoch_levels(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
+    """Breast- and exam-level results of the best epoch (``val_predictions_{breast,exam}.csv``,
+    ``metrics/val_{breast,exam}_metrics.*``), for summary.json's ``val_levels``."""
+    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
+    aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
+    levels = run_levels(run_dir, datamodule.val_table, aggregate, resamples, int(cfg.seed))
+    return {"val_levels": levels} if levels else {}
 
 
 def why_no_model(trainer) -> str:

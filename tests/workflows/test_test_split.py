@@ -145,3 +145,20 @@ def test_under_cv_the_test_images_are_in_no_fold_and_every_fold_model_and_the_en
     low, high = summary["ensemble"]["confidence_intervals"]["accuracy"]
     assert low <= expected <= high
     assert summary["fold_metrics"]["kappa_quadratic"]["folds"] == [1, 2]
+
+
+def test_breast_and_exam_levels_are_reported_for_val_and_test(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for prefix in ("val", "test"):
+        stem, key = f"{prefix}_predictions", f"{prefix}_levels"
+        images = pd.read_csv(run_dir / f"{stem}.csv", dtype={"image_id": str, "AccessionNumber": str})
+        for level in ("breast", "exam"):
+            units = pd.read_csv(run_dir / f"{stem}_{level}.csv", dtype={"AccessionNumber": str})
+            metrics = json.loads((run_dir / "metrics" / f"{prefix}_{level}_metrics.json").read_text())
+            assert metrics["num_units"] == len(units) == summary[key][level]["num_units"]
+            assert units["num_images"].sum() <= len(images)  # left-out units' images are not counted
+            assert metrics["left_out"] == summary[key][level]["left_out"]
+            assert set(metrics["confidence_intervals"]) >= {"kappa_linear", "dense_accuracy"}
+        exams = pd.read_csv(run_dir / f"{stem}_exam.csv", dtype={"AccessionNumber": str})
+        assert set(exams["AccessionNumber"]) <= set(images["AccessionNumber"])
+        assert not exams.duplicated(["PatientID", "AccessionNumber"]).any()

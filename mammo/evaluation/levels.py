@@ -1,0 +1,136 @@
+"""Breast- and exam-level results, beside the image-level ones.
+
+A **breast** is a patient's exam and side (``PatientID``, ``AccessionNumber``, ``laterality``), an
+**exam** a patient's exam (``PatientID``, ``AccessionNumber``). A unit's probabilities are the
+mean of its images' (``eval.aggregate=mean``) or their per-class maximum, renormalised (``max``).
+A breast's label is its images' label; an exam's is its denser breast's, as BI-RADS assigns the
+denser breast's category. A unit whose images disagree on the label (at exam level: one of its
+breasts' images) is left out and counted. Without laterality there is no breast level, and
+without an exam id no level at all: run.log says so and the image level stands alone.
+
+Files, for a split ``<prefix>`` whose images are in ``<stem>.csv``: ``<stem>_breast.csv`` and
+``<stem>_exam.csv`` (the unit's keys, ``num_images``, ``true_label``, ``predicted_label``,
+``prob_class1..K``), and ``metrics/<prefix>_breast_metrics.*`` / ``<prefix>_exam_metrics.*``
+with the image level's metrics and patient-bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammo.artifacts.files import write_metrics, write_predictions
+from mammo.errors import ConfigError
+from mammo.evaluation.intervals import metric_intervals
+from mammo.evaluation.metrics import confusion_matrix, density_metrics
+
+log = logging.getLogger("mammo")
+LEVELS = {"breast": ("PatientID", "AccessionNumber", "laterality"), "exam": ("PatientID", "AccessionNumber")}
+AGGREGATES = ("mean", "max")
+
+
+def unit_predictions(images: pd.DataFrame, level: str, aggregate: str = "mean") -> tuple[pd.DataFrame, int]:
+    """The units of ``level`` from image-level predictions (with ``PatientID``) and how many were
+    left out because their images disagree on the label."""
+    if aggregate not in AGGREGATES:
+        raise ConfigError(f"eval.aggregate={aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+    keys = list(LEVELS[level])
+    columns = [c for c in images.columns if c.startswith("prob_class")]
+    grouped = images.groupby(keys, sort=False)
+    probs = grouped[columns].mean() if aggregate == "mean" else grouped[columns].max()
+    probs = probs.div(probs.sum(axis=1), axis=0)
+    units = probs.index.to_frame(index=False)
+    units["num_images"] = grouped.size().reindex(probs.index).to_numpy()
+    left_out = 0
+    if "true_label" in images:
+        truth, consistent = _unit_labels(images, keys)
+        keep = consistent.reindex(probs.index).to_numpy(dtype=bool)
+        units["true_label"] = truth.reindex(probs.index).to_numpy()
+        left_out = int((~keep).sum())
+        units, probs = units[keep], probs[keep]
+    labels = np.array([int(c.removeprefix("prob_class")) for c in columns])
+    units["predicted_label"] = labels[probs.to_numpy().argmax(axis=1)]
+    for column in columns:
+        units[column] = probs[column].to_numpy()
+    return units.reset_index(drop=True), left_out
+
+
+def _unit_labels(images: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Each unit's label (its denser breast's at exam level) and whether its images agree."""
+    sides = images["laterality"].fillna("").astype(str) if "laterality" in images else ""
+    breasts = images.assign(laterality=sides)
+    per_breast = breasts.groupby([*keys, "laterality"] if "laterality" not in keys else keys, sort=False)
+    breast = pd.DataFrame({"n": per_breast["true_label"].nunique(), "label": per_breast["true_label"].max()})
+    unit = breast.reset_index().groupby(keys, sort=False)
+    return unit["label"].max(), unit["n"].max() == 1
+
+
+def available_levels(images: pd.DataFrame, prefix: str) -> list[str]:
+    """The levels the data allows: an exam id on every image, and for breasts a laterality too."""
+
+    def filled(column: str) -> bool:
+        return column in images and images[column].fillna("").astype(str).str.strip().ne("").all()
+
+    if not filled("AccessionNumber"):
+        log.info("%s: the data has no exam id on every image: image-level results only", prefix)
+        return []
+    if not filled("laterality"):
+        log.info("%s: the data has no laterality on every image: no breast-level results", prefix)
+        return ["exam"]
+    return ["breast", "exam"]
+
+
+def write_levels(
+    out: Path, prefix: str, stem: str, images: pd.DataFrame, aggregate: str, resamples: int, seed: int
+) -> dict:
+    """Breast- and exam-level predictions and metrics of one split's image-level predictions
+    ``images`` (with ``PatientID``); returns ``{level: {num_units, left_out, <metric>: value}}``."""
+    results = {}
+    for level in available_levels(images, prefix):
+        units, left_out = unit_predictions(images, level, aggregate)
+        if units.empty:
+            log.info("%s %s level: every unit's images disagree on the label: not reported", prefix, level)
+            continue
+        write_predictions(out / f"{stem}_{level}.csv", units)
+        columns = [c for c in units.columns if c.startswith("prob_class")]
+        labels = [int(c.removeprefix("prob_class")) for c in columns]
+        probs = units[columns].to_numpy(dtype=np.float64)
+        targets = np.searchsorted(labels, units["true_label"].to_numpy())
+        metrics = density_metrics(torch.tensor(probs), torch.tensor(targets))
+        intervals = metric_intervals(probs, targets, units["PatientID"].to_numpy(), resamples, seed)
+        extra = {
+            "level": level,
+            "aggregate": aggregate,
+            "num_units": len(units),
+            "left_out": left_out,
+            "class_labels": labels,
+            "confusion_matrix": confusion_matrix(torch.tensor(probs), torch.tensor(targets)),
+        }
+        write_metrics(out / "metrics", f"{prefix}_{level}", metrics, extra, intervals)
+        log.info(
+            "%s %s level: %d %ss (%d left out: their images disagree on the density), kappa %.4f",
+            prefix,
+            level,
+            len(units),
+            level,
+            left_out,
+            metrics["kappa_quadratic"],
+        )
+        results[level] = {"num_units": len(units), "left_out": left_out, **metrics}
+    return results
+
+
+def run_levels(run_dir: Path, val_table: pd.DataFrame, aggregate: str, resamples: int, seed: int) -> dict:
+    """:func:`write_levels` for a training run's best epoch (``val_predictions.csv``)."""
+    path = run_dir / "val_predictions.csv"
+    if not path.is_file():
+        return {}
+    text = {"image_id": str, "AccessionNumber": str, "laterality": str, "view": str}
+    images = pd.read_csv(path, dtype=text, keep_default_na=False)
+    patient_of = val_table.drop_duplicates("image_id").set_index("image_id")["PatientID"]
+    images["PatientID"] = images["image_id"].map(patient_of).to_numpy()
+    return write_levels(run_dir, "val", "val_predictions", images, aggregate, resamples, seed)
