@@ -7,17 +7,20 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
+from mammo.artifacts.io import write_csv
 from mammo.artifacts.runlog import route_library_logs
 from mammo.data.dataset import as_list
 from mammo.data.dicom import read_header
 from mammo.data.preprocess import Preprocessing
 from mammo.data.tables import read_csv_table
 from mammo.errors import DataError
+from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.models.checkpoint import load_checkpoint
 from mammo.models.device import autocast, for_inference, resolve_device, to_device
 
@@ -40,8 +43,28 @@ def input_files(spec: str, path_column: str) -> list[Path]:
     raise DataError(f"input: {spec} is not a file, folder or CSV")
 
 
+IDENTITY = ("AccessionNumber", "PatientID", "laterality", "view")
+
+
+def identity(header) -> dict[str, str]:
+    """Which exam, patient, breast and view a file shows, from its header: ``AccessionNumber``
+    (the StudyInstanceUID where it is missing), ``PatientID``, ``ImageLaterality`` (else
+    ``Laterality``) and ``ViewPosition``; empty where the header has none."""
+
+    def text(*keys: str) -> str:
+        return next((str(header.get(k)).strip() for k in keys if str(header.get(k, "") or "").strip()), "")
+
+    return {
+        "AccessionNumber": text("AccessionNumber", "StudyInstanceUID"),
+        "PatientID": text("PatientID"),
+        "laterality": text("ImageLaterality", "Laterality").upper(),
+        "view": text("ViewPosition").upper(),
+    }
+
+
 class ImageFiles(Dataset):
-    """``(index, preprocessed image or None, AccessionNumber, reason it is unreadable)`` per file."""
+    """``(index, preprocessed image or None, identity (:func:`identity`), reason it is
+    unreadable)`` per file."""
 
     def __init__(self, files: list[Path], preprocessing: Preprocessing) -> None:
         self.files, self.preprocessing = files, preprocessing
@@ -54,8 +77,8 @@ class ImageFiles(Dataset):
             header = read_header(self.files[i])
             image = self.preprocessing(self.files[i]).astype(np.float16)
         except DataError as exc:
-            return i, None, "", str(exc)
-        return i, image, str(header.get("AccessionNumber", "") or ""), ""
+            return i, None, {}, str(exc)
+        return i, image, identity(header), ""
 
 
 def predict(cfg: DictConfig, out: Path) -> dict:
@@ -90,12 +113,36 @@ def predict(cfg: DictConfig, out: Path) -> dict:
             "%d of %d file(s) unreadable; reasons in %s", unreadable, len(files), out / "unreadable.csv"
         )
     log.info("Predicted %d image(s): %s", predicted, out / "predictions.csv")
+    units = write_unit_predictions(out, str(cfg.eval.aggregate))
     return {
         "checkpoint": str(checkpoint.path),
         "input": str(cfg.input),
         "num_predicted": predicted,
         "num_unreadable": unreadable,
+        "num_breasts": units.get("breast"),
+        "num_exams": units.get("exam"),
     }
+
+
+def write_unit_predictions(out: Path, aggregate: str) -> dict[str, int]:
+    """``predictions_breast.csv`` and ``predictions_exam.csv`` from ``predictions.csv`` (density is
+    reported per exam): each unit's probabilities (:func:`~mammo.evaluation.levels.unit_predictions`),
+    predicted density and letter; returns the number of units per level written."""
+    path = out / "predictions.csv"
+    text = dict.fromkeys(IDENTITY, str)
+    images = pd.read_csv(path, dtype=text, keep_default_na=False)
+    if images.empty:
+        return {}
+    written = {}
+    for level in available_levels(images, "predict"):
+        units, _ = unit_predictions(images, level, aggregate)
+        units = units.rename(columns={"predicted_label": "predicted_density"})
+        letters = units["predicted_density"].map(LETTERS)
+        units.insert(units.columns.get_loc("predicted_density") + 1, "predicted_letter", letters)
+        write_csv(out / f"predictions_{level}.csv", units, float_format="%.9g")
+        log.info("Predicted %d %s(s): %s", len(units), level, out / f"predictions_{level}.csv")
+        written[level] = len(units)
+    return written
 
 
 @torch.inference_mode()
@@ -106,7 +153,7 @@ def stream_predictions(
     of predicted and unreadable files."""
     classes = checkpoint.class_labels
     header = ["image", "AccessionNumber", "predicted_density", "predicted_letter"]
-    header += [f"prob_class{c}" for c in classes]
+    header += [f"prob_class{c}" for c in classes] + list(IDENTITY[1:])
     predicted = unreadable = 0
     with (
         open(out / "predictions.csv", "w", newline="") as pred_file,
@@ -130,11 +177,12 @@ def stream_predictions(
                 with autocast(device):
                     logits = checkpoint.model(to_device(images, device))
                 probs = logits.float().softmax(1).double().cpu().numpy()
-                for (i, _, accession, _), p in zip(good, probs):
+                for (i, _, who, _), p in zip(good, probs):
                     density = classes[int(p.argmax())]
-                    rows.writerow(
-                        [str(files[i]), accession, density, LETTERS[density], *(f"{v:.9g}" for v in p)]
-                    )
+                    probabilities = [f"{v:.9g}" for v in p]
+                    ids = [who[k] for k in IDENTITY[1:]]
+                    first = [str(files[i]), who["AccessionNumber"], density, LETTERS[density]]
+                    rows.writerow([*first, *probabilities, *ids])
                 predicted += len(good)
             pred_file.flush()
             progress.advance(task, len(batch))

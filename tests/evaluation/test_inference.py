@@ -95,8 +95,23 @@ def test_predict_streams_predictions_and_lists_unreadable_files(outputs):
     assert (preds["predicted_density"] == probs.argmax(1) + 1).all()
     assert list(preds["predicted_letter"]) == [" ABCD"[d] for d in preds["predicted_density"]]
     assert preds["AccessionNumber"].str.startswith("ACC").all()
+    assert list(preds.columns[-3:]) == ["PatientID", "laterality", "view"]
+    assert preds["PatientID"].notna().all() and set(preds["laterality"]) <= {"L", "R"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_predicted"] == 6 and summary["num_unreadable"] == 1
+    from mammo.evaluation.levels import LEVELS
+
+    for level, keys in LEVELS.items():
+        keys = list(keys)
+        units = pd.read_csv(out / f"predictions_{level}.csv")
+        assert list(units.columns[: len(keys) + 1]) == [*keys, "num_images"]
+        assert units["num_images"].sum() == 6 and summary[f"num_{level}s"] == len(units)
+        assert len(units) == preds.groupby(keys).ngroups
+        first = preds.groupby(keys, sort=False).get_group(tuple(units.loc[0, keys]))
+        np.testing.assert_allclose(
+            units.filter(like="prob_class").iloc[0], first.filter(like="prob_class").mean(), atol=1e-6
+        )
+        assert list(units["predicted_letter"]) == [" ABCD"[d] for d in units["predicted_density"]]
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
