@@ -11,7 +11,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ENTRIES = {
     f"mammo.{n}"
-    for n in ("train", "cv", "embed", "baselines", "evaluate", "predict", "export", "report", "runs")
+    for n in (
+        "train",
+        "cv",
+        "embed",
+        "baselines",
+        "evaluate",
+        "predict",
+        "export",
+        "report",
+        "runs",
+        "compare",
+    )
 }
 LAYERS = [
     "mammo.workflows",

@@ -1,4 +1,5 @@
-"""Figures of a run: training curves and confusion matrices (matplotlib, file output only)."""
+"""Figures of a run: training curves, confusion matrices and reliability diagrams (matplotlib, file
+output only)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,31 @@ def plot_confusion(cm: list[list[int]], class_labels: list, path: Path, title: s
     ax.set_ylabel("true density")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_reliability(bins: dict, path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin of the top probability
+    (bars), the diagonal of perfect calibration, and how many images each bin holds (below)."""
+    edges, count = bins["edges"], bins["count"]
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    filled = count > 0
+    accuracy, confidence = bins["accuracy"][filled], bins["confidence"][filled]
+    top.bar(centres[filled], accuracy, width[filled], edgecolor="black", alpha=0.7, label="accuracy")
+    top.plot(confidence, accuracy, "o", color="tab:red", markersize=3, label="mean confidence")
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy of the top class")
+    top.set_title(f"{title} (ECE {bins['ece']:.3f})")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, count, width, color="grey")
+    bottom.set_xlabel("top-class probability")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
     fig.tight_layout()
     _save(fig, path)
 

@@ -13,6 +13,7 @@ from mammo.artifacts.io import write_json
 from mammo.artifacts.plots import plot_confusion
 from mammo.artifacts.runlog import route_library_logs
 from mammo.errors import ConfigError
+from mammo.evaluation.calibration import write_reliability
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
 from mammo.evaluation.intervals import metric_intervals
@@ -38,7 +39,10 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     dataset = datamodule.dataset(table)
     device = resolve_device(cfg.device)
     log.info("Inference on %s", device)
-    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), int(cfg.data.num_workers), device)
+    if checkpoint.temperature != 1.0:
+        log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
+    workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
+    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     resamples, seed, aggregate = int(cfg.eval.bootstrap), int(cfg.seed), str(cfg.eval.aggregate)
     metrics, _, levels = write_evaluation(
         out, table, probs, classes, cfg.split, resamples, seed, aggregate=aggregate
@@ -116,6 +120,7 @@ def write_evaluation(
     write_metrics(out / "metrics", prefix, metrics, extra, intervals)
     title = f"Evaluation ({split})" if prefix == "eval" else f"Test split ({len(table)} images)"
     plot_confusion(confusion, classes, out / "metrics" / f"{prefix}_confusion.png", title=title)
+    write_reliability(probs, targets.numpy(), out / "plots" / f"reliability_{prefix}.png", title)
     for name, value in metrics.items():
         log.info("%s: %.4f", name, value)
     frame["PatientID"] = table["PatientID"].to_numpy()
@@ -134,7 +139,8 @@ def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: 
     log.info("Test split: evaluating the best model on %d held-out images", len(table))
     device = resolve_device("auto")
     workers = int(cfg.data.num_workers)
-    probs = predict_probs(checkpoint.model, datamodule.dataset(table), int(cfg.batch_size), workers, device)
+    dataset, temperature = datamodule.dataset(table), checkpoint.temperature
+    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
     aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
     classes, seed = checkpoint.class_labels, int(cfg.seed)

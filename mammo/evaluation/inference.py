@@ -53,10 +53,15 @@ def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = N
 
 @torch.inference_mode()
 def predict_probs(
-    model, dataset, batch_size: int, num_workers: int = 0, device: torch.device | None = None
+    model,
+    dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+    temperature: float = 1.0,
 ) -> np.ndarray:
-    """Class probabilities (float64) for every item of a DicomDataset, in order, computed on
-    ``device`` (the CPU by default; see ``mammo.models.device``)."""
+    """Class probabilities (float64), ``softmax(logits / temperature)``, for every item of a
+    DicomDataset, in order, computed on ``device`` (the CPU by default; see ``mammo.models.device``)."""
     device = device or torch.device("cpu")
     model = for_inference(model, device)
     loader = DataLoader(
@@ -70,5 +75,5 @@ def predict_probs(
     for images, _, _, *embedding in loader:
         with autocast(device):
             logits = model(to_device(images, device), *(to_device(e, device) for e in embedding))
-        out.append(logits.float().softmax(1).double().cpu().numpy())
+        out.append((logits.float() / temperature).softmax(1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.hparams.num_classes))

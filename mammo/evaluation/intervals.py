@@ -22,9 +22,12 @@ log = logging.getLogger("mammo")
 LEVEL = 0.95
 
 
-def metric_intervals(probs, targets, patients, resamples: int, seed: int) -> dict | None:
+def metric_intervals(
+    probs, targets, patients, resamples: int, seed: int, what: str = "images"
+) -> dict | None:
     """``{"confidence_intervals": {metric: [low, high]}, "bootstrap": {...}}`` from a patient
-    bootstrap of ``resamples`` resamples (``None`` for 0), timed in run.log."""
+    bootstrap of ``resamples`` resamples (``None`` for 0), timed in run.log (``what`` the rows
+    are: images, breasts or exams)."""
     if resamples <= 0:
         return None
     start = time.perf_counter()
@@ -32,9 +35,10 @@ def metric_intervals(probs, targets, patients, resamples: int, seed: int) -> dic
     seconds = time.perf_counter() - start
     n_patients = len(set(map(str, patients)))
     log.info(
-        "95%% confidence intervals: %d patient-bootstrap resamples of %d images (%d patients) in %.1f s",
+        "95%% confidence intervals: %d patient-bootstrap resamples of %d %s (%d patients) in %.1f s",
         resamples,
         len(targets),
+        what,
         n_patients,
         seconds,
     )

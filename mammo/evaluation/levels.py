@@ -101,7 +101,8 @@ def write_levels(
         probs = units[columns].to_numpy(dtype=np.float64)
         targets = np.searchsorted(labels, units["true_label"].to_numpy())
         metrics = density_metrics(torch.tensor(probs), torch.tensor(targets))
-        intervals = metric_intervals(probs, targets, units["PatientID"].to_numpy(), resamples, seed)
+        patients = units["PatientID"].to_numpy()
+        intervals = metric_intervals(probs, targets, patients, resamples, seed, f"{level}s")
         extra = {
             "level": level,
             "aggregate": aggregate,

@@ -176,7 +176,7 @@ def stream_predictions(
                 device = next(checkpoint.model.parameters()).device
                 with autocast(device):
                     logits = checkpoint.model(to_device(images, device))
-                probs = logits.float().softmax(1).double().cpu().numpy()
+                probs = (logits.float() / checkpoint.temperature).softmax(1).double().cpu().numpy()
                 for (i, _, who, _), p in zip(good, probs):
                     density = classes[int(p.argmax())]
                     probabilities = [f"{v:.9g}" for v in p]

@@ -29,6 +29,8 @@ from mammo.evaluation.metrics import SHORT_NAMES, TITLES, confusion_matrix, mean
 log = logging.getLogger("mammo")
 REPORTED = ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
 """The metrics of the tables, in order (``mammo.evaluation.metrics`` names and titles them)."""
+OPTIONAL = ("kappa_linear",)
+"""Reported too when every run has them (runs from before they existed do not)."""
 
 
 def expand(paths: list[Path]) -> list[tuple[str, Path, dict]]:
@@ -84,12 +86,24 @@ def report_pack(paths: list[Path], out: Path) -> dict:
 
 
 def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
-    """Per metric: each run's best-epoch value, and mean and std (ddof=1) across runs."""
+    """Per metric: each run's best-epoch value and 95 % interval (``None`` for runs from before
+    intervals), and mean and std (ddof=1) across runs. Linear kappa joins the spec's metrics
+    when every run has it."""
     table = {"runs": [label for label, _, _ in runs], "metrics": {}}
-    for name in REPORTED:
-        values = [summary[f"best_val_{SHORT_NAMES[name]}"] for _, _, summary in runs]
-        table["metrics"][name] = {"title": TITLES[name], **mean_std(values)}
+    names = [*REPORTED, *(n for n in OPTIONAL if all(f"best_val_{SHORT_NAMES[n]}" in s for _, _, s in runs))]
+    for name in names:
+        key = f"best_val_{SHORT_NAMES[name]}"
+        values = [summary[key] for _, _, summary in runs]
+        intervals = [summary.get("confidence_intervals", {}).get(key) for _, _, summary in runs]
+        table["metrics"][name] = {"title": TITLES[name], **mean_std(values), "intervals": intervals}
     return table
+
+
+def _cell(value: float, interval) -> str:
+    """``0.712 [0.650, 0.770]``, or the value alone without an interval."""
+    if not interval or None in interval:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def predictions_confusion(path: Path) -> tuple[list[int], list[list[int]]]:
@@ -105,7 +119,8 @@ def markdown_table(table: dict) -> str:
     head = ["Metric", *table["runs"], "Mean ± std"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in table["metrics"].values():
-        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} ± {m['std']:.3f}"]
+        cells = [_cell(v, ci) for v, ci in zip(m["values"], m["intervals"])]
+        cells.append(f"{m['mean']:.3f} ± {m['std']:.3f}")
         lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -120,7 +135,8 @@ def latex_table(table: dict) -> str:
         "\\midrule",
     ]
     for m in table["metrics"].values():
-        cells = [f"{v:.3f}" for v in m["values"]] + [f"{m['mean']:.3f} $\\pm$ {m['std']:.3f}"]
+        cells = [_cell(v, ci) for v, ci in zip(m["values"], m["intervals"])]
+        cells.append(f"{m['mean']:.3f} $\\pm$ {m['std']:.3f}")
         lines.append(f"{m['title']} & " + " & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -31,6 +31,11 @@ class Checkpoint:
         return {"j2k_reduce": False, "box_reduce": False, **settings}
 
     @property
+    def temperature(self) -> float:
+        """The temperature scaling fitted after training (``calibrate=temperature``), else 1."""
+        return float(self.meta.get("temperature", 1.0))
+
+    @property
     def run_dir(self) -> Path:
         return self.path.parent
 

@@ -15,6 +15,7 @@ from mammo.artifacts.runlog import route_library_logs
 from mammo.artifacts.summary import RunSummary, record_failure
 from mammo.distributed.ranks import is_rank_zero
 from mammo.errors import unwrap_worker_error
+from mammo.evaluation.calibration import calibrate_run, run_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
 from mammo.evaluation.intervals import add_run_intervals
@@ -148,6 +149,8 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         log.info("No model saved: %s", why_no_model(trainer))
     intervals = best_epoch_intervals(cfg, run_dir, datamodule)
     levels = best_epoch_levels(cfg, run_dir, datamodule)
+    run_reliability(run_dir, datamodule.samples.class_labels)
+    calibration = fit_calibration(cfg, run_dir, datamodule, model_path)
     test = evaluate_test_split(cfg, run_dir, datamodule, model_path)
     summary.finish(
         "pruned" if pruned else "completed",
@@ -155,6 +158,7 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         **best,
         **intervals,
         **levels,
+        **calibration,
         **test,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),
@@ -187,6 +191,22 @@ def best_epoch_levels(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
     aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
     levels = run_levels(run_dir, datamodule.val_table, aggregate, resamples, int(cfg.seed))
     return {"val_levels": levels} if levels else {}
+
+
+def fit_calibration(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
+    """``calibrate=temperature``: temperature scaling fitted on the best epoch's validation
+    predictions and stored in ``best_model.pt``, before the test split is evaluated with it."""
+    if cfg.get("calibrate", "none") != "temperature" or not model_path.exists():
+        return {}
+    calibration = calibrate_run(run_dir, datamodule.samples.class_labels, model_path)
+    log.info(
+        "Temperature scaling: T = %.4f fitted on %d validation images (NLL %.4f -> %.4f)",
+        calibration["temperature"],
+        calibration["num_images"],
+        calibration["val_nll_before"],
+        calibration["val_nll_after"],
+    )
+    return {"calibration": calibration}
 
 
 def why_no_model(trainer) -> str:

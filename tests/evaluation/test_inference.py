@@ -181,7 +181,10 @@ def test_report_pack_tables_equal_mean_and_std_of_the_summaries(outputs, tmp_pat
     assert report["metrics"]["metrics"]["kappa_quadratic"]["mean"] == pytest.approx(
         np.mean([s["best_val_kappa"] for s in summaries])
     )
-    assert "| Quadratic kappa |" in (tmp_path / "metrics_table.md").read_text()
+    markdown = (tmp_path / "metrics_table.md").read_text()
+    assert "| Quadratic kappa |" in markdown and "| Linear kappa |" in markdown
+    low, high = summaries[0]["confidence_intervals"]["best_val_kappa"]  # value [low, high] per run
+    assert f"{summaries[0]['best_val_kappa']:.3f} [{low:.3f}, {high:.3f}]" in markdown
 
 
 def test_report_pack_accepts_a_cv_directory(outputs, tmp_path):

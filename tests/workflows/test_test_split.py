@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import TINY, run_cli, train_tiny
 
@@ -21,6 +22,7 @@ def run_dir(tmp_path_factory, demo_root):
         "epochs=2",
         "data.test_fraction=0.25",
         "eval.bootstrap=100",
+        "calibrate=temperature",
     )
 
 
@@ -46,6 +48,13 @@ def test_test_fraction_holds_out_whole_patients_and_evaluates_them_once(run_dir)
     assert data["num_train"] + data["num_val"] + len(test_ids) == len(split)
     assert data["test_fraction"] == 0.25
     assert "Test split: evaluating the best model on" in (run_dir / "run.log").read_text()
+    calibration = summary["calibration"]  # fitted on val, stored in the checkpoint, used on test
+    assert calibration["method"] == "temperature"
+    assert calibration["val_nll_after"] <= calibration["val_nll_before"]
+    stored = torch.load(run_dir / "best_model.pt", map_location="cpu", weights_only=False)["mammo"]
+    assert stored["temperature"] == pytest.approx(calibration["temperature"])
+    for split in ("val", "test"):  # a reliability diagram per split
+        assert (run_dir / "plots" / f"reliability_{split}.png").stat().st_size > 10_000
 
 
 def test_no_test_image_influences_training_or_the_best_epoch(tmp_path, run_dir, demo_root):

@@ -1,0 +1,152 @@
+"""Is A better than B? Two runs' or evaluations' predictions on the images both predicted.
+
+Per metric and level (image; breast and exam where the data has them): A, B, the difference
+A - B with a **paired** patient-bootstrap 95 % interval (each resample draws the same patients
+for both, so what the patients share cancels out), and McNemar's exact test on per-image
+correctness (the images only one of them gets right).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from mammo.artifacts.io import atomic_write_text, write_json
+from mammo.errors import DataError
+from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
+from mammo.evaluation.levels import available_levels, unit_predictions
+from mammo.evaluation.metrics import TITLES
+
+log = logging.getLogger("mammo")
+PREDICTION_FILES = {"test": "test_predictions.csv", "val": "val_predictions.csv", "eval": "predictions.csv"}
+TEXT = {"image_id": str, "AccessionNumber": str, "laterality": str, "view": str, "PatientID": str}
+
+
+def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame]:
+    """The image predictions of a training run (``test`` when it has a test split, else ``val``)
+    or of an evaluation (``eval``), with ``PatientID`` from the folder's ``data_manifest.json``."""
+    folder = Path(folder)
+    order = list(PREDICTION_FILES) if split == "auto" else [split]
+    name = next((s for s in order if (folder / PREDICTION_FILES[s]).is_file()), None)
+    if name is None:
+        wanted = ", ".join(PREDICTION_FILES[s] for s in order)
+        raise DataError(f"{folder}: no predictions to compare ({wanted} not found)")
+    frame = pd.read_csv(folder / PREDICTION_FILES[name], dtype=TEXT, keep_default_na=False)
+    manifest = folder / "data_manifest.json"
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: not found (needed for the patients of the images)")
+    files = json.loads(manifest.read_text())["files"]
+    patient_of = {f["image_id"]: str(f["PatientID"]) for f in files}
+    frame["PatientID"] = frame["image_id"].map(patient_of).fillna(frame["AccessionNumber"])
+    return name, frame
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A's and B's rows of the images both predicted, in one order; an error when they share
+    none, or when their labels or class columns differ."""
+    shared = sorted(set(a["image_id"]) & set(b["image_id"]))
+    if not shared:
+        raise DataError(f"{names[0]} and {names[1]} share no image_id: nothing to compare")
+    a, b = (f.set_index("image_id").loc[shared].reset_index() for f in (a, b))
+    if list(a.filter(like="prob_class").columns) != list(b.filter(like="prob_class").columns):
+        raise DataError(f"{names[0]} and {names[1]} predict different classes")
+    differ = a["true_label"].astype(int).to_numpy() != b["true_label"].astype(int).to_numpy()
+    if differ.any():
+        first = a["image_id"][differ].iloc[0]
+        raise DataError(f"{int(differ.sum())} shared image(s) have different labels in A and B, e.g. {first}")
+    return a, b
+
+
+def mcnemar(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """McNemar's exact test (two-sided binomial on the discordant images)."""
+    right_a = a["predicted_label"].astype(int).to_numpy() == a["true_label"].astype(int).to_numpy()
+    right_b = b["predicted_label"].astype(int).to_numpy() == b["true_label"].astype(int).to_numpy()
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {
+        "only_a_correct": only_a,
+        "only_b_correct": only_b,
+        "both_correct": int((right_a & right_b).sum()),
+        "p_value": float(p),
+    }
+
+
+def compare_level(a: pd.DataFrame, b: pd.DataFrame, resamples: int, seed: int) -> dict:
+    """Per metric: A, B, A - B and the paired interval of the difference."""
+    probs = [f.filter(like="prob_class").to_numpy(dtype=np.float64) for f in (a, b)]
+    labels = [int(c.removeprefix("prob_class")) for c in a.filter(like="prob_class").columns]
+    targets = np.searchsorted(labels, a["true_label"].astype(int).to_numpy())
+    patients = a["PatientID"].to_numpy()
+    ones = np.ones((1, len(targets)))
+    values = [weighted_metrics(p, targets, ones) for p in probs]
+    draws = [resampled_metrics(p, targets, patients, resamples, seed) for p in probs] if resamples else None
+    out = {}
+    for name, title in TITLES.items():
+        if name not in values[0]:
+            continue
+        va, vb = float(values[0][name][0]), float(values[1][name][0])
+        entry = {"title": title, "a": va, "b": vb, "difference": va - vb, "ci": [None, None]}
+        if draws is not None:
+            difference = draws[0][name] - draws[1][name]
+            finite = difference[np.isfinite(difference)]
+            if finite.size:
+                entry["ci"] = [float(v) for v in np.percentile(finite, [2.5, 97.5])]
+        out[name] = entry
+    return out
+
+
+def compare(
+    folder_a: Path, folder_b: Path, out: Path, split: str, resamples: int, seed: int, aggregate: str
+) -> dict:
+    """Write ``comparison.json`` and ``comparison.md`` into ``out``; returns the comparison."""
+    (name_a, a), (name_b, b) = predictions_of(folder_a, split), predictions_of(folder_b, split)
+    a, b = paired(a, b, (str(folder_a), str(folder_b)))
+    levels = {"image": compare_level(a, b, resamples, seed)}
+    for level in available_levels(a, "compare"):
+        units = [unit_predictions(f, level, aggregate)[0] for f in (a, b)]
+        if len(units[0]):  # else every unit's images disagree on the label
+            levels[level] = compare_level(*units, resamples, seed)
+    result = {
+        "a": {"path": str(folder_a), "predictions": PREDICTION_FILES[name_a]},
+        "b": {"path": str(folder_b), "predictions": PREDICTION_FILES[name_b]},
+        "num_images": len(a),
+        "num_patients": int(a["PatientID"].nunique()),
+        "bootstrap": {"resamples": resamples, "unit": "patient", "paired": True, "level": 0.95, "seed": seed},
+        "levels": levels,
+        "mcnemar": mcnemar(a, b),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "comparison.json", result)
+    atomic_write_text(out / "comparison.md", comparison_table(result))
+    return result
+
+
+def comparison_table(result: dict) -> str:
+    """The comparison as a Markdown table (also what the entry prints)."""
+    lines = [
+        f"A: {result['a']['path']} ({result['a']['predictions']})",
+        f"B: {result['b']['path']} ({result['b']['predictions']})",
+        f"{result['num_images']} shared images of {result['num_patients']} patients; "
+        f"95 % CI of A - B from {result['bootstrap']['resamples']} paired patient-bootstrap resamples",
+        "",
+        "| level | metric | A | B | A - B | 95 % CI |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for level, metrics in result["levels"].items():
+        for entry in metrics.values():
+            low, high = entry["ci"]
+            ci = "" if low is None else f"[{low:+.4f}, {high:+.4f}]"
+            values = f"{entry['a']:.4f} | {entry['b']:.4f} | {entry['difference']:+.4f}"
+            lines.append(f"| {level} | {entry['title']} | {values} | {ci} |")
+    test = result["mcnemar"]
+    lines += [
+        "",
+        f"McNemar (images): A right and B wrong {test['only_a_correct']}, B right and A wrong "
+        f"{test['only_b_correct']}, exact two-sided p = {test['p_value']:.4g}",
+    ]
+    return "\n".join(lines) + "\n"

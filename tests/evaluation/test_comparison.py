@@ -1,0 +1,83 @@
+"""mammo.compare: paired differences, McNemar, and the entry on two prediction folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo.compare import main
+from mammo.errors import DataError
+from mammo.evaluation.comparison import compare, mcnemar
+
+
+def predictions(folder, right: np.ndarray, seed: int) -> None:
+    """A run folder: ``val_predictions.csv`` of 40 images (4 per patient, 2 per breast) whose
+    top class is right where ``right`` says, and the ``data_manifest.json`` naming the patients."""
+    rng = np.random.default_rng(seed)
+    n = len(right)
+    labels = np.arange(n) // 4 % 4 + 1  # one density per patient
+    probs = rng.dirichlet(np.ones(4), n) * 0.5
+    top = np.where(right, labels - 1, labels % 4)
+    probs[np.arange(n), top] += 1.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame({"AccessionNumber": [f"E{i // 4}" for i in range(n)], "true_label": labels})
+    frame["predicted_label"] = probs.argmax(axis=1) + 1
+    for j in range(4):
+        frame[f"prob_class{j + 1}"] = probs[:, j]
+    frame["image_id"] = [f"img{i}" for i in range(n)]
+    frame["laterality"] = ["L", "L", "R", "R"] * (n // 4)
+    frame["view"] = ["CC", "MLO"] * (n // 2)
+    folder.mkdir(parents=True)
+    frame.to_csv(folder / "val_predictions.csv", index=False)
+    files = [{"image_id": f"img{i}", "PatientID": f"P{i // 4}"} for i in range(n)]
+    (folder / "data_manifest.json").write_text(json.dumps({"files": files}))
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_images():
+    truth = np.ones(20, dtype=int)
+    a = pd.DataFrame({"true_label": truth, "predicted_label": np.r_[np.ones(18), 2, 2].astype(int)})
+    b = pd.DataFrame({"true_label": truth, "predicted_label": np.r_[np.full(8, 2), np.ones(12)].astype(int)})
+    test = mcnemar(a, b)  # A alone right on 8 images, B alone right on 2 (the last two)
+    assert (test["only_a_correct"], test["only_b_correct"], test["both_correct"]) == (8, 2, 10)
+    assert test["p_value"] == pytest.approx(2 * (1 + 10 + 45) / 2**10)  # 2 P(X <= 2), X ~ Bin(10, 1/2)
+
+
+def test_a_model_against_itself_differs_by_nothing_and_a_better_one_shows(tmp_path):
+    right = np.random.default_rng(0).random(40) < 0.9
+    predictions(tmp_path / "a", right, 0)
+    predictions(tmp_path / "worse", right & (np.arange(40) % 3 != 0), 0)
+    same = compare(tmp_path / "a", tmp_path / "a", tmp_path / "same", "auto", 200, 0, "mean")
+    for level in ("image", "breast", "exam"):
+        assert same["levels"][level]["accuracy"]["ci"] == [0.0, 0.0]
+    result = compare(tmp_path / "a", tmp_path / "worse", tmp_path / "out", "auto", 200, 0, "mean")
+    accuracy = result["levels"]["image"]["accuracy"]
+    assert accuracy["difference"] == pytest.approx(accuracy["a"] - accuracy["b"])
+    assert accuracy["difference"] > 0
+    low, high = accuracy["ci"]
+    assert low <= accuracy["difference"] <= high
+    assert result["mcnemar"]["only_b_correct"] == 0 and result["mcnemar"]["only_a_correct"] > 0
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert table.count("| image |") == len(result["levels"]["image"])
+
+
+def test_the_entry_prints_and_writes_the_table_and_refuses_disjoint_predictions(tmp_path, capsys):
+    right = np.ones(40, dtype=bool)
+    predictions(tmp_path / "a", right, 0)
+    predictions(tmp_path / "b", right, 1)
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap", "50", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "| image | Linear kappa |" in printed and "McNemar (images)" in printed
+    stored = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert stored["num_images"] == 40 and stored["num_patients"] == 10 and stored["bootstrap"]["paired"]
+    other = tmp_path / "c"
+    predictions(other, right, 2)
+    frame = pd.read_csv(other / "val_predictions.csv")
+    frame.assign(image_id="x" + frame["image_id"]).to_csv(other / "val_predictions.csv", index=False)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a"), str(other), "--out", str(tmp_path / "none")])
+    assert "share no image_id" in capsys.readouterr().err
+    with pytest.raises(DataError, match="no predictions to compare"):
+        compare(tmp_path / "a", tmp_path, tmp_path / "none", "auto", 0, 0, "mean")
