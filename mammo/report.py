@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     from mammo.evaluation.report_pack import report_pack
 
     def body(out: Path, _) -> dict:
-        report = report_pack([Path(r) for r in cfg.runs], out)
+        report = report_pack([Path(r) for r in cfg.runs], out, str(cfg.get("level", "image")))
         return {"runs": [r["run_dir"] for r in report["runs"]], "artifacts": {"report": "report.json"}}
 
     run_recorded("report", Path(cfg.paths.run_dir), int(cfg.get("seed") or 0), body)

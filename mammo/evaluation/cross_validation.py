@@ -29,6 +29,7 @@ import torch
 from mammo.artifacts.io import write_csv, write_json
 from mammo.errors import MammoError
 from mammo.evaluation.intervals import metric_intervals
+from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, labelled_mean_std
 
 FOLD_RE = re.compile(r"^fold_(\d+)$")
@@ -173,11 +174,14 @@ def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict
     write_csv(cv_dir / "test_ensemble_predictions.csv", ensemble, float_format="%.9g")
     probs, targets = _probs_targets(ensemble)
     bootstrap = next((s["bootstrap"] for s in summaries if s.get("bootstrap")), None)
-    intervals = None
-    if bootstrap and (cv_dir / "folds.csv").is_file():
+    resamples, seed = (int(bootstrap["resamples"]), int(bootstrap["seed"])) if bootstrap else (0, 0)
+    intervals, levels = None, {}
+    if (cv_dir / "folds.csv").is_file():
         patients = pd.read_csv(cv_dir / "folds.csv", dtype=str).set_index("image_id")["PatientID"]
-        ids = ensemble["image_id"].map(patients).to_numpy()
-        intervals = metric_intervals(probs, targets, ids, int(bootstrap["resamples"]), int(bootstrap["seed"]))
+        ensemble["PatientID"] = ensemble["image_id"].map(patients).to_numpy()
+        intervals = metric_intervals(probs, targets, ensemble["PatientID"].to_numpy(), resamples, seed)
+        stem = "test_ensemble_predictions"
+        levels = write_levels(cv_dir, "test_ensemble", stem, ensemble, "mean", resamples, seed)
     return {
         "num_images": len(ensemble),
         "folds": folds,
@@ -188,6 +192,7 @@ def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict
         "ensemble": {
             "metrics": density_metrics(torch.tensor(probs), torch.tensor(targets)),
             **(intervals or {}),
+            "levels": levels,
             "predictions_file": "test_ensemble_predictions.csv",
         },
     }

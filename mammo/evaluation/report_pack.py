@@ -30,6 +30,7 @@ log = logging.getLogger("mammo")
 REPORTED = ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
 """The metrics of the tables, in order (``mammo.evaluation.metrics`` names and titles them)."""
 OPTIONAL = ("kappa_linear",)
+LEVEL_NAMES = ("image", "breast", "exam")
 """Reported too when every run has them (runs from before they existed do not)."""
 
 
@@ -54,8 +55,11 @@ def expand(paths: list[Path]) -> list[tuple[str, Path, dict]]:
     ]
 
 
-def report_pack(paths: list[Path], out: Path) -> dict:
-    """Write the figures and tables for ``paths`` into ``out``; returns what report.json holds."""
+def report_pack(paths: list[Path], out: Path, level: str = "image") -> dict:
+    """Write the figures and tables for ``paths`` into ``out``, the tables at ``level`` (image,
+    breast or exam); returns what report.json holds."""
+    if level not in LEVEL_NAMES:
+        raise ConfigError(f"level={level!r}: expected one of {', '.join(LEVEL_NAMES)}")
     runs = expand(paths)
     if not runs:
         raise ConfigError("runs: no completed run found")
@@ -76,7 +80,7 @@ def report_pack(paths: list[Path], out: Path) -> dict:
         else:
             log.warning("%s has no plots/gradcam_samples.png (run mammo.evaluate on its checkpoint)", path)
         figures.append({"label": label, "run_dir": str(path), "figures": made})
-    table = metrics_table(runs)
+    table = metrics_table(runs) if level == "image" else level_table(runs, level)
     atomic_write_text(out / "metrics_table.md", markdown_table(table))
     atomic_write_text(out / "metrics_table.tex", latex_table(table))
     report = {"runs": figures, "metrics": table}
@@ -96,6 +100,27 @@ def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
         values = [summary[key] for _, _, summary in runs]
         intervals = [summary.get("confidence_intervals", {}).get(key) for _, _, summary in runs]
         table["metrics"][name] = {"title": TITLES[name], **mean_std(values), "intervals": intervals}
+    return table
+
+
+def level_table(runs: list[tuple[str, Path, dict]], level: str) -> dict:
+    """:func:`metrics_table` at breast or exam level, from each run's
+    ``metrics/val_<level>_metrics.json`` (the best epoch's units)."""
+    stored = []
+    for _, path, _ in runs:
+        file = path / "metrics" / f"val_{level}_metrics.json"
+        if not file.is_file():
+            raise ConfigError(
+                f"level={level}: {file} not found (a run from before breast/exam levels, or data "
+                "without laterality / exam ids)"
+            )
+        stored.append(json.loads(file.read_text()))
+    table = {"runs": [label for label, _, _ in runs], "level": level, "metrics": {}}
+    for name in (*REPORTED, *OPTIONAL):
+        intervals = [m.get("confidence_intervals", {}).get(name) for m in stored]
+        values = [m[name] for m in stored]
+        title = f"{TITLES[name]} ({level})"
+        table["metrics"][name] = {"title": title, **mean_std(values), "intervals": intervals}
     return table
 
 

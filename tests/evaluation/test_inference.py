@@ -200,6 +200,21 @@ def test_report_pack_accepts_a_cv_directory(outputs, tmp_path):
     assert (tmp_path / "density_confusion_seed42_fold2.png").is_file()
 
 
+def test_report_pack_tables_at_exam_level_come_from_the_runs_exam_metrics(outputs, tmp_path):
+    from mammo.errors import ConfigError
+    from mammo.evaluation.report_pack import report_pack
+
+    runs = [outputs / f"mammo_tiny_density/results_{i}" for i in (1, 2)]
+    report = report_pack(runs, tmp_path, "exam")
+    stored = [json.loads((r / "metrics" / "val_exam_metrics.json").read_text()) for r in runs]
+    kappa = report["metrics"]["metrics"]["kappa_linear"]
+    assert kappa["values"] == [m["kappa_linear"] for m in stored] and report["metrics"]["level"] == "exam"
+    assert kappa["intervals"] == [m["confidence_intervals"]["kappa_linear"] for m in stored]
+    assert "| Linear kappa (exam) |" in (tmp_path / "metrics_table.md").read_text()
+    with pytest.raises(ConfigError, match="level='ward'"):
+        report_pack(runs, tmp_path, "ward")
+
+
 def test_runs_table_lists_every_kind_and_compares(outputs, capsys):
     from mammo.artifacts.run_index import find_runs, select
     from mammo.runs import main

@@ -154,6 +154,10 @@ def test_under_cv_the_test_images_are_in_no_fold_and_every_fold_model_and_the_en
     low, high = summary["ensemble"]["confidence_intervals"]["accuracy"]
     assert low <= expected <= high
     assert summary["fold_metrics"]["kappa_quadratic"]["folds"] == [1, 2]
+    for level in ("breast", "exam"):  # the ensemble's breast and exam level too
+        units = pd.read_csv(cv_dir / f"test_ensemble_predictions_{level}.csv")
+        assert summary["ensemble"]["levels"][level]["num_units"] == len(units) > 0
+        assert (cv_dir / "metrics" / f"test_ensemble_{level}_metrics.json").is_file()
 
 
 def test_breast_and_exam_levels_are_reported_for_val_and_test(run_dir):
