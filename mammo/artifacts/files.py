@@ -11,6 +11,8 @@ from mammo.artifacts.io import write_csv, write_json
 
 PROB_FORMAT = "%.9g"
 """Enough digits to round-trip float32 probabilities, so metrics recomputed from the CSV match."""
+ID_COLUMNS = dict.fromkeys(("image_id", "AccessionNumber", "PatientID", "laterality", "view"), str)
+"""Columns of a predictions file read back as text (an accession number keeps its leading zeros)."""
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
@@ -43,6 +45,20 @@ def predictions_frame(samples: pd.DataFrame, probs: np.ndarray, class_labels: li
 
 def write_predictions(path: Path, frame: pd.DataFrame) -> None:
     write_csv(path, frame, float_format=PROB_FORMAT)
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file as :func:`write_predictions` wrote it: ids as text, empty cells empty."""
+    return pd.read_csv(path, dtype=ID_COLUMNS, keep_default_na=False)
+
+
+def prediction_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``[N, K]`` (float64, the ``prob_class*`` columns) and 0-based classes of
+    ``true_label``: the arrays behind a predictions frame (image, breast or exam rows)."""
+    columns = [c for c in frame.columns if c.startswith("prob_class")]
+    labels = [int(c.removeprefix("prob_class")) for c in columns]
+    targets = np.searchsorted(labels, frame["true_label"].astype(int).to_numpy())
+    return frame[columns].to_numpy(dtype=np.float64), targets
 
 
 def write_metrics(

@@ -175,7 +175,7 @@ def _preadv(fd: int, buffers: list, nowait: bool) -> int | None:
         return os.preadv(fd, buffers, 0)
     try:
         return os.preadv(fd, buffers, 0, NOWAIT)
-    except (BlockingIOError, OSError):
+    except OSError:  # BlockingIOError (EAGAIN), or EOPNOTSUPP where the file system has no NOWAIT
         return None
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mammo.data.cache import DiskCache
 from mammo.data.dataset import BatchAugmentation, DicomDataset, EpochShuffle, ImageSource, collate, fill_cache
 from mammo.data.embeddings import embedding_rows
-from mammo.data.holdout import test_mask, uses_official_test, val_mask
+from mammo.data.holdout import split_masks, uses_official_test
 from mammo.data.labels import Samples, load_source
 from mammo.data.manifest import build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
@@ -83,11 +83,11 @@ class DensityDataModule(L.LightningDataModule):
         self.samples = load_source(self.labels, memo, self.loading.num_workers)
         self.samples.check_every_class(self.labels.num_classes)
         table = self.samples.table
-        test = test_mask(table, hp, memo)  # first: nothing after it sees the test rows
-        test_ids = set(table["image_id"][test])
+        test, val = split_masks(table, hp, memo, with_val=hp.cv_folds is None)  # test first: nothing
+        test_ids = set(table["image_id"][test])  # after it sees the test rows
         val_ids = None
-        if hp.cv_folds is None:
-            val_ids = set(table["image_id"][val_mask(table, test, hp, memo)])
+        if val is not None:
+            val_ids = set(table["image_id"][val])
             if hp.subset is not None:  # before the images are prepared: only the kept ones are
                 self.samples.table = keep_subset(table, val_ids | test_ids, hp.subset, hp.split_seed)
         self._prepare_images()

@@ -39,10 +39,28 @@ SIDES = {
 }
 
 
-def test_mask(table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path | None = None) -> np.ndarray:
-    """The rows of the locked test split (all ``False`` when none is configured)."""
-    if settings.split_csv:
-        return preset_sides(table, settings.split_csv) == "test"
+def split_masks(
+    table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path | None = None, with_val: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of the locked test split (all ``False`` when none is configured) and, with
+    ``with_val``, the validation rows among the others: the preset CSV's ``val`` rows (the CSV is
+    read once for both), else a patient-grouped, class-stratified ``data.val_fraction`` of the
+    remaining patients."""
+    sides = preset_sides(table, settings.split_csv) if settings.split_csv else None
+    test = sides == "test" if sides is not None else test_rows(table, settings, memo_dir)
+    if not with_val:
+        return test, None
+    if sides is not None:
+        return test, sides == "val"
+    rest = table[~test]
+    labels, patients = rest["label"].to_numpy(), rest["PatientID"].to_numpy()
+    val = np.zeros(len(table), dtype=bool)
+    val[~test] = grouped_val_mask(labels, patients, settings.val_fraction, settings.split_seed, memo_dir)
+    return test, val
+
+
+def test_rows(table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path | None) -> np.ndarray:
+    """The test split without a preset CSV: the dataset's official one, or ``data.test_fraction``."""
     if uses_official_test(table, settings):
         mask = (table["split"] == "test").to_numpy()
         log.info("Using the dataset's official test split (%d test images held out)", int(mask.sum()))
@@ -59,20 +77,6 @@ def test_mask(table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path
         int(mask.sum()),
         len(set(patients[mask])),
     )
-    return mask
-
-
-def val_mask(
-    table: pd.DataFrame, test: np.ndarray, settings: SplitSettings, memo_dir: str | Path | None = None
-) -> np.ndarray:
-    """The validation rows among those not in ``test``: the preset CSV's ``val`` rows, else a
-    patient-grouped, class-stratified ``data.val_fraction`` of the remaining patients."""
-    if settings.split_csv:
-        return preset_sides(table, settings.split_csv) == "val"
-    rest = table[~test]
-    labels, patients = rest["label"].to_numpy(), rest["PatientID"].to_numpy()
-    mask = np.zeros(len(table), dtype=bool)
-    mask[~test] = grouped_val_mask(labels, patients, settings.val_fraction, settings.split_seed, memo_dir)
     return mask
 
 

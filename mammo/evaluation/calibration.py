@@ -15,13 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 from scipy.optimize import minimize_scalar
 
 from mammo.artifacts.checkpoint_io import AtomicCheckpointIO
 from mammo.artifacts.plots import plot_reliability
 from mammo.evaluation.metrics import ECE_BINS
+from mammo.models.backbones import read_torch_file
 
 
 def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = ECE_BINS) -> dict:
@@ -52,18 +51,6 @@ def write_reliability(probs, targets, path: Path, title: str) -> Path:
     return path
 
 
-def run_reliability(run_dir: Path, class_labels: list[int]) -> Path | None:
-    """``plots/reliability_val.png`` of a training run's best epoch (``val_predictions.csv``)."""
-    path = run_dir / "val_predictions.csv"
-    if not path.is_file():
-        return None
-    frame = pd.read_csv(path)
-    probs = frame[[f"prob_class{c}" for c in class_labels]].to_numpy()
-    targets = np.searchsorted(np.asarray(class_labels), frame["true_label"].to_numpy())
-    out = run_dir / "plots" / "reliability_val.png"
-    return write_reliability(probs, targets, out, "Validation, best epoch")
-
-
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> dict:
     """The temperature that minimises the negative log-likelihood of ``targets`` under
     ``softmax(log(probs) / T)`` (log-probabilities are the logits up to a constant per image),
@@ -81,14 +68,12 @@ def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> dict:
     return {"temperature": float(best.x), "val_nll_before": nll(1.0), "val_nll_after": nll(float(best.x))}
 
 
-def calibrate_run(run_dir: Path, class_labels: list[int], model_path: Path) -> dict:
-    """``calibrate=temperature``: fit T on ``val_predictions.csv`` and store it in ``best_model.pt``
-    (``mammo.temperature``, rewritten atomically); returns summary.json's ``calibration``."""
-    frame = pd.read_csv(run_dir / "val_predictions.csv")
-    probs = frame[[f"prob_class{c}" for c in class_labels]].to_numpy()
-    targets = np.searchsorted(np.asarray(class_labels), frame["true_label"].to_numpy())
+def store_temperature(model_path: Path, probs: np.ndarray, targets: np.ndarray) -> dict:
+    """``calibrate=temperature``: fit T on the best epoch's validation predictions and store it in
+    ``best_model.pt`` (``mammo.temperature``, rewritten atomically); returns summary.json's
+    ``calibration``."""
     fitted = fit_temperature(probs, targets)
-    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
+    checkpoint = read_torch_file(model_path, "ckpt")
     checkpoint["mammo"]["temperature"] = fitted["temperature"]
     AtomicCheckpointIO().save_checkpoint(checkpoint, model_path)
-    return {"method": "temperature", "fitted_on": "val_predictions.csv", "num_images": len(frame), **fitted}
+    return {"method": "temperature", "fitted_on": "val_predictions.csv", "num_images": len(targets), **fitted}

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mammo.artifacts.files import predictions_frame, write_metrics, write_predictions
 from mammo.artifacts.io import write_json
@@ -16,7 +16,7 @@ from mammo.errors import ConfigError
 from mammo.evaluation.calibration import write_reliability
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
-from mammo.evaluation.intervals import metric_intervals
+from mammo.evaluation.intervals import eval_settings, metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
     workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
-    resamples, seed, aggregate = int(cfg.eval.bootstrap), int(cfg.seed), str(cfg.eval.aggregate)
+    (resamples, aggregate), seed = eval_settings(cfg), int(cfg.seed)
     metrics, _, levels = write_evaluation(
         out, table, probs, classes, cfg.split, resamples, seed, aggregate=aggregate
     )
@@ -141,9 +141,7 @@ def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: 
     workers = int(cfg.data.num_workers)
     dataset, temperature = datamodule.dataset(table), checkpoint.temperature
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
-    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
-    aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
-    classes, seed = checkpoint.class_labels, int(cfg.seed)
+    (resamples, aggregate), classes, seed = eval_settings(cfg), checkpoint.class_labels, int(cfg.seed)
     metrics, intervals, levels = write_evaluation(
         run_dir, table, probs, classes, "test", resamples, seed, "test", "test_predictions.csv", aggregate
     )

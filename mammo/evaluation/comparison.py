@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from mammo.artifacts.files import prediction_arrays, read_predictions
 from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.errors import DataError
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
@@ -24,7 +25,6 @@ from mammo.evaluation.metrics import TITLES
 
 log = logging.getLogger("mammo")
 PREDICTION_FILES = {"test": "test_predictions.csv", "val": "val_predictions.csv", "eval": "predictions.csv"}
-TEXT = {"image_id": str, "AccessionNumber": str, "laterality": str, "view": str, "PatientID": str}
 
 
 def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame]:
@@ -36,7 +36,7 @@ def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame
     if name is None:
         wanted = ", ".join(PREDICTION_FILES[s] for s in order)
         raise DataError(f"{folder}: no predictions to compare ({wanted} not found)")
-    frame = pd.read_csv(folder / PREDICTION_FILES[name], dtype=TEXT, keep_default_na=False)
+    frame = read_predictions(folder / PREDICTION_FILES[name])
     manifest = folder / "data_manifest.json"
     if not manifest.is_file():
         raise DataError(f"{manifest}: not found (needed for the patients of the images)")
@@ -78,9 +78,8 @@ def mcnemar(a: pd.DataFrame, b: pd.DataFrame) -> dict:
 
 def compare_level(a: pd.DataFrame, b: pd.DataFrame, resamples: int, seed: int) -> dict:
     """Per metric: A, B, A - B and the paired interval of the difference."""
-    probs = [f.filter(like="prob_class").to_numpy(dtype=np.float64) for f in (a, b)]
-    labels = [int(c.removeprefix("prob_class")) for c in a.filter(like="prob_class").columns]
-    targets = np.searchsorted(labels, a["true_label"].astype(int).to_numpy())
+    (probs_a, targets), (probs_b, _) = prediction_arrays(a), prediction_arrays(b)
+    probs = [probs_a, probs_b]
     patients = a["PatientID"].to_numpy()
     ones = np.ones((1, len(targets)))
     values = [weighted_metrics(p, targets, ones) for p in probs]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mammo.artifacts.files import prediction_arrays, read_predictions, write_predictions
 from mammo.artifacts.io import write_csv, write_json
 from mammo.errors import MammoError
 from mammo.evaluation.intervals import metric_intervals
@@ -140,15 +141,8 @@ def out_of_fold_predictions(cv_dir: Path, dirs: dict[int, Path]) -> pd.DataFrame
 
 
 def _oof_metrics(oof: pd.DataFrame) -> dict:
-    probs, targets = _probs_targets(oof)
+    probs, targets = prediction_arrays(oof)
     return density_metrics(torch.tensor(probs), torch.tensor(targets))
-
-
-def _probs_targets(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities ``[N, K]`` and 0-based classes of a predictions file's rows."""
-    columns = list(frame.filter(like="prob_class").columns)
-    labels = [int(c.removeprefix("prob_class")) for c in columns]
-    return frame[columns].to_numpy(dtype=np.float64), np.searchsorted(labels, frame["true_label"].to_numpy())
 
 
 def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict]) -> dict | None:
@@ -156,7 +150,7 @@ def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict
     and the fold ensemble, the mean of their probabilities image by image, with 95 % intervals
     (the folds' own ``bootstrap`` setting); ``None`` without a test split."""
     frames = {
-        k: pd.read_csv(d / "test_predictions.csv", dtype={"image_id": str, "AccessionNumber": str})
+        k: read_predictions(d / "test_predictions.csv")
         for k, d in dirs.items()
         if (d / "test_predictions.csv").is_file()
     }
@@ -165,14 +159,13 @@ def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict
     folds = list(frames)
     per_fold = {k: _oof_metrics(frame) for k, frame in frames.items()}
     ensemble = frames[folds[0]].copy()
-    columns = list(ensemble.filter(like="prob_class").columns)
-    for column in columns:
-        mean = pd.concat([f.set_index("image_id")[column] for f in frames.values()], axis=1).mean(axis=1)
-        ensemble[column] = ensemble["image_id"].map(mean).to_numpy()
+    columns = [c for c in ensemble.columns if c.startswith("prob_class")]
+    stacked = pd.concat([f.set_index("image_id")[columns] for f in frames.values()])
+    ensemble[columns] = stacked.groupby(level=0).mean().loc[ensemble["image_id"]].to_numpy()
     labels = np.array([int(c.removeprefix("prob_class")) for c in columns])
     ensemble["predicted_label"] = labels[ensemble[columns].to_numpy().argmax(axis=1)]
-    write_csv(cv_dir / "test_ensemble_predictions.csv", ensemble, float_format="%.9g")
-    probs, targets = _probs_targets(ensemble)
+    write_predictions(cv_dir / "test_ensemble_predictions.csv", ensemble)
+    probs, targets = prediction_arrays(ensemble)
     bootstrap = next((s["bootstrap"] for s in summaries if s.get("bootstrap")), None)
     resamples, seed = (int(bootstrap["resamples"]), int(bootstrap["seed"])) if bootstrap else (0, 0)
     intervals, levels = None, {}

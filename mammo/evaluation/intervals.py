@@ -11,10 +11,10 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
-from mammo.artifacts.files import write_metrics
+from mammo.artifacts.files import prediction_arrays, read_predictions, write_metrics
 from mammo.evaluation.bootstrap import bootstrap_intervals
 from mammo.evaluation.metrics import SHORT_NAMES
 
@@ -55,19 +55,35 @@ def metric_intervals(
     }
 
 
-def add_run_intervals(run_dir: Path, val_table: pd.DataFrame, class_labels, resamples: int, seed: int):
-    """Add the intervals of the best epoch's validation metrics to ``metrics/val_metrics.*`` (from
-    ``val_predictions.csv``, patients from ``val_table``); returns them, or ``None`` when there is
-    nothing to add (no resamples, or no best epoch)."""
-    predictions, stored = run_dir / "val_predictions.csv", run_dir / "metrics" / "val_metrics.json"
-    if resamples <= 0 or not predictions.is_file() or not stored.is_file():
+def eval_settings(cfg) -> tuple[int, str]:
+    """``eval.bootstrap`` and ``eval.aggregate`` (the defaults of ``conf/eval/default.yaml`` for a
+    resumed run whose config predates them)."""
+    return (
+        int(OmegaConf.select(cfg, "eval.bootstrap", default=1000)),
+        str(OmegaConf.select(cfg, "eval.aggregate", default="mean")),
+    )
+
+
+def read_best_epoch(run_dir: Path, val_table: pd.DataFrame) -> pd.DataFrame | None:
+    """The best epoch's ``val_predictions.csv`` with each image's ``PatientID``, or ``None`` when
+    the run has no best epoch."""
+    path = run_dir / "val_predictions.csv"
+    if not path.is_file():
         return None
-    frame = pd.read_csv(predictions, dtype={"image_id": str, "AccessionNumber": str})
-    probs = frame[[f"prob_class{c}" for c in class_labels]].to_numpy()
-    targets = np.searchsorted(np.asarray(class_labels), frame["true_label"].to_numpy())
+    frame = read_predictions(path)
     patient_of = val_table.drop_duplicates("image_id").set_index("image_id")["PatientID"]
-    patients = frame["image_id"].map(patient_of).to_numpy()
-    intervals = metric_intervals(probs, targets, patients, resamples, seed)
+    frame["PatientID"] = frame["image_id"].map(patient_of).to_numpy()
+    return frame
+
+
+def add_val_intervals(run_dir: Path, frame: pd.DataFrame, resamples: int, seed: int) -> dict | None:
+    """Add the intervals of the best epoch's metrics (predictions ``frame``) to
+    ``metrics/val_metrics.*``; returns them, or ``None`` when there is nothing to add."""
+    stored = run_dir / "metrics" / "val_metrics.json"
+    if resamples <= 0 or not stored.is_file():
+        return None
+    probs, targets = prediction_arrays(frame)
+    intervals = metric_intervals(probs, targets, frame["PatientID"].to_numpy(), resamples, seed)
     content = json.loads(stored.read_text())
     metrics = {name: content.pop(name) for name in SHORT_NAMES if name in content}
     write_metrics(run_dir / "metrics", "val", metrics, content, intervals)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammo.artifacts.files import write_metrics, write_predictions
+from mammo.artifacts.files import prediction_arrays, write_metrics, write_predictions
 from mammo.errors import ConfigError
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
@@ -96,10 +96,8 @@ def write_levels(
             log.info("%s %s level: every unit's images disagree on the label: not reported", prefix, level)
             continue
         write_predictions(out / f"{stem}_{level}.csv", units)
-        columns = [c for c in units.columns if c.startswith("prob_class")]
-        labels = [int(c.removeprefix("prob_class")) for c in columns]
-        probs = units[columns].to_numpy(dtype=np.float64)
-        targets = np.searchsorted(labels, units["true_label"].to_numpy())
+        probs, targets = prediction_arrays(units)
+        labels = [int(c.removeprefix("prob_class")) for c in units.columns if c.startswith("prob_class")]
         metrics = density_metrics(torch.tensor(probs), torch.tensor(targets))
         patients = units["PatientID"].to_numpy()
         intervals = metric_intervals(probs, targets, patients, resamples, seed, f"{level}s")
@@ -123,15 +121,3 @@ def write_levels(
         )
         results[level] = {"num_units": len(units), "left_out": left_out, **metrics}
     return results
-
-
-def run_levels(run_dir: Path, val_table: pd.DataFrame, aggregate: str, resamples: int, seed: int) -> dict:
-    """:func:`write_levels` for a training run's best epoch (``val_predictions.csv``)."""
-    path = run_dir / "val_predictions.csv"
-    if not path.is_file():
-        return {}
-    text = {"image_id": str, "AccessionNumber": str, "laterality": str, "view": str}
-    images = pd.read_csv(path, dtype=text, keep_default_na=False)
-    patient_of = val_table.drop_duplicates("image_id").set_index("image_id")["PatientID"]
-    images["PatientID"] = images["image_id"].map(patient_of).to_numpy()
-    return write_levels(run_dir, "val", "val_predictions", images, aggregate, resamples, seed)

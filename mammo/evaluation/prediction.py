@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
+from mammo.artifacts.files import read_predictions
 from mammo.artifacts.io import write_csv
 from mammo.artifacts.runlog import route_library_logs
 from mammo.data.dataset import as_list
@@ -128,9 +128,7 @@ def write_unit_predictions(out: Path, aggregate: str) -> dict[str, int]:
     """``predictions_breast.csv`` and ``predictions_exam.csv`` from ``predictions.csv`` (density is
     reported per exam): each unit's probabilities (:func:`~mammo.evaluation.levels.unit_predictions`),
     predicted density and letter; returns the number of units per level written."""
-    path = out / "predictions.csv"
-    text = dict.fromkeys(IDENTITY, str)
-    images = pd.read_csv(path, dtype=text, keep_default_na=False)
+    images = read_predictions(out / "predictions.csv")
     if images.empty:
         return {}
     written = {}

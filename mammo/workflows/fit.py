@@ -7,19 +7,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mammo.artifacts.callbacks import RunArtifacts
+from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import as_output_error
 from mammo.artifacts.runlog import route_library_logs
 from mammo.artifacts.summary import RunSummary, record_failure
 from mammo.distributed.ranks import is_rank_zero
 from mammo.errors import unwrap_worker_error
-from mammo.evaluation.calibration import calibrate_run, run_reliability
+from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
-from mammo.evaluation.intervals import add_run_intervals
-from mammo.evaluation.levels import run_levels
+from mammo.evaluation.intervals import add_val_intervals, eval_settings, read_best_epoch
+from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.hpo.trial import job_trial_id
 from mammo.settings import hyperparameters
@@ -147,18 +148,13 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         log.info("Model saved to: %s", model_path)
     else:
         log.info("No model saved: %s", why_no_model(trainer))
-    intervals = best_epoch_intervals(cfg, run_dir, datamodule)
-    levels = best_epoch_levels(cfg, run_dir, datamodule)
-    run_reliability(run_dir, datamodule.samples.class_labels)
-    calibration = fit_calibration(cfg, run_dir, datamodule, model_path)
-    test = evaluate_test_split(cfg, run_dir, datamodule, model_path)
+    reported = report_best_epoch(cfg, run_dir, datamodule, model_path)
+    test = evaluate_test_split(cfg, run_dir, datamodule, model_path)  # after calibrating: uses T
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
         **best,
-        **intervals,
-        **levels,
-        **calibration,
+        **reported,
         **test,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
         epochs_completed=len(artifacts.history),
@@ -167,46 +163,39 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
     )
 
 
-def best_epoch_intervals(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
-    """95 % CIs of the best epoch's validation metrics, added to ``metrics/val_metrics.*`` and
-    returned for summary.json as ``confidence_intervals`` (``best_val_kappa: [low, high]``, ...)."""
-    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
-    classes = datamodule.samples.class_labels
-    added = add_run_intervals(run_dir, datamodule.val_table, classes, resamples, int(cfg.seed))
-    if added is None:
+def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
+    """From the best epoch's ``val_predictions.csv``, read once: the 95 % CIs of its metrics (added
+    to ``metrics/val_metrics.*``), its breast- and exam-level results, ``plots/reliability_val.png``
+    and, with ``calibrate=temperature``, the temperature stored in ``best_model.pt``. Returns
+    summary.json's ``confidence_intervals`` (``best_val_kappa: [low, high]``, ...), ``bootstrap``,
+    ``val_levels`` and ``calibration`` (those that apply)."""
+    frame = read_best_epoch(run_dir, datamodule.val_table)
+    if frame is None:
         return {}
-    intervals = added["confidence_intervals"]
-    if intervals.get("kappa_quadratic", [None])[0] is not None:
-        log.info("Best kappa 95%% CI: [%.4f, %.4f]", *intervals["kappa_quadratic"])
-    return {
-        "confidence_intervals": {f"best_val_{SHORT_NAMES[k]}": v for k, v in intervals.items()},
-        "bootstrap": added["bootstrap"],
-    }
-
-
-def best_epoch_levels(cfg: DictConfig, run_dir: Path, datamodule) -> dict:
-    """Breast- and exam-level results of the best epoch (``val_predictions_{breast,exam}.csv``,
-    ``metrics/val_{breast,exam}_metrics.*``), for summary.json's ``val_levels``."""
-    resamples = int(OmegaConf.select(cfg, "eval.bootstrap", default=1000))
-    aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
-    levels = run_levels(run_dir, datamodule.val_table, aggregate, resamples, int(cfg.seed))
-    return {"val_levels": levels} if levels else {}
-
-
-def fit_calibration(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
-    """``calibrate=temperature``: temperature scaling fitted on the best epoch's validation
-    predictions and stored in ``best_model.pt``, before the test split is evaluated with it."""
-    if cfg.get("calibrate", "none") != "temperature" or not model_path.exists():
-        return {}
-    calibration = calibrate_run(run_dir, datamodule.samples.class_labels, model_path)
-    log.info(
-        "Temperature scaling: T = %.4f fitted on %d validation images (NLL %.4f -> %.4f)",
-        calibration["temperature"],
-        calibration["num_images"],
-        calibration["val_nll_before"],
-        calibration["val_nll_after"],
-    )
-    return {"calibration": calibration}
+    (resamples, aggregate), seed = eval_settings(cfg), int(cfg.seed)
+    out = {}
+    added = add_val_intervals(run_dir, frame, resamples, seed)
+    if added is not None:
+        intervals = added["confidence_intervals"]
+        if intervals.get("kappa_quadratic", [None])[0] is not None:
+            log.info("Best kappa 95%% CI: [%.4f, %.4f]", *intervals["kappa_quadratic"])
+        out["confidence_intervals"] = {f"best_val_{SHORT_NAMES[k]}": v for k, v in intervals.items()}
+        out["bootstrap"] = added["bootstrap"]
+    levels = write_levels(run_dir, "val", "val_predictions", frame, aggregate, resamples, seed)
+    if levels:
+        out["val_levels"] = levels
+    probs, targets = prediction_arrays(frame)
+    write_reliability(probs, targets, run_dir / "plots" / "reliability_val.png", "Validation, best epoch")
+    if cfg.get("calibrate", "none") == "temperature" and model_path.exists():
+        out["calibration"] = store_temperature(model_path, probs, targets)
+        log.info(
+            "Temperature scaling: T = %.4f fitted on %d validation images (NLL %.4f -> %.4f)",
+            out["calibration"]["temperature"],
+            out["calibration"]["num_images"],
+            out["calibration"]["val_nll_before"],
+            out["calibration"]["val_nll_after"],
+        )
+    return out
 
 
 def why_no_model(trainer) -> str:
