@@ -8,13 +8,12 @@ stays fast.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from mammo import CONFIG_DIR
+from mammo import CONFIG_DIR, interrupts
 from mammo.artifacts.rundir import register_resolvers
 
 register_resolvers()
@@ -36,19 +35,20 @@ def main() -> None:
     """``python -m mammo.train [overrides]``: Hydra's entry, stoppable by Ctrl-C at any moment.
 
     SIGINT raises ``KeyboardInterrupt`` even where the process was started with it ignored (a
-    background job of a script inherits that), and Lightning's graceful shutdown, which ignores
-    SIGINT from then on, is undone when the run ends. An interrupted run (Ctrl-C or SIGTERM) has
+    background job of a script inherits that), one that something swallowed still stops the run
+    (``mammo.interrupts``), and Lightning's graceful shutdown, which ignores SIGINT from then on,
+    is undone when the run ends. An interrupted run (Ctrl-C or SIGTERM) has
     recorded its status and resume command by the time it gets here; it ends with one line and
     exit code 1, like any other failed run.
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.install()
     try:
         hydra_entry()
     except KeyboardInterrupt as exc:
         sys.stderr.write(f"Interrupted{f': {exc}' if str(exc) else ''}\n")
         raise SystemExit(1) from None
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.install()
 
 
 if __name__ == "__main__":

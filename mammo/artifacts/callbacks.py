@@ -27,6 +27,7 @@ from mammo.artifacts.io import write_npy
 from mammo.artifacts.plots import plot_confusion, plot_train_curves
 from mammo.errors import TrainingError
 from mammo.evaluation.metrics import SHORT_NAMES
+from mammo.interrupts import raise_if_requested
 
 log = logging.getLogger("mammo")
 
@@ -82,6 +83,17 @@ class RandomState(L.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class InterruptGuard(L.Callback):
+    """Stop at the next batch when a Ctrl-C's ``KeyboardInterrupt`` was lost (``mammo.interrupts``);
+    raised here, Lightning shuts down as for any Ctrl-C and the run is recorded as interrupted."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        raise_if_requested()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0):
+        raise_if_requested()
 
 
 class FiniteLossGuard(L.Callback):

@@ -14,6 +14,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from mammo.artifacts.callbacks import (
     BestModelCheckpoint,
     FiniteLossGuard,
+    InterruptGuard,
     LastCheckpoint,
     RandomState,
     RunArtifacts,
@@ -162,6 +163,7 @@ def build_callbacks(
         LastCheckpoint(run_dir),
         RandomState(),
         FiniteLossGuard(),
+        InterruptGuard(),
     ]
     if link is not None:
         callbacks.append(PruneOnPlateau(link, cfg.monitor))

@@ -23,6 +23,7 @@ from mammo.evaluation.intervals import add_val_intervals, eval_settings, read_be
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.hpo.trial import job_trial_id
+from mammo.interrupts import raise_if_requested
 from mammo.settings import hyperparameters
 from mammo.workflows.components import (
     build_callbacks,
@@ -90,6 +91,7 @@ def fit_steps(cfg: DictConfig, run_dir: Path, summary, fold, datamodule, cv_dir,
     writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
     datamodule = datamodule or build_datamodule(cfg, run_dir, summary, writes)
     use_fold(datamodule, fold, cv_dir, writes)
+    raise_if_requested()  # a Ctrl-C lost while the data was read stops the run here
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -130,6 +132,7 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
 
 def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, datamodule, link) -> None:
     """Grad-CAM of the best model, the closing run.log lines, and summary.json's final status."""
+    raise_if_requested()
     best = artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
     if cfg.get("gradcam_per_class") and model_path.exists():
@@ -150,6 +153,7 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         log.info("No model saved: %s", why_no_model(trainer))
     reported = report_best_epoch(cfg, run_dir, datamodule, model_path)
     test = evaluate_test_split(cfg, run_dir, datamodule, model_path)  # after calibrating: uses T
+    raise_if_requested()
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
