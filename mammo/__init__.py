@@ -9,3 +9,8 @@ from pathlib import Path
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 """Hydra's config directory (absolute, so entries work both as ``python -m`` and when imported)."""
+
+TRUSTED_TARGETS = ["mammo.*", "hydra_plugins.*", "torch.*", "lightning.*", "optuna.*", "logging.*"]
+"""The packages a config's ``_target_`` (and Hydra's logging config) may name: Hydra 1.4 asks each
+entry for this list (``hydra.main(execution_whitelist=...)``) before it lets a config run code.
+A researcher's own classes go in by adding their package here."""

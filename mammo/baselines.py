@@ -14,13 +14,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mammo import CONFIG_DIR
+from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
+from mammo.errors import install_compact_errors
 
 register_resolvers()
+install_compact_errors()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="baselines")
+@hydra.main(config_path=CONFIG_DIR, config_name="baselines", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.embeddings.baselines import run_baselines

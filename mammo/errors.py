@@ -4,6 +4,8 @@ They derive from Hydra's ``CompactHydraException`` so that Hydra prints them as 
 wall) and exits non-zero, while the run directory still records the failure in ``summary.json``.
 """
 
+import sys
+
 from hydra.errors import CompactHydraException
 
 
@@ -35,3 +37,24 @@ def unwrap_worker_error(exc: BaseException) -> BaseException:
         last = text.rstrip().splitlines()[-1]
         return type(exc)(last.split(": ", 1)[1] if ": " in last else last)
     return exc
+
+
+def install_compact_errors() -> None:
+    """Print a mammo error as its one line wherever Python reports an uncaught exception.
+
+    Hydra 1.4 reports an exception raised inside a job through ``sys.excepthook``, with the job's
+    traceback, even for a ``CompactHydraException``; the traceback stays in run.log. Every other
+    exception goes to the hook that was installed before.
+    """
+    if sys.excepthook is not _report:
+        _previous_hook[0], sys.excepthook = sys.excepthook, _report
+
+
+_previous_hook = [sys.__excepthook__]
+
+
+def _report(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, MammoError):
+        sys.stderr.write(f"{exc}\n")
+    else:
+        _previous_hook[0](exc_type, exc, tb)

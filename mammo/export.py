@@ -16,14 +16,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mammo import CONFIG_DIR
+from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
+from mammo.errors import install_compact_errors
 
 register_resolvers()
+install_compact_errors()
 log = logging.getLogger("mammo")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@hydra.main(config_path=CONFIG_DIR, config_name="export", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.io import write_json  # here, not above: --help stays fast
     from mammo.artifacts.runlog import route_library_logs

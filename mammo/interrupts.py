@@ -35,4 +35,3 @@ def raise_if_requested() -> None:
     """Raise ``KeyboardInterrupt`` if Ctrl-C came since :func:`install` and its exception was lost."""
     if _Request.pending:
         raise KeyboardInterrupt
-

@@ -13,13 +13,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from mammo import CONFIG_DIR, interrupts
+from mammo import CONFIG_DIR, TRUSTED_TARGETS, interrupts
 from mammo.artifacts.rundir import register_resolvers
+from mammo.errors import install_compact_errors
 
 register_resolvers()
+install_compact_errors()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(config_path=CONFIG_DIR, config_name="train", execution_whitelist=TRUSTED_TARGETS)
 def hydra_entry(cfg: DictConfig) -> float:
     return train(cfg)
 

@@ -35,13 +35,13 @@ import lightning as L
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import execution_whitelist, instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mammo import CONFIG_DIR  # noqa: E402
+from mammo import CONFIG_DIR, TRUSTED_TARGETS  # noqa: E402
 from mammo.artifacts.callbacks import RunArtifacts  # noqa: E402
 from mammo.artifacts.rundir import register_resolvers  # noqa: E402
 from mammo.artifacts.summary import RunSummary  # noqa: E402
@@ -73,7 +73,7 @@ def run_config(args, size: int, tmp: Path, cuda: bool):
         "+trainer.limit_val_batches=1",
         *(["trainer=gpu", "deterministic=false"] if cuda else []),
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         return compose("train", overrides=overrides)
 
 
@@ -204,4 +204,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with execution_whitelist(TRUSTED_TARGETS):  # as the entries name them (hydra.main)
+        main()

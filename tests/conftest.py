@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.utils import execution_whitelist
 
+from mammo import TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
 
 register_resolvers()  # as every entry does on import: composed configs resolve ${mammo.*} too
@@ -30,6 +32,14 @@ TINY = [
     "learning_rate=3e-3",
     "warmup_epochs=0",  # below epochs, which tests keep small
 ]
+
+
+@pytest.fixture(autouse=True)
+def _trusted_targets():
+    """The packages a config may instantiate, as every entry names them
+    (``hydra.main(execution_whitelist=...)``), for tests that compose a config and instantiate it."""
+    with execution_whitelist(TRUSTED_TARGETS):
+        yield
 
 
 @pytest.fixture(autouse=True)

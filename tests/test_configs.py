@@ -34,7 +34,7 @@ def options(group: str) -> list[str]:
 def compose_train(*overrides: str):
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         return compose(config_name="train", overrides=list(overrides))
 
 
@@ -95,7 +95,7 @@ def test_composing_allocates_no_run_directory(tmp_path, overrides):
     in conf/train.yaml, and cv/hpo change plain paths.* keys, so composing creates nothing."""
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(config_name="train", overrides=[*overrides, f"paths.output_dir={tmp_path}/out"])
         sweep_dir = cfg.paths.sweep_dir
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "out").exists()
@@ -110,7 +110,7 @@ def test_pruner_presets_instantiate(pruner):
 
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         bounds = ["hydra.sweeper.pruner.upper=1.0"] if pruner == "threshold" else []  # it needs one
         overrides = ["hpo=density_optuna", f"hydra/sweeper/pruner={pruner}", *bounds]
         cfg = compose("train", overrides, return_hydra_config=True)
@@ -120,7 +120,7 @@ def test_pruner_presets_instantiate(pruner):
 def test_density_optuna_prunes_with_the_median_by_default():
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose("train", ["hpo=density_optuna"], return_hydra_config=True)
     pruner = cfg.hydra.sweeper.pruner
     assert pruner._target_ == "optuna.pruners.MedianPruner" and pruner.n_warmup_steps == 2

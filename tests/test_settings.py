@@ -17,7 +17,7 @@ from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         return compose("train", overrides=list(overrides))
 
 

@@ -14,18 +14,16 @@ directory: each trial's job records its own result, and the study report
 import logging
 import math
 import os
-import random
 import socket
 import threading
-import time
 import warnings
-from pathlib import Path
 
 import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.trial import TrialState
 
 from mammo.hpo.optuna_api import storage_trial_id
+from mammo.hpo.storage import has_heartbeats, one_worker_at_a_time, open_storage
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -51,9 +49,9 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
-        space, fixed = create_params_from_overrides([*self._parse_sweeper_params_config(), *arguments])
-        if self.search_space_distributions:
-            space = {**self.search_space_distributions, **space}
+        space, fixed, fixed_overrides = create_params_from_overrides(
+            [*self._parse_sweeper_params_config(), *arguments]
+        )
         for name in fixed:
             space.pop(name, None)
         directions = self._get_directions()
@@ -72,21 +70,15 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         log.info(f"Study {study.study_name} ({self.storage}), worker {self.worker}")
         log.info(f"n_trials={self.n_trials} in the study; a failure budget of {budget:g} trials")
         while True:
-            self._fail_stale(study, storage)
-            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            to_go = self.n_trials - finished - running
-            log.info(
-                f"{study.study_name}: {finished} finished, {running} running elsewhere, {max(0, to_go)} to go"
-            )
-            if to_go <= 0:
+            with one_worker_at_a_time(self.storage, study.study_name):  # no worker overshoots n_trials
+                trials = self._claim_trials(study, storage)
+            if not trials:
                 break
-            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
-            for trial in trials:
-                trial.set_user_attr(WORKER_ATTR, self.worker)
             overrides = [
                 (*params, f"hpo.trial={trial.number}")
-                for trial, params in zip(trials, self._configure_trials(trials, space, fixed))
+                for trial, params in zip(
+                    trials, self._configure_trials(trials, space, fixed, fixed_overrides)
+                )
             ]
             with _Heartbeat(storage, [storage_trial_id(t) for t in trials]):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
@@ -103,7 +95,26 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         if completed:
             log.info(f"Best trial {study.best_trial.number}: {study.best_value} with {study.best_params}")
 
-    def _configure_trials(self, trials, search_space_distributions, fixed_params):
+    def _claim_trials(self, study, storage) -> list:
+        """Up to ``n_jobs`` new trials for this worker, none once the study has ``n_trials``
+        finished or running ones (stale ones marked FAIL first)."""
+        self._fail_stale(study, storage)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        to_go = self.n_trials - finished - running
+        log.info(
+            f"{study.study_name}: {finished} finished, {running} running elsewhere, {max(0, to_go)} to go"
+        )
+        if to_go <= 0:
+            return []
+        with warnings.catch_warnings():  # Optuna beats only in optimize(); _Heartbeat beats here
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+            trials = [study.ask() for _ in range(min(to_go, self.n_jobs))]
+        for trial in trials:
+            trial.set_user_attr(WORKER_ATTR, self.worker)
+        return trials
+
+    def _configure_trials(self, trials, search_space_distributions, fixed_params, fixed_overrides):
         """Sample each trial with the sampler's random state seeded from (``sampler.seed``, trial
         number): a study is as reproducible as before, and parallel workers, which would
         otherwise draw the same sequence from the same seed, propose different trials."""
@@ -112,32 +123,14 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         for trial in trials:
             if base is not None:
                 _reseed(self.sampler, int(base), trial.number)
-            overrides += super()._configure_trials([trial], search_space_distributions, fixed_params)
+            overrides += super()._configure_trials(
+                [trial], search_space_distributions, fixed_params, fixed_overrides
+            )
         return overrides
 
     def _open_storage(self):
-        """An RDB URL becomes an ``RDBStorage`` with heartbeats (so workers can tell a live trial
-        of another worker from a dead one); anything else is passed to Optuna as given."""
-        url = self.storage
-        if not isinstance(url, str) or not url:
-            return url
-        engine_kwargs = None
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            engine_kwargs = {"connect_args": {"timeout": 60}}  # wait out other workers' writes
-        for attempt in range(5):
-            try:
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=self.heartbeat_interval,
-                    grace_period=self.grace_period,
-                )
-            except Exception as exc:  # workers that create a new database at the same instant
-                if attempt == 4 or "alembic_version" not in str(exc) and "already exists" not in str(exc):
-                    raise
-                log.info(f"Storage {url} is being created by another worker; retrying")
-                time.sleep(0.5 + random.random())
+        """The study's storage (``mammo.hpo.storage``), with heartbeats where it keeps them."""
+        return open_storage(self.storage, self.heartbeat_interval, self.grace_period)
 
     def _fail_stale(self, study, storage) -> None:
         """Mark FAIL the RUNNING trials whose worker is gone (see the module docstring)."""
@@ -154,10 +147,10 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
             if worker_host == host and not _alive(int(pid)):
                 stale.append(trial)
         for trial in stale:
-            storage.set_trial_state(storage_trial_id(trial), TrialState.FAIL)
-        if storage.is_heartbeat_enabled():  # other hosts: no heartbeat within the grace period
+            _fail(storage, trial)
+        if has_heartbeats(storage):  # other hosts: no heartbeat within the grace period
             running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            with warnings.catch_warnings():  # experimental in Optuna 2.x
+            with warnings.catch_warnings():  # experimental in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             stale += [
@@ -165,6 +158,14 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
             ]
         for trial in stale:
             log.warning(f"Trial {trial.number} was left running by a sweep that is gone: marked FAIL")
+
+
+def _fail(storage, trial) -> None:
+    """Mark a RUNNING trial FAIL, unless another worker finished it first."""
+    try:
+        storage.set_trial_state_values(storage_trial_id(trial), TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 def _tell(study, trial, ret) -> None:
@@ -202,7 +203,7 @@ class _Heartbeat:
                 return
 
     def __enter__(self):
-        if self.storage.is_heartbeat_enabled():
+        if has_heartbeats(self.storage):
             self.thread.start()
         return self
 
@@ -214,13 +215,16 @@ class _Heartbeat:
 
 def _reseed(sampler, base: int, number: int, _depth: int = 0) -> None:
     """Seed every NumPy random state of ``sampler`` (and of the samplers it holds, e.g. TPE's
-    start-up random sampler) from ``(base, number)``."""
+    start-up random sampler) from ``(base, number)``; Optuna 4+ keeps each behind a lazy holder's
+    ``rng``."""
     import numpy as np
 
     for name, value in vars(sampler).items():
+        seed = np.random.SeedSequence([base, number, _depth]).generate_state(1)[0]
         if isinstance(value, np.random.RandomState):
-            seed = np.random.SeedSequence([base, number, _depth]).generate_state(1)[0]
             setattr(sampler, name, np.random.RandomState(seed))
+        elif isinstance(getattr(value, "rng", None), np.random.RandomState):
+            value.rng.seed(seed)
         elif isinstance(value, optuna.samplers.BaseSampler) and _depth < 3:
             _reseed(value, base, number, _depth + 1)
 

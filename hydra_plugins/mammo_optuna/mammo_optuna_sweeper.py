@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
+from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import MISSING
 
@@ -40,10 +41,13 @@ from omegaconf import MISSING
 class MammoOptunaSweeper(Sweeper):
     """Hydra's view of the sweeper; the work is done by ``_sweeper.MammoOptunaSweeperImpl``."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *, sampler: Any, pruner: Any = None, **kwargs) -> None:
         from hydra_plugins.mammo_optuna._sweeper import MammoOptunaSweeperImpl
 
-        self.sweeper = MammoOptunaSweeperImpl(*args, **kwargs)
+        # Hydra 1.4 hands the sweeper its config un-instantiated, as hydra-optuna-sweeper's own does
+        sampler = instantiate(sampler, _execution_whitelist_=("hydra_plugins.*", "optuna.samplers.*"))
+        pruner = instantiate(pruner, _execution_whitelist_="optuna.pruners.*") if pruner else None
+        self.sweeper = MammoOptunaSweeperImpl(sampler=sampler, pruner=pruner, **kwargs)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -139,19 +139,17 @@ def register_resolvers() -> None:
 
     ``use_cache`` makes a config resolve its run directory once, however often it is read.
     """
-    if not OmegaConf.has_resolver("mammo.next_run"):
-        OmegaConf.register_new_resolver("mammo.next_run", _next_run_name, use_cache=True)
-    if not OmegaConf.has_resolver("mammo.run_or_resume"):
-        OmegaConf.register_new_resolver("mammo.run_or_resume", _run_or_resume, use_cache=True)
-        OmegaConf.register_new_resolver("mammo.hydra_subdir", _hydra_subdir)
-    if not OmegaConf.has_resolver("mammo.fold_dir"):
-        OmegaConf.register_new_resolver("mammo.fold_dir", _fold_dir)
-    if not OmegaConf.has_resolver("mammo.rank_zero_file"):
-        OmegaConf.register_new_resolver("mammo.rank_zero_file", _rank_zero_file)
-    if not OmegaConf.has_resolver("mammo.mixed_precision"):
-        OmegaConf.register_new_resolver("mammo.mixed_precision", _mixed_precision)
-        OmegaConf.register_new_resolver("mammo.benchmark", _benchmark)
-    if not OmegaConf.has_resolver("mammo.cpus"):
-        OmegaConf.register_new_resolver("mammo.cpus", available_cpus)
-    if not OmegaConf.has_resolver("mammo.deterministic_where_possible"):
-        OmegaConf.register_new_resolver("mammo.deterministic_where_possible", _deterministic_where_possible)
+    resolvers = {
+        "mammo.next_run": (_next_run_name, True),
+        "mammo.run_or_resume": (_run_or_resume, True),
+        "mammo.hydra_subdir": (_hydra_subdir, False),
+        "mammo.fold_dir": (_fold_dir, False),
+        "mammo.rank_zero_file": (_rank_zero_file, False),
+        "mammo.mixed_precision": (_mixed_precision, False),
+        "mammo.benchmark": (_benchmark, False),
+        "mammo.cpus": (available_cpus, False),
+        "mammo.deterministic_where_possible": (_deterministic_where_possible, False),
+    }
+    for name, (resolver, use_cache) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_resolver(name, resolver, use_cache=use_cache)

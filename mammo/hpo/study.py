@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from optuna.visualization import matplotlib as ovm
 
 from mammo.artifacts.io import write_csv, write_json
+from mammo.hpo.storage import open_storage
 from mammo.hpo.trial import trial_id
 
 log = logging.getLogger("mammo")
@@ -29,7 +30,7 @@ log = logging.getLogger("mammo")
 
 def report(hpo_dir: Path, storage: str, study_name: str) -> dict | None:
     """Write ``best_params.json``, ``trials.csv`` and ``plots/`` for the study; returns the best."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     mark_interrupted_trials(hpo_dir, study)
     records = _trial_records(hpo_dir, study_name)
@@ -132,7 +133,7 @@ def _plots(study, folder: Path, completed: int) -> None:
         plots.append(("param_importances.png", ovm.plot_param_importances))
     for name, plot in plots:
         try:
-            with warnings.catch_warnings():  # optuna 2.x marks its matplotlib plots experimental
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 axes = plot(study)
         except (ValueError, RuntimeError) as exc:  # e.g. importances of a parameter that never varied

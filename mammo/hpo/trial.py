@@ -25,6 +25,7 @@ from mammo.artifacts.io import write_json
 from mammo.artifacts.summary import now
 from mammo.distributed.ranks import is_rank_zero
 from mammo.hpo.optuna_api import running_trial
+from mammo.hpo.storage import open_storage
 from mammo.settings import setting_value
 
 log = logging.getLogger("mammo")
@@ -59,7 +60,7 @@ class TrialLink:
         self.last_value: float | None = None
         self.trial = None  # the other ranks of a DDP job only follow rank zero's decision
         if connect:
-            study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner)
             self.trial = running_trial(study, number)
 
     @classmethod

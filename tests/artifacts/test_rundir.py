@@ -40,7 +40,7 @@ def test_loader_workers_default_to_the_cpus_this_process_may_use():
         "from mammo import CONFIG_DIR\n"
         "from mammo.artifacts.rundir import register_resolvers\n"
         "register_resolvers()\n"
-        "with initialize_config_dir(config_dir=CONFIG_DIR, version_base='1.3'):\n"
+        "with initialize_config_dir(config_dir=CONFIG_DIR):\n"
         "    print(compose('train').data.num_workers, compose('predict').num_workers)\n"
     )
     one_cpu = subprocess.run(

@@ -9,17 +9,20 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from hydra_plugins.mammo_optuna._sweeper import MammoOptunaSweeperImpl
 from mammo.distributed.claims import CLAIMS_DIR, mark_data_prepared
 from mammo.distributed.collectives import gather_unique
+from mammo.hpo.storage import open_storage
 from tests.conftest import SMALL_DEMO, TINY, sklearn_density_metrics
 from tests.distributed import SLURM_JOB
+from tests.servers import free_port, postgres_server
 
 
 # ------------------------------------------------------------------------------ unit level
@@ -32,7 +35,7 @@ def test_a_cluster_rank_sets_up_its_data_only_after_rank_zero(tmp_path, monkeypa
 
     run_dir = tmp_path / "results_1"
     overrides = [*TINY, *SMALL_DEMO, f"paths.output_dir={tmp_path}", f"paths.run_dir={run_dir}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("train", overrides=[*overrides, f"paths.demo_dir={small_demo}"])
     for name, value in {**SLURM_JOB, "SLURM_PROCID": "1"}.items():
         monkeypatch.setenv(name, value)
@@ -62,14 +65,6 @@ def _gather_worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gather_unique_drops_sampler_padding_and_agrees_on_every_rank(tmp_path):
     torch.multiprocessing.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
@@ -85,11 +80,9 @@ def test_gather_unique_is_the_identity_in_one_process():
 
 
 def _open_storage_at_once(url: str, barrier) -> str:
-    sweeper = MammoOptunaSweeperImpl.__new__(MammoOptunaSweeperImpl)  # only the storage settings matter here
-    sweeper.storage, sweeper.heartbeat_interval, sweeper.grace_period = url, 30, None
     barrier.wait()
     try:
-        sweeper._open_storage()
+        open_storage(url, heartbeat_interval=30)
         return "ok"
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -112,7 +105,7 @@ def test_slurm_launcher_preset_follows_the_trainer():
 
     from mammo import CONFIG_DIR
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose(
             "train",
             ["launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
@@ -249,28 +242,44 @@ def test_joblib_launcher_runs_a_seed_sweep_in_parallel(tmp_path, small_demo):
     assert len(summary["runs"]) == 2 and all(r["status"] == "completed" for r in summary["runs"])
 
 
+@contextmanager
+def study_storage(kind: str, runs: Path):
+    """``hydra.sweeper.storage`` for ``kind``: the default SQLite file, a journal file, or a
+    throwaway PostgreSQL server (skipped where none is installed)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{runs}/optuna.db"
+    elif kind == "journal":
+        yield f"journal:{runs}/optuna.journal"
+    else:
+        with postgres_server() as url:
+            yield url
+
+
 @pytest.mark.slow
-def test_two_hpo_workers_share_one_study(tmp_path, small_demo):
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_two_hpo_workers_share_one_study(tmp_path, small_demo, kind):
     import optuna
 
-    args = [
-        "-m",
-        "hpo=density_optuna",
-        *TINY,
-        *SMALL_DEMO,
-        "epochs=1",
-        "gradcam_per_class=0",
-        "hydra.sweeper.n_trials=4",
-        f"paths.output_dir={tmp_path}",
-        f"paths.demo_dir={small_demo}",
-    ]
-    finish(mammo(*args, cwd=tmp_path), mammo(*args, cwd=tmp_path))
     runs = tmp_path / "mammo_tiny_density" / "hpo_runs"
-    study = optuna.load_study(
-        study_name="mammo_tiny_density_density_optuna", storage=f"sqlite:///{runs}/optuna.db"
-    )
-    trials = study.get_trials()
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    with study_storage(kind, runs) as storage:
+        args = [
+            "-m",
+            "hpo=density_optuna",
+            *TINY,
+            *SMALL_DEMO,
+            "epochs=1",
+            "gradcam_per_class=0",
+            "hydra.sweeper.n_trials=4",
+            f"hydra.sweeper.storage={storage}",
+            f"paths.output_dir={tmp_path}",
+            f"paths.demo_dir={small_demo}",
+        ]
+        finish(mammo(*args, cwd=tmp_path), mammo(*args, cwd=tmp_path))
+        study = optuna.load_study(
+            study_name="mammo_tiny_density_density_optuna", storage=open_storage(storage)
+        )
+        trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # none lost, none twice, n_trials kept
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["mammo:worker"] for t in trials}) == 2  # both workers ran trials
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # no proposal twice

@@ -35,7 +35,7 @@ def test_a_popen_ddp_strategy_gets_the_hydra_job_launcher():
 
 
 def test_other_ranks_rerun_this_jobs_overrides_in_its_directory(tmp_path, monkeypatch):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("train", ["model=tiny", "seed=3"], return_hydra_config=True)
     cfg.hydra.runtime.output_dir = str(tmp_path / "results_7")
     cfg.hydra.job.name = "train"

@@ -15,7 +15,7 @@ from mammo.models.classifier import DensityClassifier
 
 
 def model_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         return compose("train", ["model=tiny", *overrides]).model
 
 

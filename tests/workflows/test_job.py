@@ -19,7 +19,7 @@ def job_config(tmp_path, demo_root, name: str, *overrides: str):
     the job reads its directory from ``paths.run_dir``)."""
     args = [*TINY, *SMALL_DEMO, "epochs=2", "gradcam_per_class=0", f"paths.demo_dir={demo_root}"]
     args += [f"paths.output_dir={tmp_path}", f"paths.run_dir={tmp_path / name}", *overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR):
         return compose("train", args)
 
 

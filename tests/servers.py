@@ -1,0 +1,129 @@
+"""Real servers for the tests that need one, started on a free loopback port and stopped by their pid.
+
+A test that needs a server binary this machine lacks is skipped with the command that installs it
+(``.ci/run`` does, so CI runs them all).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+POSTGRES_HINT = "apt-get install postgresql (as .ci/run does)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server binaries (``initdb``, ``postgres``), if installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def _server_user() -> dict:
+    """PostgreSQL refuses to run as root: as root, run it as Debian's ``postgres`` user."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip(f"running as root and no 'postgres' user to run PostgreSQL as: {POSTGRES_HINT}")
+    return {"user": "postgres", "group": "postgres"}
+
+
+@contextmanager
+def postgres_server():
+    """A throwaway PostgreSQL cluster in a temporary folder on a free loopback port (trust auth).
+
+    Yields its URL for SQLAlchemy, with the psycopg2 driver that the lock pins
+    (``postgresql+psycopg2://postgres@127.0.0.1:<port>/postgres``)."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip(f"no PostgreSQL server binary (initdb) found: {POSTGRES_HINT}")
+    user = _server_user()
+    folder = Path(tempfile.mkdtemp(prefix="mammo-pg-"))  # under /tmp: the server's user must reach it
+    if user:
+        shutil.chown(folder, user["user"], user["group"])
+    data, port = folder / "data", free_port()
+    subprocess.run(
+        [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+        **user,
+    )
+    log = open(folder / "server.log", "wb")
+    server = subprocess.Popen(
+        [bin_dir / "postgres", "-D", data, "-h", "127.0.0.1", "-p", str(port), "-k", folder],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **user,
+    )
+    try:
+        _wait_for_port(port, server, folder / "server.log")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        os.kill(server.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def dashboard_server(storage: str):
+    """optuna-dashboard's server over ``storage`` (a URL or a journal file) on a free loopback port;
+    yields its base URL."""
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("optuna-dashboard is not installed: pip install -e '.[dashboard]' (the lock has it)")
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="mammo-dashboard-"))
+    log = open(folder / "server.log", "wb")
+    server = subprocess.Popen(
+        [exe, storage, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for_port(port, server, folder / "server.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
