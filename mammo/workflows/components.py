@@ -173,9 +173,23 @@ def build_callbacks(
     return callbacks
 
 
+def start_trackers(loggers: list, summary) -> None:
+    """Loggers that track the run elsewhere (``logger=mlflow``) get summary.json's hyperparameters
+    first, and summary.json's ``integration`` their run id (``mlflow_run_id``)."""
+    for tracker in trackers(loggers):
+        tracker.log_hyperparams(summary.data.get("hyperparameters", {}))
+        summary.update(integration={"mlflow_run_id": tracker.run_id})
+
+
+def trackers(loggers: list) -> list:
+    """The loggers that take the run's end (``record_run``: ``mammo.artifacts.mlflow_tracking``)."""
+    return [logger for logger in loggers if hasattr(logger, "record_run")]
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):
     """``instantiate(cfg.trainer)`` with the callbacks and the config's loggers (in ``run_dir``)."""
     loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
+    start_trackers(loggers, summary)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     summary.update(
         environment={

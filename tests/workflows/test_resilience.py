@@ -66,6 +66,19 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.fixture
+def tests_trusted():
+    """What ``MAMMO_TRUSTED_TARGETS=tests.*`` does at start-up, for an in-process run: a config may
+    then instantiate the test-only callbacks."""
+    from mammo import TRUSTED_TARGETS
+
+    TRUSTED_TARGETS.append("tests.*")
+    try:
+        yield
+    finally:
+        TRUSTED_TARGETS.remove("tests.*")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "startup", "popen"),
@@ -136,7 +149,7 @@ def test_resume_of_a_mistyped_directory_creates_nothing(tmp_path, demo_root, cap
     assert [p.name for p in (out / "mammo_tiny_density").glob("results_*")] == ["results_1"]
 
 
-def test_nan_loss_stops_the_run_with_a_reason(tmp_path, demo_root):
+def test_nan_loss_stops_the_run_with_a_reason(tmp_path, demo_root, tests_trusted):
     from mammo.train import main
 
     args = [

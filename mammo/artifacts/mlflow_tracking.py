@@ -1,0 +1,153 @@
+"""``logger=mlflow``: Lightning's ``MLFlowLogger``, with what a mammo run adds to its MLflow run.
+
+Imported only when the config names it (Hydra imports a ``_target_`` as it instantiates it), so
+that MLflow, an optional extra, costs nothing to the runs that do not use it.
+
+* the run is named after its directory (``results_N``, ``fold_K/results``) and tagged with it, the code's
+  git commit and the mammo status it ends with;
+* its parameters are summary.json's ``hyperparameters`` (logged first; Lightning's own model
+  hyperparameters add only the keys those lack), its metrics every epoch's values (Lightning) and
+  the best epoch's (``best_*``, at the end);
+* at the end it gets the run's summary.json, val_predictions.csv, ``metrics/`` and ``plots/``;
+* the folds of a CV job and the trials of an HPO study are nested under one parent run each
+  (MLflow's ``mlflow.parentRunId`` tag), found by its ``mammo.parent`` tag or created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from mammo.artifacts.provenance import git_info
+
+PARENT_TAG = "mammo.parent"
+ARTIFACTS = ("summary.json", "val_predictions.csv", "metrics", "plots")
+LIGHTNING_STATUS = {"success": "FINISHED", "failed": "FAILED", "finished": "FINISHED"}
+
+
+class MammoMLFlowLogger(MLFlowLogger):
+    """An ``MLFlowLogger`` for the run in ``save_dir`` (see the module docstring).
+
+    Args:
+        tracking_uri: where MLflow keeps runs; a ``sqlite:///`` file's folder is created.
+        artifact_location: where the experiment's artifacts go (a path; made absolute).
+        save_dir: the run directory (build_trainer passes it to every logger).
+        study: the HPO study this run is a trial of (its parent run), or ``None``.
+        cv_dir: the CV job this run is a fold of (its parent run, when not a trial), or ``None``.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str,
+        tracking_uri: str,
+        artifact_location: str,
+        save_dir: str,
+        study: str | None = None,
+        cv_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = Path(artifact_location).resolve().as_uri()
+        self.run_dir = Path(save_dir)
+        tags = {"mammo.run_dir": str(self.run_dir.resolve())}
+        commit = git_info()["git_commit"]
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        client = MlflowClient(tracking_uri)
+        experiment_id = experiment_id_of(client, experiment_name, artifact_location)
+        parent = f"study:{study}" if study else (f"cv:{Path(cv_dir).resolve()}" if cv_dir else None)
+        if parent:
+            tags["mlflow.parentRunId"] = parent_run(client, experiment_id, parent)
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name(self.run_dir, cv_dir),
+            tracking_uri=tracking_uri,
+            tags=tags,
+            artifact_location=artifact_location,
+            log_model=False,
+            **kwargs,
+        )
+        self._logged_params: set[str] = set()
+
+    def log_hyperparams(self, params: dict | Any) -> None:
+        """Log the keys not logged yet (MLflow refuses a second, different value for a parameter)."""
+        params = dict(params) if isinstance(params, dict) else vars(params)
+        new = {k: v for k, v in self._flatten(params).items() if k not in self._logged_params}
+        if new:
+            super().log_hyperparams(new)
+            self._logged_params.update(new)
+
+    def record_run(self, summary: dict) -> None:
+        """The end of the run: best metrics, status tag, the run's files, and MLflow's run status."""
+        client, run_id = self.experiment, self.run_id
+        best = {k: float(v) for k, v in summary.items() if k.startswith("best_") and _is_number(v)}
+        for key, value in best.items():
+            client.log_metric(run_id, key, value)
+        client.set_tag(run_id, "mammo.status", summary.get("status", "unknown"))
+        self.log_run_files()
+        status = summary.get("status")
+        client.set_terminated(run_id, "FINISHED" if status in ("completed", "pruned") else "FAILED")
+
+    def log_run_files(self) -> None:
+        for name in ARTIFACTS:
+            path = self.run_dir / name
+            if path.is_dir():
+                self.experiment.log_artifacts(self.run_id, str(path), artifact_path=name)
+            elif path.is_file():
+                self.experiment.log_artifact(self.run_id, str(path))
+
+    def finalize(self, status: str = "success") -> None:
+        """Lightning's end of fit; a failed or interrupted fit also leaves its files so far."""
+        if status != "success" and self.run_id is not None:
+            self.experiment.set_tag(self.run_id, "mammo.status", status)
+            self.log_run_files()
+        super().finalize(status)
+
+    @staticmethod
+    def _flatten(params: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in params.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                out.update(MammoMLFlowLogger._flatten(value, f"{name}/"))
+            else:
+                out[name] = value
+        return out
+
+
+def experiment_id_of(client: MlflowClient, name: str, artifact_location: str) -> str:
+    """The id of the experiment ``name``, created if it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def parent_run(client: MlflowClient, experiment_id: str, key: str) -> str:
+    """The run tagged ``mammo.parent=key`` in the experiment (the first), created if none is."""
+    query = f"tags.`{PARENT_TAG}` = '{key}'"
+    found = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
+    if found:
+        return found[0].info.run_id
+    name = key.split(":", 1)[1].rstrip("/").rsplit("/", 1)[-1]
+    run = client.create_run(experiment_id, run_name=name, tags={PARENT_TAG: key})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def run_name(run_dir: Path, cv_dir: str | None) -> str:
+    """``results_N``, or a fold's path in its CV job (``fold_2/results``)."""
+    if cv_dir and run_dir.resolve().is_relative_to(Path(cv_dir).resolve()):
+        return str(run_dir.resolve().relative_to(Path(cv_dir).resolve()))
+    return run_dir.name
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
