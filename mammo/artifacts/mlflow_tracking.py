@@ -25,7 +25,6 @@ from mammo.artifacts.provenance import git_info
 
 PARENT_TAG = "mammo.parent"
 ARTIFACTS = ("summary.json", "val_predictions.csv", "metrics", "plots")
-LIGHTNING_STATUS = {"success": "FINISHED", "failed": "FAILED", "finished": "FINISHED"}
 
 
 class MammoMLFlowLogger(MLFlowLogger):
@@ -83,13 +82,12 @@ class MammoMLFlowLogger(MLFlowLogger):
 
     def record_run(self, summary: dict) -> None:
         """The end of the run: best metrics, status tag, the run's files, and MLflow's run status."""
-        client, run_id = self.experiment, self.run_id
+        client, run_id, status = self.experiment, self.run_id, summary.get("status", "unknown")
         best = {k: float(v) for k, v in summary.items() if k.startswith("best_") and _is_number(v)}
         for key, value in best.items():
             client.log_metric(run_id, key, value)
-        client.set_tag(run_id, "mammo.status", summary.get("status", "unknown"))
+        client.set_tag(run_id, "mammo.status", status)
         self.log_run_files()
-        status = summary.get("status")
         client.set_terminated(run_id, "FINISHED" if status in ("completed", "pruned") else "FAILED")
 
     def log_run_files(self) -> None:
