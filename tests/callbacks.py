@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 
@@ -18,3 +20,16 @@ class InjectNaN(L.Callback):
         if trainer.global_step + 1 == self.step:
             with torch.no_grad():
                 next(pl_module.head.parameters()).fill_(float("nan"))
+
+
+class InterruptOnce(L.Callback):
+    """Ctrl-C as epoch ``epoch`` starts (the epochs before it saved), once: ``marker`` is written
+    then, so that the resumed run, which keeps this callback in its config, trains to the end."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch, self.marker = int(epoch), Path(marker)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 == self.epoch and not self.marker.exists():
+            self.marker.touch()
+            raise KeyboardInterrupt

@@ -49,6 +49,19 @@ def _run_in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def tests_trusted():
+    """What ``MAMMO_TRUSTED_TARGETS=tests.*`` does at start-up, for an in-process run: a config may
+    then instantiate the test-only callbacks."""
+    from mammo import TRUSTED_TARGETS
+
+    TRUSTED_TARGETS.append("tests.*")
+    try:
+        yield
+    finally:
+        TRUSTED_TARGETS.remove("tests.*")
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """Folder holding the small demo set (generated once per session)."""

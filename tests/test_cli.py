@@ -36,6 +36,23 @@ def test_help_is_quick_and_lists_groups():
     assert elapsed < 10  # the 1.5 s bar is measured by scripts/bench_train.py, not here
 
 
+def test_import_mammo_and_help_leave_the_heavy_libraries_out():
+    # what `import mammo` and the entry's --help load, in a fresh interpreter
+    heavy = ("mlflow", "optuna", "torch", "lightning")
+    code = f"import sys\nimport mammo\nprint(*[m for m in {heavy!r} if m in sys.modules])\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+    probe = (
+        "import sys, atexit\n"
+        f"atexit.register(lambda: print('LOADED', *[m for m in {heavy[:2]!r} if m in sys.modules]))\n"
+        "sys.argv = ['mammo.train', '--help']\n"
+        "import runpy; runpy.run_module('mammo.train', run_name='__main__')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rsplit("LOADED", 1)[1].split() == []  # the sweeper plugin's scan included
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),

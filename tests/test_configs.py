@@ -78,11 +78,30 @@ def test_models_instantiate(model):
     assert module.head[-1].out_features == 4
 
 
+@pytest.mark.parametrize(
+    ("overrides", "bars"),
+    [
+        ([], ["EpochProgressBar"]),  # conf/callbacks/default.yaml's
+        (["callbacks=none"], ["EpochProgressBar"]),  # mammo's, not Lightning's zero-based default
+        (["callbacks=none", "+trainer.enable_progress_bar=false"], []),
+    ],
+)
+def test_every_run_gets_the_one_based_progress_bar(overrides, bars):
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from mammo.workflows.components import progress_bar
+
+    cfg = compose_train(*overrides)
+    configured = [instantiate(c) for c in cfg.callbacks.values() if c]
+    added = progress_bar(cfg, configured)
+    assert [type(c).__name__ for c in configured + added if isinstance(c, ProgressBar)] == bars
+
+
 def test_trainer_and_callbacks_instantiate(tmp_path):
     cfg = compose_train("trainer=cpu", f"trainer.default_root_dir={tmp_path}")
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c]
     names = {type(c).__name__ for c in callbacks}
-    assert {"EarlyStopping", "RichProgressBar"} <= names
+    assert {"EarlyStopping", "EpochProgressBar"} <= names
     trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     assert trainer.max_epochs == cfg.epochs
 

@@ -10,20 +10,28 @@ that MLflow, an optional extra, costs nothing to the runs that do not use it.
   the best epoch's (``best_*``, at the end);
 * at the end it gets the run's summary.json, val_predictions.csv, ``metrics/`` and ``plots/``;
 * the folds of a CV job and the trials of an HPO study are nested under one parent run each
-  (MLflow's ``mlflow.parentRunId`` tag), found by its ``mammo.parent`` tag or created.
+  (MLflow's ``mlflow.parentRunId`` tag), found by its ``mammo.parent`` tag or created;
+* a resumed run (``resume=<run dir>``) continues the MLflow run its summary.json names
+  (``integration.mlflow_run_id``): one MLflow run per run directory.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mammo.artifacts.provenance import git_info
 
+log = logging.getLogger("mammo")
+
 PARENT_TAG = "mammo.parent"
+MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "interrupted": "KILLED"}  # else FAILED
 ARTIFACTS = ("summary.json", "val_predictions.csv", "metrics", "plots")
 
 
@@ -36,6 +44,7 @@ class MammoMLFlowLogger(MLFlowLogger):
         save_dir: the run directory (build_trainer passes it to every logger).
         study: the HPO study this run is a trial of (its parent run), or ``None``.
         cv_dir: the CV job this run is a fold of (its parent run, when not a trial), or ``None``.
+        resume: the run directory being resumed (``cfg.resume``), whose MLflow run continues.
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class MammoMLFlowLogger(MLFlowLogger):
         save_dir: str,
         study: str | None = None,
         cv_dir: str | None = None,
+        resume: str | None = None,
         **kwargs: Any,
     ) -> None:
         if tracking_uri.startswith("sqlite:///"):
@@ -68,6 +78,7 @@ class MammoMLFlowLogger(MLFlowLogger):
             tags=tags,
             artifact_location=artifact_location,
             log_model=False,
+            run_id=continued_run(client, self.run_dir) if resume else None,
             **kwargs,
         )
         self._logged_params: set[str] = set()
@@ -81,14 +92,15 @@ class MammoMLFlowLogger(MLFlowLogger):
             self._logged_params.update(new)
 
     def record_run(self, summary: dict) -> None:
-        """The end of the run: best metrics, status tag, the run's files, and MLflow's run status."""
+        """The end of the run as summary.json records it (``RunSummary.when_finished``), failed or
+        interrupted ones included: best metrics, status tag, the run's files, MLflow's run status."""
         client, run_id, status = self.experiment, self.run_id, summary.get("status", "unknown")
         best = {k: float(v) for k, v in summary.items() if k.startswith("best_") and _is_number(v)}
         for key, value in best.items():
             client.log_metric(run_id, key, value)
         client.set_tag(run_id, "mammo.status", status)
         self.log_run_files()
-        client.set_terminated(run_id, "FINISHED" if status in ("completed", "pruned") else "FAILED")
+        client.set_terminated(run_id, MLFLOW_STATUS.get(status, "FAILED"))
 
     def log_run_files(self) -> None:
         for name in ARTIFACTS:
@@ -97,13 +109,6 @@ class MammoMLFlowLogger(MLFlowLogger):
                 self.experiment.log_artifacts(self.run_id, str(path), artifact_path=name)
             elif path.is_file():
                 self.experiment.log_artifact(self.run_id, str(path))
-
-    def finalize(self, status: str = "success") -> None:
-        """Lightning's end of fit; a failed or interrupted fit also leaves its files so far."""
-        if status != "success" and self.run_id is not None:
-            self.experiment.set_tag(self.run_id, "mammo.status", status)
-            self.log_run_files()
-        super().finalize(status)
 
     @staticmethod
     def _flatten(params: dict, prefix: str = "") -> dict:
@@ -115,6 +120,22 @@ class MammoMLFlowLogger(MLFlowLogger):
             else:
                 out[name] = value
         return out
+
+
+def continued_run(client: MlflowClient, run_dir: Path) -> str | None:
+    """The MLflow run of the run directory being resumed, marked running again; ``None`` (a new
+    run) when its summary.json names none or the tracking store does not have it."""
+    try:
+        run_id = json.loads((run_dir / "summary.json").read_text())["integration"]["mlflow_run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        client.update_run(run_id, status="RUNNING")
+    except MlflowException as exc:  # not in this store (another tracking URI, deleted)
+        log.warning("MLflow run %s of %s not found (%s): a new one starts", run_id, run_dir, exc)
+        return None
+    log.info("MLflow: continuing run %s", run_id)
+    return run_id
 
 
 def experiment_id_of(client: MlflowClient, name: str, artifact_location: str) -> str:

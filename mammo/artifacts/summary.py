@@ -34,6 +34,7 @@ class RunSummary:
         self.path = Path(path)
         self.write = write  # False on the other ranks of a DDP job: only rank zero keeps the file
         self._t0 = time.monotonic()
+        self._on_finish: list = []
         self.data: dict[str, Any] = {
             "experiment_type": experiment_type,
             "run_id": run_id,
@@ -89,6 +90,20 @@ class RunSummary:
             if status == "completed":
                 raise
             log.error("The run's status '%s' is not recorded in summary.json: %s", status, exc)
+        self.tell_finished()
+
+    def when_finished(self, record) -> None:
+        """Call ``record(summary_data)`` once the run ends, whatever its status (the trackers that
+        mirror the run elsewhere: ``logger=mlflow``)."""
+        self._on_finish.append(record)
+
+    def tell_finished(self) -> None:
+        """The :meth:`when_finished` calls; one that fails is logged: the run's own files stand."""
+        for record in self._on_finish:
+            try:
+                record(self.data)
+            except Exception as exc:  # a tracking server gone: the run directory still has it all
+                log.warning("Could not record the run's end in %s: %s", record.__qualname__, exc)
 
     def save(self) -> None:
         if self.write:

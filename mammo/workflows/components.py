@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -20,6 +21,7 @@ from mammo.artifacts.callbacks import (
     RunArtifacts,
 )
 from mammo.artifacts.io import write_csv, write_json
+from mammo.artifacts.progress import EpochProgressBar
 from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
 from mammo.errors import ConfigError
 from mammo.hpo.callbacks import EpochStream, PruneOnPlateau
@@ -157,7 +159,8 @@ def build_callbacks(
 ) -> list:
     """The config's callbacks (``cfg.callbacks``), the run's own writers and guards, and with an
     HPO trial the pruning report and the epoch stream."""
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] + [
+    configured = [instantiate(c) for c in cfg.callbacks.values() if c]
+    callbacks = [*configured, *progress_bar(cfg, configured)] + [
         artifacts,
         BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode),
         LastCheckpoint(run_dir),
@@ -173,17 +176,23 @@ def build_callbacks(
     return callbacks
 
 
+def progress_bar(cfg: DictConfig, configured: list) -> list:
+    """mammo's Rich progress bar (epochs counted from one, as run.log counts them) unless the
+    config has a progress bar of its own or turns it off (``trainer.enable_progress_bar=false``)."""
+    has_one = any(isinstance(c, ProgressBar) for c in configured)
+    if has_one or not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    return [EpochProgressBar()]
+
+
 def start_trackers(loggers: list, summary) -> None:
-    """Loggers that track the run elsewhere (``logger=mlflow``) get summary.json's hyperparameters
-    first, and summary.json's ``integration`` their run id (``mlflow_run_id``)."""
-    for tracker in trackers(loggers):
+    """Loggers that track the run elsewhere (``logger=mlflow``, those with a ``record_run``) get
+    summary.json's hyperparameters first, summary.json's ``integration`` their run id
+    (``mlflow_run_id``), and the run's end, failures included, as summary.json records it."""
+    for tracker in (logger for logger in loggers if hasattr(logger, "record_run")):
         tracker.log_hyperparams(summary.data.get("hyperparameters", {}))
         summary.update(integration={"mlflow_run_id": tracker.run_id})
-
-
-def trackers(loggers: list) -> list:
-    """The loggers that take the run's end (``record_run``: ``mammo.artifacts.mlflow_tracking``)."""
-    return [logger for logger in loggers if hasattr(logger, "record_run")]
+        summary.when_finished(tracker.record_run)  # the end as summary.json records it
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):

@@ -31,7 +31,6 @@ from mammo.workflows.components import (
     build_model,
     build_trainer,
     record_data,
-    trackers,
     use_fold,
 )
 
@@ -166,8 +165,6 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
         data_config={"cache": datamodule.cache_report()},
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
-    for tracker in trackers(trainer.loggers):
-        tracker.record_run(summary.data)
 
 
 def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:

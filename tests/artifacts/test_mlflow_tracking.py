@@ -18,6 +18,11 @@ def train(out, demo_root, *extra: str) -> int:
     return run_cli(main, [*args, f"paths.demo_dir={demo_root}", *extra])
 
 
+def runs_of(out, experiment: str = "mammo_tiny_density") -> list:
+    tracking = client(out)
+    return tracking.search_runs([tracking.get_experiment_by_name(experiment).experiment_id])
+
+
 def client(out):
     return mlflow.tracking.MlflowClient(f"sqlite:///{out}/mlruns/mlflow.db")
 
@@ -46,11 +51,45 @@ def test_a_run_is_tracked_with_its_params_metrics_and_files(tmp_path, demo_root)
 @pytest.mark.slow
 def test_cv_folds_are_nested_under_their_job(tmp_path, demo_root):
     assert train(tmp_path, demo_root, "cv=kfold", "cv.folds=2", "epochs=1") == 0
-    runs = client(tmp_path).search_runs(
-        client(tmp_path).get_experiment_by_name("mammo_tiny_density").experiment_id
-    )
+    runs = runs_of(tmp_path)
     folds = [r for r in runs if r.info.run_name.startswith("fold_")]
     parents = [r for r in runs if "mammo.parent" in r.data.tags]
     assert sorted(r.info.run_name for r in folds) == ["fold_1/results", "fold_2/results"]
     assert len(parents) == 1 and parents[0].data.tags["mammo.parent"].startswith("cv:")
     assert {r.data.tags["mlflow.parentRunId"] for r in folds} == {parents[0].info.run_id}
+
+
+@pytest.mark.slow
+def test_hpo_trials_are_nested_under_their_study(tmp_path, demo_root):
+    assert train(tmp_path, demo_root, "-m", "hpo=density_optuna", "hydra.sweeper.n_trials=2", "epochs=1") == 0
+    runs = runs_of(tmp_path)
+    trials = [r for r in runs if r.info.run_name.startswith("results_")]
+    parents = [r for r in runs if "mammo.parent" in r.data.tags]
+    assert sorted(r.info.run_name for r in trials) == ["results_1", "results_2"]
+    assert [p.data.tags["mammo.parent"] for p in parents] == ["study:mammo_tiny_density_density_optuna"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    hpo_runs = tmp_path / "mammo_tiny_density" / "hpo_runs"
+    for trial in trials:  # each trial's run is the one its summary.json names
+        summary = json.loads((hpo_runs / trial.info.run_name / "summary.json").read_text())
+        assert summary["integration"]["mlflow_run_id"] == trial.info.run_id
+        assert trial.data.params["learning_rate"] == str(summary["hyperparameters"]["learning_rate"])
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, demo_root, tests_trusted):
+    from mammo.train import main
+
+    stop = ["+callbacks.stop._target_=tests.callbacks.InterruptOnce", "+callbacks.stop.epoch=2"]
+    assert train(tmp_path, demo_root, "epochs=3", *stop, f"+callbacks.stop.marker={tmp_path}/stopped") != 0
+    run_dir = tmp_path / "mammo_tiny_density" / "results_1"
+    run_id = json.loads((run_dir / "summary.json").read_text())["integration"]["mlflow_run_id"]
+    cut = client(tmp_path).get_run(run_id)
+    assert cut.info.status == "KILLED" and cut.data.tags["mammo.status"] == "interrupted"
+    assert "summary.json" in {a.path for a in client(tmp_path).list_artifacts(run_id)}  # the files so far
+    assert run_cli(main, [f"resume={run_dir}"]) == 0
+    [run] = runs_of(tmp_path)  # the same MLflow run, no second one
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert run.data.tags["mammo.status"] == "completed"
+    history = client(tmp_path).get_metric_history(run_id, "val_kappa")
+    assert len(history) == 3  # epoch 1 before the cut, epochs 2 and 3 after it
+    assert json.loads((run_dir / "summary.json").read_text())["integration"]["mlflow_run_id"] == run_id

@@ -66,19 +66,6 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.fixture
-def tests_trusted():
-    """What ``MAMMO_TRUSTED_TARGETS=tests.*`` does at start-up, for an in-process run: a config may
-    then instantiate the test-only callbacks."""
-    from mammo import TRUSTED_TARGETS
-
-    TRUSTED_TARGETS.append("tests.*")
-    try:
-        yield
-    finally:
-        TRUSTED_TARGETS.remove("tests.*")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "startup", "popen"),
