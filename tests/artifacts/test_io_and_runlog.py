@@ -46,3 +46,20 @@ def test_console_filter():
     assert f.filter(record(logging.INFO, "hello"))
     assert not f.filter(record(logging.ERROR, "trace", file_only=True))
     assert not f.filter(record(logging.INFO, "💡 Tip: buy things"))
+
+
+def test_the_run_end_reaches_every_tracker_even_when_one_fails(tmp_path, caplog):
+    from mammo.artifacts.summary import RunSummary
+
+    seen = []
+
+    def unreachable_server(data):
+        raise ConnectionError("tracking server down")
+
+    summary = RunSummary(tmp_path / "summary.json", "density_classification", "results_1", 42)
+    summary.when_finished(unreachable_server)
+    summary.when_finished(lambda data: seen.append(data["status"]))
+    summary.finish("interrupted", error={"type": "KeyboardInterrupt", "message": ""})
+    assert seen == ["interrupted"]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+    assert "Could not record the run's end in" in caplog.text and "tracking server down" in caplog.text
