@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint bench lock clean-venv
+.PHONY: train test test-slurm lint bench lock clean-venv
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ train: $(STAMP)  ## run the demo training (extra Hydra overrides: make train ARG
 
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+
+test-slurm: $(STAMP)  ## the tests marked slurm, on a one-node SLURM cluster started (and stopped) here
+	scripts/local_slurm.sh install
+	MPLBACKEND=Agg HF_HUB_OFFLINE=1 scripts/local_slurm.sh run $(PY) -m pytest -q -m slurm tests $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mammo tests scripts hydra_plugins

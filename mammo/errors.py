@@ -29,6 +29,12 @@ class OutputError(MammoError):
     """A run's output cannot be written (a full or read-only disk); the message names the path."""
 
 
+class JobInterrupted(MammoError):
+    """A scheduler's job stopped by a signal (``scancel``, a time limit). Raised instead of
+    ``KeyboardInterrupt`` at the job's end, so that Hydra records the job as failed (its sweep
+    line, the sweep summary) and the launcher gets a result for it."""
+
+
 def unwrap_worker_error(exc: BaseException) -> BaseException:
     """A mammo error raised in a DataLoader worker comes back with the worker's traceback as its
     message; give it back its own one-line message."""

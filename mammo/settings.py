@@ -155,6 +155,7 @@ DERIVED: dict[str, str] = {
     "scheduler.warmup_epochs": "warmup_epochs",
     "scheduler.max_epochs": "epochs",
     "model.embeddings_dir": "data.embeddings_dir",  # where it was set before: the data module reads it
+    "logger.mlflow.resume": "resume",  # a resumed run continues its MLflow run
 }
 """Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
 source, and a derived key overridden to another value is refused, naming the source."""

@@ -4,6 +4,8 @@
 #   scripts/local_slurm.sh start DIR      munged, slurmctld and slurmd with their state, logs and
 #                                         pid files in DIR; waits until sinfo shows the node idle
 #   scripts/local_slurm.sh stop DIR       stops the daemons started in DIR, by their pid files
+#   scripts/local_slurm.sh run CMD...     start in a new temporary folder, run CMD with SLURM_CONF
+#                                         and MAMMO_SLURM=1 set, stop the daemons whatever CMD did
 # Clients then need SLURM_CONF=DIR/slurm.conf (and MUNGE's socket, which start puts in DIR).
 set -euo pipefail
 
@@ -113,9 +115,21 @@ stop() {
   stop_pid "$dir/munge/munged.pid"
 }
 
+run() {
+  local status=0
+  RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mammo-slurm.XXXXXX")  # global: the EXIT trap reads it
+  trap 'stop "$RUN_DIR"' EXIT
+  start "$RUN_DIR"
+  local dir=$RUN_DIR
+  SLURM_CONF=$dir/slurm.conf MAMMO_SLURM=1 "$@" || status=$?
+  squeue -h -o '%i' | xargs -r scancel 2>/dev/null || true  # jobs a failed test left behind
+  return "$status"
+}
+
 case "${1:-}" in
   install) install ;;
   start) start "$2" ;;
   stop) stop "$2" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 install | start DIR | stop DIR | run CMD..." >&2; exit 2 ;;
 esac

@@ -34,6 +34,23 @@ TINY = [
 ]
 
 
+SLURM_SKIP = (
+    "needs a SLURM cluster: `make test-slurm` starts a one-node one here and runs these "
+    "(or MAMMO_SLURM=1 with SLURM_CONF set, on a cluster: README, Scaling out)"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``slurm`` tests run where ``make test-slurm`` (or a user, on a cluster) says a scheduler
+    is there to take jobs (``MAMMO_SLURM=1``); elsewhere they are skipped, saying how to run them."""
+    if os.environ.get("MAMMO_SLURM") == "1":
+        return
+    skip = pytest.mark.skip(reason=SLURM_SKIP)
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _trusted_targets():
     """The packages a config may instantiate, as every entry names them

@@ -134,6 +134,15 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _gpus_per_node(accelerator: str, devices) -> int | None:
+    """The GPUs a SLURM job asks for per node: ``trainer.devices``, none for a CPU trainer.
+
+    >>> _gpus_per_node("cpu", 2), _gpus_per_node("gpu", 4), _gpus_per_node("auto", 1)
+    (None, 4, 1)
+    """
+    return None if accelerator == "cpu" else int(devices)
+
+
 def register_resolvers() -> None:
     """Register mammo's OmegaConf resolvers (idempotent).
 
@@ -148,6 +157,7 @@ def register_resolvers() -> None:
         "mammo.mixed_precision": (_mixed_precision, False),
         "mammo.benchmark": (_benchmark, False),
         "mammo.cpus": (available_cpus, False),
+        "mammo.gpus_per_node": (_gpus_per_node, False),
         "mammo.deterministic_where_possible": (_deterministic_where_possible, False),
     }
     for name, (resolver, use_cache) in resolvers.items():

@@ -39,6 +39,9 @@ NOISE_PREFIXES = ("💡 Tip:",)
 IGNORED_WARNINGS = (
     r"Checkpoint directory .* exists and is not empty",  # the run dir holds our other artifacts
     r".*isinstance\(treespec, LeafSpec\)",  # Lightning vs newer torch, harmless
+    # a machine with SLURM's tools (a login node): mammo reaches SLURM through launcher=slurm,
+    # whose jobs run under srun; "prepend srun" is not how a mammo run gets there
+    r"The `srun` command is available on your system but is not used",
 )
 
 

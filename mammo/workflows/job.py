@@ -4,6 +4,7 @@ trial around the run, and the DDP ranks it started."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from mammo.artifacts.summary import record_failure
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
-from mammo.errors import ConfigError, unwrap_worker_error
+from mammo.errors import ConfigError, JobInterrupted, unwrap_worker_error
 from mammo.hpo.trial import TrialJob, runs_all_folds
 from mammo.settings import check_train_settings
 from mammo.workflows.fit import fit_run, start_summary
@@ -38,11 +39,20 @@ def train(cfg: DictConfig) -> float:
     except BaseException as exc:
         if trial:
             trial.failed(unwrap_worker_error(exc))
+        if isinstance(exc, KeyboardInterrupt) and runs_one_job_per_process():
+            raise JobInterrupted(f"job interrupted by a signal: {exc}".rstrip(": ")) from None
         raise
     finally:  # DDP: the ranks this job started end with it; the next job of a sweep starts its own
         finish_job()
         release_claims(run_dir)
     return trial.finish(value) if trial else value
+
+
+def runs_one_job_per_process() -> bool:
+    """A job the scheduler runs in a process of its own (hydra-submitit-launcher's SLURM jobs):
+    there a signal stops this job only, which is recorded as failed like any other; in a local
+    sweep Ctrl-C stops the whole sweep."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 def check_settings(cfg: DictConfig, run_dir: Path) -> None:

@@ -115,6 +115,9 @@ def test_slurm_launcher_preset_follows_the_trainer():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert cfg.trainer.strategy._target_ == "mammo.distributed.launcher.ddp_strategy"
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        cpu = compose("train", ["launcher=slurm", "trainer=ddp_cpu"], return_hydra_config=True)
+    assert (cpu.hydra.launcher.tasks_per_node, cpu.hydra.launcher.gpus_per_node) == (2, None)  # no GPU asked
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -136,14 +139,6 @@ def finish(*procs: subprocess.Popen) -> str:
         assert proc.returncode == 0, out[-3000:]
         outputs.append(out)
     return "\n".join(outputs)
-
-
-@pytest.fixture(scope="module")
-def small_demo(demo_root):
-    from mammo.data.demo import ensure_demo_dataset
-
-    ensure_demo_dataset(demo_root, 24, 0, 160, 128)  # made once, so parallel jobs only train
-    return demo_root
 
 
 def ddp_args(out, demo_root) -> list[str]:
