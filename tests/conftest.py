@@ -74,7 +74,8 @@ def tests_trusted():
 
     TRUSTED_TARGETS.append("tests.*")
     try:
-        yield
+        with execution_whitelist(TRUSTED_TARGETS):  # also for configs composed by the test
+            yield
     finally:
         TRUSTED_TARGETS.remove("tests.*")
 

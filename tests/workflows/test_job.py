@@ -62,3 +62,25 @@ def test_compile_true_fits_the_compiled_model(tmp_path, demo_root, monkeypatch):
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["status"] == "completed"
     train(job_config(tmp_path, demo_root, "b", "epochs=1"))
     assert len(compiled) == 1  # off by default
+
+
+@pytest.mark.parametrize("scheduled", [True, False], ids=["slurm-job", "local"])
+def test_a_signal_ends_a_scheduled_job_as_a_failed_job(
+    tmp_path, demo_root, monkeypatch, tests_trusted, scheduled
+):
+    """In a job the scheduler runs in its own process (submitit sets SUBMITIT_EXECUTOR), an
+    interrupt becomes an ordinary error, which Hydra records as a failed job; a local sweep's
+    Ctrl-C still stops the whole sweep."""
+    from mammo.errors import JobInterrupted
+
+    if scheduled:
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    else:
+        monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    stop = ["+callbacks.stop._target_=tests.callbacks.InterruptOnce", "+callbacks.stop.epoch=2"]
+    cfg = job_config(tmp_path, demo_root, "a", *stop, f"+callbacks.stop.marker={tmp_path}/stopped")
+    with pytest.raises(JobInterrupted if scheduled else KeyboardInterrupt) as raised:
+        train(cfg)
+    assert isinstance(raised.value, Exception) == scheduled  # Hydra's run_job catches Exception only
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
