@@ -161,7 +161,7 @@ def wait_for_jobs(jobs: list[str], out: Path) -> None:
 
 def test_a_cancelled_job_is_recorded_and_reruns(tmp_path, small_demo):
     exp = tmp_path / EXPERIMENT
-    args = tiny(tmp_path, small_demo, "seed=1,2", "epochs=60")
+    args = tiny(tmp_path, small_demo, "seed=1,2", "epochs=20")  # long enough to be cancelled mid-run
     proc = mammo("-m", "launcher=slurm", *RESOURCES, *args, cwd=tmp_path)
     victim = wait_for_training(exp, seed=2)
     job_id = submitit_job_of(victim)
@@ -186,7 +186,7 @@ def wait_for_training(exp: Path, seed: int) -> Path:
     while time.monotonic() < deadline:
         for run in exp.glob("results_*"):
             log = run / "run.log"
-            if log.is_file() and "Epoch 1/60" in log.read_text() and summary_of(run).get("seed") == seed:
+            if log.is_file() and "Epoch 1/20" in log.read_text() and summary_of(run).get("seed") == seed:
                 return run
         time.sleep(1)
     pytest.fail(
