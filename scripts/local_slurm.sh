@@ -119,9 +119,8 @@ run() {
   local status=0
   RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mammo-slurm.XXXXXX")  # global: the EXIT trap reads it
   trap 'stop "$RUN_DIR"' EXIT
-  start "$RUN_DIR"
-  local dir=$RUN_DIR
-  SLURM_CONF=$dir/slurm.conf MAMMO_SLURM=1 "$@" || status=$?
+  start "$RUN_DIR"  # exports SLURM_CONF
+  MAMMO_SLURM=1 "$@" || status=$?
   squeue -h -o '%i' | xargs -r scancel 2>/dev/null || true  # jobs a failed test left behind
   return "$status"
 }

@@ -103,7 +103,8 @@ class RunSummary:
             try:
                 record(self.data)
             except Exception as exc:  # a tracking server gone: the run directory still has it all
-                log.warning("Could not record the run's end in %s: %s", record.__qualname__, exc)
+                name = getattr(record, "__qualname__", record)
+                log.warning("Could not record the run's end in %s: %s", name, exc)
 
     def save(self) -> None:
         if self.write:

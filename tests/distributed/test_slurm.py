@@ -195,14 +195,11 @@ def wait_for_training(exp: Path, seed: int) -> Path:
 
 
 def submitit_job_of(run: Path) -> str:
-    """The SLURM job id (``<array>_<task>``) of the job that writes ``run``, from squeue."""
+    """The SLURM job id (``<array>_<task>``) of the running job that writes ``run``, from squeue
+    and the job's submitit log (where mammo prints its run directory)."""
     for line in queue().splitlines()[1:]:
-        job_id = line.split()[0]
-        env = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-        if "RUNNING" in env:
-            folder = run.parent / ".submitit" / job_id
-            if folder.is_dir() and any(
-                run.name in p.read_text(errors="replace") for p in folder.glob("*.out")
-            ):
-                return job_id
+        job_id, _, state, _ = line.split(maxsplit=3)
+        logs = (run.parent / ".submitit" / job_id).glob("*.out")
+        if state == "RUNNING" and any(str(run) in log.read_text(errors="replace") for log in logs):
+            return job_id
     raise AssertionError(f"no running SLURM job writes {run}\n{queue()}")
