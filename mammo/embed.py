@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
 from mammo.errors import install_compact_errors
+from mammo.targets import trusted_task
 
 register_resolvers()
 install_compact_errors()
@@ -26,6 +27,7 @@ log = logging.getLogger("mammo")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="embed", execution_whitelist=TRUSTED_TARGETS)
+@trusted_task
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.embeddings.extract import embed

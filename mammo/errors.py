@@ -21,6 +21,11 @@ class ConfigError(MammoError):
     """A configuration value that cannot work (unknown model, unreachable weights, ...)."""
 
 
+class ResumeRefused(ConfigError):
+    """``resume=`` that would not continue the same run (changed data or settings, a lost best
+    model): refused, and the run directory is left as it was."""
+
+
 class TrainingError(MammoError):
     """Training cannot go on (e.g. the loss became NaN)."""
 
@@ -33,6 +38,13 @@ class JobInterrupted(MammoError):
     """A scheduler's job stopped by a signal (``scancel``, a time limit). Raised instead of
     ``KeyboardInterrupt`` at the job's end, so that Hydra records the job as failed (its sweep
     line, the sweep summary) and the launcher gets a result for it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: an exception in one line (libraries' messages often
+    run to a paragraph)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def unwrap_worker_error(exc: BaseException) -> BaseException:

@@ -77,7 +77,8 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule(
         "warmup_epochs",
         "int",
-        "an integer >= 0, and below epochs with scheduler=cosine",
+        "an integer >= 0, and below epochs with scheduler=cosine (lower it, e.g. warmup_epochs=0, "
+        "or use scheduler=constant)",
         lambda v, c: 0 <= v and (not _warms_up(c) or not isinstance(c.epochs, int) or v < c.epochs),
     ),
     Rule("backbone_lr_factor", "number", "a number >= 0", lambda v, c: v >= 0),

@@ -191,3 +191,21 @@ def _leaves(tree, prefix=""):
                 yield from _leaves(value, f"{prefix}{key}.")
     else:
         yield prefix.rstrip("."), tree
+
+
+def test_epochs_alone_fits_the_presets_warmup_and_both_given_name_the_fix(tmp_path, demo_root, capsys):
+    from mammo.train import main
+
+    # the demo's data preset sets warmup_epochs=1; a newcomer types only epochs=1
+    base = [t for t in TINY if not t.startswith("warmup_epochs")] + SMALL_DEMO
+    paths = [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, [*base, *paths, "epochs=1"]) == 0
+    (run,) = (tmp_path / "mammo_tiny_density").glob("results_*")
+    log = (run / "run.log").read_text()
+    assert "warmup_epochs=1 shortened to 0 to fit epochs=1 (scheduler=cosine)" in log
+    assert json.loads((run / "summary.json").read_text())["hyperparameters"]["warmup_epochs"] == 0
+    capsys.readouterr()
+    assert run_cli(main, [*base, *paths, "epochs=1", "warmup_epochs=1"]) == 1
+    err = capsys.readouterr().err
+    assert "warmup_epochs=1: expected an integer >= 0, and below epochs with scheduler=cosine" in err
+    assert "warmup_epochs=0" in err and "scheduler=constant" in err

@@ -7,6 +7,7 @@ simply move on to the next one and never share a directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -75,6 +76,22 @@ def resume_dir(resume: str, experiment_dir: str | os.PathLike) -> Path:
     )
 
 
+def stop_if_completed(resume: str, run: Path) -> None:
+    """``resume=`` of a run that completed: say so and end the command, writing nothing (its
+    history, logs, timings and MLflow run stay as they are)."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return  # an unreadable summary.json is the resume's own error to report
+    if summary.get("status") == "completed":
+        ended = summary.get("execution", {}).get("end_time") or "earlier"
+        sys.stderr.write(
+            f"resume={resume}: {run} already completed ({ended}); nothing to resume and nothing changed "
+            "(start a new run to train again)\n"
+        )
+        raise SystemExit(0)
+
+
 def _next_run_name(parent: str, fixed: str | None = None) -> str:
     """``hydra.sweep.subdir``: ``fixed`` if the config fixes it, else a new ``results_N``."""
     if fixed is not None:
@@ -86,7 +103,9 @@ def _run_or_resume(resume, parent: str, fixed: str | None = None) -> str:
     """``hydra.run.dir``: the run directory named by ``resume=``, else ``fixed`` if the config fixes
     it, else a new ``results_N`` (one per distributed job: ``mammo.distributed.claims.shared_run_dir``)."""
     if resume:
-        return str(resume_dir(resume, parent))
+        run = resume_dir(resume, parent)
+        stop_if_completed(resume, run)
+        return str(run)
     if fixed is not None:
         return str(fixed)
     return str(shared_run_dir(Path(parent), allocate_run_dir))

@@ -59,11 +59,19 @@ class RunSummary:
         import json
 
         previous = json.loads(self.path.read_text())
+        self._before = json.loads(json.dumps(previous))
+        self._t0 -= previous.get("execution", {}).get("duration_seconds") or 0  # the time already run
         resumed = [*previous.get("execution", {}).get("resumed_at", []), now()]
         previous.pop("error", None)
         self.data = {**previous, "status": "running"}
         self.data["execution"] = {**previous.get("execution", {}), "resumed_at": resumed}
         self.save()
+
+    def restore(self) -> None:
+        """A refused resume: ``summary.json`` back as it was before :meth:`continue_from_file`."""
+        if getattr(self, "_before", None) is not None:
+            self.data = self._before
+            self.save()
 
     def update(self, **fields: Any) -> None:
         """Merge ``fields`` into the summary (dicts are merged one level deep) and save."""

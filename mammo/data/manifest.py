@@ -128,3 +128,33 @@ def manifest_sha256(manifest: dict) -> str:
     """Hash of the manifest's canonical JSON (sorted keys, no whitespace)."""
     blob = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def manifest_changes(old: dict, new: dict) -> str:
+    """What differs between two manifests' images, in words (``""`` when nothing does): images
+    added, removed, relabelled or with other content, each count with an example.
+
+    >>> a = {"files": [{"image_id": "A/CC", "label": 2, "sha256": "x"}]}
+    >>> manifest_changes(a, {"files": [{"image_id": "A/CC", "label": 3, "sha256": "x"}]})
+    '1 relabelled (A/CC: 2 -> 3)'
+    """
+    before = {f["image_id"]: f for f in old.get("files", [])}
+    after = {f["image_id"]: f for f in new.get("files", [])}
+    shared = before.keys() & after.keys()
+    kinds = {
+        "added": [(i, "") for i in sorted(after.keys() - before.keys())],
+        "removed": [(i, "") for i in sorted(before.keys() - after.keys())],
+        "relabelled": [
+            (i, f": {before[i]['label']} -> {after[i]['label']}")
+            for i in sorted(shared)
+            if before[i]["label"] != after[i]["label"]
+        ],
+        "with other content": [(i, "") for i in sorted(shared) if before[i]["sha256"] != after[i]["sha256"]],
+    }
+    return ", ".join(f"{len(items)} {kind} ({example(items)})" for kind, items in kinds.items() if items)
+
+
+def example(items: list[tuple[str, str]]) -> str:
+    """The first of a list of changed images, as ``image: detail`` (``e.g.`` when there are more)."""
+    name, detail = items[0]
+    return f"{'e.g. ' if len(items) > 1 else ''}{name}{detail}"

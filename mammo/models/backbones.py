@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from mammo.errors import ConfigError
+from mammo.errors import ConfigError, first_line
 
 HUB_PROBE_TIMEOUT_S = 3.0
 
@@ -88,7 +88,20 @@ def read_torch_file(path: str | Path, key: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"{key}: cannot read {path} ({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(f"{key}: cannot read {path} as weights only ({load_failure(exc)})") from exc
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line: the unpickler's own
+    reason (e.g. ``Unsupported global: GLOBAL numpy...`` or ``unsupported GLOBAL posix.system``)
+    rather than torch's advice to load it unsafely."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(" was not an allowed")[0]
+        if "GLOBAL" in line:
+            return line.rstrip(".")
+    return first_line(exc)
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> None:

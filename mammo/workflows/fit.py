@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -14,8 +16,9 @@ from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import as_output_error
 from mammo.artifacts.runlog import route_library_logs
 from mammo.artifacts.summary import RunSummary, record_failure
+from mammo.data.manifest import manifest_changes
 from mammo.distributed.ranks import is_rank_zero
-from mammo.errors import unwrap_worker_error
+from mammo.errors import ConfigError, ResumeRefused, unwrap_worker_error
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
@@ -24,6 +27,7 @@ from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.hpo.trial import job_trial_id
 from mammo.interrupts import raise_if_requested
+from mammo.models.backbones import load_failure
 from mammo.settings import hyperparameters
 from mammo.workflows.components import (
     build_callbacks,
@@ -63,6 +67,9 @@ def fit_run(
     log.info("Run directory: %s", run_dir)
     try:
         return fit_steps(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
+    except ResumeRefused:
+        summary.restore()  # the run stays as it was: interrupted, resumable with its own data
+        raise
     except BaseException as exc:
         exc = as_output_error(unwrap_worker_error(exc), run_dir)
         record_failure(summary, exc, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
@@ -91,6 +98,8 @@ def fit_steps(cfg: DictConfig, run_dir: Path, summary, fold, datamodule, cv_dir,
     writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
     datamodule = datamodule or build_datamodule(cfg, run_dir, summary, writes)
     use_fold(datamodule, fold, cv_dir, writes)
+    if cfg.get("resume"):
+        refuse_changed_data(run_dir, datamodule.manifest)
     raise_if_requested()  # a Ctrl-C lost while the data was read stops the run here
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
@@ -106,6 +115,20 @@ def fit_steps(cfg: DictConfig, run_dir: Path, summary, fold, datamodule, cv_dir,
     return artifacts.best_metrics().get(f"best_{cfg.monitor}", float("nan"))
 
 
+def refuse_changed_data(run_dir: Path, manifest: dict) -> None:
+    """A resumed run trains on the data it started with: a dataset whose files or labels changed
+    since (``data_manifest.json``) is refused with one line saying what changed."""
+    saved = run_dir / "data_manifest.json"
+    if not saved.is_file():
+        return  # the run stopped before its data was recorded
+    changes = manifest_changes(json.loads(saved.read_text()), manifest)
+    if changes:
+        raise ResumeRefused(
+            f"resume={run_dir}: the data changed since the run started ({changes}); a resumed run "
+            "continues on its own data: restore it, or train a new run"
+        )
+
+
 def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, artifacts) -> None:
     """``trainer.fit``, from ``checkpoints/last.ckpt`` with ``resume``. Ctrl-C or SIGTERM, which
     Lightning turns into an exit after shutting down, ends it as :class:`KeyboardInterrupt`."""
@@ -118,7 +141,13 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
         log.info("torch.compile: the model is compiled on its first batches")
         fitted = torch.compile(model)  # shares model's parameters
     try:
-        trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as exc:  # what torch raises for a checkpoint that is more than data
+        raise ConfigError(
+            f"resume={run_dir}: {last} is not loaded: it holds more than weights and training state "
+            f"({load_failure(exc)}); mammo loads checkpoints as weights only, so that a shared file "
+            "cannot run code"
+        ) from None
     except SystemExit as exc:
         if not trainer.interrupted:
             raise

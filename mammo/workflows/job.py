@@ -7,14 +7,17 @@ import logging
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from mammo import TRUSTED_TARGETS
 from mammo.artifacts.summary import record_failure
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
-from mammo.errors import ConfigError, JobInterrupted, unwrap_worker_error
+from mammo.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
 from mammo.hpo.trial import TrialJob, runs_all_folds
 from mammo.settings import check_train_settings
+from mammo.targets import check_targets
 from mammo.workflows.fit import fit_run, start_summary
 from mammo.workflows.folds import run_all_folds
 
@@ -59,17 +62,46 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
     """Before any work: a bad value stops the run with one line naming its key
     (``mammo.settings``), and the run directory's summary.json says failed."""
     try:
+        check_targets(cfg, TRUSTED_TARGETS)
+        fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
     except ConfigError as exc:
         record_failure(start_summary(cfg, run_dir), exc)
         raise
 
 
+RESUME_OVERRIDES = ("resume", "data.num_workers", "paths.output_dir")
+"""What may be given with ``resume=``: settings that cannot change the run's result (where its
+directory is found, how many processes read its data)."""
+
+
+def fit_warmup_to_epochs(cfg: DictConfig, given: set[str]) -> None:
+    """``epochs=1`` alone on the command line, under a preset's ``warmup_epochs=1``: the warm-up
+    is shortened to fit, with one line saying so. Given both, a contradiction stays an error
+    (``mammo.settings`` names the fix)."""
+    warmup, epochs = cfg.get("warmup_epochs"), cfg.get("epochs")
+    warms_up = "warmup_epochs" in (cfg.get("scheduler") or {})
+    if not warms_up or "warmup_epochs" in given or "epochs" not in given:
+        return
+    if isinstance(warmup, int) and isinstance(epochs, int) and 1 <= epochs <= warmup:
+        cfg.warmup_epochs = epochs - 1
+        log.info(
+            "warmup_epochs=%d shortened to %d to fit epochs=%d (scheduler=cosine)",
+            warmup,
+            epochs - 1,
+            epochs,
+        )
+
+
 def original_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """A resumed run keeps the config it was started with (only ``resume`` is new)."""
+    """A resumed run keeps the config it was started with (only ``resume`` and the
+    :data:`RESUME_OVERRIDES` are new); an override that would change it is refused, and so is a
+    run whose best model is gone."""
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file() or not (run_dir / "summary.json").is_file():
         raise ConfigError(f"resume={run_dir}: not a mammo run directory (no summary.json or .hydra/)")
+    refuse_changing_overrides(run_dir)
+    refuse_lost_best_model(run_dir)
     original = OmegaConf.load(saved)
     if original.cv.get("folds") is not None or original.hpo.get("trial") is not None:
         raise ConfigError(f"resume={run_dir}: CV and HPO runs are re-run, not resumed")
@@ -79,4 +111,41 @@ def original_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
             "continue it with that version, or train it again"
         )
     original.resume = str(run_dir)
+    if any(override_key(o) == "data.num_workers" for o in given_overrides()):
+        original.data.num_workers = cfg.data.num_workers
     return original
+
+
+def refuse_changing_overrides(run_dir: Path) -> None:
+    """``resume=<dir> epochs=4``: one line naming the overrides a resumed run cannot take."""
+    given = [o for o in given_overrides() if override_key(o) not in RESUME_OVERRIDES]
+    if given:
+        raise ResumeRefused(
+            f"resume={run_dir}: {', '.join(given)} would change the run it continues (a resumed run keeps "
+            f"its own config; only {', '.join(RESUME_OVERRIDES[1:])} may be given with resume=); "
+            "start a new run with them instead"
+        )
+
+
+def given_overrides() -> list[str]:
+    """The command line's overrides of the config (Hydra's ``overrides.task``)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override (``+a.b=1`` -> ``a.b``, ``model=tiny`` -> ``model``).
+
+    >>> override_key("++trainer.devices=2"), override_key("~logger"), override_key("epochs=4")
+    ('trainer.devices', 'logger', 'epochs')
+    """
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def refuse_lost_best_model(run_dir: Path) -> None:
+    """A run with validated epochs whose ``best_model.pt`` was deleted cannot end as it would
+    have: its best epoch's model is gone."""
+    if (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "best_model.pt").is_file():
+        raise ResumeRefused(
+            f"resume={run_dir}: best_model.pt is missing, so the best epoch's model cannot be recovered "
+            "and the run cannot end as it would have; train a new run"
+        )
