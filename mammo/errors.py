@@ -5,6 +5,7 @@ wall) and exits non-zero, while the run directory still records the failure in `
 """
 
 import sys
+import traceback
 
 from hydra.errors import CompactHydraException
 
@@ -72,7 +73,13 @@ _previous_hook = [sys.__excepthook__]
 
 
 def _report(exc_type, exc, tb) -> None:
+    from mammo.artifacts.redact import mask
+
     if issubclass(exc_type, MammoError):
-        sys.stderr.write(f"{exc}\n")
+        sys.stderr.write(f"{mask(str(exc))}\n")
+        return
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    if mask(text) != text:  # a library's error naming a URL with its password
+        sys.stderr.write(mask(text))
     else:
         _previous_hook[0](exc_type, exc, tb)

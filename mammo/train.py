@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS, interrupts
+from mammo.artifacts.redact import hide_argv_passwords
 from mammo.artifacts.rundir import register_resolvers
 from mammo.errors import install_compact_errors
 
@@ -44,6 +45,7 @@ def main() -> None:
     exit code 1, like any other failed run.
     """
     interrupts.install()
+    hide_argv_passwords()  # before Hydra reads the command line (mammo.artifacts.redact)
     try:
         hydra_entry()
     except KeyboardInterrupt as exc:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mammo.artifacts.provenance import git_info
+from mammo.artifacts.redact import mask, usable_url
+from mammo.errors import ConfigError
 
 log = logging.getLogger("mammo")
 
@@ -58,6 +62,8 @@ class MammoMLFlowLogger(MLFlowLogger):
         resume: str | None = None,
         **kwargs: Any,
     ) -> None:
+        given, tracking_uri = tracking_uri, usable_url(tracking_uri)  # a password given is in the environment
+        check_reachable(tracking_uri, shown=mask(given))
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         artifact_location = Path(artifact_location).resolve().as_uri()
@@ -136,6 +142,24 @@ def continued_run(client: MlflowClient, run_dir: Path) -> str | None:
         return None
     log.info("MLflow: continuing run %s", run_id)
     return run_id
+
+
+def check_reachable(tracking_uri: str, shown: str, timeout_s: float = 5.0) -> None:
+    """An HTTP tracking server that does not answer stops the run at once with one line (MLflow's
+    client would retry for minutes and end in a traceback), naming the URI as ``shown`` (masked).
+    Any HTTP answer counts, 401 included."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"logger.mlflow.tracking_uri={shown}: no MLflow tracking server answers there "
+            f"({reason}); start it, correct the URI, or train without logger=mlflow"
+        ) from None
 
 
 def experiment_id_of(client: MlflowClient, name: str, artifact_location: str) -> str:

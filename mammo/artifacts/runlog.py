@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from mammo.artifacts.redact import mask
+
 FILE_ONLY = {"file_only": True}
 """Pass as ``extra=`` to log a record to run.log but not to the console."""
 
@@ -19,6 +21,8 @@ class RunLogFormatter(logging.Formatter):
     >>> rec = logging.LogRecord("x", logging.WARNING, "", 0, "cache truncated", None, None)
     >>> RunLogFormatter().format(rec).split("] ", 1)[1]
     'WARNING: cache truncated'
+
+    A password in a URL is masked (``mammo.artifacts.redact``).
     """
 
     def __init__(self) -> None:
@@ -30,7 +34,10 @@ class RunLogFormatter(logging.Formatter):
             prefix = "WARNING: " if record.levelno == logging.WARNING else f"{record.levelname}: "
             stamp, _, message = line.partition("] ")
             line = f"{stamp}] {prefix}{message}"
-        return line
+        return mask(line)
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging API)
+        return mask(super().formatException(ei))
 
 
 NOISE_PREFIXES = ("💡 Tip:",)

@@ -16,6 +16,7 @@ from typing import Any
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.provenance import command_line, environment_info, git_info
+from mammo.artifacts.redact import masked
 from mammo.artifacts.runlog import FILE_ONLY
 from mammo.errors import OutputError
 
@@ -116,7 +117,7 @@ class RunSummary:
 
     def save(self) -> None:
         if self.write:
-            write_json(self.path, self.data)
+            write_json(self.path, masked(self.data))  # no password of a URL (command line, errors)
 
 
 def record_failure(summary: RunSummary, exc: BaseException, status: str = "failed") -> None:

@@ -22,9 +22,13 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+import sqlalchemy.exc
 import sqlalchemy.pool
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+
+from mammo.artifacts.redact import mask, usable_url
+from mammo.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 JOURNAL = "journal:"
@@ -37,7 +41,7 @@ def open_storage(
     """The storage ``url`` names (``None``: in memory); an RDB has heartbeats with ``heartbeat_interval``."""
     if url is None or isinstance(url, BaseStorage):
         return url
-    url = str(url)
+    url = usable_url(str(url))  # a password from the command line is in the environment
     path = storage_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,12 +59,28 @@ def open_storage(
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
                 )
+        except (ImportError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
+            raise unusable_storage(url, exc) from None
         except Exception as exc:  # workers that create a new database at the same instant
             if attempt == 4 or "alembic_version" not in str(exc) and "already exists" not in str(exc):
                 raise
             log.info(f"Storage {url} is being created by another worker; retrying")
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def unusable_storage(url: str, exc: BaseException) -> ConfigError:
+    """One line for a storage URL that cannot be opened: no driver for it, or no server there."""
+    if isinstance(exc, ImportError):
+        hint = (
+            "install the postgres extra (pip install -e '.[postgres]': psycopg 3 and psycopg2)"
+            if url.startswith("postgres")
+            else "install the driver SQLAlchemy names for it"
+        )
+        why = f"no database driver for it is installed ({first_line(exc)}); {hint}"
+    else:
+        why = f"cannot connect ({first_line(getattr(exc, 'orig', None) or exc)})"
+    return ConfigError(f"hydra.sweeper.storage={mask(url)}: {why}")
 
 
 def storage_file(url: str) -> Path | None:
@@ -103,7 +123,7 @@ def _database_lock(url: str, study_name: str):
     else:
         key = f"mammo:{study_name}"[:64]
         lock, unlock = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(usable_url(url), poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text(lock), {"key": key})

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mammo import TRUSTED_TARGETS
+from mammo.artifacts.redact import mask_files
 from mammo.artifacts.summary import record_failure
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
@@ -28,6 +29,8 @@ def train(cfg: DictConfig) -> float:
     """Run one training job in ``paths.run_dir``; returns ``best_<monitor>``, or with
     ``cv=kfold`` and no ``cv.fold`` the mean over all folds, trained one after another here."""
     run_dir = Path(cfg.paths.run_dir)
+    for record in (".hydra", ".hydra_resume"):  # Hydra's copy of a config file's password
+        mask_files(run_dir / record)
     if cfg.get("resume"):
         cfg = original_config(cfg, run_dir)
     trial = TrialJob.of(cfg, run_dir)

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mammo.artifacts.io import write_json
+from mammo.artifacts.redact import mask_file
 from mammo.artifacts.rundir import allocate_run_dir
 from mammo.distributed.ranks import is_rank_zero
 from mammo.evaluation.cross_validation import aggregate
@@ -65,6 +66,7 @@ class SweepCallback(Callback):
         records = [json.loads(line) for line in self.jobs.read_text().splitlines() if line.strip()]
         multirun_yaml = Path(config.hydra.sweep.dir) / "multirun.yaml"
         if multirun_yaml.is_file():
+            mask_file(multirun_yaml)  # a password from a config file (mammo.artifacts.redact)
             shutil.copy(multirun_yaml, self.dir / "multirun.yaml")
         for cv_dir in sorted({r["cv_dir"] for r in records if r["cv_fold"] is not None and r["cv_dir"]}):
             cv_summary = aggregate(cv_dir, monitor=config.monitor)
