@@ -150,8 +150,29 @@ def accession_folder_rows(frame: pd.DataFrame, root: Path, id_column: str, bad: 
             )
             continue
         for path in files:
+            if not is_utf8(path):  # pyarrow, CSV and JSON writers all need a text name
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                bad(
+                    f"{shown}: the file name is not UTF-8 text ({id_column}={acc}, row {row}); rename it",
+                    row=row,
+                    path=shown,
+                )
+                continue
             rows.append({"frame_row": i, "path": path, "AccessionNumber": acc})
     return rows
+
+
+def is_utf8(path: str) -> bool:
+    r"""Whether a path read from the disk is text (bytes that are not UTF-8 come back as surrogates).
+
+    >>> is_utf8("A1/CC.dcm"), is_utf8(os.fsdecode(b"A1/caf\xe9.dcm"))
+    (True, False)
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def files_under(folder: Path) -> list[str]:
@@ -176,6 +197,17 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found, key=lambda p: p.split(os.sep))
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies inside ``root``, read as written (``..`` resolved, links not followed:
+    a linked folder inside the root is the user's choice).
+
+    >>> is_inside(Path("/data/a/../b/x.dcm"), Path("/data")), is_inside(Path("/data/../etc/x"), Path("/data"))
+    (True, False)
+    """
+    inside, folder = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return inside.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def image_path_rows(
     frame: pd.DataFrame, csv: Path, root: Path, path_column: str, id_column: str, bad: BadInput
 ) -> list[dict]:
@@ -183,6 +215,10 @@ def image_path_rows(
     for i, relpath in enumerate(frame[path_column].tolist()):
         row = int(frame.at[i, "csv_row"])
         path = root / relpath
+        if relpath and not is_inside(path, root):
+            where = f"{csv}: row {row}: {path_column} {relpath!r}"
+            bad(f"{where} is outside {root}: images must lie inside data.dicom_root", row=row, path=relpath)
+            continue
         if not relpath or not path.is_file():
             bad(f"{csv}: row {row}: {path_column} {relpath!r} not found under {root}", row=row, path=relpath)
             continue

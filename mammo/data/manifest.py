@@ -56,11 +56,12 @@ class HashIndex:
         self.changed = True
         return stat.st_size, sha256
 
-    def known(self, path: str | Path) -> tuple[dict, tuple[int, str]] | None:
-        """``(facts, (size, sha256))`` of an unchanged file whose facts and hash are both
-        remembered; ``None`` otherwise."""
+    def known(self, path: str | Path, facts: tuple[str, ...] = ()) -> tuple[dict, tuple[int, str]] | None:
+        """``(facts, (size, sha256))`` of an unchanged file whose hash and header ``facts`` are
+        all remembered (an index written before a fact was read has to read the file again);
+        ``None`` otherwise."""
         _, entry = self._entry(path)
-        if entry.get("facts") is None or entry["sha256"] is None:
+        if entry.get("facts") is None or entry["sha256"] is None or not set(facts) <= entry["facts"].keys():
             return None
         return entry["facts"], (entry["size"], entry["sha256"])
 

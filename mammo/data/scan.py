@@ -27,7 +27,23 @@ SAMPLE_COLUMNS = [
     "label",
 ]
 """The columns of a sample table (``Samples.table``), in order."""
-HEADER_FACTS = ("AccessionNumber", "PatientID", "ImageLaterality", "Laterality", "ViewPosition")
+HEADER_FACTS = (
+    "AccessionNumber",
+    "PatientID",
+    "ImageLaterality",
+    "Laterality",
+    "ViewPosition",
+    "Modality",
+    "Rows",
+    "Columns",
+)
+MODALITIES = ("MG", "CR", "DX", "OT")
+"""DICOM Modality values an image may have (mammography; computed and digital radiography, which
+some mammography units and film digitisers write; "other"). A file without one is kept; a CT
+slice or an MR image in a mammography folder is a bad file."""
+MIN_SIDE = 16
+"""Fewer pixels than this on a side cannot hold a breast (a header with ``Columns=1`` would be
+letterboxed into an all-black model input): such a file is a bad file."""
 PARALLEL_FROM = 256
 """Files to read before the reading is spread over worker processes (starting them costs ~0.1 s)."""
 
@@ -72,6 +88,10 @@ def scan_files(
             bad(str(result), path=relpath)
             continue
         ds, (size, sha) = result  # the header facts (a dict), remembered across runs
+        problem = not_a_mammogram(ds)
+        if problem:
+            bad(f"{path}: {problem}", path=relpath)
+            continue
         image_id = without_suffix(relpath)
         acc = acc_given or ds["AccessionNumber"] or image_id.rsplit("/", 1)[-1]
         patient, laterality, view = (cell(c, row) for c in (patient_column, laterality_column, view_column))
@@ -91,6 +111,24 @@ def scan_files(
             }
         )
     return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])
+
+
+def not_a_mammogram(facts: dict) -> str:
+    """Why a file's header says it is no mammogram (``""`` when nothing does).
+
+    >>> not_a_mammogram({"Modality": "CT", "Rows": "512", "Columns": "512"})
+    'Modality CT is not a mammogram (accepted: MG, CR, DX, OT)'
+    >>> not_a_mammogram({"Modality": "MG", "Rows": "3328", "Columns": "1"})
+    'the image is 3328 x 1 pixels, too small to be a mammogram (at least 16 on each side)'
+    """
+    modality = facts.get("Modality", "").strip().upper()
+    if modality and modality not in MODALITIES:
+        return f"Modality {modality} is not a mammogram (accepted: {', '.join(MODALITIES)})"
+    rows, columns = facts.get("Rows", ""), facts.get("Columns", "")
+    if rows.isdigit() and columns.isdigit() and min(int(rows), int(columns)) < MIN_SIDE:
+        size = f"{rows} x {columns} pixels"
+        return f"the image is {size}, too small to be a mammogram (at least {MIN_SIDE} on each side)"
+    return ""
 
 
 def relative_posix(path, root: Path) -> str:
@@ -118,7 +156,7 @@ def header_facts_and_hashes(paths: list, hash_index, workers: int) -> list:
     """Per path ``(header facts, (size, sha256))``, or the :class:`DataError` of a bad file;
     files ``hash_index`` knows unchanged are not read, the others are read in ``workers``
     processes (:func:`read_files`)."""
-    results = [hash_index.known(path) for path in paths]
+    results = [hash_index.known(path, HEADER_FACTS) for path in paths]
     unknown = [i for i, known in enumerate(results) if known is None]
     for i, read in zip(unknown, read_files([paths[i] for i in unknown], workers)):
         results[i] = read if isinstance(read, DataError) else (read[0], hash_index.remember(paths[i], *read))

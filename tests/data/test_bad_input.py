@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import RLELossless
@@ -61,7 +64,34 @@ def unknown_label(csv, root):
     return "row 3 (AccessionNumber=ACC001): unknown Classification 'X'"
 
 
+def one_pixel_wide(csv, root):
+    """A header that says ``Columns=1``: letterboxed, it would be an all-black model input."""
+    from mammo.data.demo import write_dicom
+
+    path = root / "ACC001" / "L_CC.dcm"
+    write_dicom(path, np.full((48, 1), 900, np.uint16), patient_id="PAT001", accession="ACC001")
+    return "L_CC.dcm: the image is 48 x 1 pixels, too small to be a mammogram"
+
+
+def ct_slice(csv, root):
+    """A CT slice dropped into a mammography folder."""
+    path = root / "ACC001" / "L_CC.dcm"
+    ds = pydicom.dcmread(path)
+    ds.Modality = "CT"
+    ds.save_as(path)
+    return "L_CC.dcm: Modality CT is not a mammogram (accepted: MG, CR, DX, OT)"
+
+
+def non_utf8_name(csv, root):
+    """A file name whose bytes are not UTF-8 (Latin-1 from an old archive)."""
+    os.rename(root / "ACC001" / "L_CC.dcm", os.fsencode(root / "ACC001") + b"/L_CC_caf\xe9.dcm")
+    return "ACC001/L_CC_caf\\xe9.dcm: the file name is not UTF-8 text (AccessionNumber=ACC001, row 3)"
+
+
 CASES = {
+    "one_pixel_wide": (one_pixel_wide, 1),
+    "ct_slice": (ct_slice, 1),
+    "non_utf8_name": (non_utf8_name, 1),
     "corrupt": (corrupt_file, 1),
     "truncated": (truncated_file, 1),
     "no_pixels": (no_pixel_data, 1),
@@ -121,3 +151,23 @@ def test_a_val_split_missing_a_class_is_an_error(dataset, make_datamodule, tmp_p
     )
     with pytest.raises(DataError, match=r"the val split has no image of density \[4\]"):
         make_datamodule(csv, root, split_csv=str(split))
+
+
+@pytest.mark.parametrize("outside", ["absolute", "dotdot"])
+def test_an_image_path_outside_the_root_is_a_bad_row(dataset, make_datamodule, tmp_path, outside):
+    """``image_path`` must lie inside ``data.dicom_root``: an absolute path elsewhere, or a ``../``
+    that leaves it, is a bad row named by its row, never a traceback nor a silent read."""
+    csv, root = dataset
+    elsewhere = tmp_path / "elsewhere" / "X.dcm"
+    elsewhere.parent.mkdir()
+    (root / "ACC000" / "L_CC.dcm").rename(elsewhere)
+    given = str(elsewhere) if outside == "absolute" else "../../elsewhere/X.dcm"
+    rows = [f"ACC{p:03d}/{side}_CC.dcm,{'ABCD'[p % 4]}" for p in range(20) for side in "LR"]
+    rows[0] = f"{given},A"
+    csv.write_text("image_path,Classification\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        make_datamodule(csv, root)
+    message = str(info.value)
+    assert f"row 2: image_path {given!r} is outside {root}: images must lie inside data.dicom_root" in message
+    dm = make_datamodule(csv, root, on_bad_file="skip")
+    assert len(dm.samples.skipped) == 1 and len(dm.train_table) + len(dm.val_table) == 39

@@ -80,7 +80,7 @@ def test_views_other_than_cc_and_mlo_are_excluded_and_counted(tmp_path):
     csv.write_text("AccessionNumber,Classification\nA1,2\n")
     for view in ("CC", "MLO", "AT", "LM", "ML", "LMO", ""):
         path = tmp_path / "archive" / "A1" / f"{view or 'none'}.dcm"
-        write_dicom(path, np.zeros((8, 8), np.uint16), patient_id="P1", accession="A1", view=view)
+        write_dicom(path, np.zeros((16, 16), np.uint16), patient_id="P1", accession="A1", view=view)
     samples = load_samples(csv, tmp_path / "archive")
     assert sorted(samples.table["view"]) == ["", "CC", "MLO"]  # an unknown view is kept
     assert sorted(r["reason"] for r in samples.excluded) == [

@@ -21,7 +21,7 @@ def make_archive(tmp_path, rows: str, folders: dict[str, int]):
         for i in range(n):
             write_dicom(
                 tmp_path / "archive" / acc / f"{i}.dcm",
-                np.zeros((8, 8), np.uint16),
+                np.zeros((16, 16), np.uint16),
                 patient_id=f"PAT-{acc}",
                 accession=acc,
             )
@@ -132,7 +132,7 @@ def test_leakage_check_fails_loudly():
 def test_image_path_csv_with_laterality_and_view_columns(tmp_path):
     for i, name in enumerate(["a/x.dcm", "b/y.dcm"]):
         write_dicom(
-            tmp_path / "imgs" / name, np.zeros((8, 8), np.uint16), patient_id=f"H{i}", accession=f"ACC{i}"
+            tmp_path / "imgs" / name, np.zeros((16, 16), np.uint16), patient_id=f"H{i}", accession=f"ACC{i}"
         )
     csv = tmp_path / "imgs" / "labels.csv"
     csv.write_text("image_path;Classification;side;projection\na/x.dcm;C;l;CC\nb/y.dcm;2;R;MLO\n")
@@ -156,7 +156,7 @@ def test_laterality_and_view_default_to_the_dicom_tags(tmp_path):
     csv, root = make_archive(tmp_path, "AccessionNumber,Classification\nA1,1\n", {"A1": 1})
     write_dicom(
         root / "A1" / "0.dcm",
-        np.zeros((8, 8), np.uint16),
+        np.zeros((16, 16), np.uint16),
         patient_id="P",
         accession="A1",
         laterality="R",
