@@ -5,9 +5,10 @@ with a ``settings.json`` beside the entries. The settings key hashes every prepr
 setting and the pipeline version; ``<sha>`` is the start of the DICOM file's SHA-256. A change
 of either gives a new entry name, so a stale image can never be served.
 
-An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code) and the
-image as float16. Writes go to a temporary file in the same folder and are renamed into place,
-so readers (DataLoader workers, a second run sharing the cache) see a whole entry or none.
+An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code, the share
+of the image the breast crop kept) and the image as float16. Writes go to a temporary file in
+the same folder and are renamed into place, so readers (DataLoader workers, a second run sharing
+the cache) see a whole entry or none.
 Each run checks every entry's size and header when it prepares the dataset (32 bytes per entry,
 not the whole file: a 100,000-image cache is checked in seconds), and each entry's CRC the first
 time a process reads it; later reads check size and header only, which keeps them at the speed of
@@ -31,7 +32,7 @@ from mammo.data.preprocess import Preprocessing
 from mammo.errors import DataError
 
 MAGIC = b"MAMMOC01"
-HEADER = struct.Struct("<8sIIII4x")  # magic, height, width, crc32, dtype code (1 = float16)
+HEADER = struct.Struct("<8sIIIIf")  # magic, height, width, crc32, dtype code (1 = float16), crop share
 DTYPE = np.float16
 NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux >= 4.14: read only what the page cache holds
 
@@ -119,30 +120,32 @@ class DiskCache:
         if got != self.nbytes:
             size = os.path.getsize(path)
             raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
-        magic, height, width, crc, dtype = HEADER.unpack(header)
+        magic, height, width, crc, dtype, _ = HEADER.unpack(header)
         if magic != MAGIC or (height, width) != self.shape or dtype != 1:
             raise CacheEntryError(f"{path.name}: bad header")
         if verify and zlib.crc32(memoryview(out).cast("B")) != crc:
             raise CacheEntryError(f"{path.name}: checksum mismatch (corrupt)")
         return True
 
-    def check(self, path: Path) -> None:
-        """Size and header of an entry, without reading its image; raises like :meth:`read`."""
+    def check(self, path: Path) -> float:
+        """Size and header of an entry, without reading its image; raises like :meth:`read`.
+        Returns the share of the image the breast crop kept."""
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             header = f.read(HEADER.size)
         if size != self.nbytes:
             raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
-        magic, height, width, _, dtype = HEADER.unpack(header)
+        magic, height, width, _, dtype, crop_share = HEADER.unpack(header)
         if magic != MAGIC or (height, width) != self.shape or dtype != 1:
             raise CacheEntryError(f"{path.name}: bad header")
+        return crop_share
 
-    def write(self, path: Path, image: np.ndarray) -> None:
+    def write(self, path: Path, image: np.ndarray, crop_share: float = 1.0) -> None:
         payload = np.ascontiguousarray(image, dtype=DTYPE)
         if payload.shape != self.shape:
             raise ValueError(f"cache entry shape {payload.shape} != {self.shape}")
         data = payload.tobytes()
-        header = HEADER.pack(MAGIC, *self.shape, zlib.crc32(data), 1)
+        header = HEADER.pack(MAGIC, *self.shape, zlib.crc32(data), 1, crop_share)
         _atomic_write(path, header + data)
 
 

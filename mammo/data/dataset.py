@@ -103,7 +103,12 @@ class ImageSource:
         return len(self.paths)
 
     def compute(self, i: int) -> np.ndarray:
-        return self.preprocessing(self.paths[i], self.laterality[i] or None).astype(np.float16)
+        return self.compute_with_crop(i)[0]
+
+    def compute_with_crop(self, i: int) -> tuple[np.ndarray, float]:
+        """Image ``i`` (float16) and the share of its area the breast crop kept."""
+        image, crop_share = self.preprocessing.preprocess(self.paths[i], self.laterality[i] or None)
+        return image.astype(np.float16), crop_share
 
     def read_batch(self, indices: list[int], out: np.ndarray) -> None:
         """Images ``indices`` into ``out`` ([B, H, W]). From the disk cache, entries are read from
@@ -158,7 +163,8 @@ class ImageSource:
 
 
 class CacheFiller(Dataset):
-    """One pass over every image: verify or build its cache entry; returns (i, status, detail, image)."""
+    """One pass over every image: verify or build its cache entry; returns (i, status, detail,
+    image, the share of it the breast crop kept)."""
 
     def __init__(self, source: ImageSource, keep: bool, skip: bool) -> None:
         self.source, self.keep, self.skip = source, keep, skip
@@ -167,13 +173,12 @@ class CacheFiller(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        source, status, detail, image = self.source, "built", "", None
+        source, status, detail, image, crop_share = self.source, "built", "", None, 1.0
         if source.cache is not None:
             try:  # the memory cache needs the image (and its CRC); the disk cache only its header
+                crop_share = source.cache.check(source.entries[i])
                 if self.keep:
                     image = source.cache.read(source.entries[i], verify=True)
-                else:
-                    source.cache.check(source.entries[i])
                 status = "reused"
             except FileNotFoundError:
                 pass
@@ -181,12 +186,12 @@ class CacheFiller(Dataset):
                 status, detail = "regenerated", str(exc)
         if status != "reused":
             try:
-                image = source.compute(i)
+                image, crop_share = source.compute_with_crop(i)
             except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
-                return i, "bad", str(exc), None
+                return i, "bad", str(exc), None, None
             if source.cache is not None:
-                source.cache.write(source.entries[i], image)
-        return i, status, detail, image if self.keep else None
+                source.cache.write(source.entries[i], image, crop_share)
+        return i, status, detail, image if self.keep else None, crop_share
 
 
 def as_list(batch):
@@ -252,10 +257,12 @@ def fill_cache(
     )
     memory = np.zeros((len(source), *source.preprocessing.shape), np.float16) if keep else None
     counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
-    damaged, bad = [], {}
+    damaged, bad, nearly_whole = [], {}, []
     for batch in loader:
-        for i, status, detail, image in batch:
+        for i, status, detail, image, crop_share in batch:
             counts[status] += 1
+            if crop_share is not None and crop_share >= NEARLY_WHOLE and source.preprocessing.crop:
+                nearly_whole.append(i)
             if status == "bad":
                 if not skip:
                     raise DataError(detail)
@@ -281,9 +288,35 @@ def fill_cache(
         *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
         seconds,
     )
+    crops = report_nearly_whole_crops(samples.table["image_id"].iloc[sorted(nearly_whole)].tolist())
     if bad:
         positions = np.array([p for p in range(len(source)) if p not in bad])
         samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})
         source = source.select(positions)
     source.memory = memory
-    return source, {**counts, "seconds": round(seconds, 3), "folder": str(folder) if folder else None}
+    return source, {
+        **counts,
+        "seconds": round(seconds, 3),
+        "folder": str(folder) if folder else None,
+        **crops,
+    }
+
+
+NEARLY_WHOLE = 0.95
+"""A breast crop that keeps this share of the image or more found nothing to leave out."""
+
+
+def report_nearly_whole_crops(image_ids: list[str], listed: int = 100) -> dict:
+    """A ``WARNING:`` naming the images whose breast crop kept nearly the whole image (a film's
+    frame or a border it could not separate from the breast: worth a look), and the cache
+    statistics' ``nearly_whole_crops`` (count) and ``nearly_whole_crop_images`` (the first ``listed``)."""
+    if image_ids:
+        log.warning(
+            "%d image(s) kept %d%% or more of their area in the breast crop (a frame or border joined to "
+            "the breast?); look at them: %s%s",
+            len(image_ids),
+            round(NEARLY_WHOLE * 100),
+            ", ".join(image_ids[:10]),
+            " ..." if len(image_ids) > 10 else "",
+        )
+    return {"nearly_whole_crops": len(image_ids), "nearly_whole_crop_images": image_ids[:listed]}

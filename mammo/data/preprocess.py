@@ -31,7 +31,7 @@ from mammo.errors import ConfigError
 ImageSize = int | tuple[int, int]
 
 # Bump when the pipeline's output changes for the same settings, so disk caches rebuild.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: the crop sheds thin lines (a film's frame)
 ORIENTS = ("left", "right", "none")
 RESIZES = ("letterbox", "stretch")
 THUMB_SIZE = 256
@@ -109,6 +109,12 @@ class Preprocessing:
             path: the DICOM file.
             laterality: ``L``/``R`` from the label CSV; overrides the file's laterality tags.
         """
+        return self.preprocess(path, laterality)[0]
+
+    def preprocess(self, path: str | Path, laterality: str | None = None) -> tuple[np.ndarray, float]:
+        """What calling does, and the share of the image's area its breast crop kept (1.0 without
+        ``crop``): a share near 1 means the crop found nothing to leave out (a film's frame,
+        a border it could not separate from the breast)."""
         ds, pixels = decode(path, min_size=max(self.shape) if self.j2k_reduce else None)
         display = Display.from_dataset(ds, sample_pixels(pixels), self.window, self.percentiles, path)
         step = max(1, -(-max(pixels.shape) // THUMB_SIZE))
@@ -127,7 +133,7 @@ class Preprocessing:
         flip = self.orient != "none" and chest_wall_side(ds, laterality, thumb) != self.orient
         if flip:
             image = image[:, ::-1]
-        return self._pad(image)
+        return self._pad(image), (y1 - y0) * (x1 - x0) / (pixels.shape[0] * pixels.shape[1])
 
     def _output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         height, width = self.shape
@@ -226,8 +232,9 @@ def breast_region(
 
     The breast is the largest connected region brighter than the background (10 % of the way
     from the 2nd to the 98th percentile, capped at Otsu's threshold so that a dark image still
-    separates), ignoring a 1 % border where detector edges often glow. The box gets ``pad`` of
-    margin and reaches the image edge when the breast does (the chest wall).
+    separates), ignoring a 1 % border where detector edges often glow, and apart from thin bright
+    lines (:func:`largest_region`: a digitised film's frame), which are blanked like labels. The
+    box gets ``pad`` of margin and reaches the image edge when the breast does (the chest wall).
     """
     from scipy import ndimage
 
@@ -236,11 +243,9 @@ def breast_region(
     mask = thumb > min(low + 0.1 * (high - low), otsu_threshold(thumb))
     margin = max(1, round(0.01 * min(h, w)))
     mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = False, False, False, False
-    components, n = ndimage.label(mask)
-    if n == 0:
+    breast = largest_region(mask, thin_line_width(h, w))
+    if breast is None:
         return (0, h, 0, w), None
-    sizes = ndimage.sum_labels(mask, components, index=np.arange(1, n + 1))
-    breast = components == int(np.argmax(sizes)) + 1
     rows, cols = np.flatnonzero(breast.any(axis=1)), np.flatnonzero(breast.any(axis=0))
     py, px = round(pad * h), round(pad * w)
     y0, y1 = max(0, rows[0] - py), min(h, rows[-1] + 1 + py)
@@ -251,6 +256,32 @@ def breast_region(
     if not others[y0:y1, x0:x1].any():
         return (y0, y1, x0, x1), None
     return (y0, y1, x0, x1), ndimage.binary_dilation(others, iterations=2) & ~breast
+
+
+def thin_line_width(height: int, width: int) -> int:
+    """Bright structures narrower than this many thumbnail pixels are lines, not breast tissue
+    (2.5 % of the short side, at least 3): a digitised film's frame, a detector edge."""
+    return max(3, round(0.025 * min(height, width)))
+
+
+def largest_region(mask: np.ndarray, line_width: int) -> np.ndarray | None:
+    """The largest connected region of ``mask`` once thin lines are shed (a morphological opening
+    with a ``line_width`` square), grown back over the skin line the opening shaved; ``None`` if
+    ``mask`` is empty. A film's bright frame, joined to the breast at the chest-wall edge, would
+    otherwise make the whole image one region. Without the opening when nothing survives it (a
+    tiny image)."""
+    from scipy import ndimage
+
+    opened = ndimage.binary_opening(mask, structure=np.ones((line_width, line_width), bool))
+    core = opened if opened.any() else mask
+    components, n = ndimage.label(core)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(core, components, index=np.arange(1, n + 1))
+    largest = components == int(np.argmax(sizes)) + 1
+    if core is mask:
+        return largest
+    return ndimage.binary_dilation(largest, iterations=line_width) & mask
 
 
 def otsu_threshold(image: np.ndarray, bins: int = 128) -> float:

@@ -164,3 +164,49 @@ def test_jpeg2000_at_reduced_resolution_matches_full_decode_and_resize(tmp_path)
     difference = np.abs(full - reduced)
     assert difference.mean() <= 0.005 and (difference > 0.05).mean() <= 0.01
     assert Preprocessing(256).key() != Preprocessing(256, j2k_reduce=False).key()  # its own cache
+
+
+def film(frame: bool = True) -> np.ndarray:
+    """A digitised film: a large breast on the left edge (rows 30-370) and, with ``frame``, the
+    film's bright frame: 4-pixel lines along the top and bottom and down the chest-wall edge,
+    where they meet the breast."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    breast = ((yy - 200) / 170) ** 2 + (xx / 140) ** 2 < 1
+    image = np.where(breast, 1800, 60).astype(np.uint16)
+    if frame:
+        image[8:12, :], image[H - 12 : H - 8, :], image[:, 6:10] = 3800, 3800, 3800
+    return image
+
+
+def test_the_crop_keeps_the_breast_and_not_a_films_frame(tmp_path):
+    # on the display thumbnail the crop works on (a 400x300 image: every second pixel)
+    framed, plain = (film(frame)[::2, ::2].astype(np.float32) / 4095 for frame in (True, False))
+    box, unframed = breast_region(framed)[0], breast_region(plain)[0]
+    assert max(abs(int(a) - int(b)) for a, b in zip(box, unframed)) <= 4  # the same box as unframed
+    y0, y1, x0, x1 = box
+    assert (y1 - y0) * (x1 - x0) < 0.6 * framed.size and x0 == 0  # against the chest wall
+    image = Preprocessing((200, 100), crop=True)(write(tmp_path, film(), "f.dcm", laterality="L"))
+    assert image[:2].max() < 0.3 and image[-2:].max() < 0.3  # no frame line along the top or bottom
+    unframed_image = Preprocessing((200, 100), crop=True)(
+        write(tmp_path, film(False), "p.dcm", laterality="L")
+    )
+    assert (image > 0.2).mean() > 0.9 * (unframed_image > 0.2).mean() > 0.45  # as much breast as without
+
+
+def test_a_crop_that_keeps_nearly_the_whole_image_is_counted_and_named(dataset, make_datamodule, caplog):
+    """An image whose breast the crop cannot separate from anything (here: bright edge to edge)
+    is counted and named, when the cache is built and again when it is reused."""
+    csv, root = dataset
+    write_dicom(
+        root / "ACC001" / "L_CC.dcm",
+        np.full((48, 40), 3000, np.uint16),
+        patient_id="PAT001",
+        accession="ACC001",
+    )
+    for _ in range(2):  # built, then reused from the disk cache
+        caplog.clear()
+        stats = make_datamodule(csv, root, cache_mode="disk").cache_stats
+        assert stats["nearly_whole_crops"] == 1 and stats["nearly_whole_crop_images"] == ["ACC001/L_CC"]
+        assert "1 image(s) kept 95% or more of their area in the breast crop" in caplog.text
+        assert "ACC001/L_CC" in caplog.text
+    assert make_datamodule(csv, root, cache_mode="disk", crop=False).cache_stats["nearly_whole_crops"] == 0
