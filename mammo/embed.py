@@ -27,7 +27,7 @@ log = logging.getLogger("mammo")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="embed", execution_whitelist=TRUSTED_TARGETS)
-@trusted_task
+@trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.embeddings.extract import embed

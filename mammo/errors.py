@@ -9,6 +9,8 @@ import traceback
 
 from hydra.errors import CompactHydraException
 
+from mammo.artifacts.redact import mask
+
 
 class MammoError(CompactHydraException):
     """A problem with the user's data or configuration; the message names the file, row or key."""
@@ -73,8 +75,6 @@ _previous_hook = [sys.__excepthook__]
 
 
 def _report(exc_type, exc, tb) -> None:
-    from mammo.artifacts.redact import mask
-
     if issubclass(exc_type, MammoError):
         sys.stderr.write(f"{mask(str(exc))}\n")
         return

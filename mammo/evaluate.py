@@ -26,7 +26,7 @@ log = logging.getLogger("mammo")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", execution_whitelist=TRUSTED_TARGETS)
-@trusted_task
+@trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.evaluation.checkpoint_eval import evaluate

@@ -27,7 +27,7 @@ log = logging.getLogger("mammo")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="export", execution_whitelist=TRUSTED_TARGETS)
-@trusted_task
+@trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.io import write_json  # here, not above: --help stays fast
     from mammo.artifacts.runlog import route_library_logs

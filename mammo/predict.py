@@ -25,7 +25,7 @@ install_compact_errors()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="predict", execution_whitelist=TRUSTED_TARGETS)
-@trusted_task
+@trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.evaluation.prediction import predict

@@ -24,7 +24,7 @@ install_compact_errors()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="report", execution_whitelist=TRUSTED_TARGETS)
-@trusted_task
+@trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
     from mammo.evaluation.report_pack import report_pack

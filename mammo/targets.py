@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mammo.errors import ConfigError
+
 TARGET_KEYS = ("_target_", "()", "class")
 """Keys whose value names code: Hydra's ``_target_`` and the ``logging.config`` factories."""
 
@@ -87,8 +89,6 @@ def config_targets(node, path: str = "") -> Iterator[tuple[str, str]]:
 def check_targets(cfg, trusted: list[str]) -> None:
     """Before any work: a ``_target_`` that is not trusted stops the command with one line naming
     the key, the target and the file it came from."""
-    from mammo.errors import ConfigError
-
     for key, target in config_targets(cfg):
         if not is_trusted(target, trusted):
             raise ConfigError(
@@ -120,13 +120,16 @@ def origin_of(key: str, value: str) -> str:
     return "the composed config"
 
 
-def trusted_task(task):
-    """Decorate an entry's task function: its config's targets are checked first (:func:`check_targets`)."""
-    from mammo import TRUSTED_TARGETS
+def trusted_task(trusted: list[str]):
+    """Decorate an entry's task function: its config's targets are checked first against
+    ``trusted`` (:func:`check_targets`; the entry's own list, which a test may extend)."""
 
-    @functools.wraps(task)
-    def checked(cfg):
-        check_targets(cfg, TRUSTED_TARGETS)
-        return task(cfg)
+    def decorate(task):
+        @functools.wraps(task)
+        def checked(cfg):
+            check_targets(cfg, trusted)
+            return task(cfg)
 
-    return checked
+        return checked
+
+    return decorate

@@ -185,7 +185,8 @@ def main() -> None:
 def breast_share(paths: list[Path], img_size) -> float:
     """Mean share of the preprocessed image's pixels that are breast: brighter than the
     background, with the threshold mammo's breast finder uses (``breast_region``)."""
-    from mammo.data.preprocess import Preprocessing, otsu_threshold
+    from mammo.data.breast import otsu_threshold
+    from mammo.data.preprocess import Preprocessing
 
     pre = Preprocessing(img_size)
     shares = []

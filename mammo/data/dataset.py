@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from mammo.data.breast import report_nearly_whole_crops
 from mammo.data.buffers import BatchBuffers
 from mammo.data.cache import CacheEntryError, DiskCache, available_memory, check_memory_cache_fits
 from mammo.data.preprocess import Preprocessing
@@ -102,10 +103,7 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def compute(self, i: int) -> np.ndarray:
-        return self.compute_with_crop(i)[0]
-
-    def compute_with_crop(self, i: int) -> tuple[np.ndarray, float]:
+    def compute(self, i: int) -> tuple[np.ndarray, float]:
         """Image ``i`` (float16) and the share of its area the breast crop kept."""
         image, crop_share = self.preprocessing.preprocess(self.paths[i], self.laterality[i] or None)
         return image.astype(np.float16), crop_share
@@ -135,7 +133,7 @@ class ImageSource:
         if self.memory is not None:
             out[...] = self.memory[self.memory_index[i]]
         elif self.cache is None:
-            out[...] = self.compute(i)
+            out[...] = self.compute(i)[0]
         else:
             entry = self.entries[i]
             try:
@@ -143,7 +141,7 @@ class ImageSource:
                     return False
             except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
-                out[...] = self.compute(i)
+                out[...] = self.compute(i)[0]
                 self.cache.write(entry, out)
                 with self.rebuilt.get_lock():
                     self.rebuilt.value += 1
@@ -186,7 +184,7 @@ class CacheFiller(Dataset):
                 status, detail = "regenerated", str(exc)
         if status != "reused":
             try:
-                image, crop_share = source.compute_with_crop(i)
+                image, crop_share = source.compute(i)
             except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
                 return i, "bad", str(exc), None, None
             if source.cache is not None:
@@ -257,12 +255,10 @@ def fill_cache(
     )
     memory = np.zeros((len(source), *source.preprocessing.shape), np.float16) if keep else None
     counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
-    damaged, bad, nearly_whole = [], {}, []
+    damaged, bad, crop_shares = [], {}, {}
     for batch in loader:
-        for i, status, detail, image, crop_share in batch:
+        for i, status, detail, image, crop_shares[i] in batch:
             counts[status] += 1
-            if crop_share is not None and crop_share >= NEARLY_WHOLE and source.preprocessing.crop:
-                nearly_whole.append(i)
             if status == "bad":
                 if not skip:
                     raise DataError(detail)
@@ -288,7 +284,9 @@ def fill_cache(
         *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
         seconds,
     )
-    crops = report_nearly_whole_crops(samples.table["image_id"].iloc[sorted(nearly_whole)].tolist())
+    crops = report_nearly_whole_crops(
+        samples.table["image_id"].tolist(), crop_shares, source.preprocessing.crop
+    )
     if bad:
         positions = np.array([p for p in range(len(source)) if p not in bad])
         samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})
@@ -300,23 +298,3 @@ def fill_cache(
         "folder": str(folder) if folder else None,
         **crops,
     }
-
-
-NEARLY_WHOLE = 0.95
-"""A breast crop that keeps this share of the image or more found nothing to leave out."""
-
-
-def report_nearly_whole_crops(image_ids: list[str], listed: int = 100) -> dict:
-    """A ``WARNING:`` naming the images whose breast crop kept nearly the whole image (a film's
-    frame or a border it could not separate from the breast: worth a look), and the cache
-    statistics' ``nearly_whole_crops`` (count) and ``nearly_whole_crop_images`` (the first ``listed``)."""
-    if image_ids:
-        log.warning(
-            "%d image(s) kept %d%% or more of their area in the breast crop (a frame or border joined to "
-            "the breast?); look at them: %s%s",
-            len(image_ids),
-            round(NEARLY_WHOLE * 100),
-            ", ".join(image_ids[:10]),
-            " ..." if len(image_ids) > 10 else "",
-        )
-    return {"nearly_whole_crops": len(image_ids), "nearly_whole_crop_images": image_ids[:listed]}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo.data.breast import breast_region, chest_wall_side, resize_nearest
 from mammo.data.dicom import decode
 from mammo.data.display import Display, sample_pixels
 from mammo.errors import ConfigError
@@ -129,7 +130,7 @@ class Preprocessing:
             region = box_average(region, box_factor(region.shape, (out_h, out_w)))
         image = display(downsample(region, out_h, out_w))
         if labels is not None:
-            image[_resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
+            image[resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
         flip = self.orient != "none" and chest_wall_side(ds, laterality, thumb) != self.orient
         if flip:
             image = image[:, ::-1]
@@ -222,101 +223,3 @@ def box_average(values: np.ndarray, factor: int) -> np.ndarray:
         out += rows[:, k::factor]
     out *= np.float32(1.0 / factor**2)
     return out
-
-
-def breast_region(
-    thumb: np.ndarray, pad: float = 0.02
-) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
-    """Box ``(y0, y1, x0, x1)`` of the breast on a display thumbnail, and a mask of the other
-    bright regions (labels, markers) inside it, or ``None`` when there are none.
-
-    The breast is the largest connected region brighter than the background (10 % of the way
-    from the 2nd to the 98th percentile, capped at Otsu's threshold so that a dark image still
-    separates), ignoring a 1 % border where detector edges often glow, and apart from thin bright
-    lines (:func:`largest_region`: a digitised film's frame), which are blanked like labels. The
-    box gets ``pad`` of margin and reaches the image edge when the breast does (the chest wall).
-    """
-    from scipy import ndimage
-
-    h, w = thumb.shape
-    low, high = np.percentile(thumb, [2.0, 98.0])
-    mask = thumb > min(low + 0.1 * (high - low), otsu_threshold(thumb))
-    margin = max(1, round(0.01 * min(h, w)))
-    mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = False, False, False, False
-    breast = largest_region(mask, thin_line_width(h, w))
-    if breast is None:
-        return (0, h, 0, w), None
-    rows, cols = np.flatnonzero(breast.any(axis=1)), np.flatnonzero(breast.any(axis=0))
-    py, px = round(pad * h), round(pad * w)
-    y0, y1 = max(0, rows[0] - py), min(h, rows[-1] + 1 + py)
-    x0, x1 = max(0, cols[0] - px), min(w, cols[-1] + 1 + px)
-    y0, x0 = (0 if y0 <= margin + 1 else y0), (0 if x0 <= margin + 1 else x0)
-    y1, x1 = (h if y1 >= h - margin - 1 else y1), (w if x1 >= w - margin - 1 else x1)
-    others = mask & ~breast
-    if not others[y0:y1, x0:x1].any():
-        return (y0, y1, x0, x1), None
-    return (y0, y1, x0, x1), ndimage.binary_dilation(others, iterations=2) & ~breast
-
-
-def thin_line_width(height: int, width: int) -> int:
-    """Bright structures narrower than this many thumbnail pixels are lines, not breast tissue
-    (2.5 % of the short side, at least 3): a digitised film's frame, a detector edge."""
-    return max(3, round(0.025 * min(height, width)))
-
-
-def largest_region(mask: np.ndarray, line_width: int) -> np.ndarray | None:
-    """The largest connected region of ``mask`` once thin lines are shed (a morphological opening
-    with a ``line_width`` square), grown back over the skin line the opening shaved; ``None`` if
-    ``mask`` is empty. A film's bright frame, joined to the breast at the chest-wall edge, would
-    otherwise make the whole image one region. Without the opening when nothing survives it (a
-    tiny image)."""
-    from scipy import ndimage
-
-    opened = ndimage.binary_opening(mask, structure=np.ones((line_width, line_width), bool))
-    core = opened if opened.any() else mask
-    components, n = ndimage.label(core)
-    if n == 0:
-        return None
-    sizes = ndimage.sum_labels(core, components, index=np.arange(1, n + 1))
-    largest = components == int(np.argmax(sizes)) + 1
-    if core is mask:
-        return largest
-    return ndimage.binary_dilation(largest, iterations=line_width) & mask
-
-
-def otsu_threshold(image: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of values in [0, 1] (maximises the between-class variance)."""
-    hist, edges = np.histogram(image, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-def chest_wall_side(ds, laterality: str | None, thumb: np.ndarray) -> str:
-    """``left`` or ``right``: the image edge the chest wall is on.
-
-    In order: the DICOM Patient Orientation (the row direction points anterior, towards the
-    nipple, when the chest wall is on the left); the laterality (CSV, Image Laterality or
-    Laterality; the standard hanging puts a left breast's chest wall on the left); the brighter
-    image half.
-    """
-    orientation = ds.get("PatientOrientation")
-    if orientation and len(orientation) >= 1 and str(orientation[0])[:1] in ("A", "P"):
-        return "left" if str(orientation[0]).startswith("A") else "right"
-    side = laterality or ds.get("ImageLaterality") or ds.get("Laterality")
-    if str(side).strip().upper() in ("L", "R"):
-        return "left" if str(side).strip().upper() == "L" else "right"
-    half = thumb.shape[1] // 2
-    return "left" if thumb[:, :half].sum() >= thumb[:, -half:].sum() else "right"
-
-
-def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    rows = np.minimum((np.arange(height) + 0.5) * mask.shape[0] / height, mask.shape[0] - 1).astype(int)
-    cols = np.minimum((np.arange(width) + 0.5) * mask.shape[1] / width, mask.shape[1] - 1).astype(int)
-    return mask[np.ix_(rows, cols)]

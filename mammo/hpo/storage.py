@@ -59,13 +59,15 @@ def open_storage(
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
                 )
-        except (ImportError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as exc:
-            raise unusable_storage(url, exc) from None
-        except Exception as exc:  # workers that create a new database at the same instant
-            if attempt == 4 or "alembic_version" not in str(exc) and "already exists" not in str(exc):
-                raise
-            log.info(f"Storage {url} is being created by another worker; retrying")
-            time.sleep(0.5 + random.random())
+        except Exception as exc:
+            racing = "alembic_version" in str(exc) or "already exists" in str(exc)
+            if racing and attempt < 4:  # workers that create a new database at the same instant
+                log.info(f"Storage {mask(url)} is being created by another worker; retrying")
+                time.sleep(0.5 + random.random())
+                continue
+            if isinstance(exc, ImportError | sqlalchemy.exc.OperationalError | sqlalchemy.exc.ArgumentError):
+                raise unusable_storage(url, exc) from None
+            raise
     raise AssertionError("unreachable")
 
 
