@@ -39,14 +39,20 @@ def main(argv: list[str] | None = None) -> None:
 
     from mammo.artifacts.rundir import allocate_run_dir
     from mammo.errors import MammoError
-    from mammo.evaluation.comparison import compare, comparison_table
+    from mammo.evaluation.comparison import comparison, comparison_table, write_comparison
 
     try:
-        out = args.out or allocate_run_dir(Path("outputs") / "comparisons")
-        result = compare(args.a, args.b, out, args.split, args.bootstrap, args.seed, args.aggregate)
+        result = comparison(args.a, args.b, args.split, args.bootstrap, args.seed, args.aggregate)
+        out = args.out or allocate_run_dir(Path("outputs") / "comparisons")  # only for a comparison made
+        write_comparison(result, out)
     except MammoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    if not result["data"]["same"]:
+        print(
+            f"WARNING: A and B were run on different data: B has, against A, {result['data']['b_against_a']}",
+            file=sys.stderr,
+        )
     print(comparison_table(result), end="")
     print(f"written: {out / 'comparison.json'}, {out / 'comparison.md'}")
 

@@ -146,11 +146,13 @@ def manifest_changes(old: dict, new: dict) -> str:
         "added": [(i, "") for i in sorted(after.keys() - before.keys())],
         "removed": [(i, "") for i in sorted(before.keys() - after.keys())],
         "relabelled": [
-            (i, f": {before[i]['label']} -> {after[i]['label']}")
+            (i, f": {before[i].get('label')} -> {after[i].get('label')}")
             for i in sorted(shared)
-            if before[i]["label"] != after[i]["label"]
+            if before[i].get("label") != after[i].get("label")
         ],
-        "with other content": [(i, "") for i in sorted(shared) if before[i]["sha256"] != after[i]["sha256"]],
+        "with other content": [
+            (i, "") for i in sorted(shared) if before[i].get("sha256") != after[i].get("sha256")
+        ],
     }
     return ", ".join(f"{len(items)} {kind} ({example(items)})" for kind, items in kinds.items() if items)
 

@@ -18,6 +18,7 @@ from scipy.stats import binomtest
 
 from mammo.artifacts.files import prediction_arrays, read_predictions
 from mammo.artifacts.io import atomic_write_text, write_json
+from mammo.data.manifest import manifest_changes
 from mammo.errors import DataError
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
 from mammo.evaluation.levels import available_levels, unit_predictions
@@ -27,9 +28,10 @@ log = logging.getLogger("mammo")
 PREDICTION_FILES = {"test": "test_predictions.csv", "val": "val_predictions.csv", "eval": "predictions.csv"}
 
 
-def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame]:
+def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame, dict]:
     """The image predictions of a training run (``test`` when it has a test split, else ``val``)
-    or of an evaluation (``eval``), with ``PatientID`` from the folder's ``data_manifest.json``."""
+    or of an evaluation (``eval``), with ``PatientID`` from the folder's ``data_manifest.json``,
+    and that manifest."""
     folder = Path(folder)
     order = list(PREDICTION_FILES) if split == "auto" else [split]
     name = next((s for s in order if (folder / PREDICTION_FILES[s]).is_file()), None)
@@ -40,10 +42,31 @@ def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame
     manifest = folder / "data_manifest.json"
     if not manifest.is_file():
         raise DataError(f"{manifest}: not found (needed for the patients of the images)")
-    files = json.loads(manifest.read_text())["files"]
-    patient_of = {f["image_id"]: str(f["PatientID"]) for f in files}
+    data = json.loads(manifest.read_text())
+    patient_of = {f["image_id"]: str(f["PatientID"]) for f in data["files"]}
     frame["PatientID"] = frame["image_id"].map(patient_of).fillna(frame["AccessionNumber"])
-    return name, frame
+    return name, frame, data
+
+
+def data_of_both(manifests: tuple[dict, dict], names: tuple[str, str]) -> dict:
+    """Whether A and B were run on the same data (their ``data_manifest.json``): an image_id that
+    names different files in the two is an error (their predictions are not of the same image);
+    other differences (images only one of them has) are returned, to be said with the result."""
+    shared = {f["image_id"]: f.get("sha256") for f in manifests[0]["files"]}
+    other = [
+        f["image_id"]
+        for f in manifests[1]["files"]
+        if shared.get(f["image_id"], f.get("sha256")) != f.get("sha256")
+    ]
+    if other:
+        raise DataError(
+            f"{len(other)} image_id(s) are different files in {names[0]} and {names[1]}, e.g. {other[0]}: "
+            "they were run on different data, so their predictions are not of the same images"
+        )
+    differences = manifest_changes(*manifests)
+    if not differences:
+        return {"same": True}
+    return {"same": False, "b_against_a": differences}
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,8 +126,25 @@ def compare(
     folder_a: Path, folder_b: Path, out: Path, split: str, resamples: int, seed: int, aggregate: str
 ) -> dict:
     """Write ``comparison.json`` and ``comparison.md`` into ``out``; returns the comparison."""
-    (name_a, a), (name_b, b) = predictions_of(folder_a, split), predictions_of(folder_b, split)
-    a, b = paired(a, b, (str(folder_a), str(folder_b)))
+    result = comparison(folder_a, folder_b, split, resamples, seed, aggregate)
+    write_comparison(result, out)
+    return result
+
+
+def write_comparison(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "comparison.json", result)
+    atomic_write_text(out / "comparison.md", comparison_table(result))
+
+
+def comparison(folder_a: Path, folder_b: Path, split: str, resamples: int, seed: int, aggregate: str) -> dict:
+    """A against B (see the module docstring), nothing written."""
+    (name_a, a, manifest_a), (name_b, b, manifest_b) = (
+        predictions_of(f, split) for f in (folder_a, folder_b)
+    )
+    names = (str(folder_a), str(folder_b))
+    data = data_of_both((manifest_a, manifest_b), names)
+    a, b = paired(a, b, names)
     levels = {"image": compare_level(a, b, resamples, seed)}
     for level in available_levels(a, "compare"):
         units = [unit_predictions(f, level, aggregate)[0] for f in (a, b)]
@@ -113,15 +153,13 @@ def compare(
     result = {
         "a": {"path": str(folder_a), "predictions": PREDICTION_FILES[name_a]},
         "b": {"path": str(folder_b), "predictions": PREDICTION_FILES[name_b]},
+        "data": data,
         "num_images": len(a),
         "num_patients": int(a["PatientID"].nunique()),
         "bootstrap": {"resamples": resamples, "unit": "patient", "paired": True, "level": 0.95, "seed": seed},
         "levels": levels,
         "mcnemar": mcnemar(a, b),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "comparison.json", result)
-    atomic_write_text(out / "comparison.md", comparison_table(result))
     return result
 
 
@@ -132,6 +170,11 @@ def comparison_table(result: dict) -> str:
         f"B: {result['b']['path']} ({result['b']['predictions']})",
         f"{result['num_images']} shared images of {result['num_patients']} patients; "
         f"95 % CI of A - B from {result['bootstrap']['resamples']} paired patient-bootstrap resamples",
+        *(
+            []
+            if result["data"]["same"]
+            else [f"WARNING: different data: B has, against A, {result['data']['b_against_a']}"]
+        ),
         "",
         "| level | metric | A | B | A - B | 95 % CI |",
         "| --- | --- | --- | --- | --- | --- |",

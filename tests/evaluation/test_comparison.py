@@ -81,3 +81,39 @@ def test_the_entry_prints_and_writes_the_table_and_refuses_disjoint_predictions(
     assert "share no image_id" in capsys.readouterr().err
     with pytest.raises(DataError, match="no predictions to compare"):
         compare(tmp_path / "a", tmp_path, tmp_path / "none", "auto", 0, 0, "mean")
+
+
+def with_manifest(folder, change) -> None:
+    """Give ``folder``'s manifest real file hashes, then let ``change`` alter its file list."""
+    manifest = json.loads((folder / "data_manifest.json").read_text())
+    for f in manifest["files"]:
+        f.update(sha256=f"sha-{f['image_id']}", label=1)
+    change(manifest["files"])
+    (folder / "data_manifest.json").write_text(json.dumps(manifest))
+
+
+def test_runs_on_different_data_are_said_so_or_refused_and_a_failed_comparison_leaves_no_folder(
+    tmp_path, capsys
+):
+    right = np.ones(40, dtype=bool)
+    for name in "abc":
+        predictions(tmp_path / name, right, 0)
+    with_manifest(tmp_path / "a", lambda files: None)
+    # b: the same images, and two that a never saw
+    with_manifest(
+        tmp_path / "b", lambda files: files.extend({**files[0], "image_id": f"new{i}"} for i in range(2))
+    )
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap", "20"])
+    captured = capsys.readouterr()
+    warning = "different data: B has, against A, 2 added (e.g. new0)"
+    assert warning in captured.out and "A and B were run on different data" in captured.err
+    stored = json.loads(
+        next((tmp_path / "outputs" / "comparisons").glob("results_*/comparison.json")).read_text()
+    )
+    assert stored["data"] == {"same": False, "b_against_a": "2 added (e.g. new0)"}
+    # c: img3 is another file under the same image_id (another dataset that reuses the names)
+    with_manifest(tmp_path / "c", lambda files: files[3].update(sha256="another file"))
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a"), str(tmp_path / "c")])
+    assert "1 image_id(s) are different files in" in capsys.readouterr().err
+    assert len(list((tmp_path / "outputs" / "comparisons").iterdir())) == 1  # no empty results_N
