@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mammo.artifacts.summary import process_gone
+
 COLUMNS = ("run", "type", "seed", "fold", "trial", "arch", "lr", "status", "metric", "best", "seconds", "git")
 
 
 def find_runs(root: Path) -> list[dict]:
-    """One row per ``summary.json`` below ``root`` (sorted by path)."""
+    """One row per ``summary.json`` below ``root`` (sorted by path). A run whose summary says
+    ``running`` but whose process is gone shows ``dead`` (``mammo.artifacts.summary.process_gone``)."""
     rows = []
     for path in sorted(Path(root).rglob("summary.json")):
         try:
@@ -32,7 +35,7 @@ def find_runs(root: Path) -> list[dict]:
                 "trial": integration.get("optuna_trial_id"),
                 "arch": hp.get("arch") or (s.get("model_config") or {}).get("arch"),
                 "lr": hp.get("learning_rate"),
-                "status": s.get("status"),
+                "status": "dead" if process_gone(s) else s.get("status"),
                 "metric": best.get("name"),
                 "best": best.get("value"),
                 "seconds": (s.get("execution") or {}).get("duration_seconds"),

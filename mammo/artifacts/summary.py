@@ -8,6 +8,8 @@ hyperparameters, data_config, model_config, environment, execution, integration)
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
 from datetime import datetime
@@ -51,6 +53,7 @@ class RunSummary:
                 "end_time": None,
                 "duration_seconds": None,
                 "command_line": command_line(),
+                **this_process(),
             },
             "integration": {"optuna_trial_id": None, "ray_trial_name": None, "cv_fold": None},
         }
@@ -65,7 +68,7 @@ class RunSummary:
         resumed = [*previous.get("execution", {}).get("resumed_at", []), now()]
         previous.pop("error", None)
         self.data = {**previous, "status": "running"}
-        self.data["execution"] = {**previous.get("execution", {}), "resumed_at": resumed}
+        self.data["execution"] = {**previous.get("execution", {}), "resumed_at": resumed, **this_process()}
         self.save()
 
     def restore(self) -> None:
@@ -118,6 +121,41 @@ class RunSummary:
     def save(self) -> None:
         if self.write:
             write_json(self.path, masked(self.data))  # no password of a URL (command line, errors)
+
+
+def this_process() -> dict:
+    """``pid`` and ``process_start`` of the process writing the run (with ``environment.hostname``,
+    what ``mammo.runs`` needs to tell a running run from one whose process was killed)."""
+    return {"pid": os.getpid(), "process_start": process_start(os.getpid())}
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``): tells a
+    live process from a later one that got the same pid. ``None`` where there is no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the command name in brackets
+
+
+def process_gone(summary: dict) -> bool:
+    """Whether a run that says ``running`` has no process left: it was started on this host and
+    its pid is gone or is another process now (a SIGKILL, the out-of-memory killer, a power cut
+    end a run before it can record its end). A run of another host is not judged."""
+    execution, environment = summary.get("execution") or {}, summary.get("environment") or {}
+    pid = execution.get("pid")
+    if (
+        summary.get("status") != "running"
+        or pid is None
+        or environment.get("hostname") != socket.gethostname()
+    ):
+        return False
+    started = process_start(int(pid))
+    if started is None:  # no such process (where /proc exists to say so)
+        return Path("/proc").is_dir()
+    recorded = execution.get("process_start")
+    return recorded is not None and started != recorded
 
 
 def record_failure(summary: RunSummary, exc: BaseException, status: str = "failed") -> None:

@@ -105,6 +105,10 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, demo_root, sig, extra
     epochs = 6
     code, run, _ = start_and_signal(tmp_path / "cut", demo_root, sig, epochs=epochs, extra=extra)
     assert code != 0
+    if sig == signal.SIGKILL:  # it could record nothing: mammo.runs tells from its pid
+        from mammo.artifacts.run_index import find_runs
+
+        assert [r["status"] for r in find_runs(run.parent)] == ["dead"]
     assert run_cli(main, [f"resume={run}"]) == 0
     full = tmp_path / "full"
     args = [*ARGS, *extra, f"epochs={epochs}", f"paths.output_dir={full}", f"paths.demo_dir={demo_root}"]
