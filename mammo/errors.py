@@ -4,6 +4,7 @@ They derive from Hydra's ``CompactHydraException`` so that Hydra prints them as 
 wall) and exits non-zero, while the run directory still records the failure in ``summary.json``.
 """
 
+import re
 import sys
 import traceback
 
@@ -74,9 +75,31 @@ def install_compact_errors() -> None:
 _previous_hook = [sys.__excepthook__]
 
 
+def refused_target(key: str, target: str, origin: str) -> str:
+    """The one line for a config ``_target_`` that mammo does not run (``mammo.targets``)."""
+    return (
+        f"{key}={target}: not a target mammo runs (the classes and functions conf/ names; set in "
+        f"{origin}); to run your own code, add it to MAMMO_TRUSTED_TARGETS "
+        "(e.g. MAMMO_TRUSTED_TARGETS=mylab.*)"
+    )
+
+
+def whitelist_refusal(exc: BaseException) -> str | None:
+    """Hydra's own refusal of a target (e.g. in ``hydra.callbacks``, instantiated before a job's
+    checks), as :func:`refused_target`'s line; ``None`` for any other exception."""
+    found = re.search(
+        r"Target '([^']+)'.* is not in the Hydra execution whitelist.*full_key: (\S+)", str(exc), re.S
+    )
+    return refused_target(f"{found[2]}._target_", found[1], "the composed config") if found else None
+
+
 def _report(exc_type, exc, tb) -> None:
     if issubclass(exc_type, MammoError):
         sys.stderr.write(f"{mask(str(exc))}\n")
+        return
+    refusal = whitelist_refusal(exc)
+    if refusal:
+        sys.stderr.write(f"{refusal}\n")
         return
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     if mask(text) != text:  # a library's error naming a URL with its password

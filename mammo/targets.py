@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mammo.errors import ConfigError
+from mammo.errors import ConfigError, refused_target
 
 TARGET_KEYS = ("_target_", "()", "class")
 """Keys whose value names code: Hydra's ``_target_`` and the ``logging.config`` factories."""
@@ -91,11 +91,7 @@ def check_targets(cfg, trusted: list[str]) -> None:
     the key, the target and the file it came from."""
     for key, target in config_targets(cfg):
         if not is_trusted(target, trusted):
-            raise ConfigError(
-                f"{key}={target}: not a target mammo runs (the classes and functions conf/ names; "
-                f"set in {origin_of(key, target)}); to run your own code, add it to "
-                "MAMMO_TRUSTED_TARGETS (e.g. MAMMO_TRUSTED_TARGETS=mylab.*)"
-            )
+            raise ConfigError(refused_target(key, target, origin_of(key, target)))
 
 
 def origin_of(key: str, value: str) -> str:

@@ -97,3 +97,15 @@ def test_a_researchers_own_package_comes_in_through_the_environment(monkeypatch)
         cfg = compose("train", overrides=["+callbacks.mine._target_=mylab.nets.Callback"])
     check_targets(cfg, trusted)
     assert trusted[-2:] == ["mylab.*", "tests.callbacks.InjectNaN"] and Path(CONFIG_DIR).is_dir()
+
+
+def test_hydras_own_refusal_inside_a_job_is_printed_as_the_same_one_line(capsys):
+    from mammo.errors import _report
+
+    with execution_whitelist(TRUSTED_TARGETS, reset=True), pytest.raises(InstantiationException) as info:
+        instantiate(OmegaConf.create({"pruner": {"_target_": "optuna.load_study"}}).pruner)
+    _report(InstantiationException, info.value, None)
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("pruner._target_=optuna.load_study: not a target mammo runs") and err.count("\n") == 1
+    )
