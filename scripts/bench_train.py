@@ -18,7 +18,7 @@ The two sides alternate three times, so drifts in machine load hit both; the bes
 compared. Training-epoch time only (validation, checkpoints and plots are per-epoch extras). Prints
 images/s of each side and the ratio for every size (goal: mammo >= 0.95 x plain), the device
 (the GPU's name), and the time of ``python -m mammo.train --help`` (goal < 1.5 s). On a GPU the
-default sizes are 512 and 1024 px.
+default sizes are 512 and 1024x512 px (``--sizes 512 1024x512``: N or height x width).
 """
 
 from __future__ import annotations
@@ -50,18 +50,28 @@ from mammo.models.device import autocast, to_device  # noqa: E402
 from mammo.workflows.components import build_callbacks, build_trainer  # noqa: E402
 
 
-def make_data(n: int, img_size: int, seed: int = 0) -> TensorDataset:
+def make_data(n: int, shape: tuple[int, int], seed: int = 0) -> TensorDataset:
     """``n`` float16 [1, H, W] images in [0, 1], labels of all four classes, row numbers."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, img_size, img_size, generator=g).half()
+    x = torch.rand(n, 1, *shape, generator=g).half()
     return TensorDataset(x, torch.arange(n) % 4, torch.arange(n))
 
 
-def run_config(args, size: int, tmp: Path, cuda: bool):
+def parse_size(text: str) -> tuple[int, int]:
+    """``512`` -> (512, 512); ``1024x512`` -> (1024, 512): an ``img_size`` as height x width."""
+    height, _, width = text.lower().partition("x")
+    return int(height), int(width or height)
+
+
+def size_name(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}" if shape[0] == shape[1] else f"{shape[0]}x{shape[1]}"
+
+
+def run_config(args, shape: tuple[int, int], tmp: Path, cuda: bool):
     """The composed ``mammo.train`` config for one benchmark size."""
     overrides = [
         f"model={args.model}",
-        f"img_size={size}",
+        f"img_size=[{shape[0]},{shape[1]}]",
         f"batch_size={args.batch_size}",
         "epochs=1",
         "scheduler=constant",
@@ -150,14 +160,20 @@ def plain_loop(cfg, loader: DataLoader, device: torch.device) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def cfg_precision(args, device: torch.device) -> str:
+    """The Trainer's precision the GPU preset resolves to (bf16-mixed where the GPU has bf16)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return str(run_config(args, (64, 64), Path(tmp), device.type == "cuda").trainer.precision)
+
+
 def help_seconds() -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mammo.train", "--help"], cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def compare(args, size: int, device: torch.device, tmp: Path) -> tuple[float, float]:
-    """The best images/s of each side over three alternating rounds at ``size`` px."""
+def compare(args, size: tuple[int, int], device: torch.device, tmp: Path) -> tuple[float, float]:
+    """The best images/s of each side over three alternating rounds at ``size`` (height, width)."""
     cfg = run_config(args, size, tmp, device.type == "cuda")
     cuda = device.type == "cuda"
     loader = DataLoader(
@@ -172,14 +188,16 @@ def compare(args, size: int, device: torch.device, tmp: Path) -> tuple[float, fl
     for i in range(3):
         torch.backends.cudnn.benchmark = cuda  # the Trainer sets it; both sides run alike
         results["plain"].append(plain_loop(cfg, loader, device))
-        results["mammo"].append(mammo_fit(cfg, InMemoryData(loader, val), tmp / f"{size}px_r{i}"))
+        results["mammo"].append(mammo_fit(cfg, InMemoryData(loader, val), tmp / f"{size_name(size)}px_r{i}"))
     return max(results["plain"]), max(results["mammo"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnetb0", help="a conf/model option")
-    parser.add_argument("--sizes", type=int, nargs="+", help="img_size values (default: 128; GPU: 512 1024)")
+    parser.add_argument(
+        "--sizes", nargs="+", help="img_size values, N or HxW (default: 128; GPU: 512 1024x512)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30, help="training steps per measurement")
     args = parser.parse_args()
@@ -188,16 +206,18 @@ def main() -> None:
     logging.getLogger("mammo").setLevel(logging.WARNING)
     register_resolvers()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sizes = args.sizes or ([512, 1024] if device.type == "cuda" else [128])
+    sizes = [parse_size(s) for s in args.sizes or (["512", "1024x512"] if device.type == "cuda" else ["128"])]
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    print(f"model={args.model} batch_size={args.batch_size} steps={args.steps} on {where}")
+    precision = f"{cfg_precision(args, device)}, channels_last" if device.type == "cuda" else "32-true"
+    print(f"model={args.model} batch_size={args.batch_size} steps={args.steps} on {where} ({precision})")
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             plain, framework = compare(args, size, device, Path(tmp))
             print(
-                f"  {size:>5} px: plain PyTorch loop {plain:8.2f} images/s, mammo {framework:8.2f} images/s"
+                f"  {size_name(size):>8} px: plain PyTorch loop {plain:8.2f} images/s, "
+                f"mammo {framework:8.2f} images/s"
             )
             print(f"           ratio mammo/plain: {framework / plain:.3f}  (goal >= 0.95)")
     print(f"python -m mammo.train --help: {help_seconds():.2f} s  (goal < 1.5 s)")

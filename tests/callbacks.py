@@ -33,3 +33,33 @@ class InterruptOnce(L.Callback):
         if trainer.current_epoch + 1 == self.epoch and not self.marker.exists():
             self.marker.touch()
             raise KeyboardInterrupt
+
+
+class RecordBatch(L.Callback):
+    """Write where the first training batch is and how it is laid out (device, channels_last,
+    the autocast dtype of the model's output) to ``path`` as JSON: what the GPU tests check."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.path.exists():
+            return
+        import json
+
+        images = batch[0]
+        with (
+            torch.no_grad(),
+            torch.autocast(images.device.type, enabled=images.is_cuda, dtype=torch.bfloat16),
+        ):
+            logits = pl_module(images[:1])
+        self.path.write_text(
+            json.dumps(
+                {
+                    "device": images.device.type,
+                    "channels_last": images.is_contiguous(memory_format=torch.channels_last),
+                    "logits_dtype": str(logits.dtype),
+                    "precision": str(trainer.precision),
+                }
+            )
+        )

@@ -40,15 +40,22 @@ SLURM_SKIP = (
 )
 
 
+GPU_SKIP = "needs a CUDA GPU: scripts/gpu_check.sh runs these on a GPU machine (README, Benchmarks)"
+
+
 def pytest_collection_modifyitems(config, items):
     """The ``slurm`` tests run where ``make test-slurm`` (or a user, on a cluster) says a scheduler
-    is there to take jobs (``MAMMO_SLURM=1``); elsewhere they are skipped, saying how to run them."""
-    if os.environ.get("MAMMO_SLURM") == "1":
-        return
-    skip = pytest.mark.skip(reason=SLURM_SKIP)
+    is there to take jobs (``MAMMO_SLURM=1``), the ``gpu`` tests where a CUDA GPU is visible;
+    elsewhere they are skipped, saying how to run them."""
+    import torch
+
+    slurm = os.environ.get("MAMMO_SLURM") == "1"
+    gpu = torch.cuda.is_available()
     for item in items:
-        if "slurm" in item.keywords:
-            item.add_marker(skip)
+        if "slurm" in item.keywords and not slurm:
+            item.add_marker(pytest.mark.skip(reason=SLURM_SKIP))
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(pytest.mark.skip(reason=GPU_SKIP))
 
 
 @pytest.fixture(autouse=True)

@@ -202,6 +202,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     summary.update(
         environment={
+            "accelerator": type(trainer.accelerator).__name__,
+            "precision": str(trainer.precision),
             "strategy": type(trainer.strategy).__name__,
             "world_size": trainer.num_devices * trainer.num_nodes,
             "num_nodes": trainer.num_nodes,
