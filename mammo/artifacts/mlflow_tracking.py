@@ -162,15 +162,27 @@ def check_reachable(tracking_uri: str, shown: str, timeout_s: float = 5.0) -> No
         ) from None
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3's UI opens an experiment without this tag in its GenAI view (traces: "No data"); with
+it, in the runs table of model training."""
+
+
 def experiment_id_of(client: MlflowClient, name: str, artifact_location: str) -> str:
-    """The id of the experiment ``name``, created if it does not exist yet."""
+    """The id of the experiment ``name``, created if it does not exist yet, tagged as model
+    training (:data:`EXPERIMENT_KIND`; also an experiment an earlier mammo created)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # another process created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(
+                name, artifact_location=artifact_location, tags=EXPERIMENT_KIND
+            )
+        except Exception:  # another process created it first
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+        experiment = client.get_experiment(experiment_id)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def parent_run(client: MlflowClient, experiment_id: str, key: str) -> str:

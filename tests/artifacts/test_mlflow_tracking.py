@@ -42,6 +42,9 @@ def test_a_run_is_tracked_with_its_params_metrics_and_files(tmp_path, demo_root)
     assert len(history) == 2  # one value per epoch
     assert run.data.tags["mammo.status"] == "completed"
     assert run.data.tags["mammo.run_dir"] == str(run_dir.resolve())
+    # MLflow 3's UI opens the experiment in its runs table of model training, not its GenAI view
+    experiment = client(tmp_path).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     files = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id)}
     assert files == {"summary.json", "val_predictions.csv", "metrics", "plots"}
     metrics = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "metrics")}
