@@ -26,6 +26,9 @@ MAMMO_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Ima
 DENSE_FRACTION = {1: 0.08, 2: 0.30, 3: 0.55, 4: 0.80}
 CLASS_PROBS = {1: 0.15, 2: 0.35, 3: 0.33, 4: 0.17}
 VIEWS = [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
+VENDORS = [("Phantom Imaging", "PI-3000"), ("Demo Medical", "DM Senographe"), ("Phantom Imaging", "PI-5000")]
+"""Each patient's scanner (Manufacturer, ManufacturerModelName): the subgroups a review reports."""
+DEMO_VERSION = 2  # 2: a Manufacturer per patient
 
 
 def phantom(
@@ -176,6 +179,7 @@ def generate(root: Path, n_patients: int, seed: int, height: int, width: int) ->
                     laterality=laterality,
                     view=view,
                     uid_key=f"{seed}/{accession}/{laterality}_{view}",
+                    tags=dict(zip(("Manufacturer", "ManufacturerModelName"), VENDORS[p % len(VENDORS)])),
                     **_encode(image, index, rng),
                 )
                 index += 1
@@ -186,7 +190,7 @@ def ensure_demo_dataset(
     base_dir: str | Path, n_patients: int = 60, seed: int = 0, height: int = 320, width: int = 256
 ) -> Path:
     """The demo dataset folder for these parameters, generated on first use."""
-    root = Path(base_dir) / f"v1-p{n_patients}-s{seed}-{height}x{width}"
+    root = Path(base_dir) / f"v{DEMO_VERSION}-p{n_patients}-s{seed}-{height}x{width}"
     if (root / "classificacao.csv").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ SAMPLE_COLUMNS = [
     "size",
     "sha256",
     "label",
+    "manufacturer",
+    "model_name",
 ]
 """The columns of a sample table (``Samples.table``), in order."""
 HEADER_FACTS = (
@@ -36,6 +38,8 @@ HEADER_FACTS = (
     "Modality",
     "Rows",
     "Columns",
+    "Manufacturer",
+    "ManufacturerModelName",
 )
 MODALITIES = ("MG", "CR", "DX", "OT")
 """DICOM Modality values an image may have (mammography; computed and digital radiography, which
@@ -107,6 +111,8 @@ def scan_files(
                 "size": size,
                 "sha256": sha,
                 "label": int(cells["density"][row]),
+                "manufacturer": ds["Manufacturer"].strip(),  # the subgroups a review reports
+                "model_name": ds["ManufacturerModelName"].strip(),
                 **{column: cell(column, row) for column in extra},
             }
         )

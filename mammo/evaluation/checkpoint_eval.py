@@ -19,6 +19,7 @@ from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
 from mammo.evaluation.intervals import eval_settings, metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
+from mammo.evaluation.subgroups import with_subgroups, write_subgroups
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
 from mammo.models.device import resolve_device
 
@@ -103,7 +104,8 @@ def write_evaluation(
 ) -> tuple[dict, dict | None, dict]:
     """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``resamples``
     patient-bootstrap 95 % CIs), ``metrics/<prefix>_confusion.png`` and the breast- and
-    exam-level files (:func:`~mammo.evaluation.levels.write_levels`); returns the metrics, the
+    exam-level files (:func:`~mammo.evaluation.levels.write_levels`) and the subgroups'
+    (``metrics/<prefix>_subgroups.*``); returns the metrics, the
     intervals and the levels' results."""
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)
@@ -125,6 +127,7 @@ def write_evaluation(
         log.info("%s: %.4f", name, value)
     frame["PatientID"] = table["PatientID"].to_numpy()
     levels = write_levels(out, prefix, Path(predictions).stem, frame, aggregate, resamples, seed)
+    write_subgroups(out, prefix, with_subgroups(frame, table), resamples, seed)
     return metrics, intervals, levels
 
 

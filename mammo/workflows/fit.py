@@ -25,6 +25,7 @@ from mammo.evaluation.gradcam import gradcam_samples
 from mammo.evaluation.intervals import add_val_intervals, eval_settings, read_best_epoch
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
+from mammo.evaluation.subgroups import with_subgroups, write_subgroups
 from mammo.hpo.trial import job_trial_id
 from mammo.interrupts import raise_if_requested
 from mammo.models.backbones import load_failure
@@ -198,7 +199,8 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
 
 def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
     """From the best epoch's ``val_predictions.csv``, read once: the 95 % CIs of its metrics (added
-    to ``metrics/val_metrics.*``), its breast- and exam-level results, ``plots/reliability_val.png``
+    to ``metrics/val_metrics.*``), its breast- and exam-level results, its subgroups'
+    (``metrics/val_subgroups.*``), ``plots/reliability_val.png``
     and, with ``calibrate=temperature``, the temperature stored in ``best_model.pt``. Returns
     summary.json's ``confidence_intervals`` (``best_val_kappa: [low, high]``, ...), ``bootstrap``,
     ``val_levels`` and ``calibration`` (those that apply)."""
@@ -217,6 +219,7 @@ def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Pa
     levels = write_levels(run_dir, "val", "val_predictions", frame, aggregate, resamples, seed)
     if levels:
         out["val_levels"] = levels
+    write_subgroups(run_dir, "val", with_subgroups(frame, datamodule.val_table), resamples, seed)
     probs, targets = prediction_arrays(frame)
     write_reliability(probs, targets, run_dir / "plots" / "reliability_val.png", "Validation, best epoch")
     if cfg.get("calibrate", "none") == "temperature" and model_path.exists():

@@ -36,7 +36,7 @@ def outputs(tmp_path_factory, demo_root):
     assert run_cli(evaluate, [f"ckpt={ckpt}", "split=val", "data.num_workers=0", *SMALL_DEMO, *paths]) == 0
     folder = out / "to_predict"
     folder.mkdir()
-    for i, path in enumerate(sorted((demo_root / "v1-p24-s0-160x128/archive").rglob("*.dcm"))[:3]):
+    for i, path in enumerate(sorted((demo_root / "v2-p24-s0-160x128/archive").rglob("*.dcm"))[:3]):
         shutil.copy(path, folder / f"{i}.dcm")
     assert run_cli(predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
     assert run_cli(export, [f"ckpt={ckpt}", "format=torchscript", *paths]) == 0

@@ -63,7 +63,7 @@ def test_no_test_image_influences_training_or_the_best_epoch(tmp_path, run_dir, 
     from mammo.train import main
 
     split = pd.read_csv(run_dir / "split.csv", dtype=str)
-    [root] = demo_root.glob("v1-p40-*")
+    [root] = demo_root.glob("v2-p40-*")
     labels = pd.read_csv(root / "classificacao.csv", dtype=str)
     test_accessions = set(split.loc[split["split"] == "test", "AccessionNumber"])
     kept = labels[~labels["AccessionNumber"].isin(test_accessions)]

@@ -1,0 +1,113 @@
+"""For whom does the model work: every metric per subgroup, with patient-bootstrap 95 % intervals.
+
+Subgroups are the values of the scanner's ``manufacturer`` and ``model_name`` (DICOM Manufacturer,
+ManufacturerModelName), ``view`` and ``laterality``, and of any label-file column asked for. A
+subgroup with fewer than :data:`MIN_PATIENTS` patients gets its values but no interval, and says
+so. Written as ``metrics/<split>_subgroups.{csv,json}`` beside the split's other metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo.artifacts.files import prediction_arrays
+from mammo.artifacts.io import write_csv, write_json
+from mammo.evaluation.bootstrap import bootstrap_intervals, weighted_metrics
+from mammo.evaluation.metrics import TITLES
+
+log = logging.getLogger("mammo")
+SUBGROUP_COLUMNS = ("manufacturer", "model_name", "view", "laterality")
+MIN_PATIENTS = 5
+"""A subgroup with fewer patients than this is too small for a patient-bootstrap interval."""
+CSV_COLUMNS = ["subgroup", "group", "num_images", "num_patients", "metric", "value", "ci_low", "ci_high"]
+
+
+def with_subgroups(frame: pd.DataFrame, samples: pd.DataFrame, columns=SUBGROUP_COLUMNS) -> pd.DataFrame:
+    """``frame`` (predictions) with each subgroup column of ``samples`` (its sample rows, by
+    ``image_id``) that the predictions do not already have."""
+    frame = frame.copy()
+    rows = samples.drop_duplicates("image_id").set_index("image_id")
+    for column in columns:
+        if column not in frame and column in rows:
+            frame[column] = frame["image_id"].map(rows[column]).fillna("").astype(str).to_numpy()
+    return frame
+
+
+def subgroup_metrics(frame: pd.DataFrame, columns, resamples: int, seed: int) -> list[dict]:
+    """One entry per subgroup: ``subgroup`` (the column), ``group`` (its value; ``""`` is
+    "unknown"), ``num_images``, ``num_patients``, ``metrics`` and ``confidence_intervals`` (or
+    ``None`` with a ``note`` saying why). Columns that are empty everywhere are left out."""
+    out = []
+    for column in columns:
+        if column not in frame or not frame[column].astype(str).str.strip().any():
+            continue
+        for group, part in frame.groupby(frame[column].astype(str).str.strip(), sort=True):
+            out.append(one_subgroup(column, group, part, resamples, seed))
+    return out
+
+
+def one_subgroup(column: str, group: str, part: pd.DataFrame, resamples: int, seed: int) -> dict:
+    probs, targets = prediction_arrays(part)
+    values = weighted_metrics(probs, targets, np.ones((1, len(targets))))
+    metrics = {name: _finite(values[name][0]) for name in TITLES if name in values}
+    patients = part["PatientID"].astype(str).to_numpy()
+    entry = {
+        "subgroup": column,
+        "group": group,
+        "num_images": len(part),
+        "num_patients": len(set(patients)),
+        "metrics": metrics,
+        "confidence_intervals": None,
+    }
+    if entry["num_patients"] < MIN_PATIENTS:
+        entry["note"] = f"{entry['num_patients']} patient(s): too few for an interval (needs {MIN_PATIENTS})"
+    elif resamples > 0:
+        intervals = bootstrap_intervals(probs, targets, patients, resamples, seed)
+        entry["confidence_intervals"] = {name: intervals[name] for name in metrics if name in intervals}
+    return entry
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def write_subgroups(
+    out: Path, prefix: str, frame: pd.DataFrame, resamples: int, seed: int, columns=SUBGROUP_COLUMNS
+) -> list[dict]:
+    """``metrics/<prefix>_subgroups.json`` and ``.csv`` (one row per subgroup and metric) for the
+    predictions ``frame`` (with ``PatientID`` and the subgroup columns); returns the entries."""
+    entries = subgroup_metrics(frame, columns, resamples, seed)
+    if not entries:
+        return entries
+    write_json(
+        out / "metrics" / f"{prefix}_subgroups.json",
+        {
+            "split": prefix,
+            "bootstrap": {"resamples": resamples, "unit": "patient", "level": 0.95, "seed": seed},
+            "min_patients_for_interval": MIN_PATIENTS,
+            "subgroups": entries,
+        },
+    )
+    rows = [
+        [e["subgroup"], e["group"], e["num_images"], e["num_patients"], name, value, *interval(e, name)]
+        for e in entries
+        for name, value in e["metrics"].items()
+    ]
+    write_csv(out / "metrics" / f"{prefix}_subgroups.csv", pd.DataFrame(rows, columns=CSV_COLUMNS))
+    log.info(
+        "%s subgroups: %s (metrics/%s_subgroups.csv)",
+        prefix,
+        ", ".join(f"{e['subgroup']}={e['group'] or 'unknown'} ({e['num_images']})" for e in entries),
+        prefix,
+    )
+    return entries
+
+
+def interval(entry: dict, name: str) -> list:
+    intervals = entry["confidence_intervals"] or {}
+    return list(intervals.get(name) or [None, None])
