@@ -22,10 +22,12 @@ ENTRIES = {
         "report",
         "runs",
         "compare",
+        "review",
     )
 }
 LAYERS = [
     "mammo.workflows",
+    "mammo.review_pages",
     "mammo.hpo",
     "mammo.embeddings",
     "mammo.evaluation",

@@ -39,6 +39,26 @@ THUMB_SIZE = 256
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """One file's model input and how it was made: what a review shows beside it."""
+
+    image: np.ndarray
+    """The model input, float32 [height, width] in [0, 1]."""
+    crop_share: float
+    """The share of the file's area the breast crop kept."""
+    box: tuple[int, int, int, int]
+    """The crop box ``(y0, y1, x0, x1)`` on :attr:`thumb`."""
+    thumb: np.ndarray
+    """The whole file, displayed (windowed) and downscaled to about 256 px, as the file stores it."""
+    chest_wall: str
+    """The file's chest-wall side, ``left`` or ``right``."""
+    flipped: bool
+    """Whether the model input is the file mirrored (to put the chest wall on ``orient``'s side)."""
+    manufacturer: str = ""
+    """The file's scanner (DICOM Manufacturer and ManufacturerModelName)."""
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     """The preprocessing settings; calling it preprocesses one file.
 
@@ -116,6 +136,11 @@ class Preprocessing:
         """What calling does, and the share of the image's area its breast crop kept (1.0 without
         ``crop``): a share near 1 means the crop found nothing to leave out (a film's frame,
         a border it could not separate from the breast)."""
+        prepared = self.prepare(path, laterality)
+        return prepared.image, prepared.crop_share
+
+    def prepare(self, path: str | Path, laterality: str | None = None) -> Prepared:
+        """The model input and how it was made from the file (:class:`Prepared`)."""
         ds, pixels = decode(path, min_size=max(self.shape) if self.j2k_reduce else None)
         display = Display.from_dataset(ds, sample_pixels(pixels), self.window, self.percentiles, path)
         step = max(1, -(-max(pixels.shape) // THUMB_SIZE))
@@ -131,10 +156,15 @@ class Preprocessing:
         image = display(downsample(region, out_h, out_w))
         if labels is not None:
             image[resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
-        flip = self.orient != "none" and chest_wall_side(ds, laterality, thumb) != self.orient
+        chest_wall = chest_wall_side(ds, laterality, thumb)
+        flip = self.orient != "none" and chest_wall != self.orient
         if flip:
             image = image[:, ::-1]
-        return self._pad(image), (y1 - y0) * (x1 - x0) / (pixels.shape[0] * pixels.shape[1])
+        share = (y1 - y0) * (x1 - x0) / (pixels.shape[0] * pixels.shape[1])
+        scanner = " ".join(
+            str(ds.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")
+        ).strip()
+        return Prepared(self._pad(image), share, tuple(box), thumb, chest_wall, flip, scanner)
 
     def _output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         height, width = self.shape

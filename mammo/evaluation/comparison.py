@@ -37,7 +37,7 @@ def predictions_of(folder: Path, split: str = "auto") -> tuple[str, pd.DataFrame
     name = next((s for s in order if (folder / PREDICTION_FILES[s]).is_file()), None)
     if name is None:
         wanted = ", ".join(PREDICTION_FILES[s] for s in order)
-        raise DataError(f"{folder}: no predictions to compare ({wanted} not found)")
+        raise DataError(f"{folder}: no predictions ({wanted} not found)")
     frame = read_predictions(folder / PREDICTION_FILES[name])
     manifest = folder / "data_manifest.json"
     if not manifest.is_file():

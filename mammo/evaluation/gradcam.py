@@ -24,10 +24,10 @@ def gradcam(
     fusion model, where the embedding joins after pooling. Gradients are enabled locally.
     """
     model.eval()
+    with torch.no_grad():  # the gradient is wanted at the feature map only: no backward through the backbone
+        feature_map = model.backbone.forward_features(model.normalize(images))
+    feature_map = feature_map.detach().requires_grad_(True)
     with torch.enable_grad():
-        x = model.normalize(images).detach().requires_grad_(False)
-        feature_map = model.backbone.forward_features(x)
-        feature_map.retain_grad()
         pooled = model.backbone.forward_head(feature_map, pre_logits=True)
         if model.hparams.embeddings_fusion:
             pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)

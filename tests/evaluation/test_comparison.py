@@ -79,7 +79,7 @@ def test_the_entry_prints_and_writes_the_table_and_refuses_disjoint_predictions(
     with pytest.raises(SystemExit):
         main([str(tmp_path / "a"), str(other), "--out", str(tmp_path / "none")])
     assert "share no image_id" in capsys.readouterr().err
-    with pytest.raises(DataError, match="no predictions to compare"):
+    with pytest.raises(DataError, match="no predictions"):
         compare(tmp_path / "a", tmp_path, tmp_path / "none", "auto", 0, 0, "mean")
 
 

@@ -1,0 +1,107 @@
+"""Build ``review/index.html`` (and its card images) for a run, an evaluation or a CV job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from mammo.artifacts.io import atomic_write_text
+from mammo.evaluation.subgroups import write_subgroups
+from mammo.review_pages import render
+from mammo.review_pages.cards import ranked_cells, write_cards
+from mammo.review_pages.data_checks import data_checks
+from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, read_source
+
+log = logging.getLogger("mammo")
+
+
+def build_review(
+    folder: Path, split: str = "auto", per_cell: int = 24, resamples: int = 1000, seed: int = 42
+) -> Path:
+    """Write ``<folder>/review/index.html``; returns its path. Reads the folder's own files and the
+    DICOMs of the images shown; never trains."""
+    start = time.perf_counter()
+    source = read_source(Path(folder), split)
+    out = source.folder / "review"
+    shutil.rmtree(out / "cards", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = ranked_cells(source.predictions)
+    shown = {cell: per_cell if cell[0] != cell[1] else max(1, per_cell // 4) for cell in cells}
+    rows = pd.concat([frame.head(shown[cell]) for cell, frame in cells.items()])
+    cards = write_cards(source, rows, out)
+    classes = source.class_labels
+    errors = [c for c in sorted(cells, key=lambda c: -len(cells[c])) if c[0] != c[1]]
+    correct = [c for c in sorted(cells) if c[0] == c[1]]
+    sections = [
+        ("results", "Results", results(source, cells, classes)),
+        ("errors", "Errors, most confident first", galleries(errors, cells, shown, cards, classes)),
+        ("correct", "Correct, a sample per class", galleries(correct, cells, shown, cards, classes)),
+        ("subgroups", "Subgroups", subgroups(source, resamples, seed)),
+        ("data", "Data checks", data_checks(source)),
+        ("training", "Training", training(source, out)),
+    ]
+    title = f"Review of {source.folder.name}: {source.kind}, {SPLIT_TITLES.get(source.split, source.split)}"
+    path = atomic_write_text(out / "index.html", render.page(title, sections))
+    log.info("Review: %s (%d cards, %.1f s)", path, len(cards), time.perf_counter() - start)
+    return Path(path)
+
+
+def galleries(order, cells, shown, cards, classes) -> str:
+    if not order:
+        return '<p class="muted">none</p>'
+    return render.LEGEND + "".join(render.gallery(c, cells[c], shown[c], cards, classes) for c in order)
+
+
+def metric_prefix(source: ReviewSource) -> str:
+    """The prefix of the split's metrics files (``val``, ``test``, ``eval``; ``oof`` for CV)."""
+    return source.split
+
+
+def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
+    """The split's metrics with their intervals at each level, and the confusion matrix."""
+    levels = {}
+    if source.kind == "cross-validation":
+        oof = json.loads((source.folder / "cv_summary.json").read_text()).get("oof_metrics") or {}
+        levels["image"] = {k: v for k, v in oof.items() if isinstance(v, int | float)}
+    for level, suffix in (("image", ""), ("breast", "_breast"), ("exam", "_exam")):
+        path = source.folder / "metrics" / f"{metric_prefix(source)}{suffix}_metrics.json"
+        if path.is_file():
+            levels[level] = json.loads(path.read_text())
+    images, patients = len(source.predictions), source.predictions["PatientID"].nunique()
+    intro = f"<p>{images} images of {patients} patients. Each count links to its images.</p>"
+    return intro + render.confusion(cells, classes) + render.metrics_tables(levels)
+
+
+def subgroups(source: ReviewSource, resamples: int, seed: int) -> str:
+    """The split's ``metrics/<split>_subgroups.json`` (computed from the predictions if the run
+    predates it)."""
+    path = source.folder / "metrics" / f"{metric_prefix(source)}_subgroups.json"
+    if path.is_file():
+        entries = json.loads(path.read_text())["subgroups"]
+    else:
+        entries = write_subgroups(source.folder, metric_prefix(source), source.predictions, resamples, seed)
+    name = escape(path.name)
+    link = f'<p><a href="../metrics/{name}">{name}</a>: every metric of each subgroup</p>'
+    return render.subgroups_table(entries) + (link if path.is_file() else "")
+
+
+def training(source: ReviewSource, out: Path) -> str:
+    """The training curves (copied in: the review folder stands alone), the key settings and links."""
+    run = source.folder if source.kind != "cross-validation" else source.folder / "fold_1" / "results"
+    parts = []
+    curves = run / "plots" / "train_curves.png"
+    if curves.is_file():
+        shutil.copy(curves, out / "train_curves.png")
+        parts.append('<img src="train_curves.png" alt="training curves" style="max-width:900px">')
+    settings = source.summary.get("hyperparameters") or source.summary.get("model_config") or {}
+    rows = [[escape(str(k)), escape(json.dumps(v))] for k, v in settings.items()]
+    parts.append(render.table(["setting", "value"], rows))
+    files = [f for f in ("summary.json", "run.log") if (source.folder / f).is_file()]
+    parts.append("<p>" + " · ".join(f'<a href="../{f}">{f}</a>' for f in files) + "</p>")
+    return "".join(parts)

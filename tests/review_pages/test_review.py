@@ -1,0 +1,155 @@
+"""``python -m mammo.review``: the review page of a run, its known answers and its bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mammo.review import main
+from mammo.review_pages.build import build_review
+from mammo.review_pages.cards import ranked_cells
+from tests.conftest import train_tiny
+
+
+class Page(HTMLParser):
+    """What a test reads of the page: images, links, anchors and cards per confusion cell."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.images, self.links, self.ids, self.cards = [], [], set(), {}
+        self._cell = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+            if attrs["id"].startswith("cell-"):
+                self._cell = attrs["id"]
+                self.cards[self._cell] = 0
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+        if tag == "figure" and self._cell:
+            self.cards[self._cell] += 1
+
+
+def predictions(rows: list[tuple[int, list[float]]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "true_label": [t for t, _ in rows],
+            "image_id": [f"img{i}" for i in range(len(rows))],
+            **{f"prob_class{c + 1}": [p[c] for _, p in rows] for c in range(4)},
+        }
+    )
+    frame["predicted_label"] = frame.filter(like="prob_class").to_numpy().argmax(1) + 1
+    return frame
+
+
+def test_the_most_confident_error_comes_first_in_its_cell():
+    frame = predictions(
+        [
+            (1, [0.3, 0.5, 0.1, 0.1]),
+            (1, [0.05, 0.9, 0.05, 0.0]),  # the most confident A -> B error
+            (1, [0.2, 0.7, 0.1, 0.0]),
+            (2, [0.1, 0.8, 0.1, 0.0]),
+        ]
+    )
+    cells = ranked_cells(frame)
+    assert list(cells[(1, 2)]["image_id"]) == ["img1", "img2", "img0"] and list(
+        cells[(2, 2)]["image_id"]
+    ) == ["img3"]
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory, demo_root):
+    """A tiny run and its review; one validation image's DICOM moved away first (its card says so)."""
+    out = tmp_path_factory.mktemp("review")
+    run = train_tiny(out, demo_root, "epochs=2", "data.cache_mode=memory")
+    data = out / "data"
+    root = Path(json.loads((run / "summary.json").read_text())["data_config"]["dicom_root"])
+    shutil.copytree(root, data)  # a private copy: this test removes a file from it
+    summary = json.loads((run / "summary.json").read_text())
+    summary["data_config"]["dicom_root"] = str(data)
+    (run / "summary.json").write_text(json.dumps(summary))
+    gone = next(iter(ranked_cells(pd.read_csv(run / "val_predictions.csv")).values()))["image_id"].iloc[0]
+    (data / f"{gone}.dcm").unlink()  # an image the review shows first in its cell
+    return run, build_review(run, per_cell=3), gone
+
+
+def test_the_review_page_is_whole_and_stands_alone(reviewed):
+    run, index, gone = reviewed
+    text = index.read_text()
+    page = Page(text)
+    assert page.images and all((index.parent / src).stat().st_size > 0 for src in page.images)
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing from the internet
+    for link in page.links:
+        if link.startswith("#"):
+            assert link[1:] in page.ids, link  # every anchor lands somewhere
+        else:
+            assert (index.parent / link).is_file(), link
+    assert {"results", "errors", "correct", "subgroups", "data", "training"} <= page.ids
+    assert f'data-image="{gone}"' in text and "DICOM not found" in text
+
+
+def test_every_confusion_cell_links_to_its_images(reviewed):
+    run, index, _ = reviewed
+    page = Page(index.read_text())
+    frame = pd.read_csv(run / "val_predictions.csv")
+    counts = frame.groupby(["true_label", "predicted_label"]).size()
+    for (t, p), n in counts.items():
+        assert f"#cell-{t}-{p}" in page.links
+        shown = 3 if t != p else 1  # per_cell for errors, a quarter of it (at least one) for correct ones
+        assert page.cards[f"cell-{t}-{p}"] == min(n, shown)
+
+
+def test_the_subgroup_table_is_the_runs_subgroup_file(reviewed):
+    run, index, _ = reviewed
+    stored = json.loads((run / "metrics" / "val_subgroups.json").read_text())["subgroups"]
+    text = index.read_text()
+    section = text[text.index('id="subgroups"') : text.index('id="data"')]
+    for entry in stored:
+        group = entry["group"] or "unknown"
+        row = section[section.index(f"{entry['subgroup']} = {group}") :].split("</tr>")[0]
+        cells = re.findall(r"<td>(.*?)</td>", row)  # after the subgroup's own cell
+        assert [int(cells[0]), int(cells[1])] == [entry["num_images"], entry["num_patients"]]
+        assert cells[2].startswith(f"{entry['metrics']['accuracy']:.3f}")
+
+
+def test_duplicated_pixels_under_two_patients_are_reported(reviewed, tmp_path):
+    run, _, _ = reviewed
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("review", "checkpoints"))
+    manifest = json.loads((copy / "data_manifest.json").read_text())
+    first, second = (
+        manifest["files"][0],
+        next(f for f in manifest["files"] if f["PatientID"] != manifest["files"][0]["PatientID"]),
+    )
+    second["sha256"] = first["sha256"]  # the same file under two patients
+    (copy / "data_manifest.json").write_text(json.dumps(manifest))
+    text = build_review(copy, per_cell=1).read_text()
+    assert "Same pixels under two patients or two labels: 1" in text
+    assert (
+        first["image_id"] in text.split("Same pixels")[1]
+        and second["image_id"] in text.split("Same pixels")[1]
+    )
+
+
+def test_a_folder_that_is_not_a_run_or_has_no_predictions_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path)])
+    assert info.value.code == 1
+    not_a_run = "not a mammo run, evaluation or CV directory (no summary.json or cv_summary.json)"
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: {not_a_run}"
+    (tmp_path / "summary.json").write_text(json.dumps({"experiment_type": "density_classification"}))
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path}: no predictions (") and "\n" not in err
