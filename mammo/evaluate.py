@@ -33,6 +33,11 @@ def main(cfg: DictConfig) -> None:
 
     log.info("Evaluating %s", cfg.ckpt)
     run_recorded("evaluation", Path(cfg.paths.run_dir), cfg.seed, lambda out, s: evaluate(cfg, out, s))
+    if cfg.get("review"):
+        from mammo.evaluation.intervals import eval_settings
+        from mammo.review_pages.build import write_review
+
+        write_review(Path(cfg.paths.run_dir), eval_settings(cfg)[0], int(cfg.seed))
 
 
 if __name__ == "__main__":

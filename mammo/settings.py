@@ -91,6 +91,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("unfreeze_last_block", "bool", "true or false"),
     Rule("deterministic", "any", "true, false or warn", lambda v, c: v in (True, False, "warn")),
     Rule("gradcam_per_class", "int", "an integer >= 0", lambda v, c: v >= 0),
+    Rule("review", "bool", "true or false", optional=True),
     Rule(
         "class_weights",
         "any",

@@ -36,7 +36,7 @@ log = logging.getLogger("mammo")
 
 PARENT_TAG = "mammo.parent"
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "interrupted": "KILLED"}  # else FAILED
-ARTIFACTS = ("summary.json", "val_predictions.csv", "metrics", "plots")
+ARTIFACTS = ("summary.json", "val_predictions.csv", "metrics", "plots", "review")
 
 
 class MammoMLFlowLogger(MLFlowLogger):

@@ -52,6 +52,15 @@ def build_review(
     return Path(path)
 
 
+def write_review(folder: Path, resamples: int, seed: int) -> None:
+    """``review=true`` at the end of a run or evaluation: its review page; a failure is a warning,
+    the run stands."""
+    try:
+        build_review(folder, resamples=resamples, seed=seed)
+    except Exception as exc:  # e.g. the DICOM folder gone: the run's own files are complete
+        log.warning("Review not written: %s", exc)
+
+
 def galleries(order, cells, shown, cards, classes) -> str:
     if not order:
         return '<p class="muted">none</p>'

@@ -29,6 +29,7 @@ from mammo.evaluation.subgroups import with_subgroups, write_subgroups
 from mammo.hpo.trial import job_trial_id
 from mammo.interrupts import raise_if_requested
 from mammo.models.backbones import load_failure
+from mammo.review_pages.build import write_review
 from mammo.settings import hyperparameters
 from mammo.workflows.components import (
     build_callbacks,
@@ -184,6 +185,8 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
     reported = report_best_epoch(cfg, run_dir, datamodule, model_path)
     test = evaluate_test_split(cfg, run_dir, datamodule, model_path)  # after calibrating: uses T
     raise_if_requested()
+    if cfg.get("review"):  # before the end is recorded: a tracker (MLflow) takes the folder too
+        write_review(run_dir, eval_settings(cfg)[0], int(cfg.seed))
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),

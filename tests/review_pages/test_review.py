@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,22 +65,6 @@ def test_the_most_confident_error_comes_first_in_its_cell():
     assert list(cells[(1, 2)]["image_id"]) == ["img1", "img2", "img0"] and list(
         cells[(2, 2)]["image_id"]
     ) == ["img3"]
-
-
-@pytest.fixture(scope="module")
-def reviewed(tmp_path_factory, demo_root):
-    """A tiny run and its review; one validation image's DICOM moved away first (its card says so)."""
-    out = tmp_path_factory.mktemp("review")
-    run = train_tiny(out, demo_root, "epochs=2", "data.cache_mode=memory")
-    data = out / "data"
-    root = Path(json.loads((run / "summary.json").read_text())["data_config"]["dicom_root"])
-    shutil.copytree(root, data)  # a private copy: this test removes a file from it
-    summary = json.loads((run / "summary.json").read_text())
-    summary["data_config"]["dicom_root"] = str(data)
-    (run / "summary.json").write_text(json.dumps(summary))
-    gone = next(iter(ranked_cells(pd.read_csv(run / "val_predictions.csv")).values()))["image_id"].iloc[0]
-    (data / f"{gone}.dcm").unlink()  # an image the review shows first in its cell
-    return run, build_review(run, per_cell=3), gone
 
 
 def test_the_review_page_is_whole_and_stands_alone(reviewed):
@@ -153,3 +136,15 @@ def test_a_folder_that_is_not_a_run_or_has_no_predictions_is_one_line(tmp_path, 
         main([str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path}: no predictions (") and "\n" not in err
+
+
+def test_training_and_evaluate_write_the_review_with_review_true(tmp_path, demo_root):
+    from mammo.evaluate import main as evaluate
+    from tests.conftest import SMALL_DEMO, run_cli
+
+    run = train_tiny(tmp_path, demo_root, "epochs=1", "review=true")
+    assert "Review: " in (run / "run.log").read_text() and (run / "review" / "index.html").is_file()
+    paths = [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}", "data.num_workers=0", *SMALL_DEMO]
+    assert run_cli(evaluate, [f"ckpt={run / 'best_model.pt'}", "split=val", "review=true", *paths]) == 0
+    page = (tmp_path / "evaluations" / "results_1" / "review" / "index.html").read_text()
+    assert "evaluation" in page and 'id="cell-' in page
