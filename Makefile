@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_embed.py
 	$(PY) scripts/bench_setup.py
 	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_review.py
 
 lock:  ## re-pin requirements/lock.txt from requirements/top.txt in a scratch venv
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -109,7 +109,7 @@ def training(source: ReviewSource, out: Path) -> str:
         shutil.copy(curves, out / "train_curves.png")
         parts.append('<img src="train_curves.png" alt="training curves" style="max-width:900px">')
     settings = source.summary.get("hyperparameters") or source.summary.get("model_config") or {}
-    rows = [[escape(str(k)), escape(json.dumps(v))] for k, v in settings.items()]
+    rows = [[escape(str(k)), escape(v if isinstance(v, str) else json.dumps(v))] for k, v in settings.items()]
     parts.append(render.table(["setting", "value"], rows))
     files = [f for f in ("summary.json", "run.log") if (source.folder / f).is_file()]
     parts.append("<p>" + " · ".join(f'<a href="../{f}">{f}</a>' for f in files) + "</p>")
