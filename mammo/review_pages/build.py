@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo.artifacts.io import atomic_write_text
+from mammo.evaluation.levels import unit_predictions
 from mammo.evaluation.subgroups import write_subgroups
 from mammo.review_pages import render
 from mammo.review_pages.cards import ranked_cells, write_cards
@@ -33,14 +34,19 @@ def build_review(
     out.mkdir(parents=True, exist_ok=True)
     cells = ranked_cells(source.predictions)
     shown = {cell: per_cell if cell[0] != cell[1] else max(1, per_cell // 4) for cell in cells}
-    rows = pd.concat([frame.head(shown[cell]) for cell, frame in cells.items()])
-    cards = write_cards(source, rows, out)
+    exams = wrong_exams(source.predictions, per_cell)
+    exam_images = source.predictions.merge(
+        exams[["PatientID", "AccessionNumber"]], on=["PatientID", "AccessionNumber"]
+    )
+    rows = pd.concat([*(frame.head(shown[cell]) for cell, frame in cells.items()), exam_images])
+    cards = write_cards(source, rows.drop_duplicates("image_id"), out)
     classes = source.class_labels
     errors = [c for c in sorted(cells, key=lambda c: -len(cells[c])) if c[0] != c[1]]
     correct = [c for c in sorted(cells) if c[0] == c[1]]
     sections = [
         ("results", "Results", results(source, cells, classes)),
         ("errors", "Errors, most confident first", galleries(errors, cells, shown, cards, classes)),
+        ("exams", "Exams, most confident errors first", render.exams(exams, exam_images, cards, classes)),
         ("correct", "Correct, a sample per class", galleries(correct, cells, shown, cards, classes)),
         ("subgroups", "Subgroups", subgroups(source, resamples, seed)),
         ("data", "Data checks", data_checks(source)),
@@ -50,6 +56,19 @@ def build_review(
     path = atomic_write_text(out / "index.html", render.page(title, sections))
     log.info("Review: %s (%d cards, %.1f s)", path, len(cards), time.perf_counter() - start)
     return Path(path)
+
+
+def wrong_exams(images: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The exams whose prediction (the mean of their images', as the exam level has it; an exam's
+    label is its denser breast's) is wrong, the most confident first, at most ``limit``."""
+    exams, _ = unit_predictions(images, "exam", "mean")
+    wrong = exams[exams["true_label"] != exams["predicted_label"]]
+    score = wrong.apply(lambda row: row[f"prob_class{int(row['predicted_label'])}"], axis=1)
+    return (
+        wrong.loc[score.sort_values(ascending=False, kind="stable").index].head(limit)
+        if len(wrong)
+        else wrong
+    )
 
 
 def write_review(folder: Path, resamples: int, seed: int) -> None:

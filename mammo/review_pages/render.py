@@ -121,6 +121,27 @@ def card(row, made: dict, classes: list[int]) -> str:
     return f'<figure class="card" data-image="{escape(row["image_id"])}">{figure}</figure>'
 
 
+def exams(exams, images, cards: dict, classes: list[int]) -> str:
+    """Each wrong exam: its label and prediction, and its images side by side."""
+    if exams.empty:
+        return '<p class="muted">no exam is predicted wrong</p>'
+    out = [LEGEND]
+    for _, exam in exams.iterrows():
+        p = int(exam["predicted_label"])
+        title = (
+            f"Exam {exam['AccessionNumber']} (patient {exam['PatientID']}, "
+            f"{int(exam['num_images'])} images): "
+            f"true {density(exam['true_label'])}, predicted {density(p)} ({exam[f'prob_class{p}']:.2f})"
+        )
+        mine = images[
+            (images["PatientID"] == exam["PatientID"])
+            & (images["AccessionNumber"] == exam["AccessionNumber"])
+        ]
+        figures = "".join(card(row, cards.get(row["image_id"], {}), classes) for _, row in mine.iterrows())
+        out.append(f'<div class="exam"><h3>{escape(title)}</h3><div class="cards">{figures}</div></div>')
+    return "".join(out)
+
+
 def subgroups_table(entries: list[dict]) -> str:
     if not entries:
         return '<p class="muted">no subgroup columns in this data</p>'

@@ -27,6 +27,8 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "section" or attrs.get("class") == "exam":
+            self._cell = None  # cards after here belong to no confusion cell
         if "id" in attrs:
             self.ids.add(attrs["id"])
             if attrs["id"].startswith("cell-"):
@@ -148,3 +150,34 @@ def test_training_and_evaluate_write_the_review_with_review_true(tmp_path, demo_
     assert run_cli(evaluate, [f"ckpt={run / 'best_model.pt'}", "split=val", "review=true", *paths]) == 0
     page = (tmp_path / "evaluations" / "results_1" / "review" / "index.html").read_text()
     assert "evaluation" in page and 'id="cell-' in page
+
+
+def test_the_most_confidently_wrong_exam_comes_first_with_its_images(reviewed):
+    from mammo.review_pages.build import wrong_exams
+    from mammo.review_pages.sources import read_source
+    from tests.review_pages.conftest import PER_CELL
+
+    frame = predictions(
+        [
+            (3, [0.0, 0.1, 0.3, 0.6]),
+            (3, [0.0, 0.1, 0.3, 0.6]),
+            (1, [0.2, 0.7, 0.1, 0.0]),
+            (1, [0.1, 0.8, 0.1, 0.0]),
+        ]
+    )
+    frame["PatientID"], frame["AccessionNumber"], frame["laterality"] = (
+        ["P1", "P1", "P2", "P2"],
+        ["E1", "E1", "E2", "E2"],
+        "L",
+    )
+    exams = wrong_exams(frame, 5)
+    assert list(exams["AccessionNumber"]) == ["E2", "E1"]  # B at 0.75 before D at 0.6
+
+    run, index, _ = reviewed
+    expected = wrong_exams(read_source(run).predictions, PER_CELL)
+    text = index.read_text()
+    section = text[text.index('id="exams"') : text.index('id="correct"')]
+    blocks = section.split('<div class="exam">')[1:]
+    assert len(blocks) == len(expected)
+    for block, (_, exam) in zip(blocks, expected.iterrows()):
+        assert f"Exam {exam['AccessionNumber']} " in block and block.count("<figure") == exam["num_images"]
