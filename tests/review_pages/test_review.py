@@ -181,3 +181,21 @@ def test_the_most_confidently_wrong_exam_comes_first_with_its_images(reviewed):
     assert len(blocks) == len(expected)
     for block, (_, exam) in zip(blocks, expected.iterrows()):
         assert f"Exam {exam['AccessionNumber']} " in block and block.count("<figure") == exam["num_images"]
+
+
+def test_a_cv_job_is_reviewed_from_its_out_of_fold_predictions(tmp_path, demo_root):
+    from mammo.train import main as train
+    from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+    paths = [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(train, [*TINY, *SMALL_DEMO, *paths, "epochs=1", "cv=kfold", "cv.folds=2"]) == 0
+    (cv_dir,) = (tmp_path / "density_experiments").glob("results_k2_*")
+    text = build_review(cv_dir, per_cell=2).read_text()
+    oof = pd.read_csv(cv_dir / "oof_predictions.csv")
+    assert "cross-validation, out-of-fold (CV)" in text and f"{len(oof)} images of" in text
+    page = Page(text)
+    assert page.images and all((cv_dir / "review" / src).is_file() for src in page.images)
+    fold_of = dict(zip(oof["image_id"], oof["fold"]))
+    cards = re.findall(r'data-image="([^"]+)">.*?</figure>', text)
+    for image_id, figure in zip(cards, re.findall(r'<figure class="card".*?</figure>', text)):
+        assert f"fold {fold_of[image_id]}" in figure  # each image is shown with the fold that held it out
