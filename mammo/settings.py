@@ -93,6 +93,13 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("gradcam_per_class", "int", "an integer >= 0", lambda v, c: v >= 0),
     Rule("review", "bool", "true or false", optional=True),
     Rule(
+        "data.subgroup_columns",
+        "any",
+        "a list of label-file column names",
+        lambda v, c: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
+        optional=True,
+    ),
+    Rule(
         "class_weights",
         "any",
         "auto, none or a list of numbers >= 0",

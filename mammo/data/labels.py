@@ -157,7 +157,7 @@ def _load_label_csv(
     laterality_column, view_column = columns.laterality_column, columns.view_column
     frame = read_csv_table(csv)
     by_path = path_column in frame.columns
-    optional = tuple(c for c in (laterality_column, view_column) if c)
+    optional = tuple(c for c in (laterality_column, view_column, *columns.subgroup_columns) if c)
     frame, excluded = read_label_csv(
         csv,
         None if by_path else id_column,
@@ -189,6 +189,7 @@ def _load_label_csv(
         bad,
         hash_index,
         workers,
+        extra=columns.subgroup_columns,
     )
     table = exclude_views(table, views, excluded)
     class_labels = [1, 2, 3, 4, 5] if include_class_5 else [1, 2, 3, 4]
@@ -196,7 +197,7 @@ def _load_label_csv(
         raise DataError(f"{csv}: no usable images ({len(bad.records)} skipped, {len(excluded)} excluded)")
     table["label"] = table["label"] - 1
     return Samples(
-        table=table[SAMPLE_COLUMNS],
+        table=table[[*SAMPLE_COLUMNS, *columns.subgroup_columns]],
         class_labels=class_labels,
         source={
             "csv": str(csv),

@@ -24,6 +24,10 @@ class LabelColumns:
     path_column: str = "image_path"  # its presence in the CSV selects the image-path layout
     laterality_column: str | None = None
     view_column: str | None = None
+    subgroup_columns: tuple[str, ...] = ()  # label-file columns whose values are subgroups (site, ...)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subgroup_columns", tuple(self.subgroup_columns or ()))
 
 
 @dataclass(frozen=True)

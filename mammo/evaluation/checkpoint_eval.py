@@ -19,7 +19,7 @@ from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
 from mammo.evaluation.intervals import eval_settings, metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
-from mammo.evaluation.subgroups import with_subgroups, write_subgroups
+from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
 from mammo.models.device import resolve_device
 
@@ -46,7 +46,15 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     (resamples, aggregate), seed = eval_settings(cfg), int(cfg.seed)
     metrics, _, levels = write_evaluation(
-        out, table, probs, classes, cfg.split, resamples, seed, aggregate=aggregate
+        out,
+        table,
+        probs,
+        classes,
+        cfg.split,
+        resamples,
+        seed,
+        aggregate=aggregate,
+        subgroups=label_subgroups(datamodule),
     )
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
@@ -101,6 +109,7 @@ def write_evaluation(
     prefix: str = "eval",
     predictions: str = "predictions.csv",
     aggregate: str = "mean",
+    subgroups: tuple[str, ...] = (),
 ) -> tuple[dict, dict | None, dict]:
     """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``resamples``
     patient-bootstrap 95 % CIs), ``metrics/<prefix>_confusion.png`` and the breast- and
@@ -127,7 +136,8 @@ def write_evaluation(
         log.info("%s: %.4f", name, value)
     frame["PatientID"] = table["PatientID"].to_numpy()
     levels = write_levels(out, prefix, Path(predictions).stem, frame, aggregate, resamples, seed)
-    write_subgroups(out, prefix, with_subgroups(frame, table), resamples, seed)
+    columns = (*SUBGROUP_COLUMNS, *subgroups)  # the scanner, view, laterality and the label file's own
+    write_subgroups(out, prefix, with_subgroups(frame, table, columns), resamples, seed, columns)
     return metrics, intervals, levels
 
 
@@ -146,7 +156,17 @@ def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: 
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     (resamples, aggregate), classes, seed = eval_settings(cfg), checkpoint.class_labels, int(cfg.seed)
     metrics, intervals, levels = write_evaluation(
-        run_dir, table, probs, classes, "test", resamples, seed, "test", "test_predictions.csv", aggregate
+        run_dir,
+        table,
+        probs,
+        classes,
+        "test",
+        resamples,
+        seed,
+        "test",
+        "test_predictions.csv",
+        aggregate,
+        label_subgroups(datamodule),
     )
     bounds = (intervals or {}).get("confidence_intervals", {})
     return {

@@ -26,6 +26,11 @@ MIN_PATIENTS = 5
 CSV_COLUMNS = ["subgroup", "group", "num_images", "num_patients", "metric", "value", "ci_low", "ci_high"]
 
 
+def label_subgroups(datamodule) -> tuple[str, ...]:
+    """The label file's own subgroup columns (``data.subgroup_columns``: site, age band, ...)."""
+    return tuple(datamodule.labels.columns.subgroup_columns)
+
+
 def with_subgroups(frame: pd.DataFrame, samples: pd.DataFrame, columns=SUBGROUP_COLUMNS) -> pd.DataFrame:
     """``frame`` (predictions) with each subgroup column of ``samples`` (its sample rows, by
     ``image_id``) that the predictions do not already have."""

@@ -25,7 +25,7 @@ from mammo.evaluation.gradcam import gradcam_samples
 from mammo.evaluation.intervals import add_val_intervals, eval_settings, read_best_epoch
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
-from mammo.evaluation.subgroups import with_subgroups, write_subgroups
+from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
 from mammo.hpo.trial import job_trial_id
 from mammo.interrupts import raise_if_requested
 from mammo.models.backbones import load_failure
@@ -222,7 +222,10 @@ def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Pa
     levels = write_levels(run_dir, "val", "val_predictions", frame, aggregate, resamples, seed)
     if levels:
         out["val_levels"] = levels
-    write_subgroups(run_dir, "val", with_subgroups(frame, datamodule.val_table), resamples, seed)
+    columns = (*SUBGROUP_COLUMNS, *label_subgroups(datamodule))
+    write_subgroups(
+        run_dir, "val", with_subgroups(frame, datamodule.val_table, columns), resamples, seed, columns
+    )
     probs, targets = prediction_arrays(frame)
     write_reliability(probs, targets, run_dir / "plots" / "reliability_val.png", "Validation, best epoch")
     if cfg.get("calibrate", "none") == "temperature" and model_path.exists():

@@ -105,3 +105,22 @@ def test_training_and_evaluate_write_the_subgroups_of_the_demos_scanners(tmp_pat
     images = pd.read_csv(run / "val_predictions.csv")
     for subgroup in ("view", "laterality"):
         assert sum(e["num_images"] for e in stored["subgroups"] if e["subgroup"] == subgroup) == len(images)
+
+
+def test_a_label_file_column_is_a_subgroup_too(tmp_path, demo_root, capsys):
+    from tests.workflows.test_data_in_runs import demo_copy, train_on
+
+    copy = demo_copy(tmp_path, demo_root)
+    labels = pd.read_csv(copy / "classificacao.csv")
+    labels["site"] = np.where(np.arange(len(labels)) % 3 == 0, "north", "south")
+    labels.to_csv(copy / "classificacao.csv", index=False)
+    code, run = train_on(copy, tmp_path, "data.subgroup_columns=[site]")
+    assert code == 0
+    stored = json.loads((run / "metrics" / "val_subgroups.json").read_text())["subgroups"]
+    sites = {e["group"]: e["num_images"] for e in stored if e["subgroup"] == "site"}
+    images = pd.read_csv(run / "val_predictions.csv")
+    site_of = dict(zip(labels["AccessionNumber"], labels["site"]))
+    assert sites == images["AccessionNumber"].map(site_of).value_counts().to_dict()
+    capsys.readouterr()
+    code, _ = train_on(copy, tmp_path, "data.subgroup_columns=[scanner_room]")
+    assert code == 1 and "missing column(s) scanner_room" in capsys.readouterr().err
