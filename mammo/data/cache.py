@@ -64,9 +64,7 @@ class DiskCache:
             _atomic_write(settings, json.dumps(preprocessing.settings(), indent=2).encode())
 
     def entry(self, accession: str, image_id: str, sha256: str) -> Path:
-        """The entry's file name: readable (accession, image name) and keyed by content."""
-        name = _safe(f"{accession}_{Path(image_id).name}")
-        return self.folder / f"{name}.{sha256[:16]}.bin"
+        return self.folder / entry_name(accession, image_id, sha256)
 
     def read(self, path: Path, verify: bool = False) -> np.ndarray:
         """The cached image; raises ``FileNotFoundError`` or :class:`CacheEntryError`."""
@@ -147,6 +145,22 @@ class DiskCache:
         data = payload.tobytes()
         header = HEADER.pack(MAGIC, *self.shape, zlib.crc32(data), 1, crop_share)
         _atomic_write(path, header + data)
+
+
+def entry_name(accession: str, image_id: str, sha256: str) -> str:
+    """An entry's file name: readable (accession, image name) and keyed by content."""
+    return f"{_safe(f'{accession}_{Path(image_id).name}')}.{sha256[:16]}.bin"
+
+
+def stored_crop_share(path: Path) -> float | None:
+    """The share of its image an entry's breast crop kept, from its header alone; ``None`` for a
+    missing or foreign entry."""
+    try:
+        with open(path, "rb") as f:
+            magic, *_, crop_share = HEADER.unpack(f.read(HEADER.size))
+    except (OSError, struct.error):
+        return None
+    return float(crop_share) if magic == MAGIC and crop_share > 0 else None
 
 
 def available_memory() -> int | None:

@@ -16,7 +16,7 @@ from mammo.evaluation.levels import unit_predictions
 from mammo.evaluation.subgroups import write_subgroups
 from mammo.review_pages import render
 from mammo.review_pages.cards import ranked_cells, write_cards
-from mammo.review_pages.data_checks import data_checks
+from mammo.review_pages.data_checks import crop_outliers, data_checks
 from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, read_source
 
 log = logging.getLogger("mammo")
@@ -38,7 +38,8 @@ def build_review(
     exam_images = source.predictions.merge(
         exams[["PatientID", "AccessionNumber"]], on=["PatientID", "AccessionNumber"]
     )
-    rows = pd.concat([*(frame.head(shown[cell]) for cell, frame in cells.items()), exam_images])
+    outliers = crop_outliers(source, per_cell)
+    rows = pd.concat([*(frame.head(shown[cell]) for cell, frame in cells.items()), exam_images, outliers])
     cards = write_cards(source, rows.drop_duplicates("image_id"), out)
     classes = source.class_labels
     errors = [c for c in sorted(cells, key=lambda c: -len(cells[c])) if c[0] != c[1]]
@@ -49,7 +50,7 @@ def build_review(
         ("exams", "Exams, most confident errors first", render.exams(exams, exam_images, cards, classes)),
         ("correct", "Correct, a sample per class", galleries(correct, cells, shown, cards, classes)),
         ("subgroups", "Subgroups", subgroups(source, resamples, seed)),
-        ("data", "Data checks", data_checks(source)),
+        ("data", "Data checks", data_checks(source, outliers, cards, classes)),
         ("training", "Training", training(source, out)),
     ]
     title = f"Review of {source.folder.name}: {source.kind}, {SPLIT_TITLES.get(source.split, source.split)}"

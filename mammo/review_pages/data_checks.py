@@ -5,20 +5,59 @@ from __future__ import annotations
 
 from collections import Counter
 from html import escape
+from pathlib import Path
 
 import pandas as pd
 
+from mammo.data.breast import NEARLY_WHOLE
+from mammo.data.cache import entry_name, stored_crop_share
 from mammo.review_pages import render
 
+SMALL_CROP = 0.25
+"""A breast crop that keeps less than this share of the file may have found a label or a marker."""
 
-def data_checks(source) -> str:
+
+def data_checks(source, outliers: pd.DataFrame, cards: dict, classes: list[int]) -> str:
     files = pd.DataFrame(source.manifest.get("files", []))
     parts = [class_distribution(source, files), left_out(source.manifest), duplicates(files)]
-    crops = ((source.summary.get("data_config") or {}).get("cache") or {}).get("nearly_whole_crop_images")
-    if crops:
-        listed = ", ".join(escape(c) for c in crops)
-        parts.append(f"<h3>Crops that kept 95 % or more of the image</h3><p>{len(crops)}: {listed}</p>")
+    parts.append(crop_section(source, outliers, cards, classes))
     return "".join(parts)
+
+
+def crop_outliers(source, limit: int) -> pd.DataFrame:
+    """The predicted images whose breast crop kept a very small (< 25 %) or nearly the whole
+    (>= 95 %) share of the file, with ``crop_share``; read from the disk cache entries' headers
+    (32 bytes each), so empty for a run without a disk cache. At most ``limit`` of each kind."""
+    folder = ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+    if not folder or not Path(folder).is_dir():
+        return source.predictions.head(0).assign(crop_share=[])
+    sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
+    frame = source.predictions.copy()
+    frame["crop_share"] = [
+        stored_crop_share(Path(folder) / entry_name(acc, image_id, sha_of.get(image_id, "")))
+        for acc, image_id in zip(frame["AccessionNumber"], frame["image_id"])
+    ]
+    shares = frame["crop_share"].astype(float)
+    small = frame[shares < SMALL_CROP].sort_values("crop_share").head(limit)
+    whole = frame[shares >= NEARLY_WHOLE].sort_values("crop_share", ascending=False).head(limit)
+    return pd.concat([small, whole])
+
+
+def crop_section(source, outliers: pd.DataFrame, cards: dict, classes: list[int]) -> str:
+    kinds = f"under {SMALL_CROP:.0%} or {NEARLY_WHOLE:.0%} or more of the file"
+    title = f"<h3>Crops that kept {kinds}: {len(outliers)}</h3>"
+    folder = ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+    if not folder:
+        return title + '<p class="muted">read from the disk cache: this run kept its images in memory</p>'
+    figures = "".join(
+        render.card(
+            row,
+            {**cards.get(row["image_id"], {}), "note": f"the crop kept {row['crop_share']:.0%} of the file"},
+            classes,
+        )
+        for _, row in outliers.iterrows()
+    )
+    return title + (f'<div class="cards">{figures}</div>' if figures else "")
 
 
 def class_distribution(source, files: pd.DataFrame) -> str:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -199,3 +200,25 @@ def test_a_cv_job_is_reviewed_from_its_out_of_fold_predictions(tmp_path, demo_ro
     cards = re.findall(r'data-image="([^"]+)">.*?</figure>', text)
     for image_id, figure in zip(cards, re.findall(r'<figure class="card".*?</figure>', text)):
         assert f"fold {fold_of[image_id]}" in figure  # each image is shown with the fold that held it out
+
+
+def test_crops_that_kept_too_little_or_nearly_all_of_the_file_are_shown(tmp_path, demo_root):
+    from mammo.data.cache import HEADER, entry_name
+
+    run = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
+    folder = Path(json.loads((run / "summary.json").read_text())["data_config"]["cache"]["folder"])
+    manifest = {f["image_id"]: f for f in json.loads((run / "data_manifest.json").read_text())["files"]}
+    picked = pd.read_csv(run / "val_predictions.csv").iloc[:2]
+    for (_, row), share in zip(picked.iterrows(), (0.1, 0.99)):  # what the crop kept, per its entry
+        entry = folder / entry_name(
+            row["AccessionNumber"], row["image_id"], manifest[row["image_id"]]["sha256"]
+        )
+        data = bytearray(entry.read_bytes())
+        magic, h, w, crc, dtype, _ = HEADER.unpack(bytes(data[: HEADER.size]))
+        data[: HEADER.size] = HEADER.pack(magic, h, w, crc, dtype, share)
+        entry.write_bytes(bytes(data))
+    text = build_review(run, per_cell=2).read_text()
+    section = text[text.index('id="data"') : text.index('id="training"')]
+    assert "Crops that kept under 25% or 95% or more of the file: 2" in section
+    for (_, row), kept in zip(picked.iterrows(), ("10%", "99%")):
+        assert f'data-image="{row["image_id"]}"' in section and f"the crop kept {kept} of the file" in section
