@@ -1,4 +1,5 @@
-"""Review a run: ``python -m mammo.review <run dir | evaluation dir | CV dir> [--split val]``.
+"""Review a run: ``python -m mammo.review <run dir | evaluation dir | CV dir> [--split val]``, or
+a dataset before any training: ``python -m mammo.review data=dicom_csv data.csv=... data.dicom_root=...``.
 
 Writes ``review/index.html`` into that folder: a static page (no server, nothing from the
 internet; it opens from ``file://``) with the metrics and their intervals, a confusion matrix whose
@@ -17,8 +18,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a run's review page (review/index.html).")
-    parser.add_argument("folder", type=Path, help="a run, evaluation or CV directory")
+    parser = argparse.ArgumentParser(
+        description="Write a review page: of a run, evaluation or CV directory, or (given data=... "
+        "overrides instead) of a dataset before any training."
+    )
+    parser.add_argument("target", nargs="+", help="a run, evaluation or CV directory; or data overrides")
     parser.add_argument("--split", default="auto", choices=["auto", "test", "val", "eval"])
     parser.add_argument("--per-cell", type=int, default=24, help="images shown per confusion cell (errors)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the subgroups' intervals")
@@ -27,10 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from mammo.errors import MammoError
-    from mammo.review_pages.build import build_review
 
     try:
-        path = build_review(args.folder, args.split, args.per_cell, args.bootstrap, args.seed)
+        if all("=" in t for t in args.target):  # a dataset, composed as mammo.train composes it
+            from mammo.review_pages.data_review import build_data_review
+
+            path = build_data_review(args.target)
+        elif len(args.target) == 1:
+            from mammo.review_pages.build import build_review
+
+            path = build_review(Path(args.target[0]), args.split, args.per_cell, args.bootstrap, args.seed)
+        else:
+            parser.error("give one folder, or data overrides (key=value) alone")
     except MammoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

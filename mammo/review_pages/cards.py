@@ -91,10 +91,25 @@ def grad_cams(model, batch: list, classes: list[int]) -> list[np.ndarray]:
     return list(gradcam(model, x, targets).numpy())
 
 
-def save_card(row, prepared: Prepared, cam: np.ndarray | None, folder: Path, path: Path) -> dict:
+def input_cards(
+    rows: pd.DataFrame, paths: dict, preprocessing: Preprocessing, folder: Path
+) -> dict[str, dict]:
+    """Cards of the file and the model input alone (a data review: no model yet)."""
+    (folder / "cards").mkdir(parents=True, exist_ok=True)
+    cards = {}
+    for _, row in rows.iterrows():
+        path = paths.get(row["image_id"])
+        made = prepare(row, path, preprocessing)
+        cards[row["image_id"]] = (
+            made if isinstance(made, dict) else save_card(row, made, None, folder, path, "")
+        )
+    return cards
+
+
+def save_card(row, prepared: Prepared, cam, folder: Path, path: Path, note: str | None = None) -> dict:
     name = Path("cards") / card_name(row["image_id"])
     card_image(prepared, cam).save(folder / name)
-    note = "" if cam is not None else "no Grad-CAM: the model fuses embeddings"
+    note = note if note is not None else "" if cam is not None else "no Grad-CAM: the model fuses embeddings"
     return {
         "file": name.as_posix(),
         "note": note,

@@ -89,18 +89,19 @@ def gallery(cell: tuple[int, int], frame, shown: int, cards: dict, classes: list
     what = "correct" if t == p else "wrong"
     showing = "all shown" if len(frame) <= shown else f"the {shown} most confident shown"
     title = f"True {density(t)}, predicted {density(p)} ({what}): {len(frame)} image(s), {showing}"
-    figures = "".join(
-        card(row, cards.get(row["image_id"], {}), classes) for _, row in frame.head(shown).iterrows()
-    )
-    heading = f'<h3>{escape(title)}</h3><div class="cards">{figures}</div>'
-    return f'<div id="cell-{t}-{p}" class="cell">{heading}</div>'
+    return gallery_of(title, frame.head(shown), cards, classes, f"cell-{t}-{p}")
+
+
+def gallery_of(title: str, rows, cards: dict, classes: list[int], anchor: str = "") -> str:
+    """A titled row of cards (``anchor``: the id a link lands on)."""
+    figures = "".join(card(row, cards.get(row["image_id"], {}), classes) for _, row in rows.iterrows())
+    where = f' id="{anchor}"' if anchor else ""
+    return f'<div{where} class="cell"><h3>{escape(title)}</h3><div class="cards">{figures}</div></div>'
 
 
 def card(row, made: dict, classes: list[int]) -> str:
-    probs = " · ".join(f"{LETTERS.get(c, c)} {row[f'prob_class{c}']:.2f}" for c in classes)
     facts = [
-        f"true <b>{density(row['true_label'])}</b>, "
-        f"predicted <b>{density(row['predicted_label'])}</b>; {probs}",
+        verdict(row, classes),
         " · ".join(
             f"{k} {escape(str(row[k]))}"
             for k in ("PatientID", "AccessionNumber", "laterality", "view", "fold")
@@ -142,6 +143,16 @@ def exams(exams, images, cards: dict, classes: list[int]) -> str:
     return "".join(out)
 
 
+def verdict(row, classes: list[int]) -> str:
+    """The card's first line: true and predicted density and the probabilities (a data review's
+    cards have the density alone)."""
+    if "predicted_label" not in row:
+        return f"density <b>{density(row['true_label'])}</b>"
+    probs = " · ".join(f"{LETTERS.get(c, c)} {row[f'prob_class{c}']:.2f}" for c in classes)
+    predicted = density(row["predicted_label"])
+    return f"true <b>{density(row['true_label'])}</b>, predicted <b>{predicted}</b>; {probs}"
+
+
 def subgroups_table(entries: list[dict]) -> str:
     if not entries:
         return '<p class="muted">no subgroup columns in this data</p>'
@@ -160,4 +171,9 @@ LEGEND = (
     '<p class="legend">Each card: the file as stored (downscaled; the breast crop in red, the chest-wall '
     "edge in yellow) · the model's input, exactly as the model saw it · the Grad-CAM of the predicted "
     "class over the input (red: what drove the prediction).</p>"
+)
+
+DATA_LEGEND = (
+    '<p class="legend">Each card: the file as stored (downscaled; the breast crop in red, the chest-wall '
+    "edge in yellow) · the model's input it becomes, with these preprocessing settings.</p>"
 )

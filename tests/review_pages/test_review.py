@@ -222,3 +222,30 @@ def test_crops_that_kept_too_little_or_nearly_all_of_the_file_are_shown(tmp_path
     assert "Crops that kept under 25% or 95% or more of the file: 2" in section
     for (_, row), kept in zip(picked.iterrows(), ("10%", "99%")):
         assert f'data-image="{row["image_id"]}"' in section and f"the crop kept {kept} of the file" in section
+
+
+def test_a_dataset_is_reviewed_before_any_training(tmp_path, demo_root, capsys):
+    from tests.conftest import SMALL_DEMO
+
+    overrides = [
+        *SMALL_DEMO,
+        f"paths.output_dir={tmp_path}",
+        f"paths.demo_dir={demo_root}",
+        "data.num_workers=0",
+    ]
+    main(overrides)
+    (folder,) = (tmp_path / "mammo_efficientnetb0_density" / "data_reviews").glob("results_*")
+    assert f"written: {folder / 'review' / 'index.html'}" in capsys.readouterr().out
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    split = pd.read_csv(folder / "split.csv")
+    manifest = json.loads((folder / "data_manifest.json").read_text())
+    assert len(split) == manifest["num_images"]
+    text = (folder / "review" / "index.html").read_text()
+    labels = pd.Series([f["label"] for f in manifest["files"]]).value_counts()
+    for label, count in labels.items():
+        heading = f"Density {'ABCD'[label - 1]} ({label}): {count} image(s)"
+        block = text.split(heading)[1].split("</div></div>")[0]
+        assert block.count("<figure") == min(6, count)  # a sample of each class, as the model will see it
+    page = Page(text)
+    assert page.images and all((folder / "review" / src).is_file() for src in page.images)
+    assert "Same pixels under two patients or two labels: 0" in text
