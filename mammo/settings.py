@@ -61,6 +61,17 @@ def _choice(key: str, options, optional: bool = False) -> Rule:
     return Rule(key, "choice", f"one of {', '.join(map(str, options))}", lambda v, c: v in options, optional)
 
 
+def _names(key: str, expected: str) -> Rule:
+    """``key`` is a list of non-empty names (or null)."""
+    return Rule(
+        key,
+        "any",
+        expected,
+        lambda v, c: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
+        True,
+    )
+
+
 TRAIN_RULES: tuple[Rule, ...] = (
     Rule("seed", "int", "an integer"),
     Rule("epochs", "int", "an integer >= 1", lambda v, c: v >= 1),
@@ -92,13 +103,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("deterministic", "any", "true, false or warn", lambda v, c: v in (True, False, "warn")),
     Rule("gradcam_per_class", "int", "an integer >= 0", lambda v, c: v >= 0),
     Rule("review", "bool", "true or false", optional=True),
-    Rule(
-        "data.subgroup_columns",
-        "any",
-        "a list of label-file column names",
-        lambda v, c: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
-        optional=True,
-    ),
+    _names("data.subgroup_columns", "a list of label-file column names"),
     Rule(
         "class_weights",
         "any",
@@ -118,13 +123,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("data.subset", "number", "a fraction in (0, 1] or a number of images > 1", lambda v, c: v > 0, True),
     _choice("data.cache_mode", CACHE_MODES),
     _choice("data.on_bad_file", ON_BAD_FILE),
-    Rule(
-        "data.views",
-        "any",
-        "a list of views such as [CC, MLO], or null for all",
-        lambda v, c: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
-        optional=True,
-    ),
+    _names("data.views", "a list of views such as [CC, MLO], or null for all"),
     Rule("cv.folds", "int", "an integer >= 2", lambda v, c: v >= 2, optional=True),
     Rule(
         "cv.fold",
