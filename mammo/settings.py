@@ -90,7 +90,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
         "int",
         "an integer >= 0, and below epochs with scheduler=cosine (lower it, e.g. warmup_epochs=0, "
         "or use scheduler=constant)",
-        lambda v, c: 0 <= v and (not _warms_up(c) or not isinstance(c.epochs, int) or v < c.epochs),
+        lambda v, c: 0 <= v and (not warms_up(c) or not isinstance(c.epochs, int) or v < c.epochs),
     ),
     Rule("backbone_lr_factor", "number", "a number >= 0", lambda v, c: v >= 0),
     Rule("early_stopping_patience", "int", "an integer >= 0", lambda v, c: v >= 0),
@@ -176,7 +176,8 @@ INDEPENDENT: dict[str, str] = {
 training seed varies; a study's sampler can be reseeded without changing the runs)."""
 
 
-def _warms_up(cfg: DictConfig) -> bool:
+def warms_up(cfg: DictConfig) -> bool:
+    """Whether the scheduler has a warm-up (``scheduler=cosine``)."""
     return "warmup_epochs" in (cfg.get("scheduler") or {})
 
 

@@ -149,7 +149,7 @@ class DiskCache:
 
 def entry_name(accession: str, image_id: str, sha256: str) -> str:
     """An entry's file name: readable (accession, image name) and keyed by content."""
-    return f"{_safe(f'{accession}_{Path(image_id).name}')}.{sha256[:16]}.bin"
+    return f"{safe_name(f'{accession}_{Path(image_id).name}')}.{sha256[:16]}.bin"
 
 
 def stored_crop_share(path: Path) -> float | None:
@@ -201,5 +201,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` as a file name: runs of other characters than letters, digits, ``._-`` become ``-``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "image"

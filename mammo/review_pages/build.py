@@ -87,11 +87,6 @@ def galleries(order, cells, shown, cards, classes) -> str:
     return render.LEGEND + "".join(render.gallery(c, cells[c], shown[c], cards, classes) for c in order)
 
 
-def metric_prefix(source: ReviewSource) -> str:
-    """The prefix of the split's metrics files (``val``, ``test``, ``eval``; ``oof`` for CV)."""
-    return source.split
-
-
 def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
     """The split's metrics with their intervals at each level, and the confusion matrix."""
     levels = {}
@@ -99,7 +94,7 @@ def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
         oof = json.loads((source.folder / "cv_summary.json").read_text()).get("oof_metrics") or {}
         levels["image"] = {k: v for k, v in oof.items() if isinstance(v, int | float)}
     for level, suffix in (("image", ""), ("breast", "_breast"), ("exam", "_exam")):
-        path = source.folder / "metrics" / f"{metric_prefix(source)}{suffix}_metrics.json"
+        path = source.folder / "metrics" / f"{source.split}{suffix}_metrics.json"
         if path.is_file():
             levels[level] = json.loads(path.read_text())
     images, patients = len(source.predictions), source.predictions["PatientID"].nunique()
@@ -110,11 +105,11 @@ def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
 def subgroups(source: ReviewSource, resamples: int, seed: int) -> str:
     """The split's ``metrics/<split>_subgroups.json`` (computed from the predictions if the run
     predates it)."""
-    path = source.folder / "metrics" / f"{metric_prefix(source)}_subgroups.json"
+    path = source.folder / "metrics" / f"{source.split}_subgroups.json"
     if path.is_file():
         entries = json.loads(path.read_text())["subgroups"]
     else:
-        entries = write_subgroups(source.folder, metric_prefix(source), source.predictions, resamples, seed)
+        entries = write_subgroups(source.folder, source.split, source.predictions, resamples, seed)
     name = escape(path.name)
     link = f'<p><a href="../metrics/{name}">{name}</a>: every metric of each subgroup</p>'
     return render.subgroups_table(entries) + (link if path.is_file() else "")

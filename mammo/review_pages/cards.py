@@ -4,7 +4,6 @@ crop box and the chest wall marked, and the Grad-CAM of the predicted class."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
+from mammo.data.cache import safe_name
 from mammo.data.preprocess import Prepared, Preprocessing
 from mammo.errors import MammoError
 from mammo.evaluation.gradcam import gradcam
@@ -39,7 +39,7 @@ def card_name(image_id: str) -> str:
     >>> card_name("ACC00001/L_CC")
     'ACC00001-L_CC.png'
     """
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", image_id).strip("-.") + ".png"
+    return safe_name(image_id) + ".png"
 
 
 def write_cards(source, rows: pd.DataFrame, folder: Path, batch_size: int = 16) -> dict[str, dict]:

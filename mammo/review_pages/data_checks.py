@@ -24,11 +24,16 @@ def data_checks(source, outliers: pd.DataFrame, cards: dict, classes: list[int])
     return "".join(parts)
 
 
+def cache_folder(source) -> str | None:
+    """The run's disk cache folder (``None`` when its images were kept in memory)."""
+    return ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+
+
 def crop_outliers(source, limit: int) -> pd.DataFrame:
     """The predicted images whose breast crop kept a very small (< 25 %) or nearly the whole
     (>= 95 %) share of the file, with ``crop_share``; read from the disk cache entries' headers
     (32 bytes each), so empty for a run without a disk cache. At most ``limit`` of each kind."""
-    folder = ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+    folder = cache_folder(source)
     if not folder or not Path(folder).is_dir():
         return source.predictions.head(0).assign(crop_share=[])
     sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
@@ -46,7 +51,7 @@ def crop_outliers(source, limit: int) -> pd.DataFrame:
 def crop_section(source, outliers: pd.DataFrame, cards: dict, classes: list[int]) -> str:
     kinds = f"under {SMALL_CROP:.0%} or {NEARLY_WHOLE:.0%} or more of the file"
     title = f"<h3>Crops that kept {kinds}: {len(outliers)}</h3>"
-    folder = ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+    folder = cache_folder(source)
     if not folder:
         return title + '<p class="muted">read from the disk cache: this run kept its images in memory</p>'
     figures = "".join(

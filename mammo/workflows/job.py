@@ -17,7 +17,7 @@ from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
 from mammo.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
 from mammo.hpo.trial import TrialJob, runs_all_folds
-from mammo.settings import check_train_settings
+from mammo.settings import check_train_settings, warms_up
 from mammo.targets import check_targets
 from mammo.workflows.fit import fit_run, start_summary
 from mammo.workflows.folds import run_all_folds
@@ -83,8 +83,7 @@ def fit_warmup_to_epochs(cfg: DictConfig, given: set[str]) -> None:
     is shortened to fit, with one line saying so. Given both, a contradiction stays an error
     (``mammo.settings`` names the fix)."""
     warmup, epochs = cfg.get("warmup_epochs"), cfg.get("epochs")
-    warms_up = "warmup_epochs" in (cfg.get("scheduler") or {})
-    if not warms_up or "warmup_epochs" in given or "epochs" not in given:
+    if not warms_up(cfg) or "warmup_epochs" in given or "epochs" not in given:
         return
     if isinstance(warmup, int) and isinstance(epochs, int) and 1 <= epochs <= warmup:
         cfg.warmup_epochs = epochs - 1
