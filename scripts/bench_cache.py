@@ -80,6 +80,7 @@ def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
 
     from mammo.data.cache import DiskCache
     from mammo.data.dataset import DicomDataset, ImageSource
+    from mammo.data.preprocess import Facts
 
     cache = DiskCache(tmp / "cache", pre)
     images = [pre(p).astype(np.float16) for p in paths]
@@ -95,7 +96,7 @@ def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
     )
     source = ImageSource(table, pre, cache)
     for i, entry in enumerate(source.entries):
-        cache.write(entry, images[i % len(images)])
+        cache.write(entry, images[i % len(images)], Facts())
     return source, DicomDataset(table, source)
 
 

@@ -5,6 +5,7 @@ found nothing to leave out."""
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,11 +15,31 @@ NEARLY_WHOLE = 0.95
 """A breast crop that keeps this share of the image or more found nothing to leave out."""
 
 
-def breast_region(
-    thumb: np.ndarray, pad: float = 0.02
-) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
-    """Box ``(y0, y1, x0, x1)`` of the breast on a display thumbnail, and a mask of the other
-    bright regions (labels, markers) inside it, or ``None`` when there are none.
+CHEST_WALL_SOURCES = ("orientation", "laterality", "brightness")
+"""What decided an image's chest-wall side, in the order :func:`chest_wall_side` tries them."""
+
+
+class Region(NamedTuple):
+    """The breast found on a display thumbnail."""
+
+    box: tuple[int, int, int, int]
+    """``(y0, y1, x0, x1)``: the breast with its margin (the whole thumbnail when none is found)."""
+    labels: np.ndarray | None
+    """The other bright regions inside the box (labels, markers), or ``None`` when there are none."""
+    breast: np.ndarray | None
+    """The breast's mask on the thumbnail, ``None`` when no region stands out."""
+
+    def breast_share_of_box(self) -> float:
+        """The share of the box the breast covers (1.0 when no breast was found)."""
+        if self.breast is None:
+            return 1.0
+        y0, y1, x0, x1 = self.box
+        return float(self.breast[y0:y1, x0:x1].mean()) if y1 > y0 and x1 > x0 else 0.0
+
+
+def breast_region(thumb: np.ndarray, pad: float = 0.02) -> Region:
+    """The breast on a display thumbnail (:class:`Region`): its box, the other bright regions
+    (labels, markers) inside the box, and its mask.
 
     The breast is the largest connected region brighter than the background (10 % of the way
     from the 2nd to the 98th percentile, capped at Otsu's threshold so that a dark image still
@@ -35,7 +56,7 @@ def breast_region(
     mask[:margin], mask[-margin:], mask[:, :margin], mask[:, -margin:] = False, False, False, False
     breast = largest_region(mask, thin_line_width(h, w))
     if breast is None:
-        return (0, h, 0, w), None
+        return Region((0, h, 0, w), None, None)
     rows, cols = np.flatnonzero(breast.any(axis=1)), np.flatnonzero(breast.any(axis=0))
     py, px = round(pad * h), round(pad * w)
     y0, y1 = max(0, rows[0] - py), min(h, rows[-1] + 1 + py)
@@ -44,8 +65,8 @@ def breast_region(
     y1, x1 = (h if y1 >= h - margin - 1 else y1), (w if x1 >= w - margin - 1 else x1)
     others = mask & ~breast
     if not others[y0:y1, x0:x1].any():
-        return (y0, y1, x0, x1), None
-    return (y0, y1, x0, x1), ndimage.binary_dilation(others, iterations=2) & ~breast
+        return Region((y0, y1, x0, x1), None, breast)
+    return Region((y0, y1, x0, x1), ndimage.binary_dilation(others, iterations=2) & ~breast, breast)
 
 
 def thin_line_width(height: int, width: int) -> int:
@@ -88,22 +109,23 @@ def otsu_threshold(image: np.ndarray, bins: int = 128) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
-def chest_wall_side(ds, laterality: str | None, thumb: np.ndarray) -> str:
-    """``left`` or ``right``: the image edge the chest wall is on.
+def chest_wall_side(ds, laterality: str | None, thumb: np.ndarray) -> tuple[str, str]:
+    """``left`` or ``right`` (the image edge the chest wall is on), and what decided it (one of
+    :data:`CHEST_WALL_SOURCES`).
 
     In order: the DICOM Patient Orientation (the row direction points anterior, towards the
     nipple, when the chest wall is on the left); the laterality (CSV, Image Laterality or
     Laterality; the standard hanging puts a left breast's chest wall on the left); the brighter
-    image half.
+    image half, a guess worth a look.
     """
     orientation = ds.get("PatientOrientation")
     if orientation and len(orientation) >= 1 and str(orientation[0])[:1] in ("A", "P"):
-        return "left" if str(orientation[0]).startswith("A") else "right"
+        return ("left" if str(orientation[0]).startswith("A") else "right"), "orientation"
     side = laterality or ds.get("ImageLaterality") or ds.get("Laterality")
     if str(side).strip().upper() in ("L", "R"):
-        return "left" if str(side).strip().upper() == "L" else "right"
+        return ("left" if str(side).strip().upper() == "L" else "right"), "laterality"
     half = thumb.shape[1] // 2
-    return "left" if thumb[:, :half].sum() >= thumb[:, -half:].sum() else "right"
+    return ("left" if thumb[:, :half].sum() >= thumb[:, -half:].sum() else "right"), "brightness"
 
 
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -112,16 +134,17 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
-def report_nearly_whole_crops(
-    image_ids: list[str], crop_shares: dict, cropped: bool, listed: int = 100
-) -> dict:
+def report_nearly_whole_crops(image_ids: list[str], facts: dict, cropped: bool, listed: int = 100) -> dict:
     """A ``WARNING:`` naming the images whose breast crop kept nearly the whole image (a film's
     frame or a border it could not separate from the breast: worth a look), and the cache
     statistics' ``nearly_whole_crops`` (count) and ``nearly_whole_crop_images`` (the first
-    ``listed``). ``crop_shares`` maps an image's position to the share its crop kept (``None``:
-    a bad file); nothing is counted without the crop (``cropped`` false)."""
+    ``listed``). ``facts`` maps an image's position to how it was made
+    (:class:`~mammo.data.preprocess.Facts`; ``None``: a bad file); nothing is counted without the
+    crop (``cropped`` false)."""
     whole = [
-        image_ids[i] for i, share in sorted(crop_shares.items()) if cropped and (share or 0) >= NEARLY_WHOLE
+        image_ids[i]
+        for i, made in sorted(facts.items())
+        if cropped and made is not None and made.crop_share >= NEARLY_WHOLE
     ]
     if whole:
         log.warning(

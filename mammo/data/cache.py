@@ -5,10 +5,11 @@ with a ``settings.json`` beside the entries. The settings key hashes every prepr
 setting and the pipeline version; ``<sha>`` is the start of the DICOM file's SHA-256. A change
 of either gives a new entry name, so a stale image can never be served.
 
-An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code, the share
-of the image the breast crop kept) and the image as float16. Writes go to a temporary file in
-the same folder and are renamed into place, so readers (DataLoader workers, a second run sharing
-the cache) see a whole entry or none.
+An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code, and how the
+image was made: :class:`~mammo.data.preprocess.Facts`, the shares of the file the crop kept and of
+the input the breast covers, the chest-wall and window sources) and the image as float16.
+Writes go to a temporary file in the same folder and are renamed into place, so readers
+(DataLoader workers, a second run sharing the cache) see a whole entry or none.
 Each run checks every entry's size and header when it prepares the dataset (32 bytes per entry,
 not the whole file: a 100,000-image cache is checked in seconds), and each entry's CRC the first
 time a process reads it; later reads check size and header only, which keeps them at the speed of
@@ -28,11 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from mammo.artifacts.io import atomic_open
-from mammo.data.preprocess import Preprocessing
+from mammo.data.breast import CHEST_WALL_SOURCES
+from mammo.data.preprocess import WINDOW_SOURCES, Facts, Preprocessing
 from mammo.errors import DataError
 
-MAGIC = b"MAMMOC01"
-HEADER = struct.Struct("<8sIIIIf")  # magic, height, width, crc32, dtype code (1 = float16), crop share
+MAGIC = b"MAMMOC02"
+# magic, height, width, crc32, dtype code (1 = float16), chest-wall source, window source (codes:
+# 1 + the position in CHEST_WALL_SOURCES / WINDOW_SOURCES), a pad byte, crop share, input share
+HEADER = struct.Struct("<8sIIIBBBxff")
 DTYPE = np.float16
 NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux >= 4.14: read only what the page cache holds
 
@@ -118,33 +122,45 @@ class DiskCache:
         if got != self.nbytes:
             size = os.path.getsize(path)
             raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
-        magic, height, width, crc, dtype, _ = HEADER.unpack(header)
+        magic, height, width, crc, dtype, *_ = HEADER.unpack(header)
         if magic != MAGIC or (height, width) != self.shape or dtype != 1:
             raise CacheEntryError(f"{path.name}: bad header")
         if verify and zlib.crc32(memoryview(out).cast("B")) != crc:
             raise CacheEntryError(f"{path.name}: checksum mismatch (corrupt)")
         return True
 
-    def check(self, path: Path) -> float:
+    def check(self, path: Path) -> Facts:
         """Size and header of an entry, without reading its image; raises like :meth:`read`.
-        Returns the share of the image the breast crop kept."""
+        Returns how the image was made."""
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             header = f.read(HEADER.size)
         if size != self.nbytes:
             raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
-        magic, height, width, _, dtype, crop_share = HEADER.unpack(header)
-        if magic != MAGIC or (height, width) != self.shape or dtype != 1:
+        magic, height, width, _, dtype, *facts = HEADER.unpack(header)
+        made = header_facts(*facts)
+        if magic != MAGIC or (height, width) != self.shape or dtype != 1 or made is None:
             raise CacheEntryError(f"{path.name}: bad header")
-        return crop_share
+        return made
 
-    def write(self, path: Path, image: np.ndarray, crop_share: float = 1.0) -> None:
+    def write(self, path: Path, image: np.ndarray, facts: Facts) -> None:
         payload = np.ascontiguousarray(image, dtype=DTYPE)
         if payload.shape != self.shape:
             raise ValueError(f"cache entry shape {payload.shape} != {self.shape}")
         data = payload.tobytes()
-        header = HEADER.pack(MAGIC, *self.shape, zlib.crc32(data), 1, crop_share)
+        chest_wall = CHEST_WALL_SOURCES.index(facts.chest_wall_from) + 1
+        window = WINDOW_SOURCES.index(facts.window) + 1
+        header = HEADER.pack(
+            MAGIC, *self.shape, zlib.crc32(data), 1, chest_wall, window, facts.crop_share, facts.input_share
+        )
         _atomic_write(path, header + data)
+
+
+def header_facts(chest_wall: int, window: int, crop_share: float, input_share: float) -> Facts | None:
+    """The :class:`Facts` an entry's header holds, ``None`` where a code is out of range."""
+    if not (0 < chest_wall <= len(CHEST_WALL_SOURCES) and 0 < window <= len(WINDOW_SOURCES)):
+        return None
+    return Facts(crop_share, input_share, CHEST_WALL_SOURCES[chest_wall - 1], WINDOW_SOURCES[window - 1])
 
 
 def entry_name(accession: str, image_id: str, sha256: str) -> str:
@@ -152,15 +168,15 @@ def entry_name(accession: str, image_id: str, sha256: str) -> str:
     return f"{safe_name(f'{accession}_{Path(image_id).name}')}.{sha256[:16]}.bin"
 
 
-def stored_crop_share(path: Path) -> float | None:
-    """The share of its image an entry's breast crop kept, from its header alone; ``None`` for a
-    missing or foreign entry."""
+def stored_facts(path: Path) -> Facts | None:
+    """How an entry's image was made, from its header alone; ``None`` for a missing or foreign
+    entry."""
     try:
         with open(path, "rb") as f:
-            magic, *_, crop_share = HEADER.unpack(f.read(HEADER.size))
+            magic, _, _, _, _, *facts = HEADER.unpack(f.read(HEADER.size))
     except (OSError, struct.error):
         return None
-    return float(crop_share) if magic == MAGIC and crop_share > 0 else None
+    return header_facts(*facts) if magic == MAGIC else None
 
 
 def available_memory() -> int | None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from mammo.data.breast import report_nearly_whole_crops
 from mammo.data.buffers import BatchBuffers
 from mammo.data.cache import CacheEntryError, DiskCache, available_memory, check_memory_cache_fits
-from mammo.data.preprocess import Preprocessing
+from mammo.data.preprocess import Facts, Preprocessing
 from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
@@ -103,10 +103,10 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def compute(self, i: int) -> tuple[np.ndarray, float]:
-        """Image ``i`` (float16) and the share of its area the breast crop kept."""
-        image, crop_share = self.preprocessing.preprocess(self.paths[i], self.laterality[i] or None)
-        return image.astype(np.float16), crop_share
+    def compute(self, i: int) -> tuple[np.ndarray, Facts]:
+        """Image ``i`` (float16) and how it was made."""
+        image, facts = self.preprocessing.preprocess(self.paths[i], self.laterality[i] or None)
+        return image.astype(np.float16), facts
 
     def read_batch(self, indices: list[int], out: np.ndarray) -> None:
         """Images ``indices`` into ``out`` ([B, H, W]). From the disk cache, entries are read from
@@ -141,8 +141,9 @@ class ImageSource:
                     return False
             except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
-                out[...] = self.compute(i)[0]
-                self.cache.write(entry, out)
+                image, facts = self.compute(i)
+                out[...] = image
+                self.cache.write(entry, image, facts)
                 with self.rebuilt.get_lock():
                     self.rebuilt.value += 1
             self.verified.add(entry)
@@ -162,7 +163,7 @@ class ImageSource:
 
 class CacheFiller(Dataset):
     """One pass over every image: verify or build its cache entry; returns (i, status, detail,
-    image, the share of it the breast crop kept)."""
+    image, how it was made)."""
 
     def __init__(self, source: ImageSource, keep: bool, skip: bool) -> None:
         self.source, self.keep, self.skip = source, keep, skip
@@ -171,10 +172,10 @@ class CacheFiller(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        source, status, detail, image, crop_share = self.source, "built", "", None, 1.0
+        source, status, detail, image, facts = self.source, "built", "", None, None
         if source.cache is not None:
             try:  # the memory cache needs the image (and its CRC); the disk cache only its header
-                crop_share = source.cache.check(source.entries[i])
+                facts = source.cache.check(source.entries[i])
                 if self.keep:
                     image = source.cache.read(source.entries[i], verify=True)
                 status = "reused"
@@ -184,12 +185,12 @@ class CacheFiller(Dataset):
                 status, detail = "regenerated", str(exc)
         if status != "reused":
             try:
-                image, crop_share = source.compute(i)
+                image, facts = source.compute(i)
             except DataError as exc:  # returned, not raised: a worker's traceback would wrap it
                 return i, "bad", str(exc), None, None
             if source.cache is not None:
-                source.cache.write(source.entries[i], image, crop_share)
-        return i, status, detail, image if self.keep else None, crop_share
+                source.cache.write(source.entries[i], image, facts)
+        return i, status, detail, image if self.keep else None, facts
 
 
 def as_list(batch):
@@ -255,9 +256,9 @@ def fill_cache(
     )
     memory = np.zeros((len(source), *source.preprocessing.shape), np.float16) if keep else None
     counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
-    damaged, bad, crop_shares = [], {}, {}
+    damaged, bad, facts = [], {}, {}
     for batch in loader:
-        for i, status, detail, image, crop_shares[i] in batch:
+        for i, status, detail, image, facts[i] in batch:
             counts[status] += 1
             if status == "bad":
                 if not skip:
@@ -284,9 +285,7 @@ def fill_cache(
         *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
         seconds,
     )
-    crops = report_nearly_whole_crops(
-        samples.table["image_id"].tolist(), crop_shares, source.preprocessing.crop
-    )
+    crops = report_nearly_whole_crops(samples.table["image_id"].tolist(), facts, source.preprocessing.crop)
     if bad:
         positions = np.array([p for p in range(len(source)) if p not in bad])
         samples.drop({samples.table.index[i]: reason for i, reason in bad.items()})

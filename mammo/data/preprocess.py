@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mammo.data.breast import breast_region, chest_wall_side, resize_nearest
+from mammo.data.breast import Region, breast_region, chest_wall_side, resize_nearest
 from mammo.data.dicom import decode
 from mammo.data.display import Display, sample_pixels
 from mammo.errors import ConfigError
@@ -32,10 +32,30 @@ from mammo.errors import ConfigError
 ImageSize = int | tuple[int, int]
 
 # Bump when the pipeline's output changes for the same settings, so disk caches rebuild.
-PIPELINE_VERSION = 2  # 2: the crop sheds thin lines (a film's frame)
+PIPELINE_VERSION = 3  # 2: the crop sheds thin lines (a film's frame); 3: entries record their Facts
 ORIENTS = ("left", "right", "none")
 RESIZES = ("letterbox", "stretch")
 THUMB_SIZE = 256
+
+
+WINDOW_SOURCES = ("lut", "window", "percentile", "minmax")
+"""Where an image's display window came from: the file's VOI LUT, its Window Center/Width, the
+percentiles of its values, or their range."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """How one model input was made, in numbers a data check can rank: what the disk cache
+    records beside each image (:mod:`mammo.data.cache`) and the review's data checks show."""
+
+    crop_share: float = 1.0
+    """The share of the file's area the breast crop kept (1.0 without the crop)."""
+    input_share: float = 1.0
+    """The share of the model input the breast covers (the rest is background or letterbox)."""
+    chest_wall_from: str = "orientation"
+    """What decided the chest-wall side (:data:`~mammo.data.breast.CHEST_WALL_SOURCES`)."""
+    window: str = "window"
+    """Where the display window came from (:data:`WINDOW_SOURCES`)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +64,8 @@ class Prepared:
 
     image: np.ndarray
     """The model input, float32 [height, width] in [0, 1]."""
-    crop_share: float
-    """The share of the file's area the breast crop kept."""
+    facts: Facts
+    """How it was made (crop and breast shares, chest-wall and window sources)."""
     box: tuple[int, int, int, int]
     """The crop box ``(y0, y1, x0, x1)`` on :attr:`thumb`."""
     thumb: np.ndarray
@@ -132,12 +152,12 @@ class Preprocessing:
         """
         return self.preprocess(path, laterality)[0]
 
-    def preprocess(self, path: str | Path, laterality: str | None = None) -> tuple[np.ndarray, float]:
-        """What calling does, and the share of the image's area its breast crop kept (1.0 without
-        ``crop``): a share near 1 means the crop found nothing to leave out (a film's frame,
-        a border it could not separate from the breast)."""
+    def preprocess(self, path: str | Path, laterality: str | None = None) -> tuple[np.ndarray, Facts]:
+        """What calling does, and how the image was made (:class:`Facts`): a crop share near 1
+        means the crop found nothing to leave out (a film's frame, a border it could not separate
+        from the breast)."""
         prepared = self.prepare(path, laterality)
-        return prepared.image, prepared.crop_share
+        return prepared.image, prepared.facts
 
     def prepare(self, path: str | Path, laterality: str | None = None) -> Prepared:
         """The model input and how it was made from the file (:class:`Prepared`)."""
@@ -145,7 +165,10 @@ class Preprocessing:
         display = Display.from_dataset(ds, sample_pixels(pixels), self.window, self.percentiles, path)
         step = max(1, -(-max(pixels.shape) // THUMB_SIZE))
         thumb = display(pixels[::step, ::step])
-        box, labels = breast_region(thumb) if self.crop else ((0, thumb.shape[0], 0, thumb.shape[1]), None)
+        found = breast_region(thumb)
+        if not self.crop:
+            found = Region((0, thumb.shape[0], 0, thumb.shape[1]), None, found.breast)
+        box, labels = found.box, found.labels
         y0, y1, x0, x1 = (
             min(v * step, n) for v, n in zip(box, (pixels.shape[0],) * 2 + (pixels.shape[1],) * 2)
         )
@@ -156,15 +179,25 @@ class Preprocessing:
         image = display(downsample(region, out_h, out_w))
         if labels is not None:
             image[resize_nearest(labels[box[0] : box[1], box[2] : box[3]], out_h, out_w)] = 0.0
-        chest_wall = chest_wall_side(ds, laterality, thumb)
+        chest_wall, chest_wall_from = chest_wall_side(ds, laterality, thumb)
         flip = self.orient != "none" and chest_wall != self.orient
         if flip:
             image = image[:, ::-1]
-        share = (y1 - y0) * (x1 - x0) / (pixels.shape[0] * pixels.shape[1])
+        facts = Facts(
+            crop_share=(y1 - y0) * (x1 - x0) / (pixels.shape[0] * pixels.shape[1]),
+            input_share=found.breast_share_of_box() * out_h * out_w / (self.shape[0] * self.shape[1]),
+            chest_wall_from=chest_wall_from,
+            window=self._window_source(display),
+        )
         scanner = " ".join(
             str(ds.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")
         ).strip()
-        return Prepared(self._pad(image), share, tuple(box), thumb, chest_wall, flip, scanner)
+        return Prepared(self._pad(image), facts, tuple(box), thumb, chest_wall, flip, scanner)
+
+    def _window_source(self, display: Display) -> str:
+        if display.kind != "range":
+            return display.kind
+        return "minmax" if self.window == "minmax" else "percentile"
 
     def _output_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         height, width = self.shape

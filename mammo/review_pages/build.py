@@ -16,7 +16,7 @@ from mammo.evaluation.levels import unit_predictions
 from mammo.evaluation.subgroups import write_subgroups
 from mammo.review_pages import render
 from mammo.review_pages.cards import ranked_cells, write_cards
-from mammo.review_pages.data_checks import crop_outliers, data_checks
+from mammo.review_pages.data_checks import data_checks, preprocessing_outliers
 from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, read_source
 
 log = logging.getLogger("mammo")
@@ -38,8 +38,10 @@ def build_review(
     exam_images = source.predictions.merge(
         exams[["PatientID", "AccessionNumber"]], on=["PatientID", "AccessionNumber"]
     )
-    outliers = crop_outliers(source, per_cell)
-    rows = pd.concat([*(frame.head(shown[cell]) for cell, frame in cells.items()), exam_images, outliers])
+    outliers = preprocessing_outliers(source, per_cell)
+    rows = pd.concat(
+        [*(frame.head(shown[cell]) for cell, frame in cells.items()), exam_images, outliers.shown]
+    )
     cards = write_cards(source, rows.drop_duplicates("image_id"), out)
     classes = source.class_labels
     errors = [c for c in sorted(cells, key=lambda c: -len(cells[c])) if c[0] != c[1]]

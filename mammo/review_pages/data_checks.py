@@ -1,68 +1,147 @@
 """The review's data checks: classes per split and patient, what was left out, duplicated pixels,
-and the crops that kept nearly the whole image."""
+and the preprocessing outliers (how each image was made, as its disk cache entry records it)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
 from html import escape
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from mammo.data.breast import NEARLY_WHOLE
-from mammo.data.cache import entry_name, stored_crop_share
+from mammo.data.cache import entry_name, stored_facts
 from mammo.review_pages import render
 
 SMALL_CROP = 0.25
 """A breast crop that keeps less than this share of the file may have found a label or a marker."""
+SMALL_INPUT = 1 / 3
+"""A breast covering less than this share of the model input leaves most of the input black."""
 
 
-def data_checks(source, outliers: pd.DataFrame, cards: dict, classes: list[int]) -> str:
+class Outlier(NamedTuple):
+    """One kind of preprocessing outlier: which images it takes (from their facts), the most
+    extreme first, and what their cards say."""
+
+    title: str
+    picks: Callable[[pd.DataFrame], pd.DataFrame]
+    """facts frame -> the rows of this kind, ordered for showing."""
+    note: Callable[[pd.Series], str]
+    """row -> the card's note."""
+
+
+class Outliers(NamedTuple):
+    """The outliers a review shows (capped per kind, with an ``outlier`` column naming the kind),
+    and how many of each checked kind there are."""
+
+    shown: pd.DataFrame
+    counts: dict[str, int]
+
+
+OUTLIERS = {
+    "crop": Outlier(
+        f"Crops that kept under {SMALL_CROP:.0%} or {NEARLY_WHOLE:.0%} or more of the file",
+        lambda f: pd.concat(
+            [
+                f[f["crop_share"] < SMALL_CROP].sort_values("crop_share"),
+                f[f["crop_share"] >= NEARLY_WHOLE].sort_values("crop_share", ascending=False),
+            ]
+        ),
+        lambda row: f"the crop kept {row['crop_share']:.0%} of the file",
+    ),
+    "input": Outlier(
+        f"Breasts that cover under {SMALL_INPUT:.0%} of the model input",
+        lambda f: f[f["input_share"] < SMALL_INPUT].sort_values("input_share"),
+        lambda row: f"the breast covers {row['input_share']:.0%} of the input",
+    ),
+    "chest_wall": Outlier(
+        "Chest-wall sides guessed from brightness (no Patient Orientation, no laterality)",
+        lambda f: f[f["chest_wall_from"] == "brightness"],
+        lambda row: "chest wall side guessed from brightness",
+    ),
+    "window": Outlier(
+        "Windows from the percentile fallback (no VOI LUT, no Window Center/Width in the file)",
+        lambda f: f[f["window"] == "percentile"],
+        lambda row: "window from the percentile fallback",
+    ),
+}
+"""The outlier kinds, in the order the data checks show them."""
+
+
+def data_checks(source, outliers: Outliers, cards: dict, classes: list[int]) -> str:
     files = pd.DataFrame(source.manifest.get("files", []))
     parts = [class_distribution(source, files), left_out(source.manifest), duplicates(files)]
-    parts.append(crop_section(source, outliers, cards, classes))
+    parts.append(outlier_sections(source, outliers, cards, classes))
     return "".join(parts)
+
+
+def data_config(source) -> dict:
+    return source.summary.get("data_config") or {}
 
 
 def cache_folder(source) -> str | None:
     """The run's disk cache folder (``None`` when its images were kept in memory)."""
-    return ((source.summary.get("data_config") or {}).get("cache") or {}).get("folder")
+    return (data_config(source).get("cache") or {}).get("folder")
 
 
-def crop_outliers(source, limit: int) -> pd.DataFrame:
-    """The predicted images whose breast crop kept a very small (< 25 %) or nearly the whole
-    (>= 95 %) share of the file, with ``crop_share``; read from the disk cache entries' headers
-    (32 bytes each), so empty for a run without a disk cache. At most ``limit`` of each kind."""
-    folder = cache_folder(source)
-    if not folder or not Path(folder).is_dir():
-        return source.predictions.head(0).assign(crop_share=[])
-    sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
-    frame = source.predictions.copy()
-    frame["crop_share"] = [
-        stored_crop_share(Path(folder) / entry_name(acc, image_id, sha_of.get(image_id, "")))
-        for acc, image_id in zip(frame["AccessionNumber"], frame["image_id"])
-    ]
-    shares = frame["crop_share"].astype(float)
-    small = frame[shares < SMALL_CROP].sort_values("crop_share").head(limit)
-    whole = frame[shares >= NEARLY_WHOLE].sort_values("crop_share", ascending=False).head(limit)
-    return pd.concat([small, whole])
-
-
-def crop_section(source, outliers: pd.DataFrame, cards: dict, classes: list[int]) -> str:
-    kinds = f"under {SMALL_CROP:.0%} or {NEARLY_WHOLE:.0%} or more of the file"
-    title = f"<h3>Crops that kept {kinds}: {len(outliers)}</h3>"
-    folder = cache_folder(source)
-    if not folder:
-        return title + '<p class="muted">read from the disk cache: this run kept its images in memory</p>'
-    figures = "".join(
-        render.card(
-            row,
-            {**cards.get(row["image_id"], {}), "note": f"the crop kept {row['crop_share']:.0%} of the file"},
-            classes,
-        )
-        for _, row in outliers.iterrows()
+def preprocessing_outliers(source, limit: int) -> Outliers:
+    """The predicted images that are preprocessing outliers (:data:`OUTLIERS`), at most ``limit``
+    of each kind shown; read from the disk cache entries' headers (32 bytes each), so none for a
+    run without a disk cache. The percentile window is an outlier only where the run's
+    ``data.window`` is ``auto`` (a fallback, not the choice)."""
+    facts = image_facts(source)
+    window = (data_config(source).get("preprocessing") or {}).get("window", "auto")
+    picked = {
+        kind: outlier.picks(facts)
+        for kind, outlier in OUTLIERS.items()
+        if kind != "window" or window == "auto"
+    }
+    shown = pd.concat(
+        [facts.head(0).assign(outlier=[])]
+        + [rows.head(limit).assign(outlier=kind) for kind, rows in picked.items()]
     )
-    return title + (f'<div class="cards">{figures}</div>' if figures else "")
+    return Outliers(shown, {kind: len(rows) for kind, rows in picked.items()})
+
+
+def image_facts(source) -> pd.DataFrame:
+    """The predictions with how each image was made (:class:`~mammo.data.preprocess.Facts`
+    columns), the images whose cache entry is missing left out."""
+    folder = cache_folder(source)
+    columns = ["crop_share", "input_share", "chest_wall_from", "window"]
+    if not folder or not Path(folder).is_dir():
+        return source.predictions.head(0).assign(**{c: [] for c in columns})
+    sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
+    made = [
+        stored_facts(Path(folder) / entry_name(acc, image_id, sha_of.get(image_id, "")))
+        for acc, image_id in zip(source.predictions["AccessionNumber"], source.predictions["image_id"])
+    ]
+    known = [f is not None for f in made]
+    facts = pd.DataFrame([asdict(f) for f in made if f is not None], columns=columns)
+    return pd.concat([source.predictions[known].reset_index(drop=True), facts], axis=1)
+
+
+def outlier_sections(source, outliers: Outliers, cards: dict, classes: list[int]) -> str:
+    if not cache_folder(source):
+        return (
+            "<h3>Preprocessing outliers</h3>"
+            '<p class="muted">read from the disk cache: this run kept its images in memory</p>'
+        )
+    parts = []
+    for kind, count in outliers.counts.items():
+        rows = outliers.shown[outliers.shown["outlier"] == kind]
+        figures = "".join(
+            render.card(row, {**cards.get(row["image_id"], {}), "note": OUTLIERS[kind].note(row)}, classes)
+            for _, row in rows.iterrows()
+        )
+        more = f' <span class="muted">(the first {len(rows)} shown)</span>' if len(rows) < count else ""
+        parts.append(
+            f"<h3>{escape(OUTLIERS[kind].title)}: {count}{more}</h3>"
+            + (f'<div class="cards">{figures}</div>' if figures else "")
+        )
+    return "".join(parts)
 
 
 def class_distribution(source, files: pd.DataFrame) -> str:

@@ -18,7 +18,7 @@ from mammo.artifacts.rundir import allocate_run_dir, register_resolvers
 from mammo.artifacts.summary import run_recorded
 from mammo.review_pages import render
 from mammo.review_pages.cards import input_cards
-from mammo.review_pages.data_checks import crop_outliers, data_checks
+from mammo.review_pages.data_checks import data_checks, preprocessing_outliers
 
 log = logging.getLogger("mammo")
 
@@ -54,11 +54,16 @@ def review_data(cfg, out: Path, summary, per_class: int) -> dict:
     source = SimpleNamespace(
         folder=out, manifest=datamodule.manifest, summary={"data_config": data_config}, predictions=table
     )
-    outliers = crop_outliers(source, per_class * len(classes))
+    outliers = preprocessing_outliers(source, per_class * len(classes))
     sample = table.sort_values("image_id").groupby("true_label", sort=True).head(per_class)
     paths = dict(zip(table["image_id"], table["path"].map(Path)))
     folder = out / "review"
-    cards = input_cards(pd.concat([sample, outliers]), paths, datamodule.preprocessing, folder)
+    cards = input_cards(
+        pd.concat([sample, outliers.shown]).drop_duplicates("image_id"),
+        paths,
+        datamodule.preprocessing,
+        folder,
+    )
     inputs = "".join(
         render.gallery_of(
             f"Density {render.density(c)}: {(table['true_label'] == c).sum()} image(s)", rows, cards, classes

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mammo.data.cache import DiskCache
+from mammo.data.cache import MAGIC, CacheEntryError, DiskCache, stored_facts
 from mammo.data.dataset import collate
 from mammo.errors import DataError
 
@@ -75,11 +75,14 @@ def test_entry_damaged_during_training_is_rebuilt_on_read(dataset, make_datamodu
     dm = make_datamodule(*dataset, cache_mode="disk")
     reference = val_images(dm)
     damaged = entries(dm)
+    facts = [stored_facts(path) for path in damaged]
     for path in damaged:
         path.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="mammo"):
         assert torch.equal(val_images(dm), reference)
     assert "Disk cache entry unreadable" in caplog.text
+    rebuilt = [(f, stored_facts(path)) for f, path in zip(facts, damaged) if path.stat().st_size]
+    assert rebuilt and all(before == after for before, after in rebuilt)  # how it was made, kept too
     assert dm.cache_report()["rebuilt_on_read"] == len(reference)
     for path in damaged:
         path.write_bytes(b"")
@@ -216,3 +219,33 @@ def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of
     np.testing.assert_array_equal(batch, expected)
     source.read_batch(list(range(n)), batch)  # now all in the page cache: no advice
     assert len(advised) == 1
+
+
+def test_each_entry_records_how_its_image_was_made(dataset, make_datamodule, tmp_path):
+    from mammo.data.preprocess import Facts, Preprocessing
+
+    dm = make_datamodule(*dataset, cache_mode="disk")
+    cache, table = dm.source.cache, dm.samples.table
+    for i in range(len(table)):
+        _, made = dm.preprocessing.preprocess(dm.source.paths[i], dm.source.laterality[i] or None)
+        recorded = cache.check(dm.source.entries[i])
+        assert recorded == stored_facts(dm.source.entries[i])
+        assert recorded.chest_wall_from == made.chest_wall_from and recorded.window == made.window
+        assert recorded.crop_share == pytest.approx(made.crop_share, rel=1e-6)  # stored as float32
+        assert recorded.input_share == pytest.approx(made.input_share, rel=1e-6)
+    own = DiskCache(tmp_path / "own", Preprocessing(32))
+    entry = own.folder / "e.bin"
+    facts = Facts(0.5, 0.25, "brightness", "percentile")
+    own.write(entry, np.zeros((32, 32), np.float16), facts)
+    assert own.check(entry) == stored_facts(entry) == facts
+    data = bytearray(entry.read_bytes())
+    data[:8] = b"MAMMOC01"  # an entry of the format before facts: not read as one of these
+    entry.write_bytes(bytes(data))
+    assert stored_facts(entry) is None and MAGIC != b"MAMMOC01"
+    with pytest.raises(CacheEntryError, match="bad header"):
+        own.check(entry)
+    data[:8] = MAGIC
+    data[21] = 9  # the chest-wall source's code (after magic, height, width, CRC, dtype): out of range
+    entry.write_bytes(bytes(data))
+    with pytest.raises(CacheEntryError, match="bad header"):
+        own.check(entry)

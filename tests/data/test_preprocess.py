@@ -41,7 +41,7 @@ def test_crop_finds_breast_and_blanks_labels(tmp_path):
     assert cropped[:, :5].mean() > 0.3  # chest wall kept at the left edge
     # the label inside the box is blanked: the top-right corner of the crop is background
     assert cropped[:6, -12:].max() < 0.05
-    box, labels = breast_region(whole)
+    box, labels, _ = breast_region(whole)
     assert labels is not None and labels[:20].any()  # the far label is found as a separate region
     assert box[0] > 15 and box[1] - box[0] < 0.7 * whole.shape[0]  # rows of the breast only
 
@@ -68,6 +68,36 @@ def test_orientation(tmp_path, stored_side, tags, csv_laterality, expect_flip):
         assert out[:, :32].mean() > out[:, 32:].mean()  # chest wall now on the left
     right = Preprocessing(64, crop=False, resize="stretch", orient="right")(path, laterality=csv_laterality)
     np.testing.assert_array_equal(right, out[:, ::-1])
+
+
+@pytest.mark.parametrize(
+    ("tags", "csv_laterality", "source"),
+    [
+        ({"PatientOrientation": ["A", "R"]}, None, "orientation"),
+        ({"ImageLaterality": "L"}, None, "laterality"),
+        ({}, "L", "laterality"),
+        ({}, None, "brightness"),
+    ],
+)
+def test_facts_say_what_decided_the_chest_wall(tmp_path, tags, csv_laterality, source):
+    path = write(tmp_path, mammogram(label=False, edge=False), tags=tags)
+    assert Preprocessing(64).preprocess(path, csv_laterality)[1].chest_wall_from == source
+
+
+def test_facts_say_where_the_window_came_from_and_how_much_of_the_input_is_breast(tmp_path):
+    windowed = write(tmp_path, mammogram(label=False, edge=False), "w.dcm", window=(1500.0, 3000.0))
+    bare = write(tmp_path, mammogram(label=False, edge=False), "b.dcm")
+    assert Preprocessing(48).preprocess(windowed)[1].window == "window"
+    assert Preprocessing(48, window="minmax").preprocess(windowed)[1].window == "minmax"
+    assert Preprocessing(48).preprocess(bare)[1].window == "percentile"  # auto fell back
+    # the half-ellipse breast covers pi/4 of its 200x150 box: 0.785 * 30000 / 120000 of the file
+    whole = Preprocessing(96, crop=False, resize="stretch").preprocess(bare)[1]
+    assert whole.crop_share == 1.0 and whole.input_share == pytest.approx(np.pi / 4 / 4, abs=0.03)
+    cropped = Preprocessing(96, crop=True, resize="stretch").preprocess(bare)[1]
+    assert cropped.crop_share < 0.35 and cropped.input_share == pytest.approx(np.pi / 4, abs=0.1)
+    # letterboxed into a square, the tall crop (about 216x153 of 400x300) leaves a quarter black
+    boxed = Preprocessing(96, crop=True, resize="letterbox").preprocess(bare)[1]
+    assert boxed.input_share == pytest.approx(cropped.input_share * 153 / 216, abs=0.06)
 
 
 def test_letterbox_keeps_aspect_and_stretch_fills(tmp_path):

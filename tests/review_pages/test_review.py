@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -202,26 +201,56 @@ def test_a_cv_job_is_reviewed_from_its_out_of_fold_predictions(tmp_path, demo_ro
         assert f"fold {fold_of[image_id]}" in figure  # each image is shown with the fold that held it out
 
 
-def test_crops_that_kept_too_little_or_nearly_all_of_the_file_are_shown(tmp_path, demo_root):
-    from mammo.data.cache import HEADER, entry_name
+def test_preprocessing_outliers_are_shown_from_what_each_cache_entry_recorded(tmp_path, demo_root):
+    from dataclasses import replace
+
+    from mammo.data.cache import DiskCache, stored_facts
+    from mammo.data.preprocess import Facts, Preprocessing
 
     run = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
-    folder = Path(json.loads((run / "summary.json").read_text())["data_config"]["cache"]["folder"])
+    summary = json.loads((run / "summary.json").read_text())
+    settings = {k: v for k, v in summary["data_config"]["preprocessing"].items() if k != "pipeline_version"}
+    cache = DiskCache(run.parent / "cache", Preprocessing(**settings))
+    assert str(cache.folder) == summary["data_config"]["cache"]["folder"]
     manifest = {f["image_id"]: f for f in json.loads((run / "data_manifest.json").read_text())["files"]}
-    picked = pd.read_csv(run / "val_predictions.csv").iloc[:2]
-    for (_, row), share in zip(picked.iterrows(), (0.1, 0.99)):  # what the crop kept, per its entry
-        entry = folder / entry_name(
-            row["AccessionNumber"], row["image_id"], manifest[row["image_id"]]["sha256"]
-        )
-        data = bytearray(entry.read_bytes())
-        magic, h, w, crc, dtype, _ = HEADER.unpack(bytes(data[: HEADER.size]))
-        data[: HEADER.size] = HEADER.pack(magic, h, w, crc, dtype, share)
-        entry.write_bytes(bytes(data))
+    picked = pd.read_csv(run / "val_predictions.csv").iloc[:5]
+    usual = Facts(crop_share=0.5, input_share=0.6, chest_wall_from="laterality", window="window")
+    made = [
+        replace(usual, crop_share=0.1),
+        replace(usual, crop_share=0.99),
+        replace(usual, input_share=0.2),
+        replace(usual, chest_wall_from="brightness"),
+        replace(usual, window="percentile"),
+    ]
+    for _, row in pd.read_csv(run / "val_predictions.csv").iterrows():  # as if made so
+        entry = cache.entry(row["AccessionNumber"], row["image_id"], manifest[row["image_id"]]["sha256"])
+        assert stored_facts(entry) is not None
+        k = picked.index[picked["image_id"] == row["image_id"]]
+        cache.write(entry, cache.read(entry), made[k[0]] if len(k) else usual)
     text = build_review(run, per_cell=2).read_text()
     section = text[text.index('id="data"') : text.index('id="training"')]
-    assert "Crops that kept under 25% or 95% or more of the file: 2" in section
-    for (_, row), kept in zip(picked.iterrows(), ("10%", "99%")):
-        assert f'data-image="{row["image_id"]}"' in section and f"the crop kept {kept} of the file" in section
+    expected = [
+        ("Crops that kept under 25% or 95% or more of the file: 2<", "the crop kept 10% of the file"),
+        ("", "the crop kept 99% of the file"),
+        ("Breasts that cover under 33% of the model input: 1<", "the breast covers 20% of the input"),
+        (
+            "Chest-wall sides guessed from brightness (no Patient Orientation, no laterality): 1<",
+            "chest wall side guessed from brightness",
+        ),
+        (
+            "Windows from the percentile fallback (no VOI LUT, no Window Center/Width in the file): 1<",
+            "window from the percentile fallback",
+        ),
+    ]
+    for (_, row), (title, note) in zip(picked.iterrows(), expected):
+        assert title in section
+        assert f'data-image="{row["image_id"]}"' in section and note in section
+    assert Page(text).images and all((run / "review" / src).is_file() for src in Page(text).images)
+    # with data.window=percentile the percentile window is the choice, not a fallback: no such check
+    data = summary["data_config"]
+    data["preprocessing"]["window"] = "percentile"
+    (run / "summary.json").write_text(json.dumps({**summary, "data_config": data}))
+    assert "percentile fallback" not in build_review(run, per_cell=2).read_text()
 
 
 def test_a_dataset_is_reviewed_before_any_training(tmp_path, demo_root, capsys):

@@ -52,7 +52,7 @@ def test_training_records_and_caches_the_tall_shape(outputs):
     assert summary["status"] == "completed" and summary["hyperparameters"]["img_size"] == [64, 40]
     entries = sorted((outputs / "mammo_tiny_density/cache/preprocessed_64x40").glob("*/*.bin"))
     assert entries, "no disk cache entries under preprocessed_64x40"
-    _, height, width, _, _, _ = HEADER.unpack(entries[0].read_bytes()[: HEADER.size])
+    _, height, width, *_ = HEADER.unpack(entries[0].read_bytes()[: HEADER.size])
     assert (height, width) == (64, 40)
     checkpoint = load_checkpoint(run / "best_model.pt")
     assert checkpoint.preprocessing["img_size"] == [64, 40]
