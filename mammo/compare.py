@@ -2,7 +2,8 @@
 
 Compares two training runs' or evaluations' predictions on the images both predicted (matched by
 ``image_id``): per metric and level, A, B, A - B with a paired patient-bootstrap 95 % interval,
-and McNemar's exact test on per-image correctness (``mammo.evaluation.comparison``). Writes
+and McNemar's exact test on per-image correctness, then the same per subgroup (scanner, view,
+laterality, label-file columns; ``mammo.evaluation.comparison``). Writes
 ``outputs/comparisons/results_N/comparison.{json,md}`` and prints the table::
 
     python -m mammo.compare outputs/mammo_efficientnetb0_density/results_1 \\

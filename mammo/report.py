@@ -3,7 +3,8 @@
     python -m mammo.report 'runs=[outputs/mammo_tiny_density/results_1,outputs/mammo_tiny_density/results_2]'
 
 Writes ``outputs/report_pack/results_N/`` (``mammo.evaluation.report_pack``): training curves,
-confusion matrices and Grad-CAM figures per run, ``metrics_table.{md,tex}``, ``report.json``,
+confusion matrices and Grad-CAM figures per run, ``metrics_table.{md,tex}``,
+``subgroups_table.{md,tex}`` (per scanner, view, laterality, label-file column), ``report.json``,
 ``summary.json`` (``experiment_type: report``) and ``run.log``.
 """
 

@@ -23,6 +23,7 @@ from mammo.data.holdout import split_masks, uses_official_test
 from mammo.data.labels import Samples, load_source
 from mammo.data.manifest import build_manifest, manifest_sha256
 from mammo.data.preprocess import Preprocessing
+from mammo.data.scan import SCANNER_COLUMNS
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
 from mammo.data.splits import keep_subset, kfold_assignment, split_frame, train_val_tables
 from mammo.errors import DataError
@@ -159,6 +160,7 @@ class DensityDataModule(L.LightningDataModule):
             samples,
             samples.class_labels,
             {**{k: Path(v) for k, v in names.items()}, "split_csv": split_csv and Path(split_csv)},
+            (*SCANNER_COLUMNS, *self.labels.columns.subgroup_columns),
         )
 
     # -- loaders -------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """``data_manifest.json``: exactly which data a run used, so two runs can be compared.
 
 The manifest lists every image (path relative to its root, size, SHA-256, accession, patient,
-label), the label CSV's hash, the label distribution and every excluded or skipped row with its
-reason. It holds no absolute paths, dates or run settings, so the same data in another folder or
-on another machine gives the same manifest and the same ``manifest_sha256`` (in summary.json).
+label, and the subgroups it belongs to: its scanner and the label file's subgroup columns, so a
+comparison of two runs can be made per subgroup), the label CSV's hash, the label distribution
+and every excluded or skipped row with its reason. It holds no absolute paths, dates or run
+settings, so the same data in another folder or on another machine gives the same manifest and
+the same ``manifest_sha256`` (in summary.json).
 
 Hashing every DICOM is the costly part (~14 ms per 25 MB); :class:`HashIndex` remembers the
 hashes by path, size and modification time in the experiment's cache folder.
@@ -21,6 +23,8 @@ import pandas as pd
 from mammo.artifacts.io import write_json
 
 MANIFEST_VERSION = 1
+FILE_KEYS = ("image_id", "path", "size", "sha256", "AccessionNumber", "PatientID", "label")
+"""The keys every file entry has; any other key of an entry names a subgroup it belongs to."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -83,10 +87,15 @@ class HashIndex:
             self.changed = False
 
 
-def build_manifest(samples, class_labels: list[int], csv_files: dict[str, Path | None]) -> dict:
-    """The manifest of a :class:`~mammo.data.labels.Samples` table (see module docstring)."""
+def build_manifest(
+    samples, class_labels: list[int], csv_files: dict[str, Path | None], subgroups: tuple[str, ...] = ()
+) -> dict:
+    """The manifest of a :class:`~mammo.data.labels.Samples` table (see module docstring); each
+    file also gets the ``subgroups`` columns of the table that are not empty everywhere."""
     table: pd.DataFrame = samples.table
     labels = [class_labels[i] for i in table["label"]]
+    kept = [c for c in subgroups if c in table and table[c].fillna("").astype(str).str.strip().any()]
+    groups = table[kept].fillna("").astype(str).to_dict("records")
     files = [
         {
             "image_id": image_id,
@@ -96,8 +105,9 @@ def build_manifest(samples, class_labels: list[int], csv_files: dict[str, Path |
             "AccessionNumber": acc,
             "PatientID": pid,
             "label": label,
+            **group,
         }
-        for image_id, relpath, size, sha, acc, pid, label in zip(
+        for image_id, relpath, size, sha, acc, pid, label, group in zip(
             table["image_id"],
             table["relpath"],
             table["size"],
@@ -105,6 +115,7 @@ def build_manifest(samples, class_labels: list[int], csv_files: dict[str, Path |
             table["AccessionNumber"],
             table["PatientID"],
             labels,
+            groups,
         )
     ]
     counts = pd.Series(labels, dtype="int64").value_counts()

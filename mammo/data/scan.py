@@ -29,6 +29,8 @@ SAMPLE_COLUMNS = [
     "model_name",
 ]
 """The columns of a sample table (``Samples.table``), in order."""
+SCANNER_COLUMNS = ("manufacturer", "model_name")
+"""The sample table's scanner columns (DICOM Manufacturer, ManufacturerModelName)."""
 HEADER_FACTS = (
     "AccessionNumber",
     "PatientID",

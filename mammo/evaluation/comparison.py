@@ -3,7 +3,9 @@
 Per metric and level (image; breast and exam where the data has them): A, B, the difference
 A - B with a **paired** patient-bootstrap 95 % interval (each resample draws the same patients
 for both, so what the patients share cancels out), and McNemar's exact test on per-image
-correctness (the images only one of them gets right).
+correctness (the images only one of them gets right). The same paired comparison is made per
+subgroup (scanner, view, laterality, the label file's subgroup columns), with no interval for a
+subgroup of fewer than :data:`~mammo.evaluation.subgroups.MIN_PATIENTS` patients.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from mammo.errors import DataError
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.evaluation.metrics import TITLES
+from mammo.evaluation.subgroups import MIN_PATIENTS, manifest_subgroups
 
 log = logging.getLogger("mammo")
+SUBGROUP_SHOWN = ("kappa_quadratic", "accuracy")
+"""The metrics of the per-subgroup table in comparison.md."""
 PREDICTION_FILES = {"test": "test_predictions.csv", "val": "val_predictions.csv", "eval": "predictions.csv"}
 
 
@@ -150,6 +155,7 @@ def comparison(folder_a: Path, folder_b: Path, split: str, resamples: int, seed:
         units = [unit_predictions(f, level, aggregate)[0] for f in (a, b)]
         if len(units[0]):  # else every unit's images disagree on the label
             levels[level] = compare_level(*units, resamples, seed)
+    subgroups = compare_subgroups(*manifest_subgroups(a, manifest_a), b, resamples, seed)
     result = {
         "a": {"path": str(folder_a), "predictions": PREDICTION_FILES[name_a]},
         "b": {"path": str(folder_b), "predictions": PREDICTION_FILES[name_b]},
@@ -159,8 +165,37 @@ def comparison(folder_a: Path, folder_b: Path, split: str, resamples: int, seed:
         "bootstrap": {"resamples": resamples, "unit": "patient", "paired": True, "level": 0.95, "seed": seed},
         "levels": levels,
         "mcnemar": mcnemar(a, b),
+        "subgroups": subgroups,
     }
     return result
+
+
+def compare_subgroups(
+    a: pd.DataFrame, columns: tuple[str, ...], b: pd.DataFrame, resamples: int, seed: int
+) -> list:
+    """Per subgroup of A's images (``columns`` of ``a``; B's rows are the same images in the same
+    order): ``subgroup``, ``group``, ``num_images``, ``num_patients`` and each metric's A, B,
+    A - B and paired interval (none, with a ``note``, below ``MIN_PATIENTS`` patients)."""
+    out = []
+    for column in columns:
+        values = a[column].fillna("").astype(str).str.strip()
+        if not values.any():
+            continue
+        for group in sorted(values.unique()):
+            rows = (values == group).to_numpy()
+            patients = int(a.loc[rows, "PatientID"].nunique())
+            few = patients < MIN_PATIENTS
+            entry = {
+                "subgroup": column,
+                "group": group,
+                "num_images": int(rows.sum()),
+                "num_patients": patients,
+                "metrics": compare_level(a[rows], b[rows], 0 if few else resamples, seed),
+            }
+            if few:
+                entry["note"] = f"{patients} patient(s): too few for an interval (needs {MIN_PATIENTS})"
+            out.append(entry)
+    return out
 
 
 def comparison_table(result: dict) -> str:
@@ -191,4 +226,31 @@ def comparison_table(result: dict) -> str:
         f"McNemar (images): A right and B wrong {test['only_a_correct']}, B right and A wrong "
         f"{test['only_b_correct']}, exact two-sided p = {test['p_value']:.4g}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + subgroup_lines(result.get("subgroups") or [])) + "\n"
+
+
+def subgroup_lines(entries: list[dict]) -> list[str]:
+    """The per-subgroup comparison's table (images; every metric is in comparison.json)."""
+    if not entries:
+        return []
+    lines = [
+        "",
+        f"Per subgroup (images; {', '.join(TITLES[m] for m in SUBGROUP_SHOWN)} here, "
+        "every metric in comparison.json)",
+        "",
+        "| subgroup | images | patients | metric | A | B | A - B | 95 % CI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for e in entries:
+        name = f"{e['subgroup']}={e['group'] or 'unknown'}"
+        for metric in SUBGROUP_SHOWN:
+            m = e["metrics"].get(metric)
+            if m is None:
+                continue
+            low, high = m["ci"]
+            ci = e.get("note", "") if low is None else f"[{low:+.4f}, {high:+.4f}]"
+            values = f"{m['a']:.4f} | {m['b']:.4f} | {m['difference']:+.4f}"
+            lines.append(
+                f"| {name} | {e['num_images']} | {e['num_patients']} | {m['title']} | {values} | {ci} |"
+            )
+    return lines

@@ -7,7 +7,9 @@ Reads only ``summary.json``, ``val_predictions.csv``, ``train_history.json`` (an
 folds. Writes ``outputs/report_pack/results_N/``: ``density_train_seed{S}.png``,
 ``density_confusion_seed{S}.png``, ``density_gradcam_seed{S}.png`` per run (``_fold{k}`` added for
 CV folds), ``metrics_table.tex`` and ``metrics_table.md`` (each run's best-epoch accuracy, balanced
-accuracy, quadratic kappa, macro-F1, AUC and their mean ± std, ``ddof=1``), and ``report.json``.
+accuracy, quadratic kappa, macro-F1, AUC and their mean ± std, ``ddof=1``),
+``subgroups_table.{md,tex}`` (the same metrics per subgroup, from each run's
+``metrics/val_subgroups.json``, when every run has one) and ``report.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mammo.artifacts.plots import plot_confusion, plot_train_curves
 from mammo.errors import ConfigError
 from mammo.evaluation.cross_validation import fold_dirs
 from mammo.evaluation.metrics import SHORT_NAMES, TITLES, confusion_matrix, mean_std
+from mammo.evaluation.subgroups import MIN_PATIENTS
 
 log = logging.getLogger("mammo")
 REPORTED = ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
@@ -84,6 +87,10 @@ def report_pack(paths: list[Path], out: Path, level: str = "image") -> dict:
     atomic_write_text(out / "metrics_table.md", markdown_table(table))
     atomic_write_text(out / "metrics_table.tex", latex_table(table))
     report = {"runs": figures, "metrics": table}
+    subgroups = subgroup_tables(runs)
+    if subgroups:
+        write_subgroup_tables(subgroups, out)
+        report["subgroups"] = subgroups
     write_json(out / "report.json", report)
     log.info("Report pack for %d run(s): %s", len(runs), out)
     return report
@@ -124,8 +131,64 @@ def level_table(runs: list[tuple[str, Path, dict]], level: str) -> dict:
     return table
 
 
-def _cell(value: float, interval) -> str:
-    """``0.712 [0.650, 0.770]``, or the value alone without an interval."""
+def subgroup_tables(runs: list[tuple[str, Path, dict]]) -> dict | None:
+    """Per reported metric, a table whose rows are the subgroups (``metrics/val_subgroups.json``
+    of each run: scanner, view, laterality, the label file's columns): each run's value and
+    interval (``None`` where a run lacks the subgroup or the value), and mean ± std across the
+    runs that have it. ``None`` (and a log line) when a run has no subgroup file."""
+    stored = []
+    for _, path, _ in runs:
+        file = path / "metrics" / "val_subgroups.json"
+        if not file.is_file():
+            log.info(
+                "%s has no metrics/val_subgroups.json (a run from before subgroups): no subgroup tables", path
+            )
+            return None
+        stored.append({(e["subgroup"], e["group"]): e for e in json.loads(file.read_text())["subgroups"]})
+    keys = list(dict.fromkeys(key for entries in stored for key in entries))
+    tables = {}
+    for name in REPORTED:
+        rows = {}
+        for column, group in keys:
+            entries = [entries.get((column, group)) for entries in stored]
+            values = [(e or {}).get("metrics", {}).get(name) for e in entries]
+            intervals = [((e or {}).get("confidence_intervals") or {}).get(name) for e in entries]
+            sizes = [
+                f"{span([e[k] for e in entries if e])} {k.removeprefix('num_')}"
+                for k in ("num_images", "num_patients")
+            ]
+            rows[f"{column}={group}"] = {
+                "title": f"{column}={group or 'unknown'} ({', '.join(sizes)})",
+                **mean_std(v for v in values if v is not None),
+                "values": values,
+                "intervals": intervals,
+            }
+        tables[name] = {"runs": [label for label, _, _ in runs], "title": TITLES[name], "metrics": rows}
+    return tables
+
+
+def span(numbers: list[int]) -> str:
+    """``16`` or ``12-16``: a count that may differ between runs (CV folds)."""
+    low, high = min(numbers), max(numbers)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def write_subgroup_tables(tables: dict, out: Path) -> None:
+    """``subgroups_table.md`` and ``.tex``: a table per metric, a row per subgroup."""
+    intro = (
+        "Per subgroup of the validation images: each run's value [95 % patient-bootstrap interval; "
+        f"none under {MIN_PATIENTS} patients]; - where a run's split has no such image.\n\n"
+    )
+    markdown = [intro] + [f"## {t['title']}\n\n" + markdown_table(t, "Subgroup") for t in tables.values()]
+    latex = [f"% {t['title']}\n" + latex_table(t, "Subgroup") for t in tables.values()]
+    atomic_write_text(out / "subgroups_table.md", "\n".join(markdown))
+    atomic_write_text(out / "subgroups_table.tex", "\n".join(latex))
+
+
+def _cell(value: float | None, interval) -> str:
+    """``0.712 [0.650, 0.770]``, the value alone without an interval, ``-`` without a value."""
+    if value is None:
+        return "-"
     if not interval or None in interval:
         return f"{value:.3f}"
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
@@ -140,29 +203,34 @@ def predictions_confusion(path: Path) -> tuple[list[int], list[list[int]]]:
     return classes, confusion_matrix(torch.tensor(preds[columns].to_numpy()), targets)
 
 
-def markdown_table(table: dict) -> str:
-    head = ["Metric", *table["runs"], "Mean ± std"]
+def _mean_std(m: dict, plus_minus: str) -> str:
+    return "-" if m["mean"] is None else f"{m['mean']:.3f} {plus_minus} {m['std']:.3f}"
+
+
+def markdown_table(table: dict, first: str = "Metric") -> str:
+    head = [first, *table["runs"], "Mean ± std"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in table["metrics"].values():
         cells = [_cell(v, ci) for v, ci in zip(m["values"], m["intervals"])]
-        cells.append(f"{m['mean']:.3f} ± {m['std']:.3f}")
+        cells.append(_mean_std(m, "±"))
         lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def latex_table(table: dict) -> str:
+def latex_table(table: dict, first: str = "Metric") -> str:
     """A booktabs table (needs \\usepackage{booktabs} in the paper)."""
     runs = [r.replace("_", "\\_") for r in table["runs"]]
     lines = [
         "\\begin{tabular}{l" + "r" * (len(runs) + 1) + "}",
         "\\toprule",
-        "Metric & " + " & ".join(runs) + " & Mean $\\pm$ std \\\\",
+        f"{first} & " + " & ".join(runs) + " & Mean $\\pm$ std \\\\",
         "\\midrule",
     ]
     for m in table["metrics"].values():
         cells = [_cell(v, ci) for v, ci in zip(m["values"], m["intervals"])]
-        cells.append(f"{m['mean']:.3f} $\\pm$ {m['std']:.3f}")
-        lines.append(f"{m['title']} & " + " & ".join(cells) + " \\\\")
+        cells.append(_mean_std(m, "$\\pm$"))
+        title = m["title"].replace("_", "\\_")
+        lines.append(f"{title} & " + " & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
 

@@ -16,11 +16,13 @@ import pandas as pd
 
 from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import write_csv, write_json
+from mammo.data.manifest import FILE_KEYS
+from mammo.data.scan import SCANNER_COLUMNS
 from mammo.evaluation.bootstrap import bootstrap_intervals, weighted_metrics
 from mammo.evaluation.metrics import TITLES
 
 log = logging.getLogger("mammo")
-SUBGROUP_COLUMNS = ("manufacturer", "model_name", "view", "laterality")
+SUBGROUP_COLUMNS = (*SCANNER_COLUMNS, "view", "laterality")
 MIN_PATIENTS = 5
 """A subgroup with fewer patients than this is too small for a patient-bootstrap interval."""
 CSV_COLUMNS = ["subgroup", "group", "num_images", "num_patients", "metric", "value", "ci_low", "ci_high"]
@@ -40,6 +42,17 @@ def with_subgroups(frame: pd.DataFrame, samples: pd.DataFrame, columns=SUBGROUP_
         if column not in frame and column in rows:
             frame[column] = frame["image_id"].map(rows[column]).fillna("").astype(str).to_numpy()
     return frame
+
+
+def manifest_subgroups(frame: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """``frame`` (predictions) with the subgroups each image's ``data_manifest.json`` entry names
+    (its scanner and the label file's subgroup columns), and every subgroup column it then has:
+    :data:`SUBGROUP_COLUMNS` first, then the label file's."""
+    files = pd.DataFrame(manifest.get("files", []))
+    extra = [c for c in files.columns if c not in FILE_KEYS and c not in SUBGROUP_COLUMNS]
+    columns = (*SUBGROUP_COLUMNS, *extra)
+    frame = with_subgroups(frame, files, columns) if "image_id" in files else frame
+    return frame, tuple(c for c in columns if c in frame)
 
 
 def subgroup_metrics(frame: pd.DataFrame, columns, resamples: int, seed: int) -> list[dict]:

@@ -117,3 +117,44 @@ def test_runs_on_different_data_are_said_so_or_refused_and_a_failed_comparison_l
         main([str(tmp_path / "a"), str(tmp_path / "c")])
     assert "1 image_id(s) are different files in" in capsys.readouterr().err
     assert len(list((tmp_path / "outputs" / "comparisons").iterdir())) == 1  # no empty results_N
+
+
+def test_the_comparison_is_made_per_subgroup_of_the_manifest_and_the_predictions(tmp_path):
+    from sklearn.metrics import accuracy_score
+
+    right = np.ones(40, dtype=bool)
+    predictions(tmp_path / "a", right, 0)
+    predictions(tmp_path / "b", right & (np.arange(40) < 20), 0)  # B errs on Hologic's images only
+    for name in ("a", "b"):
+        manifest = json.loads((tmp_path / name / "data_manifest.json").read_text())
+        for i, f in enumerate(manifest["files"]):
+            f["manufacturer"] = "GE" if i < 20 else "Hologic"
+            f["site"] = "north" if i < 36 else "south"  # a label-file subgroup column; 1 patient south
+        (tmp_path / name / "data_manifest.json").write_text(json.dumps(manifest))
+    result = compare(tmp_path / "a", tmp_path / "b", tmp_path / "out", "auto", 200, 0, "mean")
+    entries = {(e["subgroup"], e["group"]): e for e in result["subgroups"]}
+    assert list(entries) == [
+        ("manufacturer", "GE"),
+        ("manufacturer", "Hologic"),
+        ("view", "CC"),
+        ("view", "MLO"),
+        ("laterality", "L"),
+        ("laterality", "R"),
+        ("site", "north"),
+        ("site", "south"),
+    ]
+    b = pd.read_csv(tmp_path / "b" / "val_predictions.csv")
+    for group, rows in (("GE", slice(0, 20)), ("Hologic", slice(20, 40))):
+        accuracy = entries[("manufacturer", group)]["metrics"]["accuracy"]
+        part = b.iloc[rows]
+        assert accuracy["b"] == pytest.approx(accuracy_score(part["true_label"], part["predicted_label"]))
+        assert accuracy["a"] == 1.0 and entries[("manufacturer", group)]["num_patients"] == 5
+    assert entries[("manufacturer", "GE")]["metrics"]["accuracy"]["ci"] == [0.0, 0.0]
+    low, high = entries[("manufacturer", "Hologic")]["metrics"]["accuracy"]["ci"]
+    assert 0 < low <= high
+    south = entries[("site", "south")]
+    assert south["num_patients"] == 1 and south["metrics"]["accuracy"]["ci"] == [None, None]
+    assert "too few for an interval" in south["note"]
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| manufacturer=Hologic | 20 | 5 | Accuracy | 1.0000 |" in table
+    assert "| site=south | 4 | 1 | Accuracy |" in table and "too few for an interval" in table

@@ -187,6 +187,44 @@ def test_report_pack_tables_equal_mean_and_std_of_the_summaries(outputs, tmp_pat
     assert f"{summaries[0]['best_val_kappa']:.3f} [{low:.3f}, {high:.3f}]" in markdown
 
 
+def test_report_pack_tables_each_subgroup_from_the_runs_subgroup_files(outputs, tmp_path):
+    from mammo.evaluation.report_pack import report_pack
+
+    runs = [outputs / f"mammo_tiny_density/results_{i}" for i in (1, 2)]
+    report = report_pack(runs, tmp_path)
+    stored = [
+        {
+            (e["subgroup"], e["group"]): e
+            for e in json.loads((r / "metrics/val_subgroups.json").read_text())["subgroups"]
+        }
+        for r in runs
+    ]
+    kappa = report["subgroups"]["kappa_quadratic"]["metrics"]
+    keys = list(dict.fromkeys([*stored[0], *stored[1]]))  # a seed's val split may lack a group
+    assert list(kappa) == [f"{column}={group}" for column, group in keys]
+    for column, group in keys:
+        row, entries = kappa[f"{column}={group}"], [s.get((column, group)) for s in stored]
+        values = [e and e["metrics"]["kappa_quadratic"] for e in entries]
+        assert row["values"] == values
+        assert row["mean"] == pytest.approx(np.mean([v for v in values if v is not None]))
+        intervals = [e and (e["confidence_intervals"] or {}).get("kappa_quadratic") for e in entries]
+        assert row["intervals"] == intervals
+        images, patients = ({e[k] for e in entries if e} for k in ("num_images", "num_patients"))
+        assert f"({min(images)}{'' if len(images) == 1 else f'-{max(images)}'} images" in row["title"]
+        assert f"{min(patients)}{'' if len(patients) == 1 else f'-{max(patients)}'} patients)" in row["title"]
+    markdown = (tmp_path / "subgroups_table.md").read_text()
+    assert "## Quadratic kappa" in markdown and "| Subgroup | seed42 | seed43 | Mean ± std |" in markdown
+    (column, group), entry = next((k, e) for k, e in stored[0].items() if e["confidence_intervals"])
+    low, high = entry["confidence_intervals"]["kappa_quadratic"]
+    value = entry["metrics"]["kappa_quadratic"]
+    assert f"| {kappa[f'{column}={group}']['title']} | {value:.3f} [{low:.3f}, {high:.3f}] |" in markdown
+    latex = (tmp_path / "subgroups_table.tex").read_text()
+    assert latex.count("\\begin{tabular}") == 5 and "model\\_name=" in latex
+    folds = report_pack([outputs / "density_experiments/results_k2_seed42"], tmp_path / "cv")
+    sizes = [row["title"] for row in folds["subgroups"]["accuracy"]["metrics"].values()]
+    assert sizes and all(re.search(r"\(\d+(-\d+)? images, \d+(-\d+)? patients\)", t) for t in sizes)
+
+
 def test_report_pack_accepts_a_cv_directory(outputs, tmp_path):
     from mammo.evaluation.report_pack import report_pack
 
