@@ -4,11 +4,12 @@
 
 A tiny model is trained on the small demo set (as the tests do); its validation predictions and
 data manifest are then grown to ``--images`` rows (new image ids over the same DICOM files, 4
-images per patient, predictions with a known share of errors in every confusion cell), and the
-review is built from them. Printed: the review's seconds (goal: well under a minute on 2 cores),
-the seconds of its floor (the cards alone: preprocessing and Grad-CAM of the shown images, which
-no review can skip) and the ratio, the number of cards and the review folder's size (goal: tens
-of MB, not GB: only shown images get a card).
+images per patient, predictions with a known share of errors in every confusion cell, a warm disk
+cache entry each: a hard link to its file's), and the review is built from them. Printed: the
+review's seconds (goal: well under a minute on 2 cores), the seconds of its floor (the cards
+alone: preprocessing and Grad-CAM of the shown images, which no review can skip) and the ratio,
+the number of cards and the review folder's size (goal: tens of MB, not GB: only shown images
+get a card).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mammo.data.cache import entry_name  # noqa: E402
 from mammo.review_pages.build import build_review  # noqa: E402
 from mammo.review_pages.cards import ranked_cells, write_cards  # noqa: E402
 from mammo.review_pages.sources import read_source  # noqa: E402
@@ -36,7 +39,14 @@ from tests.conftest import SMALL_DEMO, TINY, run_cli  # noqa: E402
 def tiny_run(tmp: Path) -> Path:
     from mammo.train import main
 
-    args = [*TINY, *SMALL_DEMO, "epochs=1", f"paths.output_dir={tmp}", f"paths.demo_dir={tmp / 'demo'}"]
+    args = [
+        *TINY,
+        *SMALL_DEMO,
+        "epochs=1",
+        "data.cache_mode=disk",
+        f"paths.output_dir={tmp}",
+        f"paths.demo_dir={tmp / 'demo'}",
+    ]
     assert run_cli(main, args) == 0
     return next((tmp / "mammo_tiny_density").glob("results_*"))
 
@@ -58,12 +68,24 @@ def grow(run: Path, images: int, seed: int = 0) -> None:
     frame["image_id"] = ids
     frame["laterality"] = ["L", "L", "R", "R"] * (images // 4) + ["L"] * (images % 4)
     frame["view"] = (["CC", "MLO"] * images)[:images]
+    accessions = frame["AccessionNumber"]
     frame.to_csv(run / "val_predictions.csv", index=False)
     manifest["files"] = [
-        {**files[i % len(files)], "image_id": ids[i], "PatientID": f"P{i // 4:05d}", "label": int(labels[i])}
+        {
+            **files[i % len(files)],
+            "image_id": ids[i],
+            "AccessionNumber": accessions[i],
+            "PatientID": f"P{i // 4:05d}",
+            "label": int(labels[i]),
+        }
         for i in range(images)
     ]
     (run / "data_manifest.json").write_text(json.dumps(manifest))
+    cache = Path(json.loads((run / "summary.json").read_text())["data_config"]["cache"]["folder"])
+    for i, f in enumerate(manifest["files"]):  # a warm disk cache: each grown image's entry is its file's
+        original = files[i % len(files)]
+        entry = cache / entry_name(original["AccessionNumber"], original["image_id"], original["sha256"])
+        os.link(entry, cache / entry_name(f["AccessionNumber"], f["image_id"], f["sha256"]))
     for stale in (run / "metrics").glob("val_*"):
         stale.unlink()  # the metrics of the small run; the review computes the subgroups anew
 

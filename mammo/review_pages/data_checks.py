@@ -39,6 +39,8 @@ class Outliers(NamedTuple):
 
     shown: pd.DataFrame
     counts: dict[str, int]
+    checked: int
+    """How many images' facts were read."""
 
 
 OUTLIERS = {
@@ -103,7 +105,7 @@ def preprocessing_outliers(source, limit: int) -> Outliers:
         [facts.head(0).assign(outlier=[])]
         + [rows.head(limit).assign(outlier=kind) for kind, rows in picked.items()]
     )
-    return Outliers(shown, {kind: len(rows) for kind, rows in picked.items()})
+    return Outliers(shown, {kind: len(rows) for kind, rows in picked.items()}, len(facts))
 
 
 def image_facts(source) -> pd.DataFrame:
@@ -138,7 +140,7 @@ def outlier_sections(source, outliers: Outliers, cards: dict, classes: list[int]
         )
         more = f' <span class="muted">(the first {len(rows)} shown)</span>' if len(rows) < count else ""
         parts.append(
-            f"<h3>{escape(OUTLIERS[kind].title)}: {count}{more}</h3>"
+            f"<h3>{escape(OUTLIERS[kind].title)}: {count} of {outliers.checked}{more}</h3>"
             + (f'<div class="cards">{figures}</div>' if figures else "")
         )
     return "".join(parts)

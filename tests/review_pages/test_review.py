@@ -230,15 +230,15 @@ def test_preprocessing_outliers_are_shown_from_what_each_cache_entry_recorded(tm
     text = build_review(run, per_cell=2).read_text()
     section = text[text.index('id="data"') : text.index('id="training"')]
     expected = [
-        ("Crops that kept under 25% or 95% or more of the file: 2<", "the crop kept 10% of the file"),
+        ("Crops that kept under 25% or 95% or more of the file: 2 of 32<", "the crop kept 10% of the file"),
         ("", "the crop kept 99% of the file"),
-        ("Breasts that cover under 33% of the model input: 1<", "the breast covers 20% of the input"),
+        ("Breasts that cover under 33% of the model input: 1 of 32<", "the breast covers 20% of the input"),
         (
-            "Chest-wall sides guessed from brightness (no Patient Orientation, no laterality): 1<",
+            "Chest-wall sides guessed from brightness (no Patient Orientation, no laterality): 1 of 32<",
             "chest wall side guessed from brightness",
         ),
         (
-            "Windows from the percentile fallback (no VOI LUT, no Window Center/Width in the file): 1<",
+            "Windows from the percentile fallback (no VOI LUT, no Window Center/Width in the file): 1 of 32<",
             "window from the percentile fallback",
         ),
     ]
