@@ -1,7 +1,7 @@
 """Classical baselines: ``python -m mammo.baselines``.
 
 Logistic regression and an RBF SVM on the ``mammo.embed`` embeddings versus on classical features,
-under one patient-grouped stratified k-fold (``mammo.embeddings.baselines``). Writes
+under one patient-grouped stratified k-fold (``mammo.embeddings.classical``). Writes
 ``<features>_<model>_metrics.json``, ``statistical_tests.json`` (paired t-test and Wilcoxon
 signed-rank per model and metric, with effect sizes) and ``report.md`` into
 ``outputs/embeddings_baselines/``.
@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
-from mammo.errors import install_compact_errors
-from mammo.targets import trusted_task
+from mammo.core.errors import install_compact_errors
+from mammo.core.targets import trusted_task
 
 register_resolvers()
 install_compact_errors()
@@ -27,7 +27,7 @@ install_compact_errors()
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
-    from mammo.embeddings.baselines import run_baselines
+    from mammo.embeddings.classical import run_baselines
 
     run_recorded(
         "embeddings_baselines", Path(cfg.paths.run_dir), cfg.seed, lambda out, _: run_baselines(cfg, out)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from mammo.artifacts.rundir import allocate_run_dir
-    from mammo.errors import MammoError
+    from mammo.core.errors import MammoError
     from mammo.evaluation.comparison import comparison, comparison_table, write_comparison
 
     try:

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cv_dir", type=Path, help="outputs/density_experiments/results_k<K>_seed<S>")
     parser.add_argument("--monitor", default="val_kappa", help="the metric reported as the objective")
     args = parser.parse_args(argv)
-    from mammo.errors import MammoError  # here, not above: --help stays fast
+    from mammo.core.errors import MammoError  # here, not above: --help stays fast
     from mammo.evaluation.cross_validation import aggregate
 
     try:

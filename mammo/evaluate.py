@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
-from mammo.errors import install_compact_errors
-from mammo.targets import trusted_task
+from mammo.core.errors import install_compact_errors
+from mammo.core.targets import trusted_task
 
 register_resolvers()
 install_compact_errors()

@@ -5,7 +5,7 @@ input shape, class labels, preprocessing, and the largest probability difference
 export and the checkpoint on a sample batch, which must stay under ``tolerance``). The exported
 model takes ``[B, 1, H, W]`` preprocessed images in [0, 1] (plus ``[B, D]`` embeddings for a
 fusion model) and returns logits; normalisation is inside it. Also ``summary.json``
-(``experiment_type: model_export``) and ``run.log``; the work is ``mammo.models.export``.
+(``experiment_type: model_export``) and ``run.log``; the work is ``mammo.models.exporters``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.rundir import register_resolvers
-from mammo.errors import install_compact_errors
-from mammo.targets import trusted_task
+from mammo.core.errors import install_compact_errors
+from mammo.core.targets import trusted_task
 
 register_resolvers()
 install_compact_errors()
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
     from mammo.artifacts.io import write_json  # here, not above: --help stays fast
     from mammo.artifacts.runlog import route_library_logs
     from mammo.artifacts.summary import run_recorded
-    from mammo.models.export import FORMATS, export
+    from mammo.models.exporters import FORMATS, export
 
     def body(out: Path, _) -> dict:
         route_library_logs()

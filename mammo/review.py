@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from mammo.errors import MammoError
+    from mammo.core.errors import MammoError
 
     try:
         if all("=" in t for t in args.target):  # a dataset, composed as mammo.train composes it

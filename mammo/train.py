@@ -13,10 +13,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from mammo import CONFIG_DIR, TRUSTED_TARGETS, interrupts
+from mammo import CONFIG_DIR, TRUSTED_TARGETS
 from mammo.artifacts.redact import hide_argv_passwords
 from mammo.artifacts.rundir import register_resolvers
-from mammo.errors import install_compact_errors
+from mammo.core import interrupts
+from mammo.core.errors import install_compact_errors
 
 register_resolvers()
 install_compact_errors()
@@ -39,7 +40,7 @@ def main() -> None:
 
     SIGINT raises ``KeyboardInterrupt`` even where the process was started with it ignored (a
     background job of a script inherits that), one that something swallowed still stops the run
-    (``mammo.interrupts``), and Lightning's graceful shutdown, which ignores SIGINT from then on,
+    (``mammo.core.interrupts``), and Lightning's graceful shutdown, which ignores SIGINT from then on,
     is undone when the run ends. An interrupted run (Ctrl-C or SIGTERM) has
     recorded its status and resume command by the time it gets here; it ends with one line and
     exit code 1, like any other failed run.

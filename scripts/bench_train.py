@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS  # noqa: E402
-from mammo.artifacts.callbacks import RunArtifacts  # noqa: E402
+from mammo.artifacts.run_callbacks import RunArtifacts  # noqa: E402
 from mammo.artifacts.rundir import register_resolvers  # noqa: E402
 from mammo.artifacts.summary import RunSummary  # noqa: E402
 from mammo.data.datamodule import DensityDataModule  # noqa: E402

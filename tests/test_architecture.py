@@ -35,8 +35,8 @@ LAYERS = [
     "mammo.data",
 ]
 """Packages from the top down: a package imports only the ones after it, and the shared modules
-(``mammo.artifacts``, ``mammo.distributed``, ``mammo.errors``, ``mammo.settings`` and the one
-metric function, ``mammo.evaluation.metrics``, which validation epochs compute too)."""
+(``mammo.artifacts``, ``mammo.distributed``, ``mammo.core`` and the one metric function,
+``mammo.evaluation.metrics``, which validation epochs compute too)."""
 SHARED = ("mammo.evaluation.metrics",)
 
 
@@ -129,3 +129,20 @@ def test_no_module_over_300_lines_but_the_entries():
         if name not in ENTRIES and path.read_text().count("\n") > 300
     ]
     assert not long, long
+
+
+def test_no_two_modules_share_a_name():
+    """A name says which module: ``settings`` or ``export`` in two packages (or a module named as
+    a package) makes a reader, and a traceback, ambiguous. The entries' names are theirs alone."""
+    names: dict[str, list[str]] = {}
+    for name in modules():
+        if name != "mammo":
+            names.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    shared = {n: found for n, found in names.items() if len(found) > 1}
+    assert not shared, shared
+
+
+def test_the_package_root_holds_only_the_entries():
+    """The entries are ``python -m mammo.<entry>``; every library module lives in a package."""
+    root = {name for name, path in modules().items() if name.count(".") == 1 and path.name != "__init__.py"}
+    assert root == ENTRIES, sorted(root ^ ENTRIES)

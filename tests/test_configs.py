@@ -54,7 +54,7 @@ def test_every_group_has_options():
 def test_spec_hyperparameters_are_top_level_keys():
     """The spec's summary.json example (artifact-logging.md) names these; each is set at the top,
     as a key or a config option (optimizer=adam), and recorded under its own name."""
-    from mammo.settings import hyperparameters
+    from mammo.core.train_settings import hyperparameters
 
     cfg = compose_train("data=dicom_csv", "data.csv=x.csv", "data.dicom_root=y")
     spec_example = ["epochs", "batch_size", "img_size", "learning_rate", "optimizer", "scheduler"]

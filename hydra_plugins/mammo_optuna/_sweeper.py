@@ -22,7 +22,7 @@ import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.trial import TrialState
 
-from mammo.hpo.optuna_api import storage_trial_id
+from mammo.hpo.optuna_api import reseed_sampler, storage_trial_id
 from mammo.hpo.storage import has_heartbeats, one_worker_at_a_time, open_storage
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
         overrides = []
         for trial in trials:
             if base is not None:
-                _reseed(self.sampler, int(base), trial.number)
+                reseed_sampler(self.sampler, int(base), trial.number)
             overrides += super()._configure_trials(
                 [trial], search_space_distributions, fixed_params, fixed_overrides
             )
@@ -211,22 +211,6 @@ class _Heartbeat:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join()
-
-
-def _reseed(sampler, base: int, number: int, _depth: int = 0) -> None:
-    """Seed every NumPy random state of ``sampler`` (and of the samplers it holds, e.g. TPE's
-    start-up random sampler) from ``(base, number)``; Optuna 4+ keeps each behind a lazy holder's
-    ``rng``."""
-    import numpy as np
-
-    for name, value in vars(sampler).items():
-        seed = np.random.SeedSequence([base, number, _depth]).generate_state(1)[0]
-        if isinstance(value, np.random.RandomState):
-            setattr(sampler, name, np.random.RandomState(seed))
-        elif isinstance(getattr(value, "rng", None), np.random.RandomState):
-            value.rng.seed(seed)
-        elif isinstance(value, optuna.samplers.BaseSampler) and _depth < 3:
-            _reseed(value, base, number, _depth + 1)
 
 
 def _alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from mammo.errors import OutputError
+from mammo.core.errors import OutputError
 
 
 @contextmanager
@@ -19,7 +19,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     """Open a temporary file beside ``path``; on success rename it into place, on error delete it.
 
     The file at ``path`` is either the previous one or the new one, never a part: a full disk
-    keeps the previous version (an :class:`~mammo.errors.OutputError` naming ``path``).
+    keeps the previous version (an :class:`~mammo.core.errors.OutputError` naming ``path``).
     """
     path = Path(path)
     tmp = None
@@ -43,7 +43,7 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBI
 
 
 def as_output_error(exc: BaseException, where: str | os.PathLike, exact: bool = False) -> BaseException:
-    """``exc`` as an :class:`~mammo.errors.OutputError` (one line naming the path) when it is a
+    """``exc`` as an :class:`~mammo.core.errors.OutputError` (one line naming the path) when it is a
     full, read-only or forbidden disk, else ``exc`` itself. The line names ``where`` if ``exact``
     or the error names no file, else the file it names (e.g. a logger's file inside a run dir)."""
     if not (isinstance(exc, OSError) and exc.errno in DISK_ERRORS):

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from mammo.artifacts.provenance import git_info
 from mammo.artifacts.redact import mask, usable_url
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 
 log = logging.getLogger("mammo")
 

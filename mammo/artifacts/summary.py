@@ -20,7 +20,7 @@ from mammo.artifacts.io import write_json
 from mammo.artifacts.provenance import command_line, environment_info, git_info
 from mammo.artifacts.redact import masked
 from mammo.artifacts.runlog import FILE_ONLY
-from mammo.errors import OutputError
+from mammo.core.errors import OutputError
 
 log = logging.getLogger("mammo")
 

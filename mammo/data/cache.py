@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from mammo.artifacts.io import atomic_open
+from mammo.core.errors import DataError
 from mammo.data.breast import CHEST_WALL_SOURCES
 from mammo.data.preprocess import WINDOW_SOURCES, Facts, Preprocessing
-from mammo.errors import DataError
 
 MAGIC = b"MAMMOC02"
 # magic, height, width, crc32, dtype code (1 = float16), chest-wall source, window source (codes:

@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mammo.core.errors import DataError
 from mammo.data.cache import DiskCache
 from mammo.data.dataset import BatchAugmentation, DicomDataset, EpochShuffle, ImageSource, collate, fill_cache
-from mammo.data.embeddings import embedding_rows
+from mammo.data.embedding_rows import embedding_rows
 from mammo.data.holdout import split_masks, uses_official_test
 from mammo.data.labels import Samples, load_source
 from mammo.data.manifest import build_manifest, manifest_sha256
@@ -26,7 +27,6 @@ from mammo.data.preprocess import Preprocessing
 from mammo.data.scan import SCANNER_COLUMNS
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
 from mammo.data.splits import keep_subset, kfold_assignment, split_frame, train_val_tables
-from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 

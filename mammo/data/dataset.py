@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from mammo.core.errors import DataError
 from mammo.data.breast import report_nearly_whole_crops
 from mammo.data.buffers import BatchBuffers
 from mammo.data.cache import CacheEntryError, DiskCache, available_memory, check_memory_cache_fits
 from mammo.data.preprocess import Facts, Preprocessing
-from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 

@@ -27,8 +27,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from mammo.core.errors import DataError
 from mammo.data.display import Display, sample_pixels
-from mammo.errors import DataError
 
 # Native (uncompressed) transfer syntaxes: their pixel data length is known from the header.
 # what pydicom raises for a file that is missing, not DICOM, or has a broken header
@@ -187,7 +187,7 @@ def read_image(path: str | Path, window: str = "auto", percentiles=(0.5, 99.5)) 
     >>> read_image("missing.dcm")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    mammo.errors.DataError: missing.dcm: not a readable DICOM file ([Errno 2] No such file or directory: ...)
+    mammo.core.errors.DataError: missing.dcm: not a readable DICOM file ([Errno 2] No such file ...)
     """
     ds, pixels = decode(path)
     display = Display.from_dataset(ds, sample_pixels(pixels), window, tuple(percentiles), path)

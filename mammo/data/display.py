@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 
 WINDOWS = ("auto", "dicom", "percentile", "minmax")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammo.core.errors import DataError
 from mammo.data.settings import SplitSettings
 from mammo.data.splits import check_no_leakage, grouped_val_mask
 from mammo.data.tables import read_csv_table
-from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 

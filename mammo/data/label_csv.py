@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo.core.errors import DataError
 from mammo.data.density import parse_density
 from mammo.data.tables import BadInput, read_csv_table
-from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo.core.errors import DataError
 from mammo.data.datasets import read_public
 from mammo.data.demo import ensure_demo_dataset
 from mammo.data.label_csv import accession_folder_rows, image_path_rows, read_label_csv
@@ -26,7 +27,6 @@ from mammo.data.manifest import HashIndex
 from mammo.data.scan import SAMPLE_COLUMNS, scan_files
 from mammo.data.settings import DEFAULT_VIEWS, LabelColumns, LabelSource
 from mammo.data.tables import BadInput, read_csv_table
-from mammo.errors import DataError
 
 log = logging.getLogger("mammo.data")
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo.core.errors import ConfigError
 from mammo.data.breast import Region, breast_region, chest_wall_side, resize_nearest
 from mammo.data.dicom import decode
 from mammo.data.display import Display, sample_pixels
-from mammo.errors import ConfigError
 
 ImageSize = int | tuple[int, int]
 

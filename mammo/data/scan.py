@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo.core.errors import DataError
 from mammo.data.dicom import check_header
 from mammo.data.manifest import file_sha256
 from mammo.data.tables import BadInput
-from mammo.errors import DataError
 
 SAMPLE_COLUMNS = [
     "image_id",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 
 CACHE_MODES = ("none", "memory", "disk")
 DEFAULT_VIEWS = ("CC", "MLO")

@@ -12,7 +12,7 @@ import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammo.artifacts.io import atomic_open
-from mammo.errors import DataError, OutputError
+from mammo.core.errors import DataError, OutputError
 
 log = logging.getLogger("mammo.data")
 
@@ -101,7 +101,7 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: i
     >>> next(grouped_folds(y, g, 5, 0, "data.val_fraction=0.2"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    mammo.errors.DataError: data.val_fraction=0.2: ... (patients per density: 1: 1, 2: 2); ...
+    mammo.core.errors.DataError: data.val_fraction=0.2: ... (patients per density: 1: 1, 2: 2); ...
     """
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 
 SAVE_AS = "save it from Excel as 'CSV UTF-8 (Comma delimited)'"
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.artifacts.runlog import route_library_logs
 from mammo.data.dataset import DicomDataset, collate
-from mammo.embeddings.plots import plot_projections, plot_sample_grid
+from mammo.embeddings.projection_plots import plot_projections, plot_sample_grid
 from mammo.models.backbones import backbone_input, create_backbone
 from mammo.models.device import autocast, for_inference, pin_memory, resolve_device, to_device
 

@@ -12,7 +12,7 @@ from mammo.artifacts.files import predictions_frame, write_metrics, write_predic
 from mammo.artifacts.io import write_json
 from mammo.artifacts.plots import plot_confusion
 from mammo.artifacts.runlog import route_library_logs
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.evaluation.calibration import write_reliability
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import checkpoint_datamodule, predict_probs

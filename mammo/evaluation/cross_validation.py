@@ -28,7 +28,7 @@ import torch
 
 from mammo.artifacts.files import prediction_arrays, read_predictions, write_predictions
 from mammo.artifacts.io import write_csv, write_json
-from mammo.errors import MammoError
+from mammo.core.errors import MammoError
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, labelled_mean_std

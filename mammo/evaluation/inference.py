@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from mammo.core.errors import ConfigError
 from mammo.data.dataset import collate
 from mammo.data.preprocess import normal_img_size
-from mammo.errors import ConfigError
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce", "box_reduce")

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from mammo.artifacts.files import prediction_arrays, write_metrics, write_predictions
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
 

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 from mammo.artifacts.files import read_predictions
 from mammo.artifacts.io import write_csv
 from mammo.artifacts.runlog import route_library_logs
+from mammo.core.errors import DataError
 from mammo.data.dataset import as_list
 from mammo.data.dicom import read_header
 from mammo.data.preprocess import Preprocessing
 from mammo.data.tables import read_csv_table
-from mammo.errors import DataError
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.models.checkpoint import load_checkpoint
 from mammo.models.device import autocast, for_inference, resolve_device, to_device

@@ -28,7 +28,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from mammo.artifacts.redact import mask, usable_url
-from mammo.errors import ConfigError, first_line
+from mammo.core.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 JOURNAL = "journal:"

@@ -3,7 +3,7 @@
 
 Per trial (a run directory under ``outputs/<experiment>/hpo_runs/results_N/``) the job itself
 writes ``optuna_trial.json`` (``mammo.hpo.trial``) and ``hpo_trial<n>.jsonl``
-(``mammo.hpo.callbacks.EpochStream``); a trial whose job was killed with the sweep is marked
+(``mammo.hpo.trial_callbacks.EpochStream``); a trial whose job was killed with the sweep is marked
 here from the study's storage (:func:`mark_interrupted_trials`).
 """
 

@@ -4,7 +4,7 @@ The released hydra-optuna-sweeper asks and tells in the sweep process and never 
 to the job, so nothing could prune. Here the job finds its own trial through the study's
 storage (``hpo.study_name``, ``hpo.storage`` and ``hpo.pruner``, which the hpo preset takes from
 the sweeper config; the trial number is ``hpo.trial``), reports the monitored metric and asks the
-pruner (``mammo.hpo.callbacks.PruneOnPlateau`` after every epoch, or after every fold for a trial
+pruner (``mammo.hpo.trial_callbacks.PruneOnPlateau`` after every epoch, or after every fold for a trial
 that runs all ``cv.folds``). A pruned job finishes its run directory (status ``pruned`` in
 summary.json and optuna_trial.json, with the step reached) and raises :class:`optuna.TrialPruned`,
 which the sweeper records as PRUNED. So a pruner's ``n_warmup_steps=2`` lets every trial run 2
@@ -23,10 +23,10 @@ from hydra.utils import instantiate
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.summary import now
+from mammo.core.train_settings import setting_value
 from mammo.distributed.ranks import is_rank_zero
 from mammo.hpo.optuna_api import running_trial
 from mammo.hpo.storage import open_storage
-from mammo.settings import setting_value
 
 log = logging.getLogger("mammo")
 

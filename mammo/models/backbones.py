@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from mammo.errors import ConfigError, first_line
+from mammo.core.errors import ConfigError, first_line
 
 HUB_PROBE_TIMEOUT_S = 3.0
 

@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.models.backbones import read_torch_file
 from mammo.models.classifier import DensityClassifier
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
+from mammo.core.errors import ConfigError
 from mammo.distributed.collectives import gather_unique
-from mammo.errors import ConfigError
 from mammo.evaluation.metrics import confusion_matrix, density_metrics, short
 from mammo.models.backbones import backbone_input, create_backbone, freeze
 

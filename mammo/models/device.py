@@ -11,7 +11,7 @@ from contextlib import nullcontext
 
 import torch
 
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 

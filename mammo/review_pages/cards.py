@@ -12,9 +12,9 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
+from mammo.core.errors import MammoError
 from mammo.data.cache import safe_name
 from mammo.data.preprocess import Prepared, Preprocessing
-from mammo.errors import MammoError
 from mammo.evaluation.gradcam import gradcam
 from mammo.models.checkpoint import load_checkpoint
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo.artifacts.files import read_predictions
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 from mammo.evaluation.comparison import predictions_of
 
 SPLIT_TITLES = {"val": "validation", "test": "test split", "eval": "evaluation", "oof": "out-of-fold (CV)"}

@@ -12,7 +12,9 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 
-from mammo.artifacts.callbacks import (
+from mammo.artifacts.io import write_csv, write_json
+from mammo.artifacts.progress import EpochProgressBar
+from mammo.artifacts.run_callbacks import (
     BestModelCheckpoint,
     FiniteLossGuard,
     InterruptGuard,
@@ -20,12 +22,10 @@ from mammo.artifacts.callbacks import (
     RandomState,
     RunArtifacts,
 )
-from mammo.artifacts.io import write_csv, write_json
-from mammo.artifacts.progress import EpochProgressBar
+from mammo.core.errors import ConfigError
 from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
-from mammo.errors import ConfigError
-from mammo.hpo.callbacks import EpochStream, PruneOnPlateau
 from mammo.hpo.trial import job_trial_id
+from mammo.hpo.trial_callbacks import EpochStream, PruneOnPlateau
 
 log = logging.getLogger("mammo")
 

@@ -11,14 +11,16 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from mammo.artifacts.callbacks import RunArtifacts
 from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import as_output_error
+from mammo.artifacts.run_callbacks import RunArtifacts
 from mammo.artifacts.runlog import route_library_logs
 from mammo.artifacts.summary import RunSummary, record_failure
+from mammo.core.errors import ConfigError, ResumeRefused, unwrap_worker_error
+from mammo.core.interrupts import raise_if_requested
+from mammo.core.train_settings import hyperparameters
 from mammo.data.manifest import manifest_changes
 from mammo.distributed.ranks import is_rank_zero
-from mammo.errors import ConfigError, ResumeRefused, unwrap_worker_error
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
@@ -27,10 +29,8 @@ from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
 from mammo.hpo.trial import job_trial_id
-from mammo.interrupts import raise_if_requested
 from mammo.models.backbones import load_failure
 from mammo.review_pages.build import write_review
-from mammo.settings import hyperparameters
 from mammo.workflows.components import (
     build_callbacks,
     build_datamodule,

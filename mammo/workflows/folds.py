@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.runlog import RunLogFilter, RunLogFormatter
+from mammo.core.errors import MammoError, unwrap_worker_error
 from mammo.distributed.collectives import broadcast_from_rank_zero
 from mammo.distributed.ranks import is_rank_zero
-from mammo.errors import MammoError, unwrap_worker_error
 from mammo.evaluation.cross_validation import aggregate
 from mammo.workflows.fit import fit_run
 

@@ -13,12 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from mammo import TRUSTED_TARGETS
 from mammo.artifacts.redact import mask_files
 from mammo.artifacts.summary import record_failure
+from mammo.core.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
+from mammo.core.targets import check_targets
+from mammo.core.train_settings import check_train_settings, warms_up
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
-from mammo.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
 from mammo.hpo.trial import TrialJob, runs_all_folds
-from mammo.settings import check_train_settings, warms_up
-from mammo.targets import check_targets
 from mammo.workflows.fit import fit_run, start_summary
 from mammo.workflows.folds import run_all_folds
 
@@ -63,7 +63,7 @@ def runs_one_job_per_process() -> bool:
 
 def check_settings(cfg: DictConfig, run_dir: Path) -> None:
     """Before any work: a bad value stops the run with one line naming its key
-    (``mammo.settings``), and the run directory's summary.json says failed."""
+    (``mammo.core.train_settings``), and the run directory's summary.json says failed."""
     try:
         check_targets(cfg, TRUSTED_TARGETS)
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
@@ -81,7 +81,7 @@ directory is found, how many processes read its data)."""
 def fit_warmup_to_epochs(cfg: DictConfig, given: set[str]) -> None:
     """``epochs=1`` alone on the command line, under a preset's ``warmup_epochs=1``: the warm-up
     is shortened to fit, with one line saying so. Given both, a contradiction stays an error
-    (``mammo.settings`` names the fix)."""
+    (``mammo.core.train_settings`` names the fix)."""
     warmup, epochs = cfg.get("warmup_epochs"), cfg.get("epochs")
     if not warms_up(cfg) or "warmup_epochs" in given or "epochs" not in given:
         return

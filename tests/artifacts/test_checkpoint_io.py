@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mammo.artifacts.checkpoint_io import AtomicCheckpointIO
-from mammo.errors import OutputError
+from mammo.core.errors import OutputError
 from tests.conftest import fill
 
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless
 
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 
 
 def corrupt_file(csv, root):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mammo.core.errors import DataError
 from mammo.data.cache import MAGIC, CacheEntryError, DiskCache, stored_facts
 from mammo.data.dataset import collate
-from mammo.errors import DataError
 
 
 def val_images(dm) -> torch.Tensor:

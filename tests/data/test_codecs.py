@@ -9,8 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.dicom import read_image
-from mammo.errors import DataError
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 # Transfer syntaxes mammography archives use; each must have a bundled greyscale file mammo loads.

@@ -6,9 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.demo import write_dicom
 from mammo.data.dicom import check_header, read_image
-from mammo.errors import DataError
 
 
 def ramp(bits: int = 12) -> np.ndarray:

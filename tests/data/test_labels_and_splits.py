@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.demo import write_dicom
 from mammo.data.density import parse_density
 from mammo.data.labels import load_samples, read_label_csv
 from mammo.data.settings import LabelColumns
 from mammo.data.splits import check_no_leakage, grouped_val_mask, kfold_assignment
-from mammo.errors import DataError
 
 
 def make_archive(tmp_path, rows: str, folders: dict[str, int]):

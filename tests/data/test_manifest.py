@@ -67,7 +67,7 @@ def test_a_second_run_over_the_same_files_reads_no_header(dataset, make_datamodu
 
 def test_headers_read_in_worker_processes_equal_one_loop(dataset, monkeypatch, tmp_path):
     import mammo.data.scan as scan
-    from mammo.errors import DataError
+    from mammo.core.errors import DataError
 
     junk = tmp_path / "junk.dcm"
     junk.write_text("not a DICOM")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mammo.core.errors import ConfigError
 from mammo.data.breast import breast_region
 from mammo.data.demo import phantom, write_dicom
 from mammo.data.preprocess import Preprocessing
-from mammo.errors import ConfigError
 
 H, W = 400, 300
 

@@ -146,7 +146,7 @@ def test_no_transform_is_fitted_on_a_validation_fold():
     """Record every row each pipeline step is fitted on: never a row of the fold being scored."""
     from sklearn.preprocessing import StandardScaler
 
-    from mammo.embeddings.baselines import evaluate, fold_indices, make_pipeline
+    from mammo.embeddings.classical import evaluate, fold_indices, make_pipeline
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 10)

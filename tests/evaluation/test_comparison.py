@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mammo.compare import main
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 from mammo.evaluation.comparison import compare, mcnemar
 
 

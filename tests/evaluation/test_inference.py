@@ -117,7 +117,7 @@ def test_predict_streams_predictions_and_lists_unreadable_files(outputs):
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_round_trip(outputs, tmp_path, fmt):
     from mammo.models.checkpoint import load_checkpoint
-    from mammo.models.export import export
+    from mammo.models.exporters import export
 
     ckpt = outputs / "mammo_tiny_density/results_1/best_model.pt"
     report = export(str(ckpt), fmt, tmp_path, batch_size=3)
@@ -239,7 +239,7 @@ def test_report_pack_accepts_a_cv_directory(outputs, tmp_path):
 
 
 def test_report_pack_tables_at_exam_level_come_from_the_runs_exam_metrics(outputs, tmp_path):
-    from mammo.errors import ConfigError
+    from mammo.core.errors import ConfigError
     from mammo.evaluation.report_pack import report_pack
 
     runs = [outputs / f"mammo_tiny_density/results_{i}" for i in (1, 2)]

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.models import backbones
 from mammo.models.backbones import create_backbone, freeze
 

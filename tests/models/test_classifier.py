@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from mammo import CONFIG_DIR
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.models.classifier import DensityClassifier
 
 

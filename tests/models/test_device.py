@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.models.device import autocast, for_inference, pin_memory, resolve_device, to_device
 
 

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mammo import CONFIG_DIR
-from mammo.errors import ConfigError
+from mammo.core.errors import ConfigError
 from mammo.workflows.job import train
 from tests.conftest import SMALL_DEMO, TINY
 
@@ -71,7 +71,7 @@ def test_a_signal_ends_a_scheduled_job_as_a_failed_job(
     """In a job the scheduler runs in its own process (submitit sets SUBMITIT_EXECUTOR), an
     interrupt becomes an ordinary error, which Hydra records as a failed job; a local sweep's
     Ctrl-C still stops the whole sweep."""
-    from mammo.errors import JobInterrupted
+    from mammo.core.errors import JobInterrupted
 
     if scheduled:
         monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")

@@ -15,7 +15,7 @@ One module per dataset, each registering its reader by name (``registry.register
 this package registers them all. A new dataset is a new module here plus its import below.
 """
 
-from mammo.data.datasets import cbis_ddsm, embed, inbreast, rsna, vindr  # noqa: F401 (they register)
+from mammo.data.datasets import cbis_ddsm, emory_embed, inbreast, rsna, vindr  # noqa: F401 (they register)
 from mammo.data.datasets.registry import READERS, read_public
 
 __all__ = ["READERS", "read_public"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from mammo.core.errors import DataError
 from mammo.data.datasets.common import LabelTable
-from mammo.errors import DataError
 
 READERS: dict[str, Callable[..., LabelTable]] = {}
 """``name -> reader(files, dicom_root, bad, **options)``; filled as the dataset modules import."""

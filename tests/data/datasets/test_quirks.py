@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.datasets import read_public
 from mammo.data.tables import BadInput
-from mammo.errors import DataError
 from tests.data.datasets.fakes import make_vindr
 from tests.data.datasets.fakes_cbis_embed import make_cbis, make_embed
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mammo.core.errors import DataError
 from mammo.data.datasets import read_public
 from mammo.data.demo import write_dicom
 from mammo.data.tables import BadInput
-from mammo.errors import DataError
 from tests.conftest import TINY, run_cli
 from tests.data.datasets.fakes import J2K_LOSSLESS, RNG, make_inbreast, make_rsna, make_vindr, write_csv
 from tests.data.datasets.fakes_cbis_embed import make_cbis, make_embed

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammo.errors import DataError
+from mammo.core.errors import DataError
 
 
 def embedding_rows(embeddings_dir: str | Path | None, image_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mammo.core.errors import ConfigError
 from mammo.data.preprocess import image_shape
-from mammo.errors import ConfigError
 from mammo.models.checkpoint import load_checkpoint
 
 FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}

@@ -16,10 +16,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mammo import CONFIG_DIR
+from mammo.core.errors import ConfigError
 from mammo.data.preprocess import image_shape, normal_img_size
 from mammo.data.settings import CACHE_MODES
 from mammo.data.tables import ON_BAD_FILE
-from mammo.errors import ConfigError
 from mammo.evaluation.metrics import SHORT_NAMES
 
 HYPERPARAMETERS = (

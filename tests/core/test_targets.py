@@ -1,4 +1,4 @@
-"""A config runs only the code mammo chose: the exact targets ``conf/`` names (``mammo.targets``)."""
+"""A config runs only the code mammo chose: the exact targets ``conf/`` names (``mammo.core.targets``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import OmegaConf
 
 from mammo import CONFIG_DIR, TRUSTED_TARGETS
-from mammo.errors import ConfigError
-from mammo.targets import check_targets, conf_targets
+from mammo.core.errors import ConfigError
+from mammo.core.targets import check_targets, conf_targets
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 # one target from each package the list used to allow whole, none of which conf/ names; each can
@@ -89,7 +89,7 @@ def test_an_experiment_file_naming_other_code_is_refused_in_one_line(tmp_path, d
 
 
 def test_a_researchers_own_package_comes_in_through_the_environment(monkeypatch):
-    from mammo.targets import trusted_targets
+    from mammo.core.targets import trusted_targets
 
     monkeypatch.setenv("MAMMO_TRUSTED_TARGETS", "mylab.*, tests.callbacks.InjectNaN")
     trusted = trusted_targets(CONFIG_DIR)
@@ -100,7 +100,7 @@ def test_a_researchers_own_package_comes_in_through_the_environment(monkeypatch)
 
 
 def test_hydras_own_refusal_inside_a_job_is_printed_as_the_same_one_line(capsys):
-    from mammo.errors import _report
+    from mammo.core.errors import _report
 
     with execution_whitelist(TRUSTED_TARGETS, reset=True), pytest.raises(InstantiationException) as info:
         instantiate(OmegaConf.create({"pruner": {"_target_": "optuna.load_study"}}).pruner)

@@ -1,4 +1,4 @@
-"""Every numeric, typed or named setting is checked before any work (mammo.settings)."""
+"""Every numeric, typed or named setting is checked before any work (mammo.core.train_settings)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mammo import CONFIG_DIR
-from mammo.errors import ConfigError
-from mammo.settings import DERIVED, INDEPENDENT, check_train_settings
+from mammo.core.errors import ConfigError
+from mammo.core.train_settings import DERIVED, INDEPENDENT, check_train_settings
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 
@@ -171,7 +171,7 @@ def test_every_interpolated_setting_in_conf_is_derived_or_independent():
                 found.add(f"{package}{key}")
     assert found, "no interpolated settings found: the scan is broken"
     unlisted = sorted(k for k in found if k not in DERIVED and k not in INDEPENDENT)
-    assert not unlisted, f"add these to mammo.settings.DERIVED or INDEPENDENT: {unlisted}"
+    assert not unlisted, f"add these to mammo.core.train_settings.DERIVED or INDEPENDENT: {unlisted}"
 
 
 def _package(path) -> str:

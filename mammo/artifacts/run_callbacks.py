@@ -25,9 +25,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from mammo.artifacts.files import predictions_frame, write_history, write_metrics, write_predictions
 from mammo.artifacts.io import write_npy
 from mammo.artifacts.plots import plot_confusion, plot_train_curves
-from mammo.errors import TrainingError
+from mammo.core.errors import TrainingError
+from mammo.core.interrupts import raise_if_requested
 from mammo.evaluation.metrics import SHORT_NAMES
-from mammo.interrupts import raise_if_requested
 
 log = logging.getLogger("mammo")
 
@@ -98,7 +98,7 @@ def set_numpy_state(state) -> None:
 
 
 class InterruptGuard(L.Callback):
-    """Stop at the next batch when a Ctrl-C's ``KeyboardInterrupt`` was lost (``mammo.interrupts``);
+    """Stop at the next batch when a Ctrl-C's ``KeyboardInterrupt`` was lost (``mammo.core.interrupts``);
     raised here, Lightning shuts down as for any Ctrl-C and the run is recorded as interrupted."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

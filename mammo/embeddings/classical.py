@@ -28,9 +28,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mammo.artifacts.io import atomic_write_text, write_json
+from mammo.core.errors import DataError
 from mammo.data.preprocess import Preprocessing
 from mammo.data.splits import kfold_assignment
-from mammo.errors import DataError
 from mammo.evaluation.metrics import density_metrics, mean_std
 
 log = logging.getLogger("mammo")

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mammo.errors import ConfigError, refused_target
+from mammo.core.errors import ConfigError, refused_target
 
 TARGET_KEYS = ("_target_", "()", "class")
 """Keys whose value names code: Hydra's ``_target_`` and the ``logging.config`` factories."""

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from mammo import interrupts
+from mammo.core import interrupts
 from mammo.data import labels
 from mammo.models.classifier import DensityClassifier
 from tests.conftest import SMALL_DEMO, TINY, run_cli

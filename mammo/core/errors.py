@@ -76,7 +76,7 @@ _previous_hook = [sys.__excepthook__]
 
 
 def refused_target(key: str, target: str, origin: str) -> str:
-    """The one line for a config ``_target_`` that mammo does not run (``mammo.targets``)."""
+    """The one line for a config ``_target_`` that mammo does not run (``mammo.core.targets``)."""
     return (
         f"{key}={target}: not a target mammo runs (the classes and functions conf/ names; set in "
         f"{origin}); to run your own code, add it to MAMMO_TRUSTED_TARGETS "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mammo.core.errors import DataError
 from mammo.data.datasets.common import Density, LabelTable, finish, laterality_code, read_table
 from mammo.data.datasets.registry import register
-from mammo.errors import DataError
 
 EMBED_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
 METADATA_COLUMNS = (

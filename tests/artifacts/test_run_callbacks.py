@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mammo.artifacts.callbacks import FiniteLossGuard
-from mammo.errors import TrainingError
+from mammo.artifacts.run_callbacks import FiniteLossGuard
+from mammo.core.errors import TrainingError
 
 TRAINER = SimpleNamespace(current_epoch=0)
 MODULE = SimpleNamespace(hparams={"learning_rate": 0.1})
