@@ -8,6 +8,7 @@ or silently train to garbage, into that line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,45 +136,55 @@ TRAIN_RULES: tuple[Rule, ...] = (
 )
 
 
-DERIVED: dict[str, str] = {
-    "trainer.max_epochs": "epochs",
-    "trainer.deterministic": "deterministic",
-    "data.img_size": "img_size",
-    "data.batch_size": "batch_size",
-    "data.train_augment": "train_augment",
-    "data.seed": "seed",
-    "data.cv_folds": "cv.folds",
-    "data.cv_fold": "cv.fold",
-    "callbacks.early_stopping.monitor": "monitor",
-    "callbacks.early_stopping.mode": "monitor_mode",
-    "callbacks.early_stopping.patience": "early_stopping_patience",
-    **{
-        f"model.{key}": key
-        for key in (
-            "dropout_rate",
-            "freeze_backbone",
-            "unfreeze_last_block",
-            "optimizer",
-            "learning_rate",
-            "backbone_lr_factor",
-            "scheduler",
-        )
-    },
-    "optimizer.weight_decay": "weight_decay",
-    "scheduler.warmup_epochs": "warmup_epochs",
-    "scheduler.max_epochs": "epochs",
-    "model.embeddings_dir": "data.embeddings_dir",  # where it was set before: the data module reads it
-    "logger.mlflow.resume": "resume",  # a resumed run continues its MLflow run
-}
-"""Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
-source, and a derived key overridden to another value is refused, naming the source."""
-
 INDEPENDENT: dict[str, str] = {
     "data.split_seed": "seed",
     "hydra.sweeper.sampler.seed": "seed",
 }
 """Settings of their own whose default interpolates another (the split can be fixed while the
 training seed varies; a study's sampler can be reseeded without changing the runs)."""
+
+
+def derived_settings(config_dir: str | Path) -> dict[str, str]:
+    """Each key of ``conf/`` whose value is only ``${setting}``, a restatement of a setting set
+    elsewhere (a top-level setting of ``train.yaml``, a config group it chooses, a ``cv`` or a
+    ``data`` setting), mapped to that setting; :data:`INDEPENDENT` keys are settings of their
+    own. Read from the YAML files, so a new interpolation cannot be forgotten; paths and Hydra's
+    own keys are not settings."""
+    root = Path(config_dir)
+    train = OmegaConf.to_container(OmegaConf.load(root / "train.yaml"), resolve=False)
+    groups = {str(k) for entry in train.get("defaults", []) if isinstance(entry, dict) for k in entry}
+    derived = {}
+    for path in sorted(root.rglob("*.yaml")):
+        package = _package(path, root)
+        for key, value in _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
+            match = re.fullmatch(r"\$\{([\w.]+)\}", str(value))
+            source = match[1] if match else ""
+            if source in train or source in groups or source.split(".")[0] in ("cv", "data"):
+                derived.setdefault(f"{package}{key}", source)
+    return {key: source for key, source in derived.items() if key not in INDEPENDENT}
+
+
+def _package(path: Path, root: Path) -> str:
+    """Where a config file's keys land: ``# @package _global_`` files at the top, group files
+    under their group (``conf/trainer/gpu.yaml`` -> ``trainer.``), primary configs at the top."""
+    relative = path.relative_to(root)
+    if "@package _global_" in path.read_text() or len(relative.parts) == 1:
+        return ""
+    return "" if relative.parts[0] == "hydra" else f"{relative.parts[0]}."
+
+
+def _leaves(tree, prefix: str = ""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key != "defaults":
+                yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), tree
+
+
+DERIVED: dict[str, str] = derived_settings(CONFIG_DIR)
+"""Keys that only restate a setting set elsewhere (their config interpolates it): a user sets the
+source, and a derived key overridden to another value is refused, naming the source."""
 
 
 def warms_up(cfg: DictConfig) -> bool:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from mammo import CONFIG_DIR
 from mammo.core.errors import ConfigError
-from mammo.core.train_settings import DERIVED, INDEPENDENT, check_train_settings
+from mammo.core.train_settings import DERIVED, INDEPENDENT, check_train_settings, derived_settings
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 
@@ -158,39 +155,27 @@ def test_derived_keys_that_agree_pass(overrides):
     check_train_settings(composed(*overrides))
 
 
-def test_every_interpolated_setting_in_conf_is_derived_or_independent():
-    """Each ``key: ${setting}`` in conf/ restating a top-level setting is listed: as derived (a
-    second place to set it is refused) or as a setting of its own that only defaults to it."""
-    top = set(OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")) | {"cv.folds", "cv.fold"}
-    found = set()
-    for path in Path(CONFIG_DIR).rglob("*.yaml"):
-        package = _package(path)
-        for key, value in _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
-            match = re.fullmatch(r"\$\{([\w.]+)\}", str(value))
-            if match and match[1] in top:
-                found.add(f"{package}{key}")
-    assert found, "no interpolated settings found: the scan is broken"
-    unlisted = sorted(k for k in found if k not in DERIVED and k not in INDEPENDENT)
-    assert not unlisted, f"add these to mammo.core.train_settings.DERIVED or INDEPENDENT: {unlisted}"
-
-
-def _package(path) -> str:
-    """Where a config file's keys land: ``# @package _global_`` files at the top, group files
-    under their group (``conf/trainer/gpu.yaml`` -> ``trainer.``), primary configs at the top."""
-    relative = path.relative_to(CONFIG_DIR)
-    if "@package _global_" in path.read_text() or len(relative.parts) == 1:
-        return ""
-    group = relative.parts[0]
-    return "" if group == "hydra" else f"{group}."
-
-
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key != "defaults":
-                yield from _leaves(value, f"{prefix}{key}.")
-    else:
-        yield prefix.rstrip("."), tree
+def test_the_derived_keys_are_read_from_conf(tmp_path):
+    """Every ``key: ${setting}`` in conf/ restating a setting is derived (a second place to set it
+    is refused) unless listed as a setting of its own; paths and Hydra's keys are not settings."""
+    assert DERIVED["trainer.max_epochs"] == "epochs" and DERIVED["scheduler.max_epochs"] == "epochs"
+    assert DERIVED["model.optimizer"] == "optimizer"  # a config group restated
+    assert DERIVED["data.cv_folds"] == "cv.folds" and DERIVED["model.embeddings_dir"] == "data.embeddings_dir"
+    assert DERIVED["callbacks.early_stopping.monitor"] == "monitor"
+    assert not set(INDEPENDENT) & set(DERIVED)
+    assert not [k for k, source in DERIVED.items() if source.startswith(("paths.", "hydra"))]
+    (tmp_path / "train.yaml").write_text("defaults:\n  - trainer: default\n  - _self_\nepochs: 3\nseed: 1\n")
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "default.yaml").write_text(
+        "max_epochs: ${epochs}\nnew_knob: ${epochs}\ndefault_root_dir: ${paths.run_dir}\nname: ${trainer}\n"
+    )
+    (tmp_path / "trainer" / "global.yaml").write_text("# @package _global_\ndata:\n  seed: ${seed}\n")
+    assert derived_settings(tmp_path) == {
+        "trainer.max_epochs": "epochs",
+        "trainer.new_knob": "epochs",  # a new interpolation cannot be forgotten
+        "trainer.name": "trainer",
+        "data.seed": "seed",
+    }
 
 
 def test_epochs_alone_fits_the_presets_warmup_and_both_given_name_the_fix(tmp_path, demo_root, capsys):
