@@ -38,6 +38,7 @@ def write_cohort(root: Path, n: int) -> Path:
 
 
 def setup_seconds(csv: Path, cache_dir: Path) -> float:
+    from mammo.artifacts.rundir import available_cpus
     from mammo.data.datamodule import DensityDataModule
 
     dm = DensityDataModule.from_config(
@@ -46,6 +47,10 @@ def setup_seconds(csv: Path, cache_dir: Path) -> float:
         cache_mode="none",
         cache_dir=str(cache_dir),
         img_size=64,
+        batch_size=16,
+        num_workers=available_cpus(),  # a run's default (conf/data/dicom_csv.yaml)
+        train_augment=True,
+        seed=42,
     )
     start = time.perf_counter()
     dm.setup("fit")

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from mammo import CONFIG_DIR
 from mammo.core.errors import ConfigError
 from mammo.data.preprocess import image_shape, normal_img_size
-from mammo.data.settings import CACHE_MODES
 from mammo.data.tables import ON_BAD_FILE
 from mammo.evaluation.metrics import SHORT_NAMES
 
@@ -122,7 +121,6 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("data.val_fraction", "number", "a fraction in (0, 1)", lambda v, c: 0 < v < 1),
     Rule("data.test_fraction", "number", "a fraction in (0, 1)", lambda v, c: 0 < v < 1, optional=True),
     Rule("data.subset", "number", "a fraction in (0, 1] or a number of images > 1", lambda v, c: v > 0, True),
-    _choice("data.cache_mode", CACHE_MODES),
     _choice("data.on_bad_file", ON_BAD_FILE),
     _names("data.views", "a list of views such as [CC, MLO], or null for all"),
     Rule("cv.folds", "int", "an integer >= 2", lambda v, c: v >= 2, optional=True),

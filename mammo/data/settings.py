@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 from mammo.core.errors import DataError
 
@@ -73,14 +73,16 @@ class SplitSettings:
 @dataclass(frozen=True)
 class LoaderSettings:
     """How images reach the model: batches, worker processes, the preprocessed-image cache,
-    augmentation, the training order's ``seed`` and fused embeddings."""
+    augmentation, the training order's ``seed`` and fused embeddings. No defaults here: each
+    setting's one default is in ``conf/data/dicom_csv.yaml`` (a caller without the config passes
+    them all). The one check of ``cache_mode``."""
 
-    batch_size: int = 16
-    num_workers: int = 2
-    cache_mode: str = "none"
-    cache_dir: str | None = None
-    train_augment: bool = True
-    seed: int = 42
+    batch_size: int
+    num_workers: int
+    cache_mode: str
+    cache_dir: str | None
+    train_augment: bool
+    seed: int
     embeddings_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -91,5 +93,15 @@ class LoaderSettings:
 
 
 def take(kind, settings: dict):
-    """An instance of dataclass ``kind`` from the keys of ``settings`` it has (removed from it)."""
+    """An instance of dataclass ``kind`` from the keys of ``settings`` it has (removed from it);
+    a setting it needs and ``settings`` lacks is named."""
+    missing = [
+        f.name
+        for f in fields(kind)
+        if f.name not in settings and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise DataError(
+            f"data.{missing[0]}: missing (each data setting's default is in conf/data/dicom_csv.yaml)"
+        )
     return kind(**{f.name: settings.pop(f.name) for f in fields(kind) if f.name in settings})

@@ -39,7 +39,6 @@ def composed(*overrides: str):
         ("monitor_mode=maximum", "monitor_mode='maximum': expected one of max, min"),
         ("train_augment=maybe", "train_augment='maybe': expected true or false"),
         ("class_weights=[1,-2,1,1]", "class_weights=[1, -2, 1, 1]: expected auto, none or a list"),
-        ("data.cache_mode=ram", "data.cache_mode='ram': expected one of none, memory, disk"),
         ("data.views=CC", "data.views='CC': expected a list of views"),
         ("cv=kfold cv.folds=1", "cv.folds=1: expected an integer >= 2"),
     ],

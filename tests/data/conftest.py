@@ -43,7 +43,15 @@ def make_datamodule(tmp_path):
     from mammo.data.datamodule import DensityDataModule
 
     def make(csv, root, setup: bool = True, **kwargs):
-        options = {"img_size": 32, "num_workers": 0, "batch_size": 64, "cache_dir": str(tmp_path / "cache")}
+        options = {
+            "img_size": 32,
+            "num_workers": 0,
+            "batch_size": 64,
+            "cache_mode": "none",
+            "cache_dir": str(tmp_path / "cache"),
+            "train_augment": True,
+            "seed": 42,
+        }
         dm = DensityDataModule.from_config(
             csv=str(csv), dicom_root=root and str(root), **{**options, **kwargs}
         )

@@ -171,3 +171,38 @@ def test_an_image_path_outside_the_root_is_a_bad_row(dataset, make_datamodule, t
     assert f"row 2: image_path {given!r} is outside {root}: images must lie inside data.dicom_root" in message
     dm = make_datamodule(csv, root, on_bad_file="skip")
     assert len(dm.samples.skipped) == 1 and len(dm.train_table) + len(dm.val_table) == 39
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"cache_mode": "ram"}, "data.cache_mode='ram': expected one of none, memory, disk"),
+        ({"cache_mode": "disk", "cache_dir": None}, "data.cache_mode=disk needs data.cache_dir"),
+        ({"num_workers": None}, "data.num_workers: missing (each data setting's default is in conf/data/"),
+        ({"shuffle_buffer": 8}, "data.shuffle_buffer: not a data setting"),
+    ],
+)
+def test_a_bad_or_missing_loader_setting_is_one_line_naming_it(dataset, make_datamodule, options, message):
+    from mammo.data.datamodule import DensityDataModule
+
+    if options.get("num_workers", 0) is None:  # a caller without the config passes every setting
+        settings = {"csv": str(dataset[0]), "img_size": 32, "batch_size": 8, "cache_mode": "none"}
+        with pytest.raises(DataError) as info:
+            DensityDataModule.from_config(**settings, cache_dir=None, train_augment=True, seed=1)
+    else:
+        with pytest.raises(DataError) as info:
+            make_datamodule(*dataset, setup=False, **options)
+    assert str(info.value).startswith(message)
+
+
+def test_a_bad_cache_mode_stops_a_training_run_with_one_line(tmp_path, demo_root, capsys):
+    import json
+
+    from mammo.train import main
+    from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+    paths = [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, [*TINY, *SMALL_DEMO, *paths, "epochs=1", "data.cache_mode=ram"]) == 1
+    assert "data.cache_mode='ram': expected one of none, memory, disk" in capsys.readouterr().err
+    (summary,) = tmp_path.glob("*/results_*/summary.json")
+    assert json.loads(summary.read_text())["status"] == "failed"

@@ -104,7 +104,15 @@ def _prepare(csv, root, cache_dir, barrier, results):
     from mammo.data.datamodule import DensityDataModule
 
     dm = DensityDataModule.from_config(
-        csv=str(csv), dicom_root=str(root), img_size=32, num_workers=0, cache_mode="disk", cache_dir=cache_dir
+        csv=str(csv),
+        dicom_root=str(root),
+        img_size=32,
+        num_workers=0,
+        cache_mode="disk",
+        cache_dir=cache_dir,
+        batch_size=16,
+        train_augment=True,
+        seed=42,
     )
     barrier.wait()
     dm.setup("fit")
