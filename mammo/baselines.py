@@ -27,7 +27,7 @@ install_compact_errors()
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
-    from mammo.embeddings.classical import run_baselines
+    from mammo.workflows.baselines_job import run_baselines
 
     run_recorded(
         "embeddings_baselines", Path(cfg.paths.run_dir), cfg.seed, lambda out, _: run_baselines(cfg, out)

@@ -30,7 +30,7 @@ log = logging.getLogger("mammo")
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
-    from mammo.embeddings.extract import embed
+    from mammo.workflows.embedding_job import embed
 
     log.info("Starting embedding extraction (%s)", cfg.embed.backbone)
     run_recorded("embedding_extraction", Path(cfg.paths.run_dir), cfg.seed, lambda out, s: embed(cfg, out, s))

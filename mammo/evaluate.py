@@ -29,15 +29,15 @@ log = logging.getLogger("mammo")
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
-    from mammo.evaluation.checkpoint_eval import evaluate
+    from mammo.workflows.evaluation_job import evaluate
 
     log.info("Evaluating %s", cfg.ckpt)
     run_recorded("evaluation", Path(cfg.paths.run_dir), cfg.seed, lambda out, s: evaluate(cfg, out, s))
     if cfg.get("review"):
-        from mammo.evaluation.intervals import eval_settings
         from mammo.review_pages.build import write_review
+        from mammo.workflows.components import eval_settings
 
-        write_review(Path(cfg.paths.run_dir), eval_settings(cfg)[0], int(cfg.seed))
+        write_review(Path(cfg.paths.run_dir), eval_settings(cfg).bootstrap, int(cfg.seed))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ install_compact_errors()
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
     from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
-    from mammo.evaluation.prediction import predict
+    from mammo.workflows.prediction_job import predict
 
     run_recorded("prediction", Path(cfg.paths.run_dir), cfg.seed, lambda out, _: predict(cfg, out))
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if all("=" in t for t in args.target):  # a dataset, composed as mammo.train composes it
-            from mammo.review_pages.data_review import build_data_review
+            from mammo.workflows.data_review_job import build_data_review
 
             path = build_data_review(args.target)
         elif len(args.target) == 1:

@@ -146,3 +146,20 @@ def test_the_package_root_holds_only_the_entries():
     """The entries are ``python -m mammo.<entry>``; every library module lives in a package."""
     root = {name for name, path in modules().items() if name.count(".") == 1 and path.name != "__init__.py"}
     assert root == ENTRIES, sorted(root ^ ENTRIES)
+
+
+def test_library_modules_do_not_take_the_composed_config():
+    """Only the entries, the workflows and the config's own checks (``mammo.core``) read ``cfg``;
+    library functions take the settings they use (small dataclasses or explicit arguments)."""
+    readers = ("mammo.workflows", "mammo.core")
+    found = []
+    for name, path in modules().items():
+        if name in ENTRIES or name.startswith(readers):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                    annotation = ast.unparse(arg.annotation) if arg.annotation else ""
+                    if arg.arg == "cfg" or "DictConfig" in annotation:
+                        found.append(f"{name}.{node.name}({arg.arg})")
+    assert not found, found

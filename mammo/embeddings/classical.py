@@ -8,16 +8,12 @@ a scikit-learn Pipeline fitted on the training folds only.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from omegaconf import DictConfig
 from scipy import stats
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -27,7 +23,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.core.errors import DataError
 from mammo.data.preprocess import Preprocessing
 from mammo.data.splits import kfold_assignment
@@ -36,51 +31,6 @@ from mammo.evaluation.metrics import density_metrics, mean_std
 log = logging.getLogger("mammo")
 METRICS = ("balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
 FEATURES = ("embeddings", "classical")
-
-
-def run_baselines(cfg: DictConfig, out: Path) -> dict:
-    """Every model on both feature kinds under one fold split; the metrics, tests and report."""
-    folder = Path(cfg.embeddings_dir)
-    for name in ("features.npy", "joined.csv", "summary.json"):
-        if not (folder / name).is_file():
-            raise DataError(f"embeddings_dir: {folder / name} not found (run python -m mammo.embed first)")
-    embedded = np.load(folder / "features.npy", mmap_mode="r")
-    joined = pd.read_csv(
-        folder / "joined.csv", usecols=["row", "image_id", "relpath", "PatientID", "laterality", "label"]
-    )
-    joined = joined.sort_values("row").reset_index(drop=True)
-    source = json.loads((folder / "summary.json").read_text())["data_config"]
-    log.info("Loaded %s embeddings of %d images from %s", embedded.shape, len(joined), folder)
-    c = cfg.classical
-    classical, n_stats = classical_features(joined, source, int(c.img_size), int(c.histogram_bins))
-    labels = joined["label"].to_numpy()
-    classes = np.unique(labels)
-    y = np.searchsorted(classes, labels)
-    folds = fold_indices(y, joined["PatientID"].to_numpy(), int(cfg.folds), int(cfg.seed))
-    features = {
-        "embeddings": (np.asarray(embedded, dtype=np.float64), None),
-        "classical": (classical, n_stats),
-    }
-    results = {}
-    for kind, (x, stats_columns) in features.items():
-        for model in cfg.models:
-            factory = functools.partial(
-                make_pipeline, model, stats_columns, int(c.pca_components), int(cfg.seed)
-            )
-            result = evaluate(x, y, folds, factory, len(classes))
-            result.update(features=kind, model=model, num_folds=len(folds), classes=classes.tolist())
-            write_json(out / f"{kind}_{model}_metrics.json", result)
-            results[(kind, model)] = result
-            log.info(
-                "%s + %s: %s",
-                kind,
-                model,
-                ", ".join(f"{m} {result['metrics'][m]['mean']:.3f}" for m in METRICS),
-            )
-    tests = statistical_tests(results, list(cfg.models))
-    write_json(out / "statistical_tests.json", tests)
-    atomic_write_text(out / "report.md", report(results, tests, len(joined), len(folds)))
-    return {"num_images": len(joined), "num_folds": len(folds), "embeddings_dir": str(folder)}
 
 
 def classical_features(joined, source: dict, size: int, bins: int) -> tuple[np.ndarray, int]:

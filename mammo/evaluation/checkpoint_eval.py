@@ -6,96 +6,19 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from mammo.artifacts.files import predictions_frame, write_metrics, write_predictions
-from mammo.artifacts.io import write_json
 from mammo.artifacts.plots import plot_confusion
-from mammo.artifacts.runlog import route_library_logs
-from mammo.core.errors import ConfigError
 from mammo.evaluation.calibration import write_reliability
-from mammo.evaluation.gradcam import gradcam_figure
-from mammo.evaluation.inference import checkpoint_datamodule, predict_probs
-from mammo.evaluation.intervals import eval_settings, metric_intervals
+from mammo.evaluation.inference import predict_probs
+from mammo.evaluation.intervals import EvalSettings, metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, confusion_matrix, density_metrics
 from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
-from mammo.models.checkpoint import Checkpoint, load_checkpoint
+from mammo.models.checkpoint import load_checkpoint
 from mammo.models.device import resolve_device
 
 log = logging.getLogger("mammo")
-SPLITS = ("all", "val", "train", "test")
-
-
-def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
-    """Predict ``cfg.split`` of the data with ``cfg.ckpt``; write predictions, metrics, plots."""
-    route_library_logs()
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
-    checkpoint = load_checkpoint(cfg.ckpt)
-    datamodule, table = evaluation_data(cfg, checkpoint)
-    write_json(out / "data_manifest.json", datamodule.manifest)
-    classes = checkpoint.class_labels
-    log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
-    dataset = datamodule.dataset(table)
-    device = resolve_device(cfg.device)
-    log.info("Inference on %s", device)
-    if checkpoint.temperature != 1.0:
-        log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
-    workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
-    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
-    (resamples, aggregate), seed = eval_settings(cfg), int(cfg.seed)
-    metrics, _, levels = write_evaluation(
-        out,
-        table,
-        probs,
-        classes,
-        cfg.split,
-        resamples,
-        seed,
-        aggregate=aggregate,
-        subgroups=label_subgroups(datamodule),
-    )
-    if cfg.gradcam_per_class:
-        path = out / "plots" / "gradcam_samples.png"
-        count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
-        log.info("Grad-CAM of %d images: %s", count, path)
-    return {
-        "checkpoint": str(checkpoint.path),
-        "training_run": {"run_id": checkpoint.meta.get("run_id"), "run_dir": str(checkpoint.run_dir)},
-        "data_config": {**datamodule.describe_samples(), "split": cfg.split, "num_evaluated": len(table)},
-        "model_config": {
-            "arch": checkpoint.meta.get("arch"),
-            "backbone": checkpoint.meta.get("backbone"),
-            "class_labels": classes,
-        },
-        "metrics": metrics,
-        "levels": levels,
-    }
-
-
-def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
-    """The datamodule (preprocessed as the checkpoint's training data) and the rows to evaluate:
-    all of them, or the ``val`` / ``train`` / ``test`` rows of the training run's ``split.csv``."""
-    split_csv = None
-    if cfg.split != "all":
-        split_csv = checkpoint.run_dir / "split.csv"
-        if not split_csv.is_file():
-            raise ConfigError(f"split={cfg.split}: {split_csv} not found (the checkpoint's run directory)")
-    datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
-    if split_csv:
-        datamodule.setup("validate")
-        table = {"val": datamodule.val_table, "train": datamodule.train_table, "test": datamodule.test_table}[
-            cfg.split
-        ]
-        if table.empty:
-            raise ConfigError(f"split={cfg.split}: the training run's {split_csv} has no {cfg.split} rows")
-    else:
-        datamodule.prepare_samples()
-        table = datamodule.samples.table
-    if checkpoint.model.hparams.embeddings_fusion:
-        datamodule.attach_embeddings(checkpoint.model.hparams.embeddings_dir)
-    return datamodule, table
 
 
 def write_evaluation(
@@ -141,20 +64,23 @@ def write_evaluation(
     return metrics, intervals, levels
 
 
-def evaluate_test_split(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
-    """The best model on the locked test split, once, after training: ``test_predictions.csv``
-    and ``metrics/test_metrics.*``; returns summary.json's ``test_metrics`` and
-    ``test_confidence_intervals`` (short names), or nothing without a test split or a model."""
+def evaluate_test_split(run_dir: Path, datamodule, model_path: Path, evaluation: EvalSettings) -> dict:
+    """The best model on the locked test split, once, after training (batches as the
+    datamodule's): ``test_predictions.csv`` and ``metrics/test_metrics.*``; returns summary.json's
+    ``test_metrics`` and ``test_confidence_intervals`` (short names), or nothing without a test
+    split or a model."""
     table = datamodule.test_table
     if table is None or table.empty or not model_path.exists():
         return {}
     checkpoint = load_checkpoint(model_path)
     log.info("Test split: evaluating the best model on %d held-out images", len(table))
     device = resolve_device("auto")
-    workers = int(cfg.data.num_workers)
+    loading, classes = datamodule.loading, checkpoint.class_labels
     dataset, temperature = datamodule.dataset(table), checkpoint.temperature
-    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
-    (resamples, aggregate), classes, seed = eval_settings(cfg), checkpoint.class_labels, int(cfg.seed)
+    probs = predict_probs(
+        checkpoint.model, dataset, loading.batch_size, loading.num_workers, device, temperature
+    )
+    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
     metrics, intervals, levels = write_evaluation(
         run_dir,
         table,

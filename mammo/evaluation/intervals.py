@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from mammo.artifacts.files import prediction_arrays, read_predictions, write_metrics
 from mammo.evaluation.bootstrap import bootstrap_intervals
@@ -20,6 +20,17 @@ from mammo.evaluation.metrics import SHORT_NAMES
 
 log = logging.getLogger("mammo")
 LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a split's predictions are summarised (``conf/eval/default.yaml``): ``bootstrap``
+    patient-bootstrap resamples for the 95 % intervals (0: none), ``aggregate`` (``mean`` or
+    ``max``) of a breast's or exam's images, and the resampling ``seed`` (the run's)."""
+
+    bootstrap: int
+    aggregate: str
+    seed: int
 
 
 def metric_intervals(
@@ -53,15 +64,6 @@ def metric_intervals(
             "seconds": round(seconds, 3),
         },
     }
-
-
-def eval_settings(cfg) -> tuple[int, str]:
-    """``eval.bootstrap`` and ``eval.aggregate`` (the defaults of ``conf/eval/default.yaml`` for a
-    resumed run whose config predates them)."""
-    return (
-        int(OmegaConf.select(cfg, "eval.bootstrap", default=1000)),
-        str(OmegaConf.select(cfg, "eval.aggregate", default="mean")),
-    )
 
 
 def read_best_epoch(run_dir: Path, val_table: pd.DataFrame) -> pd.DataFrame | None:

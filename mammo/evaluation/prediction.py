@@ -8,21 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from rich.progress import Progress
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mammo.artifacts.files import read_predictions
 from mammo.artifacts.io import write_csv
-from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import DataError
-from mammo.data.dataset import as_list
 from mammo.data.dicom import read_header
 from mammo.data.preprocess import Preprocessing
 from mammo.data.tables import read_csv_table
 from mammo.evaluation.levels import available_levels, unit_predictions
-from mammo.models.checkpoint import load_checkpoint
-from mammo.models.device import autocast, for_inference, resolve_device, to_device
+from mammo.models.device import autocast, to_device
 
 log = logging.getLogger("mammo")
 LETTERS = {1: "A", 2: "B", 3: "C", 4: "D", 5: "5"}
@@ -79,49 +75,6 @@ class ImageFiles(Dataset):
         except DataError as exc:
             return i, None, {}, str(exc)
         return i, image, identity(header), ""
-
-
-def predict(cfg: DictConfig, out: Path) -> dict:
-    """Predict every input file into ``predictions.csv``; unreadable ones go to ``unreadable.csv``."""
-    route_library_logs()
-    if cfg.on_bad_file not in ("skip", "error"):
-        raise DataError(f"on_bad_file={cfg.on_bad_file!r}: expected skip or error")
-    checkpoint = load_checkpoint(cfg.ckpt)
-    if checkpoint.model.hparams.embeddings_fusion:
-        raise DataError(
-            "predict: this checkpoint fuses precomputed embeddings; use mammo.evaluate with its data"
-        )
-    files = input_files(str(cfg.input), cfg.path_column)
-    device = resolve_device(cfg.device)
-    log.info(
-        "Predicting %d file(s) with %s (%s) on %s",
-        len(files),
-        checkpoint.path,
-        checkpoint.meta.get("arch"),
-        device,
-    )
-    loader = DataLoader(
-        ImageFiles(files, Preprocessing(**checkpoint.preprocessing)),
-        batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers),
-        collate_fn=as_list,
-    )
-    checkpoint.model = for_inference(checkpoint.model, device)
-    predicted, unreadable = stream_predictions(out, loader, files, checkpoint, cfg.on_bad_file == "error")
-    if unreadable:
-        log.warning(
-            "%d of %d file(s) unreadable; reasons in %s", unreadable, len(files), out / "unreadable.csv"
-        )
-    log.info("Predicted %d image(s): %s", predicted, out / "predictions.csv")
-    units = write_unit_predictions(out, str(cfg.eval.aggregate))
-    return {
-        "checkpoint": str(checkpoint.path),
-        "input": str(cfg.input),
-        "num_predicted": predicted,
-        "num_unreadable": unreadable,
-        "num_breasts": units.get("breast"),
-        "num_exams": units.get("exam"),
-    }
 
 
 def write_unit_predictions(out: Path, aggregate: str) -> dict[str, int]:

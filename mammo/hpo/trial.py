@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
-from hydra.utils import instantiate
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.summary import now
-from mammo.core.train_settings import setting_value
 from mammo.distributed.ranks import is_rank_zero
 from mammo.hpo.optuna_api import running_trial
 from mammo.hpo.storage import open_storage
@@ -40,13 +40,27 @@ def trial_id(study_name: str | None, number: int) -> str:
     return f"{study_name}_trial{int(number)}"
 
 
-def job_trial_id(cfg) -> str | None:
-    """The ``trial_id`` of the trial this job runs (``None`` outside a search)."""
-    return None if cfg.hpo.get("trial") is None else trial_id(cfg.hpo.study_name, cfg.hpo.trial)
+@dataclass(frozen=True)
+class TrialSettings:
+    """What a sweep job knows of the trial it runs (read from ``hpo.*`` and the run's settings by
+    ``mammo.workflows.components.trial_settings``)."""
 
+    study_name: str
+    storage: str | None
+    number: int
+    pruner: Any
+    """The instantiated Optuna pruner, ``None`` without one."""
+    params: dict
+    """The searched settings' values, as records write them."""
+    metric: str
+    budget: int
+    """The epochs the trial may train: epochs, times the folds when it runs them all."""
+    step_unit: str
+    """What the pruner's steps count: ``fold`` when the job runs all CV folds, else ``epoch``."""
 
-def runs_all_folds(cfg) -> bool:
-    return cfg.cv.get("folds") is not None and cfg.cv.get("fold") is None
+    @property
+    def trial_id(self) -> str:
+        return trial_id(self.study_name, self.number)
 
 
 class TrialLink:
@@ -64,22 +78,21 @@ class TrialLink:
             self.trial = running_trial(study, number)
 
     @classmethod
-    def from_job(cls, cfg) -> TrialLink | None:
+    def of(cls, trial: TrialSettings) -> TrialLink | None:
         """The link of a sweep job with a pruner and a storage; ``None`` otherwise."""
-        hpo = cfg.hpo
-        if hpo.get("trial") is None or hpo.get("pruner") is None:
+        if trial.pruner is None:
             return None
-        if not hpo.get("storage"):
+        if not trial.storage:
             log.warning(
                 "hydra.sweeper.pruner needs a storage that jobs reach (hydra.sweeper.storage): not pruning"
             )
             return None
         return cls(
-            str(hpo.study_name),
-            str(hpo.storage),
-            int(hpo.trial),
-            instantiate(hpo.pruner),
-            "fold" if runs_all_folds(cfg) else "epoch",
+            trial.study_name,
+            trial.storage,
+            trial.number,
+            trial.pruner,
+            trial.step_unit,
             connect=is_rank_zero(),
         )
 
@@ -111,24 +124,22 @@ class TrialLink:
 class TrialRecord:
     """``optuna_trial.json`` of the trial running in ``run_dir``."""
 
-    def __init__(self, run_dir: Path, cfg) -> None:
-        hpo = cfg.hpo
+    def __init__(self, run_dir: Path, trial: TrialSettings) -> None:
         self.path = Path(run_dir) / "optuna_trial.json"
         self.data = {
-            "trial_id": job_trial_id(cfg),
-            "trial_number": int(hpo.trial),
-            "study_name": hpo.study_name,
-            "storage": hpo.storage,
-            "params": {n: setting_value(cfg, n) for n in (hpo.get("params") or {})},
+            "trial_id": trial.trial_id,
+            "trial_number": trial.number,
+            "study_name": trial.study_name,
+            "storage": trial.storage,
+            "params": trial.params,
             "value": None,
-            "metric": cfg.monitor,
+            "metric": trial.metric,
             "state": "RUNNING",
             "datetime_start": now(),
             "datetime_complete": None,
             "run_dir": str(run_dir),
         }
-        # epochs the trial may train: epochs, times the folds when it runs them all
-        self.budget = int(cfg.epochs) * int(cfg.cv.folds if runs_all_folds(cfg) else 1)
+        self.budget = trial.budget
         write_json(self.path, self.data)
 
     def finish(
@@ -167,13 +178,13 @@ class TrialJob:
     ``None`` from :meth:`of` outside a search. Only rank zero writes the record.
     """
 
-    def __init__(self, cfg, run_dir: Path) -> None:
-        self.link = TrialLink.from_job(cfg)  # None without a pruner; reports only from rank zero
-        self.record = TrialRecord(run_dir, cfg) if is_rank_zero() else None
+    def __init__(self, trial: TrialSettings, run_dir: Path) -> None:
+        self.link = TrialLink.of(trial)  # None without a pruner; reports only from rank zero
+        self.record = TrialRecord(run_dir, trial) if is_rank_zero() else None
 
     @classmethod
-    def of(cls, cfg, run_dir: Path) -> TrialJob | None:
-        return cls(cfg, run_dir) if cfg.hpo.get("trial") is not None else None
+    def of(cls, trial: TrialSettings | None, run_dir: Path) -> TrialJob | None:
+        return None if trial is None else cls(trial, run_dir)
 
     def failed(self, error: BaseException) -> None:
         if self.record is not None:

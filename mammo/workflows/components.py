@@ -23,8 +23,10 @@ from mammo.artifacts.run_callbacks import (
     RunArtifacts,
 )
 from mammo.core.errors import ConfigError
+from mammo.core.train_settings import setting_value
 from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
-from mammo.hpo.trial import job_trial_id
+from mammo.evaluation.intervals import EvalSettings
+from mammo.hpo.trial import TrialSettings, trial_id
 from mammo.hpo.trial_callbacks import EpochStream, PruneOnPlateau
 
 log = logging.getLogger("mammo")
@@ -210,3 +212,41 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):
         }
     )
     return trainer
+
+
+def eval_settings(cfg) -> EvalSettings:
+    """``eval.bootstrap``, ``eval.aggregate`` (the defaults of ``conf/eval/default.yaml`` for a
+    resumed run whose config predates them) and the run's ``seed``."""
+    return EvalSettings(
+        int(OmegaConf.select(cfg, "eval.bootstrap", default=1000)),
+        str(OmegaConf.select(cfg, "eval.aggregate", default="mean")),
+        int(cfg.seed),
+    )
+
+
+def runs_all_folds(cfg) -> bool:
+    """Whether this job runs every CV fold itself (``cv=kfold`` without ``cv.fold``)."""
+    return cfg.cv.get("folds") is not None and cfg.cv.get("fold") is None
+
+
+def trial_settings(cfg) -> TrialSettings | None:
+    """The Optuna trial this job runs (``hpo.trial`` set by the sweeper), ``None`` outside a search."""
+    hpo = cfg.hpo
+    if hpo.get("trial") is None:
+        return None
+    return TrialSettings(
+        study_name=str(hpo.study_name),
+        storage=None if not hpo.get("storage") else str(hpo.storage),
+        number=int(hpo.trial),
+        pruner=None if hpo.get("pruner") is None else instantiate(hpo.pruner),
+        params={name: setting_value(cfg, name) for name in (hpo.get("params") or {})},
+        metric=str(cfg.monitor),
+        budget=int(cfg.epochs) * int(cfg.cv.folds if runs_all_folds(cfg) else 1),
+        step_unit="fold" if runs_all_folds(cfg) else "epoch",
+    )
+
+
+def job_trial_id(cfg) -> str | None:
+    """The ``trial_id`` of the trial this job runs (``None`` outside a search)."""
+    trial = cfg.hpo.get("trial")
+    return None if trial is None else trial_id(str(cfg.hpo.study_name), trial)

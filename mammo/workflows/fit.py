@@ -24,11 +24,10 @@ from mammo.distributed.ranks import is_rank_zero
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
-from mammo.evaluation.intervals import add_val_intervals, eval_settings, read_best_epoch
+from mammo.evaluation.intervals import add_val_intervals, read_best_epoch
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
-from mammo.hpo.trial import job_trial_id
 from mammo.models.backbones import load_failure
 from mammo.review_pages.build import write_review
 from mammo.workflows.components import (
@@ -36,6 +35,8 @@ from mammo.workflows.components import (
     build_datamodule,
     build_model,
     build_trainer,
+    eval_settings,
+    job_trial_id,
     record_data,
     use_fold,
 )
@@ -183,10 +184,11 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
     else:
         log.info("No model saved: %s", why_no_model(trainer))
     reported = report_best_epoch(cfg, run_dir, datamodule, model_path)
-    test = evaluate_test_split(cfg, run_dir, datamodule, model_path)  # after calibrating: uses T
+    # after calibrating: the test split uses the temperature
+    test = evaluate_test_split(run_dir, datamodule, model_path, eval_settings(cfg))
     raise_if_requested()
     if cfg.get("review"):  # before the end is recorded: a tracker (MLflow) takes the folder too
-        write_review(run_dir, eval_settings(cfg)[0], int(cfg.seed))
+        write_review(run_dir, eval_settings(cfg).bootstrap, int(cfg.seed))
     summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
@@ -210,7 +212,8 @@ def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Pa
     frame = read_best_epoch(run_dir, datamodule.val_table)
     if frame is None:
         return {}
-    (resamples, aggregate), seed = eval_settings(cfg), int(cfg.seed)
+    evaluation = eval_settings(cfg)
+    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
     out = {}
     added = add_val_intervals(run_dir, frame, resamples, seed)
     if added is not None:

@@ -18,7 +18,8 @@ from mammo.core.targets import check_targets
 from mammo.core.train_settings import check_train_settings, warms_up
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
-from mammo.hpo.trial import TrialJob, runs_all_folds
+from mammo.hpo.trial import TrialJob
+from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run, start_summary
 from mammo.workflows.folds import run_all_folds
 
@@ -33,7 +34,7 @@ def train(cfg: DictConfig) -> float:
         mask_files(run_dir / record)
     if cfg.get("resume"):
         cfg = original_config(cfg, run_dir)
-    trial = TrialJob.of(cfg, run_dir)
+    trial = TrialJob.of(trial_settings(cfg), run_dir)
     link = trial.link if trial else None
     try:
         check_settings(cfg, run_dir)

@@ -1,0 +1,137 @@
+"""``python -m mammo.evaluate``'s job: a checkpoint's predictions, metrics and plots on labelled
+data, read from its config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mammo.artifacts.io import write_json
+from mammo.artifacts.runlog import route_library_logs
+from mammo.core.errors import ConfigError
+from mammo.data.preprocess import normal_img_size
+from mammo.evaluation.checkpoint_eval import write_evaluation
+from mammo.evaluation.gradcam import gradcam_figure
+from mammo.evaluation.inference import predict_probs
+from mammo.evaluation.subgroups import label_subgroups
+from mammo.models.checkpoint import Checkpoint, load_checkpoint
+from mammo.models.device import resolve_device
+from mammo.workflows.components import eval_settings
+
+SPLITS = ("all", "val", "train", "test")
+
+
+log = logging.getLogger("mammo")
+
+
+def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
+    """Predict ``cfg.split`` of the data with ``cfg.ckpt``; write predictions, metrics, plots."""
+    route_library_logs()
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    checkpoint = load_checkpoint(cfg.ckpt)
+    datamodule, table = evaluation_data(cfg, checkpoint)
+    write_json(out / "data_manifest.json", datamodule.manifest)
+    classes = checkpoint.class_labels
+    log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
+    dataset = datamodule.dataset(table)
+    device = resolve_device(cfg.device)
+    log.info("Inference on %s", device)
+    if checkpoint.temperature != 1.0:
+        log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
+    workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
+    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
+    evaluation = eval_settings(cfg)
+    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
+    metrics, _, levels = write_evaluation(
+        out,
+        table,
+        probs,
+        classes,
+        cfg.split,
+        resamples,
+        seed,
+        aggregate=aggregate,
+        subgroups=label_subgroups(datamodule),
+    )
+    if cfg.gradcam_per_class:
+        path = out / "plots" / "gradcam_samples.png"
+        count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
+        log.info("Grad-CAM of %d images: %s", count, path)
+    return {
+        "checkpoint": str(checkpoint.path),
+        "training_run": {"run_id": checkpoint.meta.get("run_id"), "run_dir": str(checkpoint.run_dir)},
+        "data_config": {**datamodule.describe_samples(), "split": cfg.split, "num_evaluated": len(table)},
+        "model_config": {
+            "arch": checkpoint.meta.get("arch"),
+            "backbone": checkpoint.meta.get("backbone"),
+            "class_labels": classes,
+        },
+        "metrics": metrics,
+        "levels": levels,
+    }
+
+
+def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
+    """The datamodule (preprocessed as the checkpoint's training data) and the rows to evaluate:
+    all of them, or the ``val`` / ``train`` / ``test`` rows of the training run's ``split.csv``."""
+    split_csv = None
+    if cfg.split != "all":
+        split_csv = checkpoint.run_dir / "split.csv"
+        if not split_csv.is_file():
+            raise ConfigError(f"split={cfg.split}: {split_csv} not found (the checkpoint's run directory)")
+    datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
+    if split_csv:
+        datamodule.setup("validate")
+        table = {"val": datamodule.val_table, "train": datamodule.train_table, "test": datamodule.test_table}[
+            cfg.split
+        ]
+        if table.empty:
+            raise ConfigError(f"split={cfg.split}: the training run's {split_csv} has no {cfg.split} rows")
+    else:
+        datamodule.prepare_samples()
+        table = datamodule.samples.table
+    if checkpoint.model.hparams.embeddings_fusion:
+        datamodule.attach_embeddings(checkpoint.model.hparams.embeddings_dir)
+    return datamodule, table
+
+
+PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce", "box_reduce")
+
+
+def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = None):
+    """The data config, with preprocessing, image size and classes taken from the checkpoint.
+
+    A value set explicitly on the command line that differs from the checkpoint's is an error.
+    """
+    explicit = dict(o.lstrip("+").split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    settings = checkpoint.preprocessing
+    for key in PREPROCESSING_KEYS:
+        if f"data.{key}" not in explicit:
+            continue
+        given, expected = cfg.data[key], settings[key]
+        if key == "percentiles":
+            given, expected = [float(v) for v in given], [float(v) for v in expected]
+        if given != expected:
+            raise ConfigError(
+                f"data.{key}={given!r} contradicts the checkpoint ({expected!r}); drop the override"
+            )
+    if cfg.img_size is not None and normal_img_size(cfg.img_size) != normal_img_size(settings["img_size"]):
+        raise ConfigError(f"img_size={cfg.img_size} contradicts the checkpoint ({settings['img_size']})")
+    classes = checkpoint.class_labels
+    return instantiate(
+        cfg.data,
+        _convert_="all",
+        img_size=settings["img_size"],
+        **{k: settings[k] for k in PREPROCESSING_KEYS},
+        num_classes=len(classes),
+        include_class_5=5 in classes,
+        split_csv=split_csv,
+        cv_folds=None,
+        cv_fold=None,
+        subset=None,
+    )
