@@ -48,6 +48,7 @@ from mammo.artifacts.summary import RunSummary  # noqa: E402
 from mammo.data.datamodule import DensityDataModule  # noqa: E402
 from mammo.models.device import autocast, to_device  # noqa: E402
 from mammo.workflows.components import build_callbacks, build_trainer  # noqa: E402
+from mammo.workflows.run_context import Run  # noqa: E402
 
 
 def make_data(n: int, shape: tuple[int, int], seed: int = 0) -> TensorDataset:
@@ -116,9 +117,9 @@ def mammo_fit(cfg, data: InMemoryData, run_dir: Path) -> float:
     )
     artifacts = RunArtifacts(run_dir, val_samples, [1, 2, 3, 4], cfg.monitor)
     timer = TrainTimer()
-    callbacks = [*build_callbacks(cfg, run_dir, artifacts, None, None, True), timer]
     summary = RunSummary(run_dir / "summary.json", "benchmark", run_dir.name, cfg.seed)
-    trainer = build_trainer(cfg, run_dir, callbacks, summary)
+    run = Run(cfg, run_dir, summary, writes=True, artifacts=artifacts)
+    trainer = build_trainer(run, [*build_callbacks(run), timer])
     trainer.fit(fresh_model(cfg), datamodule=data)
     return timer.seen / timer.seconds
 

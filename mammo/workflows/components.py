@@ -20,55 +20,56 @@ from mammo.artifacts.run_callbacks import (
     InterruptGuard,
     LastCheckpoint,
     RandomState,
-    RunArtifacts,
 )
 from mammo.core.errors import ConfigError
 from mammo.core.train_settings import setting_value
 from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
 from mammo.evaluation.intervals import EvalSettings
-from mammo.hpo.trial import TrialSettings, trial_id
+from mammo.hpo.trial import TrialSettings
 from mammo.hpo.trial_callbacks import EpochStream, PruneOnPlateau
+from mammo.workflows.run_context import Run, job_trial_id
 
 log = logging.getLogger("mammo")
 
 
-def build_datamodule(cfg: DictConfig, run_dir: Path, summary, writes: bool):
+def build_datamodule(run: Run):
     """``instantiate(cfg.data)``, set up for fitting; if setting up fails (e.g. no split is
     possible), what is known of the data is still written.
 
     In a DDP job the data is prepared once: rank zero reads the headers, hashes the files and
     fills the disk cache, and the other ranks set up after it, reusing all three (the ranks
     Lightning starts begin after rank zero's setup; those a cluster starts wait for it)."""
-    datamodule = instantiate(cfg.data, _convert_="all")
-    wait_for_prepared_data(run_dir)
+    datamodule = instantiate(run.cfg.data, _convert_="all")
+    wait_for_prepared_data(run.directory)
     try:
         datamodule.setup("fit")
     except BaseException:
-        if writes and datamodule.manifest is not None:
-            write_json(run_dir / "data_manifest.json", datamodule.manifest)
-            summary.update(data_config=datamodule.describe_samples())
+        if run.writes and datamodule.manifest is not None:
+            write_json(run.directory / "data_manifest.json", datamodule.manifest)
+            run.summary.update(data_config=datamodule.describe_samples())
         raise
     finally:
-        mark_data_prepared(run_dir)
+        mark_data_prepared(run.directory)
     return datamodule
 
 
-def use_fold(datamodule, fold: int | None, cv_dir: Path | None, writes: bool) -> None:
-    """Validate on CV fold ``fold`` (``None``: the one split); the fold assignment goes to ``folds.csv``."""
-    if fold is None:
+def use_fold(run: Run) -> None:
+    """Validate on the run's CV fold (none: the one split); the fold assignment goes to ``folds.csv``."""
+    if run.fold is None:
         return
-    datamodule.use_fold(fold)
-    if writes:
-        write_csv(cv_dir / "folds.csv", datamodule.folds_frame())
+    run.datamodule.use_fold(run.fold)
+    if run.writes:
+        write_csv(run.cv_dir / "folds.csv", run.datamodule.folds_frame())
 
 
-def record_data(run_dir: Path, summary, datamodule, writes: bool) -> None:
+def record_data(run: Run) -> None:
     """``split.csv``, ``data_manifest.json``, summary.json's ``data_config`` and the run.log lines."""
+    datamodule = run.datamodule
     data_config = datamodule.describe()
-    summary.update(data_config=data_config)
-    if writes:
-        write_csv(run_dir / "split.csv", datamodule.split)
-        write_json(run_dir / "data_manifest.json", datamodule.manifest)
+    run.summary.update(data_config=data_config)
+    if run.writes:
+        write_csv(run.directory / "split.csv", datamodule.split)
+        write_json(run.directory / "data_manifest.json", datamodule.manifest)
     log.info(
         "Found %d samples (%d train, %d val) from %d patients",
         data_config["num_train"] + data_config["num_val"],
@@ -87,9 +88,10 @@ def record_data(run_dir: Path, summary, datamodule, writes: bool) -> None:
     log.info("Data manifest sha256: %s", data_config["manifest_sha256"])
 
 
-def build_model(cfg: DictConfig, run_dir: Path, summary, datamodule):
+def build_model(run: Run):
     """``instantiate(cfg.model)`` (it interpolates the hyperparameters) with what the data decides:
     the classes, their weights and the width of fused embeddings."""
+    cfg, datamodule = run.cfg, run.datamodule
     embedding_dim = 0
     if cfg.model.get("embeddings_fusion"):
         embedding_dim = datamodule.attach_embeddings(cfg.data.embeddings_dir)
@@ -112,7 +114,7 @@ def build_model(cfg: DictConfig, run_dir: Path, summary, datamodule):
         cfg.unfreeze_last_block,
     )
     log.info("Model has %.2fM parameters (%.2fM trainable)", total / 1e6, trainable / 1e6)
-    summary.update(
+    run.summary.update(
         model_config={
             **OmegaConf.to_container(cfg.model, resolve=True),
             "num_classes": len(class_labels),
@@ -123,7 +125,7 @@ def build_model(cfg: DictConfig, run_dir: Path, summary, datamodule):
             "embedding_dim": embedding_dim,
         }
     )
-    model.checkpoint_meta = checkpoint_meta(cfg, run_dir, datamodule)
+    model.checkpoint_meta = checkpoint_meta(cfg, run.directory, datamodule)
     return model
 
 
@@ -156,14 +158,13 @@ def class_weights(setting, train_labels, num_classes: int) -> list[float] | None
     return weights
 
 
-def build_callbacks(
-    cfg: DictConfig, run_dir: Path, artifacts: RunArtifacts, fold, link, writes: bool
-) -> list:
+def build_callbacks(run: Run) -> list:
     """The config's callbacks (``cfg.callbacks``), the run's own writers and guards, and with an
     HPO trial the pruning report and the epoch stream."""
+    cfg, run_dir, link = run.cfg, run.directory, run.link
     configured = [instantiate(c) for c in cfg.callbacks.values() if c]
     callbacks = [*configured, *progress_bar(cfg, configured)] + [
-        artifacts,
+        run.artifacts,
         BestModelCheckpoint(run_dir, cfg.monitor, cfg.monitor_mode),
         LastCheckpoint(run_dir),
         RandomState(),
@@ -172,9 +173,9 @@ def build_callbacks(
     ]
     if link is not None:
         callbacks.append(PruneOnPlateau(link, cfg.monitor))
-    if cfg.hpo.get("trial") is not None and writes:
+    if cfg.hpo.get("trial") is not None and run.writes:
         stream = Path(cfg.paths.run_dir) / f"hpo_trial{cfg.hpo.trial}.jsonl"  # the trial's directory
-        callbacks.append(EpochStream(stream, job_trial_id(cfg), fold))
+        callbacks.append(EpochStream(stream, job_trial_id(cfg), run.fold))
     return callbacks
 
 
@@ -197,12 +198,15 @@ def start_trackers(loggers: list, summary) -> None:
         summary.when_finished(tracker.record_run)  # the end as summary.json records it
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list, summary):
-    """``instantiate(cfg.trainer)`` with the callbacks and the config's loggers (in ``run_dir``)."""
-    loggers = [instantiate(c, save_dir=str(run_dir)) for c in cfg.logger.values() if c] if cfg.logger else []
-    start_trackers(loggers, summary)
+def build_trainer(run: Run, callbacks: list):
+    """``instantiate(cfg.trainer)`` with the callbacks and the config's loggers (in the run's directory)."""
+    cfg = run.cfg
+    loggers = (
+        [instantiate(c, save_dir=str(run.directory)) for c in cfg.logger.values() if c] if cfg.logger else []
+    )
+    start_trackers(loggers, run.summary)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    summary.update(
+    run.summary.update(
         environment={
             "accelerator": type(trainer.accelerator).__name__,
             "precision": str(trainer.precision),
@@ -244,9 +248,3 @@ def trial_settings(cfg) -> TrialSettings | None:
         budget=int(cfg.epochs) * int(cfg.cv.folds if runs_all_folds(cfg) else 1),
         step_unit="fold" if runs_all_folds(cfg) else "epoch",
     )
-
-
-def job_trial_id(cfg) -> str | None:
-    """The ``trial_id`` of the trial this job runs (``None`` outside a search)."""
-    trial = cfg.hpo.get("trial")
-    return None if trial is None else trial_id(str(cfg.hpo.study_name), trial)

@@ -15,12 +15,9 @@ from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import as_output_error
 from mammo.artifacts.run_callbacks import RunArtifacts
 from mammo.artifacts.runlog import route_library_logs
-from mammo.artifacts.summary import RunSummary, record_failure
 from mammo.core.errors import ConfigError, ResumeRefused, unwrap_worker_error
 from mammo.core.interrupts import raise_if_requested
-from mammo.core.train_settings import hyperparameters
 from mammo.data.manifest import manifest_changes
-from mammo.distributed.ranks import is_rank_zero
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples
@@ -36,10 +33,10 @@ from mammo.workflows.components import (
     build_model,
     build_trainer,
     eval_settings,
-    job_trial_id,
     record_data,
     use_fold,
 )
+from mammo.workflows.run_context import Run
 
 log = logging.getLogger("mammo")
 BEST_LOGGED = ("best_val_kappa", "best_val_acc", "best_val_macro_f1")
@@ -63,59 +60,43 @@ def fit_run(
             stop the run early; it then ends with status ``pruned``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = start_summary(cfg, run_dir, fold)
+    run = Run.start(cfg, run_dir, fold, cv_dir, link, datamodule)
     log.info(
         "Starting density classification training%s", f" (fold {fold} of {cfg.cv.folds})" if fold else ""
     )
     log.info("Run directory: %s", run_dir)
     try:
-        return fit_steps(cfg, run_dir, summary, fold, datamodule, cv_dir, link)
+        return fit_steps(run)
     except ResumeRefused:
-        summary.restore()  # the run stays as it was: interrupted, resumable with its own data
+        run.summary.restore()  # the run stays as it was: interrupted, resumable with its own data
         raise
     except BaseException as exc:
         exc = as_output_error(unwrap_worker_error(exc), run_dir)
-        record_failure(summary, exc, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        run.fail(exc)
         raise exc from None
 
 
-def start_summary(cfg: DictConfig, run_dir: Path, fold: int | None = None) -> RunSummary:
-    """The run's ``summary.json`` (status ``running``), with the settings it was asked for; a
-    resumed run continues its own file. Under DDP only rank zero writes it."""
-    run_id = f"fold_{fold}" if fold is not None else run_dir.name
-    summary = RunSummary(
-        run_dir / "summary.json", "density_classification", run_id, cfg.seed, write=is_rank_zero()
-    )
-    if cfg.get("resume"):
-        summary.continue_from_file()
-    summary.update(
-        hyperparameters=hyperparameters(cfg),
-        integration={"cv_fold": fold, "optuna_trial_id": job_trial_id(cfg)},
-    )
-    return summary
-
-
-def fit_steps(cfg: DictConfig, run_dir: Path, summary, fold, datamodule, cv_dir, link) -> float:
+def fit_steps(run: Run) -> float:
     """Data → model → callbacks and trainer → fit → the run's report."""
     route_library_logs()
-    writes = is_rank_zero()  # under DDP only global rank zero writes the run directory
-    datamodule = datamodule or build_datamodule(cfg, run_dir, summary, writes)
-    use_fold(datamodule, fold, cv_dir, writes)
+    cfg = run.cfg
+    run.datamodule = run.datamodule or build_datamodule(run)
+    use_fold(run)
     if cfg.get("resume"):
-        refuse_changed_data(run_dir, datamodule.manifest)
+        refuse_changed_data(run.directory, run.datamodule.manifest)
     raise_if_requested()  # a Ctrl-C lost while the data was read stops the run here
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    record_data(run_dir, summary, datamodule, writes)
-    model = build_model(cfg, run_dir, summary, datamodule)
-    artifacts = RunArtifacts(run_dir, datamodule.val_table, datamodule.samples.class_labels, cfg.monitor)
-    callbacks = build_callbacks(cfg, run_dir, artifacts, fold, link, writes)
-    trainer = build_trainer(cfg, run_dir, callbacks, summary)
-    fit(cfg, trainer, model, datamodule, run_dir, summary, artifacts)
-    if writes:  # another DDP rank: rank zero reports and writes the rest
-        finish(cfg, run_dir, summary, artifacts, trainer, model, datamodule, link)
-    return artifacts.best_metrics().get(f"best_{cfg.monitor}", float("nan"))
+    record_data(run)
+    run.model = build_model(run)
+    data = run.datamodule
+    run.artifacts = RunArtifacts(run.directory, data.val_table, data.samples.class_labels, cfg.monitor)
+    run.trainer = build_trainer(run, build_callbacks(run))
+    fit(run)
+    if run.writes:  # another DDP rank: rank zero reports and writes the rest
+        finish(run)
+    return run.artifacts.best_metrics().get(f"best_{cfg.monitor}", float("nan"))
 
 
 def refuse_changed_data(run_dir: Path, manifest: dict) -> None:
@@ -132,9 +113,10 @@ def refuse_changed_data(run_dir: Path, manifest: dict) -> None:
         )
 
 
-def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, artifacts) -> None:
+def fit(run: Run) -> None:
     """``trainer.fit``, from ``checkpoints/last.ckpt`` with ``resume``. Ctrl-C or SIGTERM, which
     Lightning turns into an exit after shutting down, ends it as :class:`KeyboardInterrupt`."""
+    cfg, run_dir, trainer, model = run.cfg, run.directory, run.trainer, run.model
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume") and last.is_file() else None
     if cfg.get("resume"):
@@ -144,7 +126,7 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
         log.info("torch.compile: the model is compiled on its first batches")
         fitted = torch.compile(model)  # shares model's parameters
     try:
-        trainer.fit(fitted, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(fitted, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as exc:  # what torch raises for a checkpoint that is more than data
         raise ConfigError(
             f"resume={run_dir}: {last} is not loaded: it holds more than weights and training state "
@@ -154,21 +136,22 @@ def fit(cfg: DictConfig, trainer, model, datamodule, run_dir: Path, summary, art
     except SystemExit as exc:
         if not trainer.interrupted:
             raise
-        done = len(artifacts.history)
-        summary.update(epochs_completed=done, resume_from=str(last) if last.is_file() else None)
+        done = len(run.artifacts.history)
+        run.summary.update(epochs_completed=done, resume_from=str(last) if last.is_file() else None)
         raise KeyboardInterrupt(
             f"training interrupted in epoch {trainer.current_epoch + 1} ({type(exc).__name__}); "
             f"{done} complete epoch(s) saved, continue with resume={run_dir}"
         ) from None
 
 
-def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, datamodule, link) -> None:
+def finish(run: Run) -> None:
     """Grad-CAM of the best model, the closing run.log lines, and summary.json's final status."""
     raise_if_requested()
-    best = artifacts.best_metrics()
+    cfg, run_dir, link, datamodule = run.cfg, run.directory, run.link, run.datamodule
+    best = run.artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
     if cfg.get("gradcam_per_class") and model_path.exists():
-        count, path = gradcam_samples(model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
+        count, path = gradcam_samples(run.model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
         log.info("Grad-CAM of %d validation images: %s", count, path)
     pruned = link is not None and link.pruned
     if pruned:
@@ -182,33 +165,34 @@ def finish(cfg: DictConfig, run_dir: Path, summary, artifacts, trainer, model, d
     if model_path.exists():
         log.info("Model saved to: %s", model_path)
     else:
-        log.info("No model saved: %s", why_no_model(trainer))
-    reported = report_best_epoch(cfg, run_dir, datamodule, model_path)
+        log.info("No model saved: %s", why_no_model(run.trainer))
+    reported = report_best_epoch(run, model_path)
     # after calibrating: the test split uses the temperature
     test = evaluate_test_split(run_dir, datamodule, model_path, eval_settings(cfg))
     raise_if_requested()
     if cfg.get("review"):  # before the end is recorded: a tracker (MLflow) takes the folder too
         write_review(run_dir, eval_settings(cfg).bootstrap, int(cfg.seed))
-    summary.finish(
+    run.summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),
         **best,
         **reported,
         **test,
         best_metric={"name": cfg.monitor, "mode": cfg.monitor_mode, "value": best.get(f"best_{cfg.monitor}")},
-        epochs_completed=len(artifacts.history),
+        epochs_completed=len(run.artifacts.history),
         data_config={"cache": datamodule.cache_report()},
         artifacts={"best_model": model_path.name if model_path.exists() else None},
     )
 
 
-def report_best_epoch(cfg: DictConfig, run_dir: Path, datamodule, model_path: Path) -> dict:
+def report_best_epoch(run: Run, model_path: Path) -> dict:
     """From the best epoch's ``val_predictions.csv``, read once: the 95 % CIs of its metrics (added
     to ``metrics/val_metrics.*``), its breast- and exam-level results, its subgroups'
     (``metrics/val_subgroups.*``), ``plots/reliability_val.png``
     and, with ``calibrate=temperature``, the temperature stored in ``best_model.pt``. Returns
     summary.json's ``confidence_intervals`` (``best_val_kappa: [low, high]``, ...), ``bootstrap``,
     ``val_levels`` and ``calibration`` (those that apply)."""
+    cfg, run_dir, datamodule = run.cfg, run.directory, run.datamodule
     frame = read_best_epoch(run_dir, datamodule.val_table)
     if frame is None:
         return {}

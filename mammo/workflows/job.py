@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mammo import TRUSTED_TARGETS
 from mammo.artifacts.redact import mask_files
-from mammo.artifacts.summary import record_failure
 from mammo.core.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
 from mammo.core.targets import check_targets
 from mammo.core.train_settings import check_train_settings, warms_up
@@ -20,8 +19,9 @@ from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
 from mammo.hpo.trial import TrialJob
 from mammo.workflows.components import runs_all_folds, trial_settings
-from mammo.workflows.fit import fit_run, start_summary
+from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
+from mammo.workflows.run_context import Run
 
 log = logging.getLogger("mammo")
 
@@ -70,7 +70,7 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
     except ConfigError as exc:
-        record_failure(start_summary(cfg, run_dir), exc)
+        Run.start(cfg, run_dir).fail(exc)
         raise
 
 

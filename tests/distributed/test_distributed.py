@@ -32,6 +32,7 @@ def test_a_cluster_rank_sets_up_its_data_only_after_rank_zero(tmp_path, monkeypa
     from mammo import CONFIG_DIR
     from mammo.artifacts.summary import RunSummary
     from mammo.workflows.components import build_datamodule
+    from mammo.workflows.run_context import Run
 
     run_dir = tmp_path / "results_1"
     overrides = [*TINY, *SMALL_DEMO, f"paths.output_dir={tmp_path}", f"paths.run_dir={run_dir}"]
@@ -41,9 +42,8 @@ def test_a_cluster_rank_sets_up_its_data_only_after_rank_zero(tmp_path, monkeypa
         monkeypatch.setenv(name, value)
     built = {}
     summary = RunSummary(run_dir / "summary.json", "density_classification", "results_1", 42, write=False)
-    rank_one = threading.Thread(
-        target=lambda: built.update(dm=build_datamodule(cfg, run_dir, summary, False))
-    )
+    run = Run(cfg, run_dir, summary, writes=False)  # a rank that does not write
+    rank_one = threading.Thread(target=lambda: built.update(dm=build_datamodule(run)))
     rank_one.start()
     time.sleep(1.0)
     assert rank_one.is_alive() and not built  # no setup before rank zero's data is ready

@@ -127,10 +127,10 @@ def test_a_failed_fold_is_recorded_and_the_others_still_run(tmp_path, demo_root,
 
     original = mammo.workflows.fit.fit_steps
 
-    def fail_fold_2(cfg, run_dir, summary, fold, *args):
-        if fold == 2:
+    def fail_fold_2(run):
+        if run.fold == 2:
             raise RuntimeError("simulated crash in fold 2")
-        return original(cfg, run_dir, summary, fold, *args)
+        return original(run)
 
     monkeypatch.setattr(mammo.workflows.fit, "fit_steps", fail_fold_2)
     assert cv_run(tmp_path, demo_root) == 1
