@@ -27,18 +27,17 @@ def write_evaluation(
     probs,
     classes: list[int],
     split: str,
-    resamples: int = 0,
-    seed: int = 0,
+    evaluation: EvalSettings,
     prefix: str = "eval",
     predictions: str = "predictions.csv",
-    aggregate: str = "mean",
     subgroups: tuple[str, ...] = (),
 ) -> tuple[dict, dict | None, dict]:
-    """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``resamples``
+    """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``evaluation.bootstrap``
     patient-bootstrap 95 % CIs), ``metrics/<prefix>_confusion.png`` and the breast- and
     exam-level files (:func:`~mammo.evaluation.levels.write_levels`) and the subgroups'
     (``metrics/<prefix>_subgroups.*``); returns the metrics, the
     intervals and the levels' results."""
+    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)
     confusion = confusion_matrix(torch.tensor(probs), targets)
@@ -80,18 +79,15 @@ def evaluate_test_split(run_dir: Path, datamodule, model_path: Path, evaluation:
     probs = predict_probs(
         checkpoint.model, dataset, loading.batch_size, loading.num_workers, device, temperature
     )
-    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
     metrics, intervals, levels = write_evaluation(
         run_dir,
         table,
         probs,
         classes,
         "test",
-        resamples,
-        seed,
+        evaluation,
         "test",
         "test_predictions.csv",
-        aggregate,
         label_subgroups(datamodule),
     )
     bounds = (intervals or {}).get("confidence_intervals", {})

@@ -45,18 +45,9 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
     workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
     probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
-    evaluation = eval_settings(cfg)
-    resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
+    evaluation, subgroups = eval_settings(cfg), label_subgroups(datamodule)
     metrics, _, levels = write_evaluation(
-        out,
-        table,
-        probs,
-        classes,
-        cfg.split,
-        resamples,
-        seed,
-        aggregate=aggregate,
-        subgroups=label_subgroups(datamodule),
+        out, table, probs, classes, cfg.split, evaluation, subgroups=subgroups
     )
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
