@@ -1,6 +1,6 @@
 """Train a density classifier: ``python -m mammo.train [key=value ...]``.
 
-Hydra composes ``conf/train.yaml``; the job (``mammo.workflows.job.train``) instantiates the
+Hydra composes ``conf/train.yaml``; the job (``mammo.workflows.training_job.train``) instantiates the
 datamodule, model, callbacks and trainer from it, fits, and returns the best epoch's monitored
 metric (the objective for sweeps). The workflow is imported inside the entry so that ``--help``
 stays fast.
@@ -29,8 +29,8 @@ def hydra_entry(cfg: DictConfig) -> float:
 
 
 def train(cfg: DictConfig) -> float:
-    """The task function: one training job (see ``mammo.workflows.job.train``)."""
-    from mammo.workflows.job import train as train_job
+    """The task function: one training job (see ``mammo.workflows.training_job.train``)."""
+    from mammo.workflows.training_job import train as train_job
 
     return train_job(cfg)
 

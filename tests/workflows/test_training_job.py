@@ -1,4 +1,4 @@
-"""The training job as a task function: compose the config, call mammo.workflows.job.train."""
+"""The training job as a task function: compose the config, call mammo.workflows.training_job.train."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from mammo import CONFIG_DIR
 from mammo.core.errors import ConfigError
-from mammo.workflows.job import train
+from mammo.workflows.training_job import train
 from tests.conftest import SMALL_DEMO, TINY
 
 
