@@ -127,9 +127,12 @@ def image_facts(source) -> pd.DataFrame:
 
 def outlier_sections(source, outliers: Outliers, cards: dict, classes: list[int]) -> str:
     if not cache_folder(source):
+        mode = escape(str(data_config(source).get("cache_mode") or "memory"))
         return (
             "<h3>Preprocessing outliers</h3>"
-            '<p class="muted">read from the disk cache: this run kept its images in memory</p>'
+            f'<p class="muted">read from the disk cache, whose entries record how each image was made: '
+            f"this run used data.cache_mode={mode}; with data.cache_mode=disk its crops, breast shares, "
+            "chest-wall and window sources are checked here</p>"
         )
     parts = []
     for kind, count in outliers.counts.items():

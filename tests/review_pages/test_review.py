@@ -82,6 +82,8 @@ def test_the_review_page_is_whole_and_stands_alone(reviewed):
             assert (index.parent / link).is_file(), link
     assert {"results", "errors", "correct", "subgroups", "data", "training"} <= page.ids
     assert f'data-image="{gone}"' in text and "DICOM not found" in text
+    mode = json.loads((run / "summary.json").read_text())["data_config"]["cache_mode"]
+    assert mode != "disk" and f"this run used data.cache_mode={mode}; with data.cache_mode=disk" in text
 
 
 def test_every_confusion_cell_links_to_its_images(reviewed):
