@@ -25,7 +25,7 @@ from mammo.data.manifest import manifest_changes
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.evaluation.metrics import TITLES
-from mammo.evaluation.subgroups import MIN_PATIENTS, manifest_subgroups
+from mammo.evaluation.subgroups import manifest_subgroups, subgroup_rows, too_few_patients
 
 log = logging.getLogger("mammo")
 SUBGROUP_SHOWN = ("kappa_quadratic", "accuracy")
@@ -177,24 +177,19 @@ def compare_subgroups(
     order): ``subgroup``, ``group``, ``num_images``, ``num_patients`` and each metric's A, B,
     A - B and paired interval (none, with a ``note``, below ``MIN_PATIENTS`` patients)."""
     out = []
-    for column in columns:
-        values = a[column].fillna("").astype(str).str.strip()
-        if not values.any():
-            continue
-        for group in sorted(values.unique()):
-            rows = (values == group).to_numpy()
-            patients = int(a.loc[rows, "PatientID"].nunique())
-            few = patients < MIN_PATIENTS
-            entry = {
-                "subgroup": column,
-                "group": group,
-                "num_images": int(rows.sum()),
-                "num_patients": patients,
-                "metrics": compare_level(a[rows], b[rows], 0 if few else resamples, seed),
-            }
-            if few:
-                entry["note"] = f"{patients} patient(s): too few for an interval (needs {MIN_PATIENTS})"
-            out.append(entry)
+    for column, group, rows in subgroup_rows(a, columns):
+        patients = int(a.loc[rows, "PatientID"].nunique())
+        note = too_few_patients(patients)
+        entry = {
+            "subgroup": column,
+            "group": group,
+            "num_images": int(rows.sum()),
+            "num_patients": patients,
+            "metrics": compare_level(a[rows], b[rows], 0 if note else resamples, seed),
+        }
+        if note:
+            entry["note"] = note
+        out.append(entry)
     return out
 
 

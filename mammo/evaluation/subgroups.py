@@ -9,6 +9,7 @@ so. Written as ``metrics/<split>_subgroups.{csv,json}`` beside the split's other
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +60,29 @@ def subgroup_metrics(frame: pd.DataFrame, columns, resamples: int, seed: int) ->
     """One entry per subgroup: ``subgroup`` (the column), ``group`` (its value; ``""`` is
     "unknown"), ``num_images``, ``num_patients``, ``metrics`` and ``confidence_intervals`` (or
     ``None`` with a ``note`` saying why). Columns that are empty everywhere are left out."""
-    out = []
+    return [
+        one_subgroup(column, group, frame[rows], resamples, seed)
+        for column, group, rows in subgroup_rows(frame, columns)
+    ]
+
+
+def subgroup_rows(frame: pd.DataFrame, columns) -> Iterator[tuple[str, str, np.ndarray]]:
+    """``(column, group, rows)`` for each value of each subgroup column of ``frame`` (sorted; ``""``
+    is "unknown"), ``rows`` a boolean mask; columns that are missing or empty everywhere give none."""
     for column in columns:
-        if column not in frame or not frame[column].astype(str).str.strip().any():
+        if column not in frame:
             continue
-        for group, part in frame.groupby(frame[column].astype(str).str.strip(), sort=True):
-            out.append(one_subgroup(column, group, part, resamples, seed))
-    return out
+        values = frame[column].fillna("").astype(str).str.strip()
+        if values.any():
+            for group in sorted(values.unique()):
+                yield column, group, (values == group).to_numpy()
+
+
+def too_few_patients(patients: int) -> str | None:
+    """Why a subgroup of ``patients`` patients gets no interval, ``None`` when it gets one."""
+    if patients >= MIN_PATIENTS:
+        return None
+    return f"{patients} patient(s): too few for an interval (needs {MIN_PATIENTS})"
 
 
 def one_subgroup(column: str, group: str, part: pd.DataFrame, resamples: int, seed: int) -> dict:
@@ -81,8 +98,9 @@ def one_subgroup(column: str, group: str, part: pd.DataFrame, resamples: int, se
         "metrics": metrics,
         "confidence_intervals": None,
     }
-    if entry["num_patients"] < MIN_PATIENTS:
-        entry["note"] = f"{entry['num_patients']} patient(s): too few for an interval (needs {MIN_PATIENTS})"
+    note = too_few_patients(entry["num_patients"])
+    if note:
+        entry["note"] = note
     elif resamples > 0:
         intervals = bootstrap_intervals(probs, targets, patients, resamples, seed)
         entry["confidence_intervals"] = {name: intervals[name] for name in metrics if name in intervals}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from html import escape
 from pathlib import Path
 from typing import NamedTuple
@@ -14,6 +14,7 @@ import pandas as pd
 
 from mammo.data.breast import NEARLY_WHOLE
 from mammo.data.cache import entry_name, stored_facts
+from mammo.data.preprocess import Facts
 from mammo.review_pages import render
 
 SMALL_CROP = 0.25
@@ -112,7 +113,7 @@ def image_facts(source) -> pd.DataFrame:
     """The predictions with how each image was made (:class:`~mammo.data.preprocess.Facts`
     columns), the images whose cache entry is missing left out."""
     folder = cache_folder(source)
-    columns = ["crop_share", "input_share", "chest_wall_from", "window"]
+    columns = [field.name for field in fields(Facts)]
     if not folder or not Path(folder).is_dir():
         return source.predictions.head(0).assign(**{c: [] for c in columns})
     sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
