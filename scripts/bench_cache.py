@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mammo.artifacts.rundir import available_cpus
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.images import Preprocessing
 
     pre = Preprocessing(args.size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,9 +78,8 @@ def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
     ImageSource reading them and mammo's Dataset over it."""
     import pandas as pd
 
-    from mammo.data.cache import DiskCache
-    from mammo.data.dataset import DicomDataset, ImageSource
-    from mammo.data.preprocess import Facts
+    from mammo.data.cache import DicomDataset, DiskCache, ImageSource
+    from mammo.data.images import Facts
 
     cache = DiskCache(tmp / "cache", pre)
     images = [pre(p).astype(np.float16) for p in paths]
@@ -104,7 +103,7 @@ def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int)
     """Images/s of every side, from the page cache, and of b and c from the disk (or ``None``)."""
     from torch.utils.data import DataLoader
 
-    from mammo.data.dataset import collate
+    from mammo.data.cache import collate
 
     joined = join_entries(source.entries, tmp / "all_entries.bin")
     batch_bytes = BATCH * source.cache.nbytes

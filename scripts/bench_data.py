@@ -117,7 +117,7 @@ def peak_memory(path: Path, warmup: Path, size: int) -> dict:
     and torch kernels were warmed up on another file first (RSS sampled every millisecond)."""
     code = f"""
 import json, threading, time
-from mammo.data.preprocess import Preprocessing
+from mammo.data.images import Preprocessing
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -149,7 +149,7 @@ def main() -> None:
 
     import torch
 
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.images import Preprocessing
 
     pre = Preprocessing(args.size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,8 +185,7 @@ def main() -> None:
 def breast_share(paths: list[Path], img_size) -> float:
     """Mean share of the preprocessed image's pixels that are breast: brighter than the
     background, with the threshold mammo's breast finder uses (``breast_region``)."""
-    from mammo.data.breast import otsu_threshold
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.images import Preprocessing, otsu_threshold
 
     pre = Preprocessing(img_size)
     shares = []
@@ -201,7 +200,7 @@ def fill_scaling(paths: list[Path], pre) -> tuple[float, float]:
     """Seconds to fill a memory cache of ``paths`` with 1 and with 2 loader workers."""
     import pandas as pd
 
-    from mammo.data.dataset import ImageSource, fill_cache
+    from mammo.data.cache import ImageSource, fill_cache
 
     table = pd.DataFrame({"path": [str(p) for p in paths], "laterality": [""] * len(paths)})
     samples = type("Samples", (), {"table": table})()

@@ -80,8 +80,8 @@ def in_memory_dataset(n: int, size: int):
     import pandas as pd
     import torch
 
-    from mammo.data.dataset import DicomDataset, ImageSource
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.cache import DicomDataset, ImageSource
+    from mammo.data.images import Preprocessing
 
     table = pd.DataFrame(
         {

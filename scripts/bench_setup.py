@@ -58,7 +58,7 @@ def setup_seconds(csv: Path, cache_dir: Path) -> float:
 
 
 def hashing_seconds(root: Path) -> float:
-    from mammo.data.manifest import file_sha256
+    from mammo.data.scan import file_sha256
 
     start = time.perf_counter()
     for path in sorted((root / "archive").rglob("*.dcm")):

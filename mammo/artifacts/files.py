@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammo.artifacts.io import write_csv, write_json
+from mammo.artifacts.io import atomic_write_text, write_csv, write_json
 
 PROB_FORMAT = "%.9g"
 """Enough digits to round-trip float32 probabilities, so metrics recomputed from the CSV match."""
@@ -44,7 +44,8 @@ def predictions_frame(samples: pd.DataFrame, probs: np.ndarray, class_labels: li
 
 
 def write_predictions(path: Path, frame: pd.DataFrame) -> None:
-    write_csv(path, frame, float_format=PROB_FORMAT)
+    """The rows as the predictions file's lines (probabilities to ``PROB_FORMAT``), written atomically."""
+    atomic_write_text(path, frame.to_csv(index=False, float_format=PROB_FORMAT))
 
 
 def read_predictions(path: Path) -> pd.DataFrame:

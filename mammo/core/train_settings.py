@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mammo import CONFIG_DIR
 from mammo.core.errors import ConfigError
-from mammo.data.preprocess import image_shape, normal_img_size
-from mammo.data.tables import ON_BAD_FILE
+from mammo.data.images import image_shape, normal_img_size
+from mammo.data.settings import ON_BAD_FILE
 from mammo.evaluation.metrics import SHORT_NAMES
 
 HYPERPARAMETERS = (
@@ -256,7 +256,7 @@ def _has_kind(value, kind: str) -> bool:
 
 
 def _is_img_size(value) -> bool:
-    """An integer or ``[height, width]``, as :func:`~mammo.data.preprocess.normal_img_size` reads it."""
+    """An integer or ``[height, width]``, as :func:`~mammo.data.images.normal_img_size` reads it."""
     try:
         normal_img_size(value)
     except ConfigError:

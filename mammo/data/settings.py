@@ -50,7 +50,7 @@ class LabelSource:
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """How test and validation images are chosen (:mod:`mammo.data.holdout`): the locked test split
+    """How test and validation images are chosen (:mod:`mammo.data.datamodule`): the locked test split
     (a preset ``split_csv``'s test rows, a dataset's ``official_split``, or ``test_fraction``),
     then validation among the rest: patient-grouped and class-stratified (``val_fraction``,
     ``split_seed``), the preset's val rows, or CV fold ``cv_fold`` of ``cv_folds``; ``subset``
@@ -105,3 +105,21 @@ def take(kind, settings: dict):
             f"data.{missing[0]}: missing (each data setting's default is in conf/data/dicom_csv.yaml)"
         )
     return kind(**{f.name: settings.pop(f.name) for f in fields(kind) if f.name in settings})
+
+
+ON_BAD_FILE = ("error", "skip")
+
+
+class BadInput:
+    """Raise a :class:`DataError` for a bad row/file, or record it when skipping."""
+
+    def __init__(self, on_bad_file: str) -> None:
+        if on_bad_file not in ON_BAD_FILE:
+            raise DataError(f"data.on_bad_file={on_bad_file!r}: expected one of {', '.join(ON_BAD_FILE)}")
+        self.skip = on_bad_file == "skip"
+        self.records: list[dict] = []
+
+    def __call__(self, message: str, **where) -> None:
+        if not self.skip:
+            raise DataError(message)
+        self.records.append({**where, "reason": message})

@@ -24,8 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mammo.core.errors import DataError
-from mammo.data.preprocess import Preprocessing
-from mammo.data.splits import kfold_assignment
+from mammo.data.datamodule import kfold_assignment
+from mammo.data.images import Preprocessing
 from mammo.evaluation.metrics import density_metrics, mean_std
 
 log = logging.getLogger("mammo")

@@ -14,8 +14,9 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from torch.utils.data import DataLoader
 
 from mammo.artifacts.io import atomic_write_text
-from mammo.data.dataset import DicomDataset, collate
-from mammo.models.backbones import backbone_input, create_backbone
+from mammo.data.cache import DicomDataset, collate
+from mammo.models.backbones import create_backbone
+from mammo.models.classifier import backbone_input
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 log = logging.getLogger("mammo")

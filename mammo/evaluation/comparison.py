@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from mammo.artifacts.files import prediction_arrays, read_predictions
 from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.core.errors import DataError
-from mammo.data.manifest import manifest_changes
+from mammo.data.scan import manifest_changes
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.evaluation.metrics import TITLES

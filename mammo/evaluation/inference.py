@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mammo.data.dataset import collate
+from mammo.data.cache import collate
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 

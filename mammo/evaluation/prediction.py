@@ -14,9 +14,8 @@ from torch.utils.data import Dataset
 from mammo.artifacts.files import read_predictions
 from mammo.artifacts.io import write_csv
 from mammo.core.errors import DataError
-from mammo.data.dicom import read_header
-from mammo.data.preprocess import Preprocessing
-from mammo.data.tables import read_csv_table
+from mammo.data.images import Preprocessing, read_header
+from mammo.data.labels import read_csv_table
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.models.device import autocast, to_device
 

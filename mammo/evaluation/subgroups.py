@@ -17,8 +17,7 @@ import pandas as pd
 
 from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import write_csv, write_json
-from mammo.data.manifest import FILE_KEYS
-from mammo.data.scan import SCANNER_COLUMNS
+from mammo.data.scan import FILE_KEYS, SCANNER_COLUMNS
 from mammo.evaluation.bootstrap import bootstrap_intervals, weighted_metrics
 from mammo.evaluation.metrics import TITLES
 

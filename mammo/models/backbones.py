@@ -16,12 +16,6 @@ from mammo.core.errors import ConfigError, first_line
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-def backbone_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``[B, 1 or 3, H, W]`` images in [0, 1] -> the normalised 3-channel input a backbone expects
-    (``mean`` and ``std`` shaped ``[1, 3, 1, 1]``)."""
-    return (x.float().expand(-1, 3, -1, -1) - mean) / std
-
-
 def create_backbone(name: str, pretrained: bool = False, weights: str | None = None) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``: forward returns pooled features).
 

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 from mammo.core.errors import ConfigError
 from mammo.distributed.collectives import gather_unique
 from mammo.evaluation.metrics import confusion_matrix, density_metrics, short
-from mammo.models.backbones import backbone_input, create_backbone, freeze
+from mammo.models.backbones import create_backbone, freeze
 
 
 @dataclass
@@ -180,3 +180,9 @@ class DensityClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # everything needed to rebuild the model and preprocess new images like the training data
         checkpoint["mammo"] = self.checkpoint_meta
+
+
+def backbone_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``[B, 1 or 3, H, W]`` images in [0, 1] -> the normalised 3-channel input a backbone expects
+    (``mean`` and ``std`` shaped ``[1, 3, 1, 1]``)."""
+    return (x.float().expand(-1, 3, -1, -1) - mean) / std

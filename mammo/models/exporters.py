@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mammo.core.errors import ConfigError
-from mammo.data.preprocess import image_shape
+from mammo.data.images import image_shape
 from mammo.models.checkpoint import load_checkpoint
 
 FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}

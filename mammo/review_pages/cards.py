@@ -14,7 +14,7 @@ from PIL import Image
 
 from mammo.core.errors import MammoError
 from mammo.data.cache import safe_name
-from mammo.data.preprocess import Prepared, Preprocessing
+from mammo.data.images import Prepared, Preprocessing
 from mammo.evaluation.gradcam import gradcam
 from mammo.models.checkpoint import load_checkpoint
 

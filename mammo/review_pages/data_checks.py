@@ -12,9 +12,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from mammo.data.breast import NEARLY_WHOLE
 from mammo.data.cache import entry_name, stored_facts
-from mammo.data.preprocess import Facts
+from mammo.data.images import NEARLY_WHOLE, Facts
 from mammo.review_pages import render
 
 SMALL_CROP = 0.25
@@ -110,7 +109,7 @@ def preprocessing_outliers(source, limit: int) -> Outliers:
 
 
 def image_facts(source) -> pd.DataFrame:
-    """The predictions with how each image was made (:class:`~mammo.data.preprocess.Facts`
+    """The predictions with how each image was made (:class:`~mammo.data.images.Facts`
     columns), the images whose cache entry is missing left out."""
     folder = cache_folder(source)
     columns = [field.name for field in fields(Facts)]

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.runlog import route_library_logs
-from mammo.data.dataset import DicomDataset
+from mammo.data.cache import DicomDataset
 from mammo.embeddings.extract import Embedder, clustering_metrics, extract, write_joined
 from mammo.embeddings.projection_plots import plot_projections, plot_sample_grid
 from mammo.models.device import resolve_device

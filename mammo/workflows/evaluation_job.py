@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mammo.artifacts.io import write_json
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import ConfigError
-from mammo.data.preprocess import normal_img_size
+from mammo.data.images import normal_img_size
 from mammo.evaluation.checkpoint_eval import write_evaluation
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import predict_probs

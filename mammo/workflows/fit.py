@@ -17,7 +17,7 @@ from mammo.artifacts.run_callbacks import RunArtifacts
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import ConfigError, ResumeRefused, unwrap_worker_error
 from mammo.core.interrupts import raise_if_requested
-from mammo.data.manifest import manifest_changes
+from mammo.data.scan import manifest_changes
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
 from mammo.evaluation.gradcam import gradcam_samples

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import DataError
-from mammo.data.dataset import as_list
-from mammo.data.preprocess import Preprocessing
+from mammo.data.cache import as_list
+from mammo.data.images import Preprocessing
 from mammo.evaluation.prediction import ImageFiles, input_files, stream_predictions, write_unit_predictions
 from mammo.models.checkpoint import load_checkpoint
 from mammo.models.device import for_inference, resolve_device

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from mammo.core import interrupts
-from mammo.data import labels
+from mammo.data import datamodule
 from mammo.models.classifier import DensityClassifier
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
@@ -56,13 +56,13 @@ def train(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_a_ctrl_c_swallowed_while_reading_the_data_stops_the_run(tmp_path, demo_root, monkeypatch):
-    load_samples = labels.load_samples
+    load_samples = datamodule.load_samples
 
     def swallowing(*args, **kwargs):
         ctrl_c_swallowed()
         return load_samples(*args, **kwargs)
 
-    monkeypatch.setattr(labels, "load_samples", swallowing)
+    monkeypatch.setattr(datamodule, "load_samples", swallowing)
     code, run, summary = train(tmp_path, demo_root)
     assert code == 1 and summary["status"] == "interrupted"
     assert not (run / "train_history.json").exists()  # stopped before the model was built

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mammo.data.buffers import BatchBuffers
+from mammo.data.cache import BatchBuffers
 
 
 def test_an_array_is_reused_only_when_nothing_else_holds_its_memory():

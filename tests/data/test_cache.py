@@ -13,8 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mammo.core.errors import DataError
-from mammo.data.cache import MAGIC, CacheEntryError, DiskCache, stored_facts
-from mammo.data.dataset import collate
+from mammo.data.cache import MAGIC, CacheEntryError, DiskCache, collate, stored_facts
 
 
 def val_images(dm) -> torch.Tensor:
@@ -132,7 +131,7 @@ def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
     assert [results.get(timeout=5), results.get(timeout=5)] == [0, 0]
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.images import Preprocessing
 
     cache = DiskCache(tmp_path / "shared", Preprocessing(32))
     files = sorted(cache.folder.glob("*.bin"))
@@ -142,14 +141,14 @@ def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
 
 
 def test_a_memory_cache_that_would_not_fit_is_refused_before_any_work(dataset, make_datamodule, monkeypatch):
-    import mammo.data.dataset
+    import mammo.data.cache
 
-    monkeypatch.setattr(mammo.data.dataset, "available_memory", lambda: 10_000)  # 10 kB of RAM
+    monkeypatch.setattr(mammo.data.cache, "available_memory", lambda: 10_000)  # 10 kB of RAM
     with pytest.raises(
         DataError, match=r"data.cache_mode=memory: \d+ images at 32x32 need .* use data.cache_mode=disk"
     ):
         make_datamodule(*dataset, cache_mode="memory")
-    assert mammo.data.dataset.available_memory() is not None  # the real reading works here
+    assert mammo.data.cache.available_memory() is not None  # the real reading works here
     monkeypatch.undo()
     assert make_datamodule(*dataset, cache_mode="memory").cache_stats["built"] > 0
 
@@ -230,7 +229,7 @@ def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of
 
 
 def test_each_entry_records_how_its_image_was_made(dataset, make_datamodule, tmp_path):
-    from mammo.data.preprocess import Facts, Preprocessing
+    from mammo.data.images import Facts, Preprocessing
 
     dm = make_datamodule(*dataset, cache_mode="disk")
     cache, table = dm.source.cache, dm.samples.table

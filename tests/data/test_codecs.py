@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from mammo.core.errors import DataError
-from mammo.data.dicom import read_image
+from mammo.data.images import read_image
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 # Transfer syntaxes mammography archives use; each must have a bundled greyscale file mammo loads.
@@ -121,11 +121,11 @@ def test_broken_bundled_files_name_the_file(name):
 
 
 def test_the_chosen_decoder_gives_the_pixels_every_other_plugin_gives():
-    """mammo.data.dicom.DECODERS picks a plugin per syntax for speed; on every bundled greyscale
+    """mammo.data.images.DECODERS picks a plugin per syntax for speed; on every bundled greyscale
     image of those syntaxes it must agree exactly with each other installed plugin."""
     from pydicom.pixels import get_decoder
 
-    from mammo.data.dicom import DECODERS, decode, decoding_plugin
+    from mammo.data.images import DECODERS, decode, decoding_plugin
 
     checked = set()
     for path in bundled_images():

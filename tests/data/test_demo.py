@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 
 from mammo.data.demo import ensure_demo_dataset
-from mammo.data.dicom import read_image
+from mammo.data.images import read_image
 from mammo.data.labels import load_samples
 
 

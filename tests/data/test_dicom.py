@@ -8,7 +8,7 @@ import pytest
 
 from mammo.core.errors import DataError
 from mammo.data.demo import write_dicom
-from mammo.data.dicom import check_header, read_image
+from mammo.data.images import check_header, read_image
 
 
 def ramp(bits: int = 12) -> np.ndarray:

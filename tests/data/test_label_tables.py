@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mammo.core.errors import DataError
+from mammo.data.datamodule import grouped_val_mask, kfold_assignment
 from mammo.data.demo import write_dicom
 from mammo.data.labels import load_samples
-from mammo.data.splits import grouped_val_mask, kfold_assignment
 from tests.data.test_labels_and_splits import make_archive
 
 ROWS = "AccessionNumber,Classification\nA1,B\nA2,4\n"

@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 
 from mammo.core.errors import DataError
+from mammo.data.datamodule import check_no_leakage, grouped_val_mask, kfold_assignment
 from mammo.data.demo import write_dicom
-from mammo.data.density import parse_density
-from mammo.data.labels import load_samples, read_label_csv
+from mammo.data.labels import load_samples, parse_density, read_label_csv
 from mammo.data.settings import LabelColumns
-from mammo.data.splits import check_no_leakage, grouped_val_mask, kfold_assignment
 
 
 def make_archive(tmp_path, rows: str, folders: dict[str, int]):
@@ -102,7 +101,7 @@ def test_grouped_split_never_leaks_and_is_stratified():
 
 
 def test_split_is_remembered_in_the_cache_folder_and_equals_a_fresh_one(tmp_path, monkeypatch):
-    from mammo.data import splits
+    from mammo.data import datamodule as splits
 
     rng = np.random.default_rng(0)
     groups = np.repeat([f"P{i}" for i in range(60)], 2)
@@ -167,8 +166,7 @@ def test_laterality_and_view_default_to_the_dicom_tags(tmp_path):
 
 
 def test_preset_split_round_trip_and_leak_check(tmp_path):
-    from mammo.data.holdout import preset_sides
-    from mammo.data.splits import split_frame
+    from mammo.data.datamodule import preset_sides, split_frame
 
     table = pd.DataFrame(
         {

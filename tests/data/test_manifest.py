@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from mammo.data.manifest import HashIndex, file_sha256, manifest_sha256
+from mammo.data.scan import HashIndex, file_sha256, manifest_sha256
 
 
 def test_same_data_elsewhere_same_hash_and_changes_show(dataset, make_datamodule, tmp_path):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from mammo.core.errors import ConfigError
-from mammo.data.breast import breast_region
 from mammo.data.demo import phantom, write_dicom
-from mammo.data.preprocess import Preprocessing
+from mammo.data.images import Preprocessing, breast_region
 
 H, W = 400, 300
 
@@ -153,7 +152,7 @@ def test_block_averaging_before_the_resize_matches_the_plain_resize(tmp_path):
     """data.box_reduce: a 2048x1536 mammogram at 256 px is averaged in 4x4 blocks before the
     antialiased resize. Stated tolerance against the plain resize, as for JPEG 2000 reduction:
     mean absolute difference <= 0.005 and at most 1 % of pixels off by more than 0.05."""
-    from mammo.data.preprocess import box_average
+    from mammo.data.images import box_average
 
     rng = np.random.default_rng(0)
     stored = np.rint(phantom(2, "R", "CC", (2048, 1536), rng, noise=0.001) * 16383).astype(np.uint16)
@@ -176,7 +175,7 @@ def test_jpeg2000_at_reduced_resolution_matches_full_decode_and_resize(tmp_path)
     the differences sit at the breast edge, where the low-pass band rings."""
     from pydicom.uid import JPEG2000Lossless
 
-    from mammo.data.dicom import decode
+    from mammo.data.images import decode
 
     rng = np.random.default_rng(0)
     stored = np.rint(phantom(2, "R", "CC", (2048, 1536), rng, noise=0.001) * 16383).astype(np.uint16)

@@ -35,7 +35,7 @@ def test_training_on_the_gpu_is_bf16_channels_last_and_records_it(tmp_path, demo
 
 
 def test_batch_augmentation_runs_on_the_gpu_batch():
-    from mammo.data.dataset import BatchAugmentation
+    from mammo.data.cache import BatchAugmentation
 
     images = torch.rand(4, 1, 64, 48, device="cuda").half().contiguous(memory_format=torch.channels_last)
     out = BatchAugmentation()(images)

@@ -207,7 +207,7 @@ def test_preprocessing_outliers_are_shown_from_what_each_cache_entry_recorded(tm
     from dataclasses import replace
 
     from mammo.data.cache import DiskCache, stored_facts
-    from mammo.data.preprocess import Facts, Preprocessing
+    from mammo.data.images import Facts, Preprocessing
 
     run = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
     summary = json.loads((run / "summary.json").read_text())

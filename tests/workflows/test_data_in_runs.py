@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo.data.manifest import manifest_sha256
+from mammo.data.scan import manifest_sha256
 from tests.conftest import TINY, run_cli, train_tiny
 
 

@@ -158,7 +158,7 @@ def test_run_log_format_and_markers(run_dir):
 
 
 def test_best_model_rebuilds_and_reproduces_predictions(run_dir):
-    from mammo.data.preprocess import Preprocessing
+    from mammo.data.images import Preprocessing
     from mammo.models.classifier import DensityClassifier
 
     ckpt = torch.load(run_dir / "best_model.pt", map_location="cpu", weights_only=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo.core.errors import DataError
-from mammo.data.density import DENSITY_CODES, normalize_density
-from mammo.data.tables import read_csv_table
+from mammo.data.labels import DENSITY_CODES, normalize_density, read_csv_table
 
 COLUMNS = ["image_path", "density", "PatientID", "AccessionNumber", "laterality", "view", "split", "csv_row"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from mammo.core.errors import DataError
 from mammo.data.datasets import read_public
-from mammo.data.tables import BadInput
+from mammo.data.settings import BadInput
 from tests.data.datasets.fakes import make_vindr
 from tests.data.datasets.fakes_cbis_embed import make_cbis, make_embed
 

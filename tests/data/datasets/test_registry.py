@@ -14,7 +14,7 @@ import pytest
 from mammo.core.errors import DataError
 from mammo.data.datasets import read_public
 from mammo.data.demo import write_dicom
-from mammo.data.tables import BadInput
+from mammo.data.settings import BadInput
 from tests.conftest import TINY, run_cli
 from tests.data.datasets.fakes import J2K_LOSSLESS, RNG, make_inbreast, make_rsna, make_vindr, write_csv
 from tests.data.datasets.fakes_cbis_embed import make_cbis, make_embed
@@ -77,7 +77,7 @@ def test_missing_published_column_is_named(tmp_path):
 @pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
 @pytest.mark.parametrize("syntax", [J2K_LOSSLESS, JPEG_LOSSLESS_SV1])
 def test_rsna_transfer_syntaxes_decode_to_the_stored_pixels(tmp_path, syntax, photometric):
-    from mammo.data.dicom import decode, read_image
+    from mammo.data.images import decode, read_image
 
     stored = RNG.integers(0, 4096, size=(40, 32)).astype(np.uint16)
     path = write_dicom(
