@@ -35,6 +35,8 @@ HYPERPARAMETERS = (
     "train_augment",
     "backbone_lr_factor",
     "dropout_rate",
+    "loss",
+    "label_smoothing",
     "early_stopping_patience",
     "monitor",
     "deterministic",
@@ -85,6 +87,7 @@ TRAIN_RULES: tuple[Rule, ...] = (
     Rule("learning_rate", "number", "a number > 0", lambda v, c: v > 0),
     Rule("weight_decay", "number", "a number >= 0", lambda v, c: v >= 0),
     Rule("dropout_rate", "number", "a number in [0, 1)", lambda v, c: 0 <= v < 1),
+    Rule("label_smoothing", "number", "a number in [0, 1)", lambda v, c: 0 <= v < 1),
     Rule(
         "warmup_epochs",
         "int",
@@ -144,8 +147,8 @@ training seed varies; a study's sampler can be reseeded without changing the run
 
 def derived_settings(config_dir: str | Path) -> dict[str, str]:
     """Each key of ``conf/`` whose value is only ``${setting}``, a restatement of a setting set
-    elsewhere (a top-level setting of ``train.yaml``, a config group it chooses, a ``cv`` or a
-    ``data`` setting), mapped to that setting; :data:`INDEPENDENT` keys are settings of their
+    elsewhere (a top-level setting of ``train.yaml``, a config group it chooses, a ``cv``,
+    ``data`` or ``loss`` setting), mapped to that setting; :data:`INDEPENDENT` keys are settings of their
     own. Read from the YAML files, so a new interpolation cannot be forgotten; paths and Hydra's
     own keys are not settings."""
     root = Path(config_dir)
@@ -157,7 +160,7 @@ def derived_settings(config_dir: str | Path) -> dict[str, str]:
         for key, value in _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
             match = re.fullmatch(r"\$\{([\w.]+)\}", str(value))
             source = match[1] if match else ""
-            if source in train or source in groups or source.split(".")[0] in ("cv", "data"):
+            if source in train or source in groups or source.split(".")[0] in ("cv", "data", "loss"):
                 derived.setdefault(f"{package}{key}", source)
     return {key: source for key, source in derived.items() if key not in INDEPENDENT}
 
@@ -192,14 +195,17 @@ def warms_up(cfg: DictConfig) -> bool:
 
 def hyperparameters(cfg: DictConfig) -> dict:
     """summary.json's ``hyperparameters``: ``arch`` and each of :data:`HYPERPARAMETERS`, the
-    optimizer and scheduler by the name of their config option (:func:`option_name`)."""
+    optimizer and scheduler by the name of their config option (:func:`option_name`), the loss
+    by its name."""
     return {"arch": cfg.model.arch, **{key: setting_value(cfg, key) for key in HYPERPARAMETERS}}
 
 
 def setting_value(cfg: DictConfig, key: str):
     """A setting as records write it: plain Python, a config option (``optimizer``) by its name."""
     node = OmegaConf.select(cfg, key)
-    return option_name(key, node) if OmegaConf.is_dict(node) and "_target_" in node else plain(node)
+    if OmegaConf.is_dict(node) and "_target_" in node:
+        return option_name(key, node)
+    return node.name if OmegaConf.is_dict(node) and "name" in node else plain(node)  # loss=corn: corn
 
 
 def option_name(group: str, node: DictConfig) -> str:

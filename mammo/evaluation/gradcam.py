@@ -31,7 +31,7 @@ def gradcam(
         pooled = model.backbone.forward_head(feature_map, pre_logits=True)
         if model.hparams.embeddings_fusion:
             pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)
-        logits = model.head(pooled)
+        logits = model.scores(pooled)
         logits.gather(1, targets[:, None]).sum().backward()
     weights = feature_map.grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature_map).sum(dim=1, keepdim=True)).detach()

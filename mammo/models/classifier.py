@@ -1,4 +1,5 @@
-"""The density classifier: a timm backbone, a dropout + linear head, cross-entropy training.
+"""The density classifier: a timm backbone, a dropout + linear head, trained with one of
+``mammo.models.losses`` (cross-entropy, CORN or the squared EMD).
 
 Validation keeps every image's logits so that the epoch's metrics (``mammo.evaluation.metrics``), the
 best epoch's ``val_predictions.csv`` and ``metrics/val_metrics.*`` all come from the same numbers.
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCohenKappa
 
@@ -19,6 +19,7 @@ from mammo.core.errors import ConfigError
 from mammo.distributed.collectives import gather_unique
 from mammo.evaluation.metrics import confusion_matrix, density_metrics, short
 from mammo.models.backbones import create_backbone, freeze
+from mammo.models.losses import make_loss
 
 
 @dataclass
@@ -39,7 +40,10 @@ class DensityClassifier(L.LightningModule):
     Args:
         arch: mammo's name of the architecture (``efficientnetb0``), used in paths and reports.
         backbone: timm model name.
-        class_weights: cross-entropy weight per class, or ``None``.
+        class_weights: the loss's weight per class, or ``None``.
+        loss: ``ce``, ``corn`` or ``emd`` (:mod:`mammo.models.losses`); whichever it is, the
+            model's output is one score per class whose softmax is the class probabilities.
+        label_smoothing: cross-entropy's label smoothing.
         optimizer: called with the parameter groups (``conf/optimizer/``: a torch optimizer with
             ``_partial_: true``); ``None`` for a model that is not trained (inference).
         learning_rate: the head's learning rate (each group's ``lr``).
@@ -75,6 +79,8 @@ class DensityClassifier(L.LightningModule):
         embeddings_dir: str | None = None,
         embedding_dim: int = 0,
         keep_val_features: bool = False,
+        loss: str = "ce",
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # the factories are config nodes (the run's config.yaml has them), not checkpoint data
@@ -85,7 +91,10 @@ class DensityClassifier(L.LightningModule):
         if embeddings_fusion and embedding_dim <= 0:
             raise ConfigError("model.embeddings_fusion=true needs the embedding width (model.embeddings_dir)")
         width = self.backbone.num_features + (embedding_dim if embeddings_fusion else 0)
-        self.head = nn.Sequential(nn.Dropout(dropout_rate), nn.Linear(width, num_classes))
+        self.criterion = make_loss(loss, label_smoothing)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout_rate), nn.Linear(width, self.criterion.outputs(num_classes))
+        )
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weight, persistent=False)
         self.register_buffer(
@@ -118,16 +127,22 @@ class DensityClassifier(L.LightningModule):
             pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)
         return pooled
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x, embedding))
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's input -> one score per class, whose softmax is the class probabilities."""
+        return self.criterion.class_logits(self.head(features))
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, weight=self.class_weights)
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        return self.scores(self.features(x, embedding))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of the head's ``outputs`` (not the class scores: CORN's differ)."""
+        return self.criterion(outputs, targets, self.class_weights)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _, *embedding = batch
-        logits = self(x, *embedding)
-        loss = self.loss(logits, y)
+        outputs = self.head(self.features(x, *embedding))
+        loss = self.loss(outputs, y)
+        logits = self.criterion.class_logits(outputs)
         self.train_acc(logits, y)
         self.train_kappa(logits, y)
         n = len(y)
@@ -141,22 +156,22 @@ class DensityClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, rows, *embedding = batch
         features = self.features(x, *embedding)
-        logits = self.head(features).detach().float()
+        outputs = self.head(features).detach().float()
         kept = features.detach().float().cpu() if self.hparams.keep_val_features else None
-        self._val_steps.append((logits, y, rows, kept))
+        self._val_steps.append((outputs, y, rows, kept))
 
     def on_validation_epoch_end(self) -> None:
-        logits, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
+        outputs, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
         features = torch.cat([s[3] for s in self._val_steps]) if self.hparams.keep_val_features else None
         self._val_steps.clear()
         # under DDP: every rank's images, each once (the sampler pads shards with repeats)
-        rows, logits, targets, features = gather_unique(rows, logits, targets, features)
-        probs = logits.softmax(dim=1)
+        rows, outputs, targets, features = gather_unique(rows, outputs, targets, features)
+        probs = self.criterion.class_logits(outputs).softmax(dim=1)
         metrics = density_metrics(probs, targets)
         self.val_outputs = ValOutputs(
             probs.cpu(), targets.cpu(), rows.cpu(), metrics, confusion_matrix(probs, targets), features
         )
-        values = {"val_loss": float(self.loss(logits, targets)), **short(metrics, "val")}
+        values = {"val_loss": float(self.loss(outputs, targets)), **short(metrics, "val")}
         for name, value in values.items():
             # the same value on every rank (computed from the gathered outputs): "max" keeps it
             # exactly where Lightning syncs epoch-level values across ranks

@@ -18,6 +18,7 @@ from mammo.core.train_settings import check_train_settings, warms_up
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
 from mammo.hpo.trial import TrialJob
+from mammo.models.losses import make_loss
 from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
@@ -69,6 +70,7 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
         check_targets(cfg, TRUSTED_TARGETS)
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
+        make_loss(cfg.loss.name, cfg.label_smoothing)  # label smoothing is cross-entropy's
     except ConfigError as exc:
         Run.start(cfg, run_dir).fail(exc)
         raise

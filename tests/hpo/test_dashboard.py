@@ -13,7 +13,8 @@ def test_the_dashboard_reads_every_trial_of_a_study(tmp_path, demo_root):
     # 4 trials, one weight decay failing its setting check; then one more, pruned by a threshold
     # that no val_kappa reaches
     failing = ["hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=1.0"]
-    assert search(tmp_path, demo_root, *failing, "weight_decay=choice(0.0001,-1.0)") == 0
+    space = ["weight_decay=choice(0.0001,-1.0)", "~hydra.sweeper.params.loss"]  # both values in 4 draws
+    assert search(tmp_path, demo_root, *failing, *space) == 0
     pruned = ["hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.0"]
     pruned += ["hydra.sweeper.pruner.n_warmup_steps=0", "hydra.sweeper.n_trials=5", "weight_decay=0.0001"]
     pruned += ["hydra.sweeper.max_failure_rate=1.0"]

@@ -61,6 +61,7 @@ def test_study_writes_every_artifact(hpo_dir):
         # the objective is the best epoch's monitored value, exactly
         assert t.value == record["value"] == summary["best_val_kappa"]
         assert summary["hyperparameters"]["dropout_rate"] == pytest.approx(t.params["dropout_rate"])
+        assert summary["hyperparameters"]["loss"] == t.params["loss"] in ("ce", "corn", "emd")  # a choice
         lines = [json.loads(x) for x in (run / f"hpo_trial{n}.jsonl").read_text().splitlines()]
         assert [x["iteration"] for x in lines] == [1, 2] and all(
             "val_kappa" in x and "timestamp" in x for x in lines
@@ -96,6 +97,7 @@ def test_a_failing_trial_does_not_stop_the_study(tmp_path, demo_root):
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.max_failure_rate=0.75",
         "weight_decay=choice(0.0001,-1.0)",  # -1: a setting check fails the trial
+        "~hydra.sweeper.params.loss",  # the space whose seeded draws give both values in 4 trials
     )
     assert code == 0
     trials = study(tmp_path).get_trials()

@@ -19,6 +19,7 @@ LOSS_SEARCH = [
     "hydra.sweeper.direction=minimize",
     "warmup_epochs=0",
     "dropout_rate=0.1",
+    "loss=ce",
     "backbone_lr_factor=1.0",
     "train_augment=false",
     "gradcam_per_class=0",
