@@ -36,7 +36,15 @@ def main(cfg: DictConfig) -> None:
 
     def body(out: Path, _) -> dict:
         route_library_logs()
-        report = export(cfg.ckpt, cfg.format, out, int(cfg.batch_size), float(cfg.tolerance), int(cfg.seed))
+        report = export(
+            cfg.ckpt,
+            cfg.format,
+            out,
+            int(cfg.batch_size),
+            float(cfg.tolerance),
+            int(cfg.seed),
+            cfg.get("tta"),
+        )
         write_json(out / "export.json", report)
         log.info(
             "Exported %s (max |Δp| = %.2e): %s",

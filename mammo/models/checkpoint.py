@@ -39,6 +39,15 @@ class Checkpoint:
     def run_dir(self) -> Path:
         return self.path.parent
 
+    @property
+    def explained(self):
+        """The model Grad-CAM explains."""
+        return self.model
+
+    def describe(self) -> dict | None:
+        """summary.json's ``ensemble`` (``None``: one checkpoint, no augmentation)."""
+        return None
+
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` of a ``best_model.pt`` (eval mode)."""

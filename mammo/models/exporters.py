@@ -10,18 +10,21 @@ import torch
 
 from mammo.core.errors import ConfigError
 from mammo.data.images import image_shape
-from mammo.models.checkpoint import load_checkpoint
+from mammo.models.ensemble import EnsembleModel, load_predictor
 
 FORMATS = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 
 
 def export(
-    ckpt: str, fmt: str, out: Path, batch_size: int = 4, tolerance: float = 1e-5, seed: int = 0
+    ckpt, fmt: str, out: Path, batch_size: int = 4, tolerance: float = 1e-5, seed: int = 0, tta=None
 ) -> dict:
-    """Export, reload, and compare probabilities with the checkpoint on a random sample batch."""
+    """Export, reload, and compare probabilities with the checkpoint on a random sample batch.
+
+    ``ckpt`` and ``tta`` as ``mammo.models.ensemble.load_predictor`` takes them: an ensemble is
+    exported as one model that averages its members (and augmentations)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = load_predictor(ckpt, tta)
     model = checkpoint.model
     height, width = image_shape(checkpoint.preprocessing["img_size"])
     generator = torch.Generator().manual_seed(seed)
@@ -33,7 +36,7 @@ def export(
     path = out / FORMATS[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        traced = model.to_torchscript(method="trace", example_inputs=inputs)  # Lightning's tracer
+        traced = torchscript(checkpoint, inputs)
         traced.save(str(path))
         with torch.inference_mode():
             got = torch.jit.load(str(path))(*inputs).softmax(1)
@@ -55,7 +58,19 @@ def export(
         "preprocessing": checkpoint.preprocessing,
         "max_abs_prob_diff": diff,
         "sample_batch": batch_size,
+        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
     }
+
+
+def torchscript(checkpoint, inputs):
+    """The checkpoint's model traced (Lightning's tracer); an ensemble as one traced module that
+    averages its traced members."""
+    members = getattr(checkpoint, "members", None)
+    if not members:
+        return checkpoint.model.to_torchscript(method="trace", example_inputs=inputs)
+    traced = [m.model.to_torchscript(method="trace", example_inputs=inputs) for m in members]
+    ensemble = EnsembleModel(traced, [m.temperature for m in members], checkpoint.tta)
+    return torch.jit.trace(ensemble.eval(), inputs)
 
 
 def _onnx_roundtrip(model, inputs, path: Path):

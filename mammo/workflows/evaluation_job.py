@@ -14,12 +14,14 @@ from mammo.artifacts.io import write_json
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import ConfigError
 from mammo.data.images import normal_img_size
+from mammo.data.labels import read_csv_table
 from mammo.evaluation.checkpoint_eval import write_evaluation
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import predict_probs
 from mammo.evaluation.subgroups import label_subgroups
-from mammo.models.checkpoint import Checkpoint, load_checkpoint
+from mammo.models.checkpoint import Checkpoint
 from mammo.models.device import resolve_device
+from mammo.models.ensemble import load_predictor
 from mammo.workflows.components import eval_settings
 
 SPLITS = ("all", "val", "train", "test")
@@ -33,7 +35,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     route_library_logs()
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
-    checkpoint = load_checkpoint(cfg.ckpt)
+    checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))
     datamodule, table = evaluation_data(cfg, checkpoint)
     write_json(out / "data_manifest.json", datamodule.manifest)
     classes = checkpoint.class_labels
@@ -51,7 +53,9 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     )
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
-        count = gradcam_figure(checkpoint.model, dataset, table, classes, int(cfg.gradcam_per_class), path)
+        count = gradcam_figure(
+            checkpoint.explained, dataset, table, classes, int(cfg.gradcam_per_class), path
+        )
         log.info("Grad-CAM of %d images: %s", count, path)
     return {
         "checkpoint": str(checkpoint.path),
@@ -64,6 +68,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         },
         "metrics": metrics,
         "levels": levels,
+        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
     }
 
 
@@ -75,6 +80,7 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
         split_csv = checkpoint.run_dir / "split.csv"
         if not split_csv.is_file():
             raise ConfigError(f"split={cfg.split}: {split_csv} not found (the checkpoint's run directory)")
+        check_members_share_the_split(checkpoint, cfg.split)
     datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
     if split_csv:
         datamodule.setup("validate")
@@ -89,6 +95,26 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
     if checkpoint.model.hparams.embeddings_fusion:
         datamodule.attach_embeddings(checkpoint.model.hparams.embeddings_dir)
     return datamodule, table
+
+
+def check_members_share_the_split(checkpoint: Checkpoint, split: str) -> None:
+    """An ensemble is evaluated on one side of a split only where every member's ``split.csv`` puts
+    the same images there (a seed sweep's test or validation rows; a CV's folds share only the test)."""
+    members = getattr(checkpoint, "members", [checkpoint])
+    first = split_rows(members[0].run_dir / "split.csv", split)
+    for member in members[1:]:
+        if split_rows(member.run_dir / "split.csv", split) != first:
+            raise ConfigError(
+                f"split={split}: {member.run_dir} and {members[0].run_dir} hold different {split} images "
+                "(cross-validation folds?); evaluate the ensemble on split=test or split=all"
+            )
+
+
+def split_rows(split_csv: Path, split: str) -> set[str]:
+    if not split_csv.is_file():
+        raise ConfigError(f"split={split}: {split_csv} not found (a member's run directory)")
+    table = read_csv_table(split_csv, "ckpt", "split CSV")
+    return set(table.loc[table["split"] == split, "image_id"])
 
 
 PREPROCESSING_KEYS = ("window", "percentiles", "orient", "crop", "resize", "j2k_reduce", "box_reduce")

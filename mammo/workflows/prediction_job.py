@@ -14,8 +14,8 @@ from mammo.core.errors import DataError
 from mammo.data.cache import as_list
 from mammo.data.images import Preprocessing
 from mammo.evaluation.prediction import ImageFiles, input_files, stream_predictions, write_unit_predictions
-from mammo.models.checkpoint import load_checkpoint
 from mammo.models.device import for_inference, resolve_device
+from mammo.models.ensemble import load_predictor
 
 log = logging.getLogger("mammo")
 
@@ -25,7 +25,7 @@ def predict(cfg: DictConfig, out: Path) -> dict:
     route_library_logs()
     if cfg.on_bad_file not in ("skip", "error"):
         raise DataError(f"on_bad_file={cfg.on_bad_file!r}: expected skip or error")
-    checkpoint = load_checkpoint(cfg.ckpt)
+    checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))
     if checkpoint.model.hparams.embeddings_fusion:
         raise DataError(
             "predict: this checkpoint fuses precomputed embeddings; use mammo.evaluate with its data"
@@ -60,4 +60,5 @@ def predict(cfg: DictConfig, out: Path) -> dict:
         "num_unreadable": unreadable,
         "num_breasts": units.get("breast"),
         "num_exams": units.get("exam"),
+        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
     }

@@ -1,0 +1,154 @@
+"""Several checkpoints, and test-time augmentations, as one predictor (``ckpt=`` a list or a folder,
+``tta=[...]``) for ``mammo.evaluate``, ``mammo.predict`` and ``mammo.export``.
+
+Members: a ``best_model.pt``, a run directory (its ``best_model.pt``), a cross-validation folder
+(``fold_<k>/results/best_model.pt``: its k fold models) or a sweep folder (``sweeps/sweep_N/``:
+the completed runs its ``jobs.jsonl`` lists, e.g. a seed sweep's). The ensemble's probabilities are
+the mean, over members and over the original image plus each augmentation, of each member's
+probabilities (with its own temperature, when it was calibrated).
+
+Test-time augmentations must be ones a mammogram can show and that keep what preprocessing made
+of it: the chest wall on the side ``data.orient`` put it, the breast inside the frame. So small
+rotations and zooms about the centre, within the training augmentation's range (10 degrees,
+0.9-1.1), are offered; a horizontal flip, which moves the chest wall to the other side, is refused.
+
+>>> sorted(AUGMENTATIONS)
+['identity', 'rotate+5', 'rotate-5', 'zoom0.95', 'zoom1.05']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mammo.core.errors import ConfigError
+from mammo.models.checkpoint import Checkpoint, load_checkpoint
+
+
+def affine(x: torch.Tensor, degrees: float = 0.0, scale: float = 1.0) -> torch.Tensor:
+    """``[B, C, H, W]`` images rotated by ``degrees`` and zoomed by ``scale`` about their centre
+    (what falls outside stays black, the background of a mammogram)."""
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=torch.float32, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+AUGMENTATIONS = {
+    "identity": lambda x: x,
+    "rotate-5": lambda x: affine(x, degrees=-5.0),
+    "rotate+5": lambda x: affine(x, degrees=5.0),
+    "zoom0.95": lambda x: affine(x, scale=0.95),
+    "zoom1.05": lambda x: affine(x, scale=1.05),
+}
+REFUSED = {
+    "hflip": "a horizontal flip moves the chest wall to the other side of an oriented mammogram",
+}
+
+
+def check_tta(names) -> list[str]:
+    """The augmentations named (``tta=[rotate-5, zoom1.05]``), or one line naming a bad one."""
+    names = [str(n) for n in (names or [])]
+    for name in names:
+        if name in REFUSED:
+            raise ConfigError(f"tta={name}: {REFUSED[name]}; use {', '.join(AUGMENTATIONS)}")
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"tta={name!r}: expected one of {', '.join(AUGMENTATIONS)}")
+    return names
+
+
+def checkpoint_files(spec) -> list[Path]:
+    """The ``best_model.pt`` files ``ckpt=`` names: a file, a run, a CV or a sweep folder, or a list."""
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)  # a list (also a ListConfig)
+    files = [file for item in items for file in files_in(Path(str(item)))]
+    if not files:
+        raise ConfigError("ckpt: no checkpoint given")
+    return list(dict.fromkeys(files))
+
+
+def files_in(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if (path / "best_model.pt").is_file():
+        return [path / "best_model.pt"]
+    folds = sorted(path.glob("fold_*/results/best_model.pt"), key=lambda p: int(p.parts[-3].split("_")[1]))
+    if folds:
+        return folds
+    if (path / "jobs.jsonl").is_file():
+        jobs = [json.loads(line) for line in (path / "jobs.jsonl").read_text().splitlines() if line.strip()]
+        runs = [Path(j["run_dir"]) / "best_model.pt" for j in jobs if j.get("status") == "completed"]
+        return [r for r in runs if r.is_file()]
+    raise ConfigError(
+        f"ckpt={path}: not a best_model.pt, a run directory, a cross-validation folder (fold_*/results/) "
+        "or a sweep folder (sweeps/sweep_N/)"
+    )
+
+
+class EnsembleModel(nn.Module):
+    """The members' mean probability over the original image and each augmentation, returned as
+    its logarithm: one score per class whose softmax is the ensemble's probabilities, as a single
+    model's (so evaluation, prediction and export read it alike)."""
+
+    def __init__(self, models: list[nn.Module], temperatures: list[float], tta: list[str]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        self.temperatures = list(temperatures)
+        self.tta = list(tta)
+        self.hparams = getattr(models[0], "hparams", None)  # a traced member has none
+
+    def forward(self, x: torch.Tensor, *embedding: torch.Tensor) -> torch.Tensor:
+        views = [x, *(AUGMENTATIONS[name](x) for name in self.tta)]
+        total = torch.zeros(())
+        for member, temperature in zip(self.members, self.temperatures):
+            for view in views:
+                total = total + (member(view, *embedding).float() / temperature).softmax(dim=1)
+        return (total / (len(self.members) * len(views))).clamp_min(1e-30).log()
+
+
+class Ensemble(Checkpoint):
+    """Several checkpoints (and augmentations) read as one: the class labels, preprocessing and
+    ``model`` of a :class:`~mammo.models.checkpoint.Checkpoint`, whose model averages theirs."""
+
+    def __init__(self, members: list[Checkpoint], tta: list[str]) -> None:
+        first = members[0]
+        for member in members[1:]:
+            for what in ("class_labels", "preprocessing"):
+                if getattr(member, what) != getattr(first, what):
+                    raise ConfigError(
+                        f"ckpt: {member.path} was trained with other {what.replace('_', ' ')} than "
+                        f"{first.path}; an ensemble's members must share them"
+                    )
+            if member.model.hparams.embeddings_fusion != first.model.hparams.embeddings_fusion:
+                raise ConfigError(f"ckpt: {member.path} and {first.path} differ in embeddings fusion")
+        model = EnsembleModel([m.model for m in members], [m.temperature for m in members], tta)
+        super().__init__(path=first.path, model=model.eval(), meta={**first.meta, "temperature": 1.0})
+        self.members, self.tta = members, tta
+
+    @property
+    def explained(self):
+        """The model Grad-CAM explains: the first member's."""
+        return self.members[0].model
+
+    def describe(self) -> dict:
+        """summary.json's ``ensemble``: the members and the augmentations."""
+        return {
+            "members": [
+                {"checkpoint": str(m.path), "run_id": m.meta.get("run_id"), "temperature": m.temperature}
+                for m in self.members
+            ],
+            "tta": ["original", *self.tta],
+        }
+
+
+def load_predictor(spec, tta=None) -> Checkpoint:
+    """One checkpoint as it is, or several (and/or augmentations) as an :class:`Ensemble`."""
+    files, tta = checkpoint_files(spec), check_tta(tta)
+    if len(files) == 1 and not tta:
+        return load_checkpoint(files[0])
+    return Ensemble([load_checkpoint(f) for f in files], tta)

@@ -1,0 +1,127 @@
+"""Several checkpoints and test-time augmentations as one predictor (ckpt= a list, a CV folder or a
+sweep folder; tta=[...]) in mammo.predict, mammo.evaluate and mammo.export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammo.core.errors import ConfigError
+from mammo.models.ensemble import AUGMENTATIONS, affine, check_tta, checkpoint_files
+from tests.conftest import SMALL_DEMO, TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_root):
+    """A two-seed sweep and a 2-fold CV of the tiny model, and six DICOMs to predict."""
+    from mammo.train import main as train
+
+    out = tmp_path_factory.mktemp("ensembles")
+    paths = [f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(train, ["-m", *TINY, *SMALL_DEMO, *paths, "epochs=1", "seed=42,43"]) == 0
+    cv = ["epochs=1", "cv=kfold", "cv.folds=2", "data.test_fraction=0.2"]  # the folds share a test split
+    assert run_cli(train, [*TINY, *SMALL_DEMO, *paths, *cv]) == 0
+    folder = out / "to_predict"
+    folder.mkdir()
+    for i, path in enumerate(sorted((demo_root / "v2-p24-s0-160x128/archive").rglob("*.dcm"))[:6]):
+        shutil.copy(path, folder / f"{i}.dcm")
+    return out
+
+
+def predict(trained, name: str, *args: str) -> tuple[pd.DataFrame, dict]:
+    from mammo.predict import main
+
+    out = trained / name
+    common = [f"input={trained / 'to_predict'}", "num_workers=0", f"paths.output_dir={out}"]
+    assert run_cli(main, [*common, *args]) == 0
+    run = next(out.glob("predictions/results_*"))
+    return pd.read_csv(run / "predictions.csv"), json.loads((run / "summary.json").read_text())
+
+
+def probabilities(frame: pd.DataFrame) -> np.ndarray:
+    return frame.filter(like="prob_class").to_numpy()
+
+
+def test_two_checkpoints_predict_the_mean_of_their_separate_predictions(trained):
+    a, b = (trained / f"mammo_tiny_density/results_{n}/best_model.pt" for n in (1, 2))
+    alone_a, _ = predict(trained, "a", f"ckpt={a}")
+    alone_b, _ = predict(trained, "b", f"ckpt={b}")
+    both, summary = predict(trained, "both", f"ckpt=[{a},{b}]")
+    assert not np.allclose(probabilities(alone_a), probabilities(alone_b))  # two different models
+    mean = (probabilities(alone_a) + probabilities(alone_b)) / 2
+    np.testing.assert_allclose(probabilities(both), mean, atol=1e-6)
+    assert list(both["predicted_density"]) == list(probabilities(both).argmax(axis=1) + 1)
+    members = summary["ensemble"]["members"]
+    assert [m["checkpoint"] for m in members] == [str(a), str(b)]
+    assert summary["ensemble"]["tta"] == ["original"]
+
+
+def test_a_sweep_folder_and_a_cv_folder_give_their_models(trained):
+    sweep = trained / "mammo_tiny_density/sweeps/sweep_1"
+    runs = [trained / f"mammo_tiny_density/results_{n}/best_model.pt" for n in (1, 2)]
+    assert checkpoint_files(str(sweep)) == runs
+    (cv_dir,) = (trained / "density_experiments").glob("results_k2_seed*")
+    assert checkpoint_files(cv_dir) == [cv_dir / f"fold_{k}/results/best_model.pt" for k in (1, 2)]
+    assert checkpoint_files([str(runs[0]), runs[0].parent]) == [runs[0]]  # named twice, counted once
+    with pytest.raises(ConfigError, match="not a best_model.pt, a run directory, a cross-validation folder"):
+        checkpoint_files(trained / "to_predict")
+
+
+def test_a_cv_ensemble_is_evaluated_on_the_test_split_and_refused_on_its_folds_validation(trained, demo_root):
+    from mammo.evaluate import main
+
+    (cv_dir,) = (trained / "density_experiments").glob("results_k2_seed*")
+    common = [
+        f"ckpt={cv_dir}",
+        "data.num_workers=0",
+        "gradcam_per_class=1",
+        *SMALL_DEMO,
+        f"paths.demo_dir={demo_root}",
+    ]
+    refused = trained / "refused"
+    assert run_cli(main, [*common, "split=val", f"paths.output_dir={refused}"]) == 1
+    summary = json.loads(next(refused.glob("evaluations/results_*/summary.json")).read_text())
+    assert "hold different val images (cross-validation folds?)" in summary["error"]["message"]
+    evaluated = trained / "evaluated"
+    assert run_cli(main, [*common, "split=test", f"paths.output_dir={evaluated}"]) == 0
+    run = next(evaluated.glob("evaluations/results_*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and len(summary["ensemble"]["members"]) == 2
+    assert len(pd.read_csv(run / "predictions.csv")) == summary["data_config"]["num_evaluated"] > 0
+
+
+def test_an_identity_augmentation_changes_nothing_and_a_flip_is_refused(trained):
+    ckpt = trained / "mammo_tiny_density/results_1/best_model.pt"
+    plain, _ = predict(trained, "plain", f"ckpt={ckpt}")
+    same, summary = predict(trained, "identity", f"ckpt={ckpt}", "tta=[identity]")
+    np.testing.assert_allclose(probabilities(same), probabilities(plain), atol=1e-6)
+    assert summary["ensemble"]["tta"] == ["original", "identity"]
+    rotated, _ = predict(trained, "rotated", f"ckpt={ckpt}", "tta=[rotate-5,zoom1.05]")
+    assert not np.allclose(probabilities(rotated), probabilities(plain), atol=1e-6)  # they do something
+    with pytest.raises(ConfigError, match="tta=hflip: a horizontal flip moves the chest wall"):
+        check_tta(["hflip"])
+
+
+def test_the_augmentations_keep_the_image_where_it_is():
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 16:48, :24] = 1.0  # a breast against the left edge
+    for name, augment in AUGMENTATIONS.items():
+        out = augment(image)
+        assert out.shape == image.shape
+        assert out[..., :, :32].sum() > 10 * out[..., :, 32:].sum(), name  # the chest wall stays left
+    torch.testing.assert_close(affine(image), image, atol=1e-5, rtol=0)  # no rotation, no zoom
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_ensemble_exports_as_one_model(trained, tmp_path, fmt):
+    from mammo.models.exporters import export
+
+    members = [str(trained / f"mammo_tiny_density/results_{n}/best_model.pt") for n in (1, 2)]
+    report = export(members, fmt, tmp_path, batch_size=3, tta=["zoom0.95"])
+    assert report["max_abs_prob_diff"] < 1e-5 and len(report["ensemble"]["members"]) == 2
+    assert report["ensemble"]["tta"] == ["original", "zoom0.95"]
