@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from mammo.data.cache import collate
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
+from mammo.models.ensemble import check_every_view_taken
 
 
 @torch.inference_mode()
@@ -36,3 +37,18 @@ def predict_probs(
             logits = model(to_device(images, device), *(to_device(e, device) for e in embedding))
         out.append((logits.float() / temperature).softmax(1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.hparams.num_classes))
+
+
+def routed_probs(ensemble, datamodule, table, batch_size: int, num_workers: int, device) -> np.ndarray:
+    """A per-view ensemble's probabilities for the rows of ``table``: each image's mean over the
+    members trained on its view (``table["view"]``)."""
+    total, count = np.zeros((len(table), len(ensemble.class_labels))), np.zeros(len(table))
+    view = table["view"].fillna("").astype(str).str.strip().str.upper().to_numpy()
+    for model, taken in ensemble.routes():
+        rows = np.ones(len(table), bool) if taken is None else np.isin(view, taken)
+        if rows.any():
+            dataset = datamodule.dataset(table[rows])
+            total[rows] += predict_probs(model, dataset, batch_size, num_workers, device)
+            count[rows] += 1
+    check_every_view_taken(count, list(view), ensemble.views)
+    return total / count[:, None]

@@ -124,9 +124,10 @@ def stream_predictions(
             if good:
                 images = torch.from_numpy(np.stack([b[1] for b in good]))[:, None]
                 device = next(checkpoint.model.parameters()).device
+                views = [who.get("view") or "" for _, _, who, _ in good]  # a per-view ensemble reads them
                 with autocast(device):
-                    logits = checkpoint.model(to_device(images, device))
-                probs = (logits.float() / checkpoint.temperature).softmax(1).double().cpu().numpy()
+                    probs = checkpoint.probabilities(to_device(images, device), views)
+                probs = probs.double().cpu().numpy()
                 for (i, _, who, _), p in zip(good, probs):
                     density = classes[int(p.argmax())]
                     probabilities = [f"{v:.9g}" for v in p]

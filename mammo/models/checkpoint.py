@@ -44,6 +44,11 @@ class Checkpoint:
         """The model Grad-CAM explains."""
         return self.model
 
+    def probabilities(self, images, views=None):
+        """``[B, K]`` probabilities of a batch on the model's device (``views``: each image's
+        view, which only a per-view ensemble reads)."""
+        return (self.model(images).float() / self.temperature).softmax(dim=1)
+
     def describe(self) -> dict | None:
         """summary.json's ``ensemble`` (``None``: one checkpoint, no augmentation)."""
         return None

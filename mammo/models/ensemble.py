@@ -129,6 +129,35 @@ class Ensemble(Checkpoint):
         model = EnsembleModel([m.model for m in members], [m.temperature for m in members], tta)
         super().__init__(path=first.path, model=model.eval(), meta={**first.meta, "temperature": 1.0})
         self.members, self.tta = members, tta
+        self.views = [trained_views(m) for m in members]
+
+    @property
+    def routes_views(self) -> bool:
+        """Whether the members were trained on different views (a per-view ensemble: a CC model
+        and an MLO model), so that each image goes to the members of its view only."""
+        return len({tuple(v) if v else None for v in self.views}) > 1
+
+    def routes(self) -> list[tuple[nn.Module, list[str] | None]]:
+        """Each member (with the augmentations) and the views it takes (``None``: every view)."""
+        return [
+            (EnsembleModel([m.model], [m.temperature], self.tta).eval(), views)
+            for m, views in zip(self.members, self.views)
+        ]
+
+    def probabilities(self, images: torch.Tensor, views: list[str] | None = None) -> torch.Tensor:
+        """``[B, K]`` probabilities of a batch; a per-view ensemble needs each image's view."""
+        if not self.routes_views:
+            return super().probabilities(images)
+        total = torch.zeros(len(images), len(self.class_labels), device=images.device)
+        count = torch.zeros(len(images), 1, device=images.device)
+        view = [str(v).upper() for v in views]
+        for model, taken in self.routes():
+            rows = torch.tensor([taken is None or v in taken for v in view], device=images.device)
+            if rows.any():
+                total[rows] += model(images[rows]).float().softmax(dim=1)
+                count[rows] += 1
+        check_every_view_taken(count.cpu().numpy()[:, 0], view, self.views)
+        return total / count
 
     @property
     def explained(self):
@@ -136,14 +165,35 @@ class Ensemble(Checkpoint):
         return self.members[0].model
 
     def describe(self) -> dict:
-        """summary.json's ``ensemble``: the members and the augmentations."""
+        """summary.json's ``ensemble``: the members (with the views each takes) and the augmentations."""
         return {
             "members": [
-                {"checkpoint": str(m.path), "run_id": m.meta.get("run_id"), "temperature": m.temperature}
-                for m in self.members
+                {
+                    "checkpoint": str(m.path),
+                    "run_id": m.meta.get("run_id"),
+                    "temperature": m.temperature,
+                    "views": views if self.routes_views else None,
+                }
+                for m, views in zip(self.members, self.views)
             ],
             "tta": ["original", *self.tta],
         }
+
+
+def trained_views(checkpoint: Checkpoint) -> list[str] | None:
+    """The views a checkpoint was trained on (``data.views``), upper case; ``None``: all."""
+    views = checkpoint.meta.get("config", {}).get("data", {}).get("views")
+    return None if views is None else [str(v).strip().upper() for v in views]
+
+
+def check_every_view_taken(count, view: list[str], member_views: list) -> None:
+    """A per-view ensemble has a member for each image's view, or says which view has none."""
+    missing = sorted({v for c, v in zip(count, view) if c == 0})
+    if missing:
+        raise ConfigError(
+            f"ckpt: no member of the per-view ensemble takes {', '.join(missing) or 'unknown-view'} images "
+            f"(the members' data.views: {member_views})"
+        )
 
 
 def load_predictor(spec, tta=None) -> Checkpoint:

@@ -25,6 +25,11 @@ def export(
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     checkpoint = load_predictor(ckpt, tta)
+    if getattr(checkpoint, "routes_views", False):
+        raise ConfigError(
+            "export: the members were trained on different views and take each image by its view, "
+            "which an exported model is not given; export each member"
+        )
     model = checkpoint.model
     height, width = image_shape(checkpoint.preprocessing["img_size"])
     generator = torch.Generator().manual_seed(seed)

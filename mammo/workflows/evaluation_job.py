@@ -17,7 +17,7 @@ from mammo.data.images import normal_img_size
 from mammo.data.labels import read_csv_table
 from mammo.evaluation.checkpoint_eval import write_evaluation
 from mammo.evaluation.gradcam import gradcam_figure
-from mammo.evaluation.inference import predict_probs
+from mammo.evaluation.inference import predict_probs, routed_probs
 from mammo.evaluation.subgroups import label_subgroups
 from mammo.models.checkpoint import Checkpoint
 from mammo.models.device import resolve_device
@@ -46,7 +46,10 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     if checkpoint.temperature != 1.0:
         log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
     workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
-    probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
+    if getattr(checkpoint, "routes_views", False):  # a per-view ensemble: each image to its view's members
+        probs = routed_probs(checkpoint, datamodule, table, int(cfg.batch_size), workers, device)
+    else:
+        probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     evaluation, subgroups = eval_settings(cfg), label_subgroups(datamodule)
     metrics, _, levels = write_evaluation(
         out, table, probs, classes, cfg.split, evaluation, subgroups=subgroups

@@ -18,12 +18,15 @@ from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_root):
-    """A two-seed sweep and a 2-fold CV of the tiny model, and six DICOMs to predict."""
+    """A two-seed sweep, a CC and an MLO model, a 2-fold CV of the tiny model, and six DICOMs to
+    predict."""
     from mammo.train import main as train
 
     out = tmp_path_factory.mktemp("ensembles")
     paths = [f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
     assert run_cli(train, ["-m", *TINY, *SMALL_DEMO, *paths, "epochs=1", "seed=42,43"]) == 0
+    views = ["epochs=1", "data.views=[CC],[MLO]"]  # results_3: a CC model, results_4: an MLO model
+    assert run_cli(train, ["-m", *TINY, *SMALL_DEMO, *paths, *views]) == 0
     cv = ["epochs=1", "cv=kfold", "cv.folds=2", "data.test_fraction=0.2"]  # the folds share a test split
     assert run_cli(train, [*TINY, *SMALL_DEMO, *paths, *cv]) == 0
     folder = out / "to_predict"
@@ -125,3 +128,38 @@ def test_an_ensemble_exports_as_one_model(trained, tmp_path, fmt):
     report = export(members, fmt, tmp_path, batch_size=3, tta=["zoom0.95"])
     assert report["max_abs_prob_diff"] < 1e-5 and len(report["ensemble"]["members"]) == 2
     assert report["ensemble"]["tta"] == ["original", "zoom0.95"]
+
+
+def evaluate_all(trained, demo_root, name: str, ckpt: str) -> pd.DataFrame:
+    from mammo.evaluate import main
+
+    out = trained / name
+    args = [f"ckpt={ckpt}", "data.num_workers=0", "gradcam_per_class=0", *SMALL_DEMO]
+    assert run_cli(main, [*args, f"paths.demo_dir={demo_root}", f"paths.output_dir={out}"]) == 0
+    run = next(out.glob("evaluations/results_*"))
+    return pd.read_csv(run / "predictions.csv").set_index("image_id").sort_index()
+
+
+def test_a_per_view_ensemble_predicts_each_image_with_the_model_of_its_view(trained, demo_root):
+    cc, mlo = (trained / f"mammo_tiny_density/results_{n}/best_model.pt" for n in (3, 4))
+    both = evaluate_all(trained, demo_root, "per_view", f"[{cc},{mlo}]")
+    for view, alone in (("CC", evaluate_all(trained, demo_root, "cc", str(cc))), ("MLO", None)):
+        alone = alone if alone is not None else evaluate_all(trained, demo_root, "mlo", str(mlo))
+        rows = both["view"] == view
+        assert rows.sum() > 0
+        np.testing.assert_allclose(
+            probabilities(both[rows]), probabilities(alone.loc[both.index[rows]]), atol=1e-6
+        )
+    summary = json.loads(next((trained / "per_view").glob("evaluations/results_*/summary.json")).read_text())
+    assert [m["views"] for m in summary["ensemble"]["members"]] == [["CC"], ["MLO"]]
+    predicted, _ = predict(trained, "per_view_predict", f"ckpt=[{cc},{mlo}]")
+    by_cc, _ = predict(trained, "cc_predict", f"ckpt={cc}")
+    by_mlo, _ = predict(trained, "mlo_predict", f"ckpt={mlo}")
+    expected = np.where(
+        (predicted["view"] == "CC").to_numpy()[:, None], probabilities(by_cc), probabilities(by_mlo)
+    )
+    np.testing.assert_allclose(probabilities(predicted), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="trained on different views"):
+        from mammo.models.exporters import export
+
+        export([str(cc), str(mlo)], "torchscript", trained / "refused_export")
