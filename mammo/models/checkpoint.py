@@ -49,9 +49,16 @@ class Checkpoint:
         view, which only a per-view ensemble reads)."""
         return (self.model(images).float() / self.temperature).softmax(dim=1)
 
-    def describe(self) -> dict | None:
-        """summary.json's ``ensemble`` (``None``: one checkpoint, no augmentation)."""
-        return None
+    routes_views = False  # a per-view ensemble routes each image to the members of its view
+
+    @property
+    def members(self) -> list[Checkpoint]:
+        """The checkpoints it predicts with: itself (an ensemble: its members)."""
+        return [self]
+
+    def record(self) -> dict:
+        """What summary.json adds for it: nothing for one checkpoint without augmentations."""
+        return {}
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -128,8 +128,12 @@ class Ensemble(Checkpoint):
                 raise ConfigError(f"ckpt: {member.path} and {first.path} differ in embeddings fusion")
         model = EnsembleModel([m.model for m in members], [m.temperature for m in members], tta)
         super().__init__(path=first.path, model=model.eval(), meta={**first.meta, "temperature": 1.0})
-        self.members, self.tta = members, tta
+        self.parts, self.tta = members, tta
         self.views = [trained_views(m) for m in members]
+
+    @property
+    def members(self) -> list[Checkpoint]:
+        return self.parts
 
     @property
     def routes_views(self) -> bool:
@@ -164,9 +168,9 @@ class Ensemble(Checkpoint):
         """The model Grad-CAM explains: the first member's."""
         return self.members[0].model
 
-    def describe(self) -> dict:
+    def record(self) -> dict:
         """summary.json's ``ensemble``: the members (with the views each takes) and the augmentations."""
-        return {
+        ensemble = {
             "members": [
                 {
                     "checkpoint": str(m.path),
@@ -178,6 +182,7 @@ class Ensemble(Checkpoint):
             ],
             "tta": ["original", *self.tta],
         }
+        return {"ensemble": ensemble}
 
 
 def trained_views(checkpoint: Checkpoint) -> list[str] | None:

@@ -25,7 +25,7 @@ def export(
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     checkpoint = load_predictor(ckpt, tta)
-    if getattr(checkpoint, "routes_views", False):
+    if checkpoint.routes_views:
         raise ConfigError(
             "export: the members were trained on different views and take each image by its view, "
             "which an exported model is not given; export each member"
@@ -63,15 +63,15 @@ def export(
         "preprocessing": checkpoint.preprocessing,
         "max_abs_prob_diff": diff,
         "sample_batch": batch_size,
-        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
+        **checkpoint.record(),
     }
 
 
 def torchscript(checkpoint, inputs):
     """The checkpoint's model traced (Lightning's tracer); an ensemble as one traced module that
     averages its traced members."""
-    members = getattr(checkpoint, "members", None)
-    if not members:
+    members = checkpoint.members
+    if members[0] is checkpoint:  # one checkpoint
         return checkpoint.model.to_torchscript(method="trace", example_inputs=inputs)
     traced = [m.model.to_torchscript(method="trace", example_inputs=inputs) for m in members]
     ensemble = EnsembleModel(traced, [m.temperature for m in members], checkpoint.tta)

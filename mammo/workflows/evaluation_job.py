@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     if checkpoint.temperature != 1.0:
         log.info("Temperature scaling from the checkpoint: T = %.4f", checkpoint.temperature)
     workers, temperature = int(cfg.data.num_workers), checkpoint.temperature
-    if getattr(checkpoint, "routes_views", False):  # a per-view ensemble: each image to its view's members
+    if checkpoint.routes_views:  # a per-view ensemble: each image to its view's members
         probs = routed_probs(checkpoint, datamodule, table, int(cfg.batch_size), workers, device)
     else:
         probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
@@ -71,7 +71,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         },
         "metrics": metrics,
         "levels": levels,
-        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
+        **checkpoint.record(),
     }
 
 
@@ -103,7 +103,7 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
 def check_members_share_the_split(checkpoint: Checkpoint, split: str) -> None:
     """An ensemble is evaluated on one side of a split only where every member's ``split.csv`` puts
     the same images there (a seed sweep's test or validation rows; a CV's folds share only the test)."""
-    members = getattr(checkpoint, "members", [checkpoint])
+    members = checkpoint.members
     first = split_rows(members[0].run_dir / "split.csv", split)
     for member in members[1:]:
         if split_rows(member.run_dir / "split.csv", split) != first:

@@ -60,5 +60,5 @@ def predict(cfg: DictConfig, out: Path) -> dict:
         "num_unreadable": unreadable,
         "num_breasts": units.get("breast"),
         "num_exams": units.get("exam"),
-        **({"ensemble": checkpoint.describe()} if checkpoint.describe() else {}),
+        **checkpoint.record(),
     }
