@@ -134,15 +134,14 @@ class DensityClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
         return self.scores(self.features(x, embedding))
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The training loss of the head's ``outputs`` (not the class scores: CORN's differ)."""
-        return self.criterion(outputs, targets, self.class_weights)
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss (``mammo.models.losses``) of the class scores."""
+        return self.criterion(logits, targets, self.class_weights)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _, *embedding = batch
-        outputs = self.head(self.features(x, *embedding))
-        loss = self.loss(outputs, y)
-        logits = self.criterion.class_logits(outputs)
+        logits = self(x, *embedding)  # forward, which compile=true compiles
+        loss = self.loss(logits, y)
         self.train_acc(logits, y)
         self.train_kappa(logits, y)
         n = len(y)
@@ -156,22 +155,22 @@ class DensityClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y, rows, *embedding = batch
         features = self.features(x, *embedding)
-        outputs = self.head(features).detach().float()
+        logits = self.scores(features).detach().float()
         kept = features.detach().float().cpu() if self.hparams.keep_val_features else None
-        self._val_steps.append((outputs, y, rows, kept))
+        self._val_steps.append((logits, y, rows, kept))
 
     def on_validation_epoch_end(self) -> None:
-        outputs, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
+        logits, targets, rows = (torch.cat(parts) for parts in list(zip(*self._val_steps))[:3])
         features = torch.cat([s[3] for s in self._val_steps]) if self.hparams.keep_val_features else None
         self._val_steps.clear()
         # under DDP: every rank's images, each once (the sampler pads shards with repeats)
-        rows, outputs, targets, features = gather_unique(rows, outputs, targets, features)
-        probs = self.criterion.class_logits(outputs).softmax(dim=1)
+        rows, logits, targets, features = gather_unique(rows, logits, targets, features)
+        probs = logits.softmax(dim=1)
         metrics = density_metrics(probs, targets)
         self.val_outputs = ValOutputs(
             probs.cpu(), targets.cpu(), rows.cpu(), metrics, confusion_matrix(probs, targets), features
         )
-        values = {"val_loss": float(self.loss(outputs, targets)), **short(metrics, "val")}
+        values = {"val_loss": float(self.loss(logits, targets)), **short(metrics, "val")}
         for name, value in values.items():
             # the same value on every rank (computed from the gathered outputs): "max" keeps it
             # exactly where Lightning syncs epoch-level values across ranks

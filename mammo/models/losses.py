@@ -1,15 +1,17 @@
 """Training losses (``loss=ce|corn|emd``): cross-entropy and two that know density is ordinal.
 
 Whatever the loss, the model's output is one score per class whose softmax is the class
-probabilities (:meth:`Loss.class_logits`), so every metric, interval, calibration, report and
-export reads the model the same way:
+probabilities (:meth:`Loss.class_logits` makes them from the head's outputs), so every metric,
+interval, calibration, report and export reads the model the same way, and every loss is computed
+from those scores (the training step calls the model as inference does, compiled or not):
 
 - ``ce``: cross-entropy over the class logits (with ``label_smoothing``).
 - ``corn``: CORN (Shi, Cao and Raschka, 2021, "Deep neural networks for rank-consistent ordinal
   regression based on conditional probabilities"). The head gives ``K - 1`` scores; score ``k``
   is the logit of P(y > k | y > k - 1), trained only on the images with y > k - 1. The class
   probabilities are the products of those conditional probabilities, so they are rank-consistent
-  by construction; the class scores are their logarithms (computed in log space).
+  by construction; the class scores are their logarithms (computed in log space), from which the
+  loss reads the conditional logits back: logit P(y > k | y > k - 1) = log P(y > k) - log P(y = k).
 - ``emd``: the squared earth mover's distance between the predicted and the true class CDF (Hou,
   Yu and Samaras, 2016, "Squared earth mover's distance-based loss for training deep neural
   networks"): calling a D breast "A" costs 9 times what calling it "C" does.
@@ -46,8 +48,10 @@ class Loss:
         return outputs
 
     def __call__(
-        self, outputs: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+        self, scores: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """The mean loss of ``[B, K]`` class scores for 0-based ``targets``, each image weighted
+        by its class's ``weight``."""
         raise NotImplementedError
 
 
@@ -57,8 +61,8 @@ class CrossEntropy(Loss):
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
 
-    def __call__(self, outputs, targets, weight=None):
-        return F.cross_entropy(outputs, targets, weight=weight, label_smoothing=self.label_smoothing)
+    def __call__(self, scores, targets, weight=None):
+        return F.cross_entropy(scores, targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 class Corn(Loss):
@@ -76,7 +80,15 @@ class Corn(Loss):
         stop = F.pad(F.logsigmoid(-outputs), (0, 1))  # log P(y <= k | y > k - 1); 0 for the last
         return reached + stop
 
-    def __call__(self, outputs, targets, weight=None):
+    @staticmethod
+    def task_logits(scores: torch.Tensor) -> torch.Tensor:
+        """Class scores -> the ``K - 1`` conditional logits (the inverse of :meth:`class_logits`)."""
+        log_p = scores.float().log_softmax(dim=1)
+        at_least = torch.logcumsumexp(log_p.flip(1), dim=1).flip(1)  # log P(y >= k)
+        return at_least[:, 1:] - log_p[:, :-1]  # log P(y > k) - log P(y = k)
+
+    def __call__(self, scores, targets, weight=None):
+        outputs = self.task_logits(scores)
         tasks = torch.arange(outputs.shape[1], device=outputs.device)
         asked = (targets[:, None] >= tasks).to(outputs.dtype)  # task k sees the images with y > k - 1
         above = (targets[:, None] > tasks).to(outputs.dtype)
@@ -88,8 +100,8 @@ class Corn(Loss):
 class SquaredEMD(Loss):
     name = "emd"
 
-    def __call__(self, outputs, targets, weight=None):
-        probs = outputs.float().softmax(dim=1)
+    def __call__(self, scores, targets, weight=None):
+        probs = scores.float().softmax(dim=1)
         truth = F.one_hot(targets, probs.shape[1]).to(probs.dtype)
         distance = (probs.cumsum(dim=1) - truth.cumsum(dim=1)).pow(2).sum(dim=1)
         if weight is None:
