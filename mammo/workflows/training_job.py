@@ -18,7 +18,7 @@ from mammo.core.train_settings import check_train_settings, warms_up
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
 from mammo.hpo.trial import TrialJob
-from mammo.models.losses import make_loss
+from mammo.models.classifier import make_loss
 from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mammo.core.errors import ConfigError
-from mammo.models.losses import LOSSES, make_loss
+from mammo.models.classifier import LOSSES, make_loss
 
 
 def sigmoid(x: float) -> float:
