@@ -182,3 +182,22 @@ def register_resolvers() -> None:
     for name, (resolver, use_cache) in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_resolver(name, resolver, use_cache=use_cache)
+
+
+FOLD_RE = re.compile(r"^fold_(\d+)$")
+
+
+def fold_dirs(cv_dir: Path) -> dict[int, Path]:
+    """``{k: cv_dir/fold_k/results}`` for the folds present."""
+    out = {}
+    for child in Path(cv_dir).iterdir() if Path(cv_dir).is_dir() else []:
+        match = FOLD_RE.match(child.name)
+        if match and (child / "results").is_dir():
+            out[int(match.group(1))] = child / "results"
+    return dict(sorted(out.items()))
+
+
+def sweep_jobs(sweep_dir: str | os.PathLike) -> list[dict]:
+    """The records of a sweep's ``jobs.jsonl`` (one per job: ``run_dir``, ``status``, ...)."""
+    jobs = Path(sweep_dir) / "jobs.jsonl"
+    return [json.loads(line) for line in jobs.read_text().splitlines() if line.strip()]

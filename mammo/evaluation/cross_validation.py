@@ -28,23 +28,13 @@ import torch
 
 from mammo.artifacts.files import prediction_arrays, read_predictions, write_predictions
 from mammo.artifacts.io import write_csv, write_json
+from mammo.artifacts.rundir import fold_dirs
 from mammo.core.errors import MammoError
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES, density_metrics, labelled_mean_std
 
-FOLD_RE = re.compile(r"^fold_(\d+)$")
 ALIASES = {"kappa": "kappa_quadratic", "auc": "auc_ovr"}  # the spec's second cv_summary shape
-
-
-def fold_dirs(cv_dir: Path) -> dict[int, Path]:
-    """``{k: cv_dir/fold_k/results}`` for the folds present."""
-    out = {}
-    for child in Path(cv_dir).iterdir() if Path(cv_dir).is_dir() else []:
-        match = FOLD_RE.match(child.name)
-        if match and (child / "results").is_dir():
-            out[int(match.group(1))] = child / "results"
-    return dict(sorted(out.items()))
 
 
 def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: str = "val_kappa") -> dict:

@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader
 
 from mammo.data.cache import collate
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
-from mammo.models.ensemble import check_every_view_taken
 
 
 @torch.inference_mode()
@@ -43,12 +42,10 @@ def routed_probs(ensemble, datamodule, table, batch_size: int, num_workers: int,
     """A per-view ensemble's probabilities for the rows of ``table``: each image's mean over the
     members trained on its view (``table["view"]``)."""
     total, count = np.zeros((len(table), len(ensemble.class_labels))), np.zeros(len(table))
-    view = table["view"].fillna("").astype(str).str.strip().str.upper().to_numpy()
-    for model, taken in ensemble.routes():
-        rows = np.ones(len(table), bool) if taken is None else np.isin(view, taken)
+    for model, rows in ensemble.routes(table["view"].tolist()):
         if rows.any():
-            dataset = datamodule.dataset(table[rows])
-            total[rows] += predict_probs(model, dataset, batch_size, num_workers, device)
+            total[rows] += predict_probs(
+                model, datamodule.dataset(table[rows]), batch_size, num_workers, device
+            )
             count[rows] += 1
-    check_every_view_taken(count, list(view), ensemble.views)
     return total / count[:, None]

@@ -24,8 +24,8 @@ import torch
 
 from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.artifacts.plots import plot_confusion, plot_train_curves
+from mammo.artifacts.rundir import fold_dirs
 from mammo.core.errors import ConfigError
-from mammo.evaluation.cross_validation import fold_dirs
 from mammo.evaluation.metrics import SHORT_NAMES, TITLES, confusion_matrix, mean_std
 from mammo.evaluation.subgroups import MIN_PATIENTS
 

@@ -18,14 +18,15 @@ rotations and zooms about the centre, within the training augmentation's range (
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammo.artifacts.rundir import fold_dirs, sweep_jobs
 from mammo.core.errors import ConfigError
 from mammo.models.checkpoint import Checkpoint, load_checkpoint
 
@@ -77,12 +78,13 @@ def files_in(path: Path) -> list[Path]:
         return [path]
     if (path / "best_model.pt").is_file():
         return [path / "best_model.pt"]
-    folds = sorted(path.glob("fold_*/results/best_model.pt"), key=lambda p: int(p.parts[-3].split("_")[1]))
+    folds = [run / "best_model.pt" for run in fold_dirs(path).values() if (run / "best_model.pt").is_file()]
     if folds:
         return folds
     if (path / "jobs.jsonl").is_file():
-        jobs = [json.loads(line) for line in (path / "jobs.jsonl").read_text().splitlines() if line.strip()]
-        runs = [Path(j["run_dir"]) / "best_model.pt" for j in jobs if j.get("status") == "completed"]
+        runs = [
+            Path(j["run_dir"]) / "best_model.pt" for j in sweep_jobs(path) if j.get("status") == "completed"
+        ]
         return [r for r in runs if r.is_file()]
     raise ConfigError(
         f"ckpt={path}: not a best_model.pt, a run directory, a cross-validation folder (fold_*/results/) "
@@ -130,6 +132,7 @@ class Ensemble(Checkpoint):
         super().__init__(path=first.path, model=model.eval(), meta={**first.meta, "temperature": 1.0})
         self.parts, self.tta = members, tta
         self.views = [trained_views(m) for m in members]
+        self.member_models = [EnsembleModel([m.model], [m.temperature], tta).eval() for m in members]
 
     @property
     def members(self) -> list[Checkpoint]:
@@ -141,12 +144,16 @@ class Ensemble(Checkpoint):
         and an MLO model), so that each image goes to the members of its view only."""
         return len({tuple(v) if v else None for v in self.views}) > 1
 
-    def routes(self) -> list[tuple[nn.Module, list[str] | None]]:
-        """Each member (with the augmentations) and the views it takes (``None``: every view)."""
-        return [
-            (EnsembleModel([m.model], [m.temperature], self.tta).eval(), views)
-            for m, views in zip(self.members, self.views)
+    def routes(self, views) -> list[tuple[nn.Module, np.ndarray]]:
+        """Each member (with the augmentations) and which of the images, of ``views``, it takes;
+        an image of a view no member took is one line."""
+        view = np.array([str(v).strip().upper() if isinstance(v, str) else "" for v in views], dtype=object)
+        routes = [
+            (model, np.ones(len(view), bool) if taken is None else np.isin(view, taken))
+            for model, taken in zip(self.member_models, self.views)
         ]
+        check_every_view_taken(sum(rows.astype(int) for _, rows in routes), list(view), self.views)
+        return routes
 
     def probabilities(self, images: torch.Tensor, views: list[str] | None = None) -> torch.Tensor:
         """``[B, K]`` probabilities of a batch; a per-view ensemble needs each image's view."""
@@ -154,13 +161,11 @@ class Ensemble(Checkpoint):
             return super().probabilities(images)
         total = torch.zeros(len(images), len(self.class_labels), device=images.device)
         count = torch.zeros(len(images), 1, device=images.device)
-        view = [str(v).upper() for v in views]
-        for model, taken in self.routes():
-            rows = torch.tensor([taken is None or v in taken for v in view], device=images.device)
+        for model, rows in self.routes(views):
             if rows.any():
-                total[rows] += model(images[rows]).float().softmax(dim=1)
-                count[rows] += 1
-        check_every_view_taken(count.cpu().numpy()[:, 0], view, self.views)
+                taken = torch.from_numpy(rows).to(images.device)
+                total[taken] += model(images[taken]).float().softmax(dim=1)
+                count[taken] += 1
         return total / count
 
     @property

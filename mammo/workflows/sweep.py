@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.redact import mask_file
-from mammo.artifacts.rundir import allocate_run_dir
+from mammo.artifacts.rundir import allocate_run_dir, sweep_jobs
 from mammo.distributed.ranks import is_rank_zero
 from mammo.evaluation.cross_validation import aggregate
 from mammo.evaluation.metrics import SHORT_NAMES, labelled_mean_std
@@ -63,7 +63,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(ENV, None)
-        records = [json.loads(line) for line in self.jobs.read_text().splitlines() if line.strip()]
+        records = sweep_jobs(self.dir)
         multirun_yaml = Path(config.hydra.sweep.dir) / "multirun.yaml"
         if multirun_yaml.is_file():
             mask_file(multirun_yaml)  # a password from a config file (mammo.artifacts.redact)
