@@ -59,6 +59,7 @@ from mammo.data.images import Preprocessing
 from mammo.data.labels import Samples, load_samples, read_csv_table
 from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
+from mammo.data.units import UnitDataset, check_unit, check_unit_keys
 
 # -- patient-grouped splits ---------------------------------------------------------------------------
 log = logging.getLogger("mammo.data")
@@ -425,6 +426,7 @@ class DensityDataModule(L.LightningDataModule):
         self.fold: int | None = None
         self.embeddings: tuple[np.ndarray, np.ndarray] | None = None
         self.augment = BatchAugmentation() if loading.train_augment else None
+        self.unit: str | None = None  # breast | exam: batches of whole units (model=multiview)
 
     @classmethod
     def from_config(cls, **settings) -> DensityDataModule:
@@ -534,8 +536,26 @@ class DensityDataModule(L.LightningDataModule):
         self.embeddings = embedding_rows(embeddings_dir, self.samples.table["image_id"])
         return int(self.embeddings[0].shape[1])
 
-    def dataset(self, table: pd.DataFrame) -> DicomDataset:
-        """The rows of ``table`` as a batch Dataset (with their embeddings when attached)."""
+    def feed_units(self, unit: str | None) -> None:
+        """Batches of whole breasts or exams (``model=multiview``'s ``model.unit``) instead of
+        images; every image must name its unit (one line says which does not)."""
+        self.unit = unit and check_unit(unit)
+        if self.unit and self.samples is not None:
+            check_unit_keys(self.samples.table, self.unit, self.samples.source.get("csv", "the data"))
+
+    def dataset(self, table: pd.DataFrame, training: bool = False) -> DicomDataset | UnitDataset:
+        """The rows of ``table`` as a batch Dataset (with their embeddings when attached); with
+        :meth:`feed_units`, its breasts or exams (for ``training``, those whose images agree)."""
+        if self.unit:
+            units = UnitDataset(table, self.source.select(table.index.to_numpy()), self.unit, training)
+            if training and units.disagreeing:
+                log.info(
+                    "Training on %d %ss (%d left out: their images disagree on the density)",
+                    len(units),
+                    self.unit,
+                    units.disagreeing,
+                )
+            return units
         embeddings = None
         if self.embeddings is not None:
             features, rows = self.embeddings
@@ -543,7 +563,7 @@ class DensityDataModule(L.LightningDataModule):
         return DicomDataset(table, self.source.select(table.index.to_numpy()), embeddings)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset(self.train_table)
+        dataset = self.dataset(self.train_table, training=True)
         return self._loader(dataset, sampler=self._train_sampler(dataset))
 
     def _train_sampler(self, dataset: Dataset):

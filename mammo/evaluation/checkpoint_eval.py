@@ -31,12 +31,14 @@ def write_evaluation(
     prefix: str = "eval",
     predictions: str = "predictions.csv",
     subgroups: tuple[str, ...] = (),
+    unit: str | None = None,
 ) -> tuple[dict, dict | None, dict]:
     """``predictions`` (per image), ``metrics/<prefix>_metrics.*`` (with ``evaluation.bootstrap``
     patient-bootstrap 95 % CIs), ``metrics/<prefix>_confusion.png`` and the breast- and
     exam-level files (:func:`~mammo.evaluation.levels.write_levels`) and the subgroups'
     (``metrics/<prefix>_subgroups.*``); returns the metrics, the
-    intervals and the levels' results."""
+    intervals and the levels' results. ``unit``: what a multi-view model predicts (``probs`` then
+    give each image its unit's probabilities)."""
     resamples, aggregate, seed = evaluation.bootstrap, evaluation.aggregate, evaluation.seed
     targets = torch.tensor(table["label"].to_numpy())
     metrics = density_metrics(torch.tensor(probs), targets)
@@ -57,7 +59,7 @@ def write_evaluation(
     for name, value in metrics.items():
         log.info("%s: %.4f", name, value)
     frame["PatientID"] = table["PatientID"].to_numpy()
-    levels = write_levels(out, prefix, Path(predictions).stem, frame, aggregate, resamples, seed)
+    levels = write_levels(out, prefix, Path(predictions).stem, frame, aggregate, resamples, seed, unit)
     columns = (*SUBGROUP_COLUMNS, *subgroups)  # the scanner, view, laterality and the label file's own
     write_subgroups(out, prefix, with_subgroups(frame, table, columns), resamples, seed, columns)
     return metrics, intervals, levels
@@ -89,6 +91,7 @@ def evaluate_test_split(run_dir: Path, datamodule, model_path: Path, evaluation:
         "test",
         "test_predictions.csv",
         label_subgroups(datamodule),
+        checkpoint.unit,
     )
     bounds = (intervals or {}).get("confidence_intervals", {})
     return {

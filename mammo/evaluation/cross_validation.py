@@ -164,7 +164,8 @@ def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict
         ensemble["PatientID"] = ensemble["image_id"].map(patients).to_numpy()
         intervals = metric_intervals(probs, targets, ensemble["PatientID"].to_numpy(), resamples, seed)
         stem = "test_ensemble_predictions"
-        levels = write_levels(cv_dir, "test_ensemble", stem, ensemble, "mean", resamples, seed)
+        unit = next((s.get("model_config", {}).get("unit") for s in summaries), None)
+        levels = write_levels(cv_dir, "test_ensemble", stem, ensemble, "mean", resamples, seed, unit)
     return {
         "num_images": len(ensemble),
         "folds": folds,

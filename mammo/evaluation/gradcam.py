@@ -11,17 +11,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mammo.data.units import UnitDataset
+
 log = logging.getLogger("mammo")
 
 
-def gradcam(
-    model, images: torch.Tensor, targets: torch.Tensor, embedding: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Grad-CAM maps ``[B, H, W]`` in [0, 1] for the ``targets`` classes.
+def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM maps ``[N, H, W]`` in [0, 1] of ``images`` for the ``targets`` classes, one per
+    sample the model scores (``extra``: the fused embeddings, or a multi-view model's assignment
+    of images to units, each of whose views then gets the map of its unit's class).
 
     The target layer is the backbone's last feature map (timm ``forward_features``: ResNet's
     layer4, EfficientNet's final conv stage), the layer whose pooling feeds the head — also in the
-    fusion model, where the embedding joins after pooling. Gradients are enabled locally.
+    fusion model, where the embedding joins after pooling, and in the multi-view model, where the
+    views are fused after pooling. Gradients are enabled locally.
     """
     model.eval()
     with torch.no_grad():  # the gradient is wanted at the feature map only: no backward through the backbone
@@ -29,9 +32,7 @@ def gradcam(
     feature_map = feature_map.detach().requires_grad_(True)
     with torch.enable_grad():
         pooled = model.backbone.forward_head(feature_map, pre_logits=True)
-        if model.hparams.embeddings_fusion:
-            pooled = torch.cat([pooled, embedding.to(pooled.dtype)], dim=1)
-        logits = model.scores(pooled)
+        logits = model.scores(model.combine(pooled, *extra))
         logits.gather(1, targets[:, None]).sum().backward()
     weights = feature_map.grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature_map).sum(dim=1, keepdim=True)).detach()
@@ -42,43 +43,50 @@ def gradcam(
 
 
 def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, path: Path) -> int:
-    """``per_class`` images of each true class with their Grad-CAM overlay; returns the count.
+    """``per_class`` samples of each true class (images; a multi-view model's breasts or exams,
+    each view in a panel of its own) with their Grad-CAM overlay; returns the number of panels.
     A constant map (what a wrong target layer gives) is logged as a warning."""
     matplotlib.use("Agg")
     picks = [
-        int(i)
-        for c in range(len(class_labels))
-        for i in np.flatnonzero(table["label"].to_numpy() == c)[:per_class]
+        int(i) for c in range(len(class_labels)) for i in np.flatnonzero(dataset.labels == c)[:per_class]
     ]
     if not picks:
         return 0
-    images, labels, _, *embedding = dataset.__getitems__(picks)
+    images, labels, rows, *extra = dataset.__getitems__(picks)
     device = next(model.parameters()).device  # fp32 wherever the model is (Grad-CAM needs gradients)
-    on_device = [images.to(device), *(e.to(device) for e in embedding)]
+    on_device = [images.to(device), *(e.to(device) for e in extra)]
     with torch.no_grad():  # not inference_mode: these tensors take part in Grad-CAM's backward
         predicted = model(*on_device).argmax(1)
-    maps = gradcam(model, *on_device[:1], predicted, *(on_device[1:] or [None])).cpu()
+    maps = gradcam(model, on_device[0], predicted, *on_device[1:]).cpu()
     predicted = predicted.cpu()
+    if isinstance(dataset, UnitDataset):  # each view under its unit's label and prediction
+        sample = extra[0].argmax(dim=0)
+        predicted, labels = predicted[sample], torch.from_numpy(dataset.labels[picks])[sample]
+        shown = table.loc[rows.numpy()]
+        views = [f"{side} {view} · " for side, view in zip(shown["laterality"], shown["view"])]
+    else:
+        views = [""] * len(images)
     flat = [k for k in range(len(maps)) if float(maps[k].max() - maps[k].min()) < 1e-6]
     if flat:
         log.warning("Grad-CAM map is constant for %d of %d image(s)", len(flat), len(maps))
-    cols = min(len(picks), max(per_class, 1))
-    rows = int(np.ceil(len(picks) / cols))
+    cols = min(len(images), max(per_class, 1) * (len(images) // len(picks)))
+    rows = int(np.ceil(len(images) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for k, ax in enumerate(axes.flat[: len(picks)]):
+    for k, ax in enumerate(axes.flat[: len(images)]):
         ax.imshow(images[k, 0].float().numpy(), cmap="gray", vmin=0, vmax=1)
         ax.imshow(maps[k].numpy(), cmap="jet", alpha=0.35, vmin=0, vmax=1)
         ax.set_title(
-            f"true {class_labels[int(labels[k])]} / pred {class_labels[int(predicted[k])]}", fontsize=8
+            f"{views[k]}true {class_labels[int(labels[k])]} / pred {class_labels[int(predicted[k])]}",
+            fontsize=8,
         )
     fig.suptitle("Grad-CAM (last backbone feature map)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return len(picks)
+    return len(images)
 
 
 def gradcam_samples(model, datamodule, model_path: Path, run_dir: Path, per_class: int) -> tuple[int, Path]:

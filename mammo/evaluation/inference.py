@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from mammo.data.cache import collate
+from mammo.data.units import UnitDataset
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 
@@ -30,12 +32,20 @@ def predict_probs(
         collate_fn=collate,
         pin_memory=pin_memory(device),
     )
-    out = []
-    for images, _, _, *embedding in loader:
+    out, rows = [], []
+    units = isinstance(dataset, UnitDataset)
+    for images, _, batch_rows, *extra in loader:
         with autocast(device):
-            logits = model(to_device(images, device), *(to_device(e, device) for e in embedding))
-        out.append((logits.float() / temperature).softmax(1).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.hparams.num_classes))
+            logits = model(to_device(images, device), *(to_device(e, device) for e in extra))
+        probs = (logits.float() / temperature).softmax(1).double().cpu()
+        out.append((probs[extra[0].argmax(dim=0)] if units else probs).numpy())  # a unit's, per image
+        rows.append(batch_rows.numpy())
+    if not out:
+        return np.zeros((0, model.hparams.num_classes))
+    probs = np.concatenate(out)
+    if units:  # the units' images, back in the dataset's order
+        probs = probs[pd.Index(np.concatenate(rows)).get_indexer(dataset.rows)]
+    return probs
 
 
 def routed_probs(ensemble, datamodule, table, batch_size: int, num_workers: int, device) -> np.ndarray:

@@ -25,11 +25,11 @@ import torch
 
 from mammo.artifacts.files import prediction_arrays, write_metrics, write_predictions
 from mammo.core.errors import ConfigError
+from mammo.data.units import LEVELS
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
 
 log = logging.getLogger("mammo")
-LEVELS = {"breast": ("PatientID", "AccessionNumber", "laterality"), "exam": ("PatientID", "AccessionNumber")}
 AGGREGATES = ("mean", "max")
 
 
@@ -69,8 +69,11 @@ def _unit_labels(images: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.S
     return unit["label"].max(), unit["n"].max() == 1
 
 
-def available_levels(images: pd.DataFrame, prefix: str) -> list[str]:
-    """The levels the data allows: an exam id on every image, and for breasts a laterality too."""
+def available_levels(images: pd.DataFrame, prefix: str, unit: str | None = None) -> list[str]:
+    """The levels the data allows: an exam id on every image, and for breasts a laterality too.
+    An exam-level model (``model.unit=exam``) has no breast level: it predicts exams only."""
+    if unit == "exam":
+        return [level for level in available_levels(images, prefix) if level == "exam"]
 
     def filled(column: str) -> bool:
         return column in images and images[column].fillna("").astype(str).str.strip().ne("").all()
@@ -85,12 +88,21 @@ def available_levels(images: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def write_levels(
-    out: Path, prefix: str, stem: str, images: pd.DataFrame, aggregate: str, resamples: int, seed: int
+    out: Path,
+    prefix: str,
+    stem: str,
+    images: pd.DataFrame,
+    aggregate: str,
+    resamples: int,
+    seed: int,
+    unit: str | None = None,
 ) -> dict:
     """Breast- and exam-level predictions and metrics of one split's image-level predictions
-    ``images`` (with ``PatientID``); returns ``{level: {num_units, left_out, <metric>: value}}``."""
+    ``images`` (with ``PatientID``); returns ``{level: {num_units, left_out, <metric>: value}}``.
+    ``unit``: the unit a multi-view model predicts, whose images all hold its prediction (so its
+    level's file is the model's own, whatever ``aggregate``)."""
     results = {}
-    for level in available_levels(images, prefix):
+    for level in available_levels(images, prefix, unit):
         units, left_out = unit_predictions(images, level, aggregate)
         if units.empty:
             log.info("%s %s level: every unit's images disagree on the label: not reported", prefix, level)

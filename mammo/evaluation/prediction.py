@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.progress import Progress
 from torch.utils.data import Dataset
@@ -16,6 +17,7 @@ from mammo.artifacts.io import write_csv
 from mammo.core.errors import DataError
 from mammo.data.images import Preprocessing, read_header
 from mammo.data.labels import read_csv_table
+from mammo.data.units import assignment_matrix, unit_codes
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.models.device import autocast, to_device
 
@@ -76,15 +78,37 @@ class ImageFiles(Dataset):
         return i, image, identity(header), ""
 
 
-def write_unit_predictions(out: Path, aggregate: str) -> dict[str, int]:
+def file_units(files: list[Path], unit: str) -> np.ndarray:
+    """Each file's breast or exam (a number), from its header (:func:`identity`); a file whose
+    header does not name it (or cannot be read) is a unit of its own."""
+    identities = []
+    for path in files:
+        try:
+            identities.append(identity(read_header(path)))
+        except DataError:
+            identities.append({})
+    codes = unit_codes(pd.DataFrame(identities, columns=list(IDENTITY)), unit)
+    sizes = np.bincount(codes, minlength=1)
+    log.info(
+        "Grouped %d file(s) into %d %s(s) from their headers (%d of one image)",
+        len(files),
+        len(set(codes.tolist())),
+        unit,
+        int((sizes == 1).sum()),
+    )
+    return codes
+
+
+def write_unit_predictions(out: Path, aggregate: str, unit: str | None = None) -> dict[str, int]:
     """``predictions_breast.csv`` and ``predictions_exam.csv`` from ``predictions.csv`` (density is
     reported per exam): each unit's probabilities (:func:`~mammo.evaluation.levels.unit_predictions`),
-    predicted density and letter; returns the number of units per level written."""
+    predicted density and letter; returns the number of units per level written. A multi-view
+    model's (``unit``) images hold its units' probabilities, so its level's file is its own."""
     images = read_predictions(out / "predictions.csv")
     if images.empty:
         return {}
     written = {}
-    for level in available_levels(images, "predict"):
+    for level in available_levels(images, "predict", unit):
         units, _ = unit_predictions(images, level, aggregate)
         units = units.rename(columns={"predicted_label": "predicted_density"})
         letters = units["predicted_density"].map(LETTERS)
@@ -97,10 +121,11 @@ def write_unit_predictions(out: Path, aggregate: str) -> dict[str, int]:
 
 @torch.inference_mode()
 def stream_predictions(
-    out: Path, loader, files: list[Path], checkpoint, stop_on_bad: bool
+    out: Path, loader, files: list[Path], checkpoint, stop_on_bad: bool, units: np.ndarray | None = None
 ) -> tuple[int, int]:
     """Append each batch's rows to ``predictions.csv`` (flushed per batch); returns the numbers
-    of predicted and unreadable files."""
+    of predicted and unreadable files. ``units``: each file's unit (:func:`file_units`) for a
+    multi-view model, whose batches hold whole units."""
     classes = checkpoint.class_labels
     header = ["image", "AccessionNumber", "predicted_density", "predicted_letter"]
     header += [f"prob_class{c}" for c in classes] + list(IDENTITY[1:])
@@ -125,8 +150,9 @@ def stream_predictions(
                 images = torch.from_numpy(np.stack([b[1] for b in good]))[:, None]
                 device = next(checkpoint.model.parameters()).device
                 views = [who.get("view") or "" for _, _, who, _ in good]  # a per-view ensemble reads them
+                assignment = None if units is None else assignment_matrix(units[[b[0] for b in good]])
                 with autocast(device):
-                    probs = checkpoint.probabilities(to_device(images, device), views)
+                    probs = checkpoint.probabilities(to_device(images, device), views, assignment)
                 probs = probs.double().cpu().numpy()
                 for (i, _, who, _), p in zip(good, probs):
                     density = classes[int(p.argmax())]

@@ -9,6 +9,7 @@ from pathlib import Path
 from mammo.core.errors import ConfigError
 from mammo.models.backbones import read_torch_file
 from mammo.models.classifier import DensityClassifier
+from mammo.models.multiview import MultiViewClassifier
 
 
 @dataclass
@@ -44,10 +45,23 @@ class Checkpoint:
         """The model Grad-CAM explains."""
         return self.model
 
-    def probabilities(self, images, views=None):
-        """``[B, K]`` probabilities of a batch on the model's device (``views``: each image's
-        view, which only a per-view ensemble reads)."""
-        return (self.model(images).float() / self.temperature).softmax(dim=1)
+    def probabilities(self, images, views=None, assignment=None):
+        """``[B, K]`` probabilities of a batch on the model's device, per image (``views``: each
+        image's view, which only a per-view ensemble reads; ``assignment``: which unit each image
+        belongs to, ``[U, B]``, for a multi-view model, whose units' probabilities each of their
+        images gets)."""
+        if self.unit is None:
+            return (self.model(images).float() / self.temperature).softmax(dim=1)
+        if assignment is None:
+            raise ConfigError(f"{self.path}: a {self.unit}-level model needs each image's {self.unit}")
+        scores = self.model(images, assignment.to(images.device)).float() / self.temperature
+        return scores.softmax(dim=1)[assignment.argmax(dim=0)]
+
+    @property
+    def unit(self) -> str | None:
+        """What the model predicts: ``breast`` or ``exam`` (``model=multiview``), ``None``: images."""
+        hparams = getattr(self.model, "hparams", None) or {}
+        return hparams.get("unit")
 
     routes_views = False  # a per-view ensemble routes each image to the members of its view
 
@@ -62,15 +76,18 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` of a ``best_model.pt`` (eval mode)."""
+    """Rebuild the :class:`~mammo.models.classifier.DensityClassifier` (or the multi-view
+    :class:`~mammo.models.multiview.MultiViewClassifier`) of a ``best_model.pt`` (eval mode)."""
     path = Path(path)
     ckpt = read_torch_file(path, "ckpt")
     if "mammo" not in ckpt or "preprocessing" not in ckpt.get("mammo", {}):
         raise ConfigError(f"ckpt: {path} is not a mammo best_model.pt (no preprocessing metadata)")
-    accepted = inspect.signature(DensityClassifier).parameters
+    saved = ckpt["hyper_parameters"]
+    kind = MultiViewClassifier if "unit" in saved else DensityClassifier
+    accepted = {*inspect.signature(DensityClassifier).parameters, *inspect.signature(kind).parameters}
     # training-only settings of older checkpoints (optimizer, scheduler names) are not the model's
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
+    hparams = {k: v for k, v in saved.items() if k in accepted}
     hparams.update(pretrained=False, weights=None, keep_val_features=False)  # the weights come from the file
-    model = DensityClassifier(**hparams)
+    model = kind(**hparams)
     model.load_state_dict(ckpt["state_dict"])
     return Checkpoint(path=path, model=model.eval(), meta=ckpt["mammo"])

@@ -237,7 +237,10 @@ class DensityClassifier(L.LightningModule):
 
     def features(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
         """The head's input: pooled backbone features (+ the image's precomputed embedding)."""
-        pooled = self.backbone(self.normalize(x))
+        return self.combine(self.backbone(self.normalize(x)), embedding)
+
+    def combine(self, pooled: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled backbone features -> the head's input (Grad-CAM starts from pooled features too)."""
         if self.hparams.embeddings_fusion:
             if embedding is None:
                 raise ConfigError("model.embeddings_fusion=true but the batch carries no embeddings")
@@ -255,9 +258,18 @@ class DensityClassifier(L.LightningModule):
         """The training loss (the losses above) of the class scores."""
         return self.criterion(logits, targets, self.class_weights)
 
+    def sample_targets(self, labels: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """The batch's targets, one per sample the model scores (here: per image)."""
+        return labels
+
+    def image_scores(self, scores: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """Scores per sample -> per image of the batch (here: the same)."""
+        return scores
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, _, *embedding = batch
-        logits = self(x, *embedding)  # forward, which compile=true compiles
+        x, labels, _, *extra = batch
+        logits = self(x, *extra)  # forward, which compile=true compiles
+        y = self.sample_targets(labels, *extra)
         loss = self.loss(logits, y)
         self.train_acc(logits, y)
         self.train_kappa(logits, y)
@@ -270,10 +282,12 @@ class DensityClassifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y, rows, *embedding = batch
-        features = self.features(x, *embedding)
-        logits = self.scores(features).detach().float()
-        kept = features.detach().float().cpu() if self.hparams.keep_val_features else None
+        x, y, rows, *extra = batch
+        features = self.features(x, *extra)
+        logits = self.image_scores(self.scores(features).detach().float(), *extra)
+        kept = None
+        if self.hparams.keep_val_features:
+            kept = self.image_scores(features.detach().float(), *extra).cpu()
         self._val_steps.append((logits, y, rows, kept))
 
     def on_validation_epoch_end(self) -> None:
@@ -297,7 +311,7 @@ class DensityClassifier(L.LightningModule):
         hp = self.hparams
         if self.optimizer_factory is None:
             raise ConfigError("model.optimizer: this model was built without an optimizer (inference only)")
-        head = [p for p in self.head.parameters() if p.requires_grad]
+        head = [p for p in self.head_parameters() if p.requires_grad]
         body = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": head, "lr": hp.learning_rate}]
         if body:
@@ -307,6 +321,10 @@ class DensityClassifier(L.LightningModule):
             return optimizer
         schedule = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """What learns at ``learning_rate`` (the backbone at ``backbone_lr_factor`` times it)."""
+        return list(self.head.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # everything needed to rebuild the model and preprocess new images like the training data

@@ -128,11 +128,21 @@ class Ensemble(Checkpoint):
                     )
             if member.model.hparams.embeddings_fusion != first.model.hparams.embeddings_fusion:
                 raise ConfigError(f"ckpt: {member.path} and {first.path} differ in embeddings fusion")
+            if member.unit != first.unit:
+                raise ConfigError(
+                    f"ckpt: {member.path} predicts {member.unit or 'image'}s, {first.path} "
+                    f"{first.unit or 'image'}s; an ensemble's members must predict the same unit"
+                )
         model = EnsembleModel([m.model for m in members], [m.temperature for m in members], tta)
         super().__init__(path=first.path, model=model.eval(), meta={**first.meta, "temperature": 1.0})
         self.parts, self.tta = members, tta
         self.views = [trained_views(m) for m in members]
         self.member_models = [EnsembleModel([m.model], [m.temperature], tta).eval() for m in members]
+        if self.routes_views and self.unit:
+            raise ConfigError(
+                "ckpt: the members were trained on different views, but they are multi-view models, "
+                "which see every view of a unit; a per-view ensemble is one of image-level models"
+            )
 
     @property
     def members(self) -> list[Checkpoint]:
@@ -155,10 +165,10 @@ class Ensemble(Checkpoint):
         check_every_view_taken(sum(rows.astype(int) for _, rows in routes), list(view), self.views)
         return routes
 
-    def probabilities(self, images: torch.Tensor, views: list[str] | None = None) -> torch.Tensor:
+    def probabilities(self, images: torch.Tensor, views=None, assignment=None) -> torch.Tensor:
         """``[B, K]`` probabilities of a batch; a per-view ensemble needs each image's view."""
         if not self.routes_views:
-            return super().probabilities(images)
+            return super().probabilities(images, views, assignment)
         total = torch.zeros(len(images), len(self.class_labels), device=images.device)
         count = torch.zeros(len(images), 1, device=images.device)
         for model, rows in self.routes(views):

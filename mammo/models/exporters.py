@@ -33,9 +33,7 @@ def export(
     model = checkpoint.model
     height, width = image_shape(checkpoint.preprocessing["img_size"])
     generator = torch.Generator().manual_seed(seed)
-    inputs = (torch.rand(batch_size, 1, height, width, generator=generator),)
-    if model.hparams.embeddings_fusion:
-        inputs += (torch.randn(batch_size, int(model.hparams.embedding_dim), generator=generator),)
+    inputs, names = sample_inputs(checkpoint, batch_size, height, width, generator)
     with torch.inference_mode():
         expected = model(*inputs).softmax(1)
     path = out / FORMATS[fmt]
@@ -46,25 +44,41 @@ def export(
         with torch.inference_mode():
             got = torch.jit.load(str(path))(*inputs).softmax(1)
     else:
-        got = torch.from_numpy(_onnx_roundtrip(model, inputs, path)).softmax(1)
+        got = torch.from_numpy(_onnx_roundtrip(model, inputs, names, path)).softmax(1)
     diff = float((got - expected).abs().max())
     if diff > tolerance:
         raise ConfigError(
             f"export: {fmt} probabilities differ from the checkpoint by {diff:.2e} (> {tolerance:g})"
         )
-    names = ["image", "embedding"][: len(inputs)]
     return {
         "format": fmt,
         "file": path.name,
         "checkpoint": str(checkpoint.path),
         "inputs": {n: list(t.shape[1:]) for n, t in zip(names, inputs)},
         "output": "logits",
+        "unit": checkpoint.unit,
         "class_labels": checkpoint.class_labels,
         "preprocessing": checkpoint.preprocessing,
         "max_abs_prob_diff": diff,
         "sample_batch": batch_size,
         **checkpoint.record(),
     }
+
+
+def sample_inputs(checkpoint, batch_size: int, height: int, width: int, generator):
+    """A random batch the exported model is checked on, and its inputs' names: images (and the
+    fused embeddings); for a multi-view model ``batch_size`` units of two views, the last of one
+    view, with the ``assignment`` ``[units, images]`` of images to units."""
+    model = checkpoint.model
+    if checkpoint.unit:
+        units = torch.arange(batch_size).repeat_interleave(2)[:-1]
+        images = torch.rand(len(units), 1, height, width, generator=generator)
+        assignment = (units[None] == torch.arange(batch_size)[:, None]).float()
+        return (images, assignment), ["image", "assignment"]
+    inputs = (torch.rand(batch_size, 1, height, width, generator=generator),)
+    if model.hparams.embeddings_fusion:
+        inputs += (torch.randn(batch_size, int(model.hparams.embedding_dim), generator=generator),)
+    return inputs, ["image", "embedding"][: len(inputs)]
 
 
 def torchscript(checkpoint, inputs):
@@ -78,12 +92,14 @@ def torchscript(checkpoint, inputs):
     return torch.jit.trace(ensemble.eval(), inputs)
 
 
-def _onnx_roundtrip(model, inputs, path: Path):
+def _onnx_roundtrip(model, inputs, names: list[str], path: Path):
     try:  # optional: only format=onnx needs it
         import onnxruntime
     except ImportError as exc:
         raise ConfigError("format=onnx needs onnx and onnxruntime (pip install onnx onnxruntime)") from exc
-    names = ["image", "embedding"][: len(inputs)]
+    axes = {n: {0: "batch"} for n in [*names, "logits"]}
+    if "assignment" in names:  # images to units: [units, images]; the logits are per unit
+        axes = {"image": {0: "images"}, "assignment": {0: "units", 1: "images"}, "logits": {0: "units"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter(
             "ignore", DeprecationWarning
@@ -94,7 +110,7 @@ def _onnx_roundtrip(model, inputs, path: Path):
             str(path),
             input_names=names,
             output_names=["logits"],
-            dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]},
+            dynamic_axes=axes,
             dynamo=False,
         )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

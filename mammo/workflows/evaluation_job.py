@@ -37,6 +37,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
     checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))
     datamodule, table = evaluation_data(cfg, checkpoint)
+    datamodule.feed_units(checkpoint.unit)  # a multi-view model: whole breasts or exams
     write_json(out / "data_manifest.json", datamodule.manifest)
     classes = checkpoint.class_labels
     log.info("Evaluating %d images (%s) with %s", len(table), cfg.split, checkpoint.meta.get("arch"))
@@ -52,7 +53,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         probs = predict_probs(checkpoint.model, dataset, int(cfg.batch_size), workers, device, temperature)
     evaluation, subgroups = eval_settings(cfg), label_subgroups(datamodule)
     metrics, _, levels = write_evaluation(
-        out, table, probs, classes, cfg.split, evaluation, subgroups=subgroups
+        out, table, probs, classes, cfg.split, evaluation, subgroups=subgroups, unit=checkpoint.unit
     )
     if cfg.gradcam_per_class:
         path = out / "plots" / "gradcam_samples.png"
@@ -68,6 +69,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
             "arch": checkpoint.meta.get("arch"),
             "backbone": checkpoint.meta.get("backbone"),
             "class_labels": classes,
+            "unit": checkpoint.unit,
         },
         "metrics": metrics,
         "levels": levels,

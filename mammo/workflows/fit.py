@@ -82,6 +82,7 @@ def fit_steps(run: Run) -> float:
     cfg = run.cfg
     run.datamodule = run.datamodule or build_datamodule(run)
     use_fold(run)
+    use_units(run)
     if cfg.get("resume"):
         refuse_changed_data(run.directory, run.datamodule.manifest)
     raise_if_requested()  # a Ctrl-C lost while the data was read stops the run here
@@ -97,6 +98,23 @@ def fit_steps(run: Run) -> float:
     if run.writes:  # another DDP rank: rank zero reports and writes the rest
         finish(run)
     return run.artifacts.best_metrics().get(f"best_{cfg.monitor}", float("nan"))
+
+
+def use_units(run: Run) -> None:
+    """A multi-view model (``model.unit``) is fed whole breasts or exams; run.log says what the
+    run's per-image prediction files then hold."""
+    unit = run.cfg.model.get("unit")
+    run.datamodule.feed_units(unit)
+    if unit:
+        log.info(
+            "model.unit=%s: the model predicts %ss; every image of val_predictions.csv holds its %s's "
+            "prediction, and val_predictions_%s.csv the model's %ss",
+            unit,
+            unit,
+            unit,
+            unit,
+            unit,
+        )
 
 
 def refuse_changed_data(run_dir: Path, manifest: dict) -> None:
@@ -206,7 +224,8 @@ def report_best_epoch(run: Run, model_path: Path) -> dict:
             log.info("Best kappa 95%% CI: [%.4f, %.4f]", *intervals["kappa_quadratic"])
         out["confidence_intervals"] = {f"best_val_{SHORT_NAMES[k]}": v for k, v in intervals.items()}
         out["bootstrap"] = added["bootstrap"]
-    levels = write_levels(run_dir, "val", "val_predictions", frame, aggregate, resamples, seed)
+    unit = cfg.model.get("unit")
+    levels = write_levels(run_dir, "val", "val_predictions", frame, aggregate, resamples, seed, unit)
     if levels:
         out["val_levels"] = levels
     columns = (*SUBGROUP_COLUMNS, *label_subgroups(datamodule))
