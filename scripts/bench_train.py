@@ -16,7 +16,9 @@ size, number of steps, precision and memory format:
 
 The two sides alternate three times, so drifts in machine load hit both; the best of each is
 compared. Training-epoch time only (validation, checkpoints and plots are per-epoch extras). Prints
-images/s of each side and the ratio for every size (goal: mammo >= 0.95 x plain), the device
+images/s of each side and the ratio for every size (goal: mammo >= 0.95 x plain), then the
+multi-view model's (``model=multiview``, the same backbone, breasts of two views) images/s against
+the image-level model's through the same fit loop on the same images (goal: >= 0.90 x), the device
 (the GPU's name), and the time of ``python -m mammo.train --help`` (goal < 1.5 s). On a GPU the
 default sizes are 512 and 1024x512 px (``--sizes 512 1024x512``: N or height x width).
 """
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
@@ -46,6 +49,7 @@ from mammo.artifacts.run_callbacks import RunArtifacts  # noqa: E402
 from mammo.artifacts.rundir import register_resolvers  # noqa: E402
 from mammo.artifacts.summary import RunSummary  # noqa: E402
 from mammo.data.datamodule import DensityDataModule  # noqa: E402
+from mammo.data.units import assignment_matrix  # noqa: E402
 from mammo.models.device import autocast, to_device  # noqa: E402
 from mammo.workflows.components import build_callbacks, build_trainer  # noqa: E402
 from mammo.workflows.run_context import Run  # noqa: E402
@@ -68,10 +72,10 @@ def size_name(shape: tuple[int, int]) -> str:
     return f"{shape[0]}" if shape[0] == shape[1] else f"{shape[0]}x{shape[1]}"
 
 
-def run_config(args, shape: tuple[int, int], tmp: Path, cuda: bool):
-    """The composed ``mammo.train`` config for one benchmark size."""
+def run_config(args, shape: tuple[int, int], tmp: Path, cuda: bool, model: tuple[str, ...] = ()):
+    """The composed ``mammo.train`` config for one benchmark size (``model``: other model overrides)."""
     overrides = [
-        f"model={args.model}",
+        *(model or [f"model={args.model}"]),
         f"img_size=[{shape[0]},{shape[1]}]",
         f"batch_size={args.batch_size}",
         "epochs=1",
@@ -161,6 +165,36 @@ def plain_loop(cfg, loader: DataLoader, device: torch.device) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def breast_batches(batch):
+    """A batch of images as breasts of two views each (images 0 and 1 one breast, ...)."""
+    images, labels, rows = torch.utils.data.default_collate(batch)
+    return images, labels, rows, assignment_matrix(np.arange(len(labels)) // 2)
+
+
+def multiview_compare(args, size: tuple[int, int], device: torch.device, tmp: Path) -> tuple[float, float]:
+    """Images/s of mammo's fit loop for the image-level model and for ``model=multiview`` (the same
+    backbone, breasts of two views) on the same images, batches of the same images; best of three
+    alternating rounds each."""
+    cuda = device.type == "cuda"
+    image_cfg = run_config(args, size, tmp, cuda)
+    multiview = ("model=multiview", f"model.backbone={image_cfg.model.backbone}")
+    view_cfg = run_config(args, size, tmp, cuda, multiview)
+    data = make_data(args.steps * args.batch_size, size)
+    val = make_data(args.batch_size, size, seed=1)
+
+    def loaders(collate=None):
+        kwargs = {"batch_size": args.batch_size, "pin_memory": cuda, "collate_fn": collate}
+        return InMemoryData(DataLoader(data, **kwargs), DataLoader(val, **kwargs))
+
+    results: dict[str, list[float]] = {"image": [], "multiview": []}
+    for i in range(3):
+        results["image"].append(mammo_fit(image_cfg, loaders(), tmp / f"image_{size_name(size)}_r{i}"))
+        results["multiview"].append(
+            mammo_fit(view_cfg, loaders(breast_batches), tmp / f"mv_{size_name(size)}_r{i}")
+        )
+    return max(results["image"]), max(results["multiview"])
+
+
 def cfg_precision(args, device: torch.device) -> str:
     """The Trainer's precision the GPU preset resolves to (bf16-mixed where the GPU has bf16)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +255,12 @@ def main() -> None:
                 f"mammo {framework:8.2f} images/s"
             )
             print(f"           ratio mammo/plain: {framework / plain:.3f}  (goal >= 0.95)")
+            image, multiview = multiview_compare(args, size, device, Path(tmp))
+            print(
+                f"  {size_name(size):>8} px: image-level model {image:8.2f} images/s, "
+                f"multi-view (breasts of 2 views) {multiview:8.2f} images/s"
+            )
+            print(f"           ratio multi-view/image-level: {multiview / image:.3f}  (goal >= 0.90)")
     print(f"python -m mammo.train --help: {help_seconds():.2f} s  (goal < 1.5 s)")
 
 

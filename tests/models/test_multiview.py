@@ -17,7 +17,7 @@ from mammo.data.demo import phantom, write_dicom
 from mammo.data.units import UnitDataset, assignment_matrix, unit_codes, unit_labels, whole_unit_batches
 from mammo.models.checkpoint import load_checkpoint
 from mammo.models.multiview import MultiViewClassifier, ViewFusion
-from tests.conftest import run_cli
+from tests.conftest import SMALL_DEMO, TINY, run_cli
 
 VIEW_DENSITY = (1, 2, 4)
 """A view's own amount of dense tissue (0, 1, 2), drawn as the demo's density classes."""
@@ -335,3 +335,21 @@ def test_the_multi_view_model_trains_on_each_units_label_and_scores_each_image_w
     assert model.image_scores(scores, assignment).tolist() == [[1, 0], [1, 0], [0, 1]]
     with pytest.raises(ConfigError, match="model.fusion='concat': expected one of mean, max, attention"):
         MultiViewClassifier(arch="mv", backbone="test_efficientnet", fusion="concat")
+
+
+def test_an_optuna_search_takes_the_fusion_as_a_choice(tmp_path, demo_root):
+    import optuna
+
+    from mammo.train import main
+
+    args = ["-m", "hpo=density_optuna", *TINY, *SMALL_DEMO, *MULTIVIEW, "batch_size=8", "epochs=1"]
+    args += ["hydra.sweeper.n_trials=2", "model.fusion=choice(mean,max,attention)"]
+    assert run_cli(main, [*args, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]) == 0
+    runs = tmp_path / "mammo_multiview_density" / "hpo_runs"
+    storage = f"sqlite:///{runs / 'optuna.db'}"
+    trials = optuna.load_study(study_name="mammo_multiview_density_density_optuna", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for n, trial in enumerate(trials):
+        summary = json.loads((runs / f"results_{n + 1}" / "summary.json").read_text())
+        assert summary["model_config"]["fusion"] == trial.params["model.fusion"]
+        assert summary["model_config"]["unit"] == "breast" and "breast" in summary["val_levels"]
