@@ -290,13 +290,16 @@ def safe_name(name: str) -> str:
 log = logging.getLogger("mammo.data")
 
 
-def train_augmentation():
-    """Mild geometric and contrast jitter, applied to the [1, H, W] image in [0, 1]."""
+def train_augmentation(flip: bool = True):
+    """Mild geometric and contrast jitter, applied to the [1, H, W] image in [0, 1]; a horizontal
+    flip only with ``flip``: where preprocessing put every chest wall on one side
+    (``data.orient=left|right``), a flipped image shows what no input will (the chest wall on the
+    other side), so it is left out there, as ``tta=hflip`` is refused."""
     from torchvision.transforms import v2
 
     return v2.Compose(
         [
-            v2.RandomHorizontalFlip(),
+            *([v2.RandomHorizontalFlip()] if flip else []),
             v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
             v2.ColorJitter(brightness=0.1, contrast=0.1),
         ]
@@ -312,8 +315,8 @@ class BatchAugmentation:
     not depend on ``data.num_workers`` and a resumed run augments exactly as an uninterrupted one.
     """
 
-    def __init__(self) -> None:
-        self.transform = train_augmentation()
+    def __init__(self, flip: bool = True) -> None:
+        self.transform = train_augmentation(flip)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.transform(x.float()) for x in images]).clamp_(0, 1)

@@ -425,7 +425,9 @@ class DensityDataModule(L.LightningDataModule):
         self.fold_ids: np.ndarray | None = None
         self.fold: int | None = None
         self.embeddings: tuple[np.ndarray, np.ndarray] | None = None
-        self.augment = BatchAugmentation() if loading.train_augment else None
+        # no horizontal flip where preprocessing oriented every chest wall to one side
+        flip = preprocessing.orient == "none"
+        self.augment = BatchAugmentation(flip) if loading.train_augment else None
         self.unit: str | None = None  # breast | exam: batches of whole units (model=multiview)
 
     @classmethod

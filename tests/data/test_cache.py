@@ -256,3 +256,18 @@ def test_each_entry_records_how_its_image_was_made(dataset, make_datamodule, tmp
     entry.write_bytes(bytes(data))
     with pytest.raises(CacheEntryError, match="bad header"):
         own.check(entry)
+
+
+@pytest.mark.parametrize(("orient", "flips"), [("left", False), ("none", True)])
+def test_training_augmentation_flips_only_images_whose_chest_wall_was_not_oriented(
+    dataset, make_datamodule, orient, flips
+):
+    """With data.orient=left every input has its chest wall on the left; a flipped training image
+    would show it on the right, which no input does (tta=hflip is refused for the same reason)."""
+    dm = make_datamodule(*dataset, setup=False, orient=orient)
+    images = torch.zeros(64, 1, 32, 32)
+    images[..., :16] = 0.8  # the chest wall's side bright
+    torch.manual_seed(0)
+    out = dm.augment(images)
+    mirrored = out[..., 16:].mean(dim=(1, 2, 3)) > out[..., :16].mean(dim=(1, 2, 3))
+    assert bool(mirrored.any()) == flips, int(mirrored.sum())

@@ -347,7 +347,9 @@ def test_an_optuna_search_takes_the_fusion_as_a_choice(tmp_path, demo_root):
     assert run_cli(main, [*args, f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}"]) == 0
     runs = tmp_path / "mammo_multiview_density" / "hpo_runs"
     storage = f"sqlite:///{runs / 'optuna.db'}"
-    trials = optuna.load_study(study_name="mammo_multiview_density_density_optuna", storage=storage).get_trials()
+    trials = optuna.load_study(
+        study_name="mammo_multiview_density_density_optuna", storage=storage
+    ).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     for n, trial in enumerate(trials):
         summary = json.loads((runs / f"results_{n + 1}" / "summary.json").read_text())
