@@ -19,8 +19,6 @@ from mammo.models.checkpoint import load_checkpoint
 from mammo.models.multiview import MultiViewClassifier, ViewFusion
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 
-VIEW_DENSITY = (1, 2, 4)
-"""A view's own amount of dense tissue (0, 1, 2), drawn as the demo's density classes."""
 RUN = [
     "data=dicom_csv",
     "img_size=64",
@@ -37,17 +35,19 @@ MULTIVIEW = ["model=multiview", "model.backbone=test_efficientnet"]
 
 def two_view_dataset(root: Path, n_patients: int, seed: int = 0) -> Path:
     """One exam per patient, a CC and an MLO image per breast, each view showing its own amount
-    of dense tissue (drawn independently, so one view says nothing of the other); a breast's label
-    counts both: ``min(cc + mlo, 3) + 1``. Returns the label CSV (image-path layout)."""
+    of dense tissue (0-3, drawn as the demo's density classes 1-4, independently, so one view says
+    nothing of the other); a breast's density is the mean of its two views' amounts, rounded down:
+    ``(cc + mlo) // 2 + 1``. Averaging each view's own prediction cannot find it: the best such
+    average scores a quadratic kappa of 0.60 here. Returns the label CSV (image-path layout)."""
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
         patient, accession = f"P{p:04d}", f"A{p:04d}"
         for side in "LR":
-            levels = rng.integers(0, 3, size=2)
-            label = int(min(levels.sum(), 3)) + 1
+            levels = rng.integers(0, 4, size=2)
+            label = int(levels.sum()) // 2 + 1
             for view, level in zip(("CC", "MLO"), levels):
-                image = phantom(VIEW_DENSITY[level], side, view, (96, 80), rng, noise=0.01)
+                image = phantom(int(level) + 1, side, view, (96, 80), rng, noise=0.01)
                 path = f"{accession}/{side}_{view}.dcm"
                 write_dicom(
                     root / path,
@@ -78,8 +78,8 @@ def runs(tmp_path_factory):
     data and split."""
     base = tmp_path_factory.mktemp("multiview")
     csv = two_view_dataset(base / "data", 100)
-    image = train(base / "image", csv, "model=tiny", "batch_size=16", "epochs=12", "gradcam_per_class=0")
-    breast = train(base / "breast", csv, *MULTIVIEW, "batch_size=8", "epochs=12", "gradcam_per_class=1")
+    image = train(base / "image", csv, "model=tiny", "batch_size=16", "epochs=20", "gradcam_per_class=0")
+    breast = train(base / "breast", csv, *MULTIVIEW, "batch_size=8", "epochs=20", "gradcam_per_class=1")
     return {"csv": csv, "image": image, "breast": breast}
 
 
@@ -88,9 +88,9 @@ def breast_kappa(run: Path) -> float:
 
 
 def test_the_multi_view_model_beats_the_image_level_model_averaged_per_breast(runs):
-    """Measured here: breast-level kappa 0.94 (multi-view) against 0.73 (image-level, averaged)."""
+    """Measured here: breast-level kappa 0.95 (multi-view) against 0.70 (image-level, averaged)."""
     image, breast = breast_kappa(runs["image"]), breast_kappa(runs["breast"])
-    assert breast > 0.85 and breast > image + 0.1, (breast, image)
+    assert breast > 0.85 and breast > image + 0.15, (breast, image)
     splits = [pd.read_csv(runs[k] / "split.csv").sort_values("image_id") for k in ("image", "breast")]
     assert splits[0]["split"].tolist() == splits[1]["split"].tolist()  # the same patient-grouped split
 
@@ -104,7 +104,9 @@ def test_every_image_holds_its_breasts_prediction_and_the_breast_file_is_the_mod
     breasts = pd.read_csv(run / "val_predictions_breast.csv")
     assert len(breasts) == len(images) / 2 and (breasts["num_images"] == 2).all()
     merged = breasts.merge(images.drop_duplicates(keys), on=keys, suffixes=("", "_image"))
-    np.testing.assert_allclose(merged[probs].to_numpy(), merged[[f"{p}_image" for p in probs]].to_numpy())
+    np.testing.assert_allclose(
+        merged[probs].to_numpy(), merged[[f"{p}_image" for p in probs]].to_numpy(), atol=1e-6
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model_config"]["unit"] == "breast" and summary["model_config"]["fusion"] == "attention"
     assert set(summary["val_levels"]) == {"breast", "exam"}
@@ -240,7 +242,7 @@ def test_an_exam_model_reports_exams_only_and_trains_per_fold(runs, tmp_path):
 def test_a_breast_without_laterality_stops_the_run_with_one_line(tmp_path):
     from mammo.train import main
 
-    csv = two_view_dataset(tmp_path / "data", 12)
+    csv = two_view_dataset(tmp_path / "data", 40)
     table = pd.read_csv(csv)
     write_dicom(
         tmp_path / "data" / table["image_path"][0],
