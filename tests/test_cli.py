@@ -32,7 +32,7 @@ def test_help_is_quick_and_lists_groups():
     out, _ = proc.communicate(timeout=60)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0
-    assert "model: classifier, efficientnetb0, resnet50, tiny" in out
+    assert "model: classifier, efficientnetb0, multiview, resnet50, tiny" in out
     assert elapsed < 10  # the 1.5 s bar is measured by scripts/bench_train.py, not here
 
 
