@@ -21,17 +21,25 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from mammo.core.errors import DataError
+from mammo.core.errors import ConfigError, DataError
 from mammo.data.cache import BatchBuffers, _Batch
 
 LEVELS = {"breast": ("PatientID", "AccessionNumber", "laterality"), "exam": ("PatientID", "AccessionNumber")}
 UNITS = tuple(LEVELS)
+TYPICAL_VIEWS = {"breast": 2, "exam": 4}
+"""The views a unit usually has (CC and MLO; of both sides): a batch of ``batch_size`` images is
+about ``batch_size // TYPICAL_VIEWS[unit]`` units."""
 
 
 def check_unit(unit: str) -> str:
     if unit not in LEVELS:
-        raise DataError(f"model.unit={unit!r}: expected one of {', '.join(UNITS)}")
+        raise ConfigError(f"model.unit={unit!r}: expected one of {', '.join(UNITS)}")
     return unit
+
+
+def per_image(values: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """``[B, ...]`` values of units -> ``[N, ...]``, each image its unit's (``assignment`` ``[B, N]``)."""
+    return values[assignment.argmax(dim=0).to(values.device)]
 
 
 def key_values(frame: pd.DataFrame, unit: str) -> pd.DataFrame:

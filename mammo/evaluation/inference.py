@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mammo.data.cache import collate
-from mammo.data.units import UnitDataset
+from mammo.data.units import UnitDataset, per_image
 from mammo.models.device import autocast, for_inference, pin_memory, to_device
 
 
@@ -38,7 +38,7 @@ def predict_probs(
         with autocast(device):
             logits = model(to_device(images, device), *(to_device(e, device) for e in extra))
         probs = (logits.float() / temperature).softmax(1).double().cpu()
-        out.append((probs[extra[0].argmax(dim=0)] if units else probs).numpy())  # a unit's, per image
+        out.append((per_image(probs, extra[0]) if units else probs).numpy())
         rows.append(batch_rows.numpy())
     if not out:
         return np.zeros((0, model.hparams.num_classes))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mammo.core.errors import ConfigError
+from mammo.data.units import per_image
 from mammo.models.backbones import read_torch_file
 from mammo.models.classifier import DensityClassifier
 from mammo.models.multiview import MultiViewClassifier
@@ -55,7 +56,7 @@ class Checkpoint:
         if assignment is None:
             raise ConfigError(f"{self.path}: a {self.unit}-level model needs each image's {self.unit}")
         scores = self.model(images, assignment.to(images.device)).float() / self.temperature
-        return scores.softmax(dim=1)[assignment.argmax(dim=0)]
+        return per_image(scores.softmax(dim=1), assignment)
 
     @property
     def unit(self) -> str | None:

@@ -25,10 +25,21 @@ import torch
 from torch import nn
 
 from mammo.core.errors import ConfigError
-from mammo.data.units import check_unit
+from mammo.data.units import check_unit, per_image
 from mammo.models.classifier import DensityClassifier
 
 FUSIONS = ("mean", "max", "attention")
+
+
+def check_multiview_settings(unit: str, fusion: str) -> None:
+    """``model.unit`` and ``model.fusion``, checked before any work (one line naming the key)."""
+    check_unit(unit)
+    check_fusion(fusion)
+
+
+def check_fusion(fusion: str) -> None:
+    if fusion not in FUSIONS:
+        raise ConfigError(f"model.fusion={fusion!r}: expected one of {', '.join(FUSIONS)}")
 
 
 class ViewFusion(nn.Module):
@@ -36,8 +47,7 @@ class ViewFusion(nn.Module):
 
     def __init__(self, mode: str, width: int) -> None:
         super().__init__()
-        if mode not in FUSIONS:
-            raise ConfigError(f"model.fusion={mode!r}: expected one of {', '.join(FUSIONS)}")
+        check_fusion(mode)
         self.mode = mode
         self.score = nn.Linear(width, 1) if mode == "attention" else None
 
@@ -67,12 +77,12 @@ class MultiViewClassifier(DensityClassifier):
     """
 
     def __init__(self, *args, unit: str = "breast", fusion: str = "attention", **kwargs) -> None:
+        check_multiview_settings(unit, fusion)
         if kwargs.get("embeddings_fusion"):
             raise ConfigError(
                 "model=multiview: embeddings fusion is for image-level models (model.embeddings_fusion)"
             )
         super().__init__(*args, **kwargs)
-        check_unit(unit)
         self.fusion = ViewFusion(fusion, self.backbone.num_features)
 
     def combine(self, pooled: torch.Tensor, assignment: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,7 +96,7 @@ class MultiViewClassifier(DensityClassifier):
 
     def image_scores(self, scores: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
         """Each image gets its unit's scores."""
-        return scores[assignment.argmax(dim=0)]
+        return per_image(scores, assignment)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The fusion learns with the head."""

@@ -13,7 +13,7 @@ from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import DataError
 from mammo.data.cache import as_list
 from mammo.data.images import Preprocessing
-from mammo.data.units import whole_unit_batches
+from mammo.data.units import TYPICAL_VIEWS, whole_unit_batches
 from mammo.evaluation.prediction import (
     ImageFiles,
     file_units,
@@ -50,7 +50,7 @@ def predict(cfg: DictConfig, out: Path) -> dict:
     units, batch_size = None, int(cfg.batch_size)
     if checkpoint.unit:  # a multi-view model: batches of whole breasts (exams), grouped by header
         units = file_units(files, checkpoint.unit)
-        batches = whole_unit_batches(units, max(1, batch_size // (2 if checkpoint.unit == "breast" else 4)))
+        batches = whole_unit_batches(units, max(1, batch_size // TYPICAL_VIEWS[checkpoint.unit]))
         loader = DataLoader(
             dataset, batch_sampler=batches, num_workers=int(cfg.num_workers), collate_fn=as_list
         )

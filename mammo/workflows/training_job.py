@@ -19,6 +19,7 @@ from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
 from mammo.hpo.trial import TrialJob
 from mammo.models.classifier import make_loss
+from mammo.models.multiview import check_multiview_settings
 from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
@@ -71,6 +72,8 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
         make_loss(cfg.loss.name, cfg.label_smoothing)  # label smoothing is cross-entropy's
+        if "unit" in cfg.model:  # model=multiview
+            check_multiview_settings(cfg.model.unit, cfg.model.get("fusion", "attention"))
     except ConfigError as exc:
         Run.start(cfg, run_dir).fail(exc)
         raise

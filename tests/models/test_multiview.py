@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mammo.core.errors import ConfigError, DataError
+from mammo.core.errors import ConfigError
 from mammo.data.demo import phantom, write_dicom
 from mammo.data.units import UnitDataset, assignment_matrix, unit_codes, unit_labels, whole_unit_batches
 from mammo.models.checkpoint import load_checkpoint
@@ -38,7 +38,8 @@ def two_view_dataset(root: Path, n_patients: int, seed: int = 0) -> Path:
     of dense tissue (0-3, drawn as the demo's density classes 1-4, independently, so one view says
     nothing of the other); a breast's density is the mean of its two views' amounts, rounded down:
     ``(cc + mlo) // 2 + 1``. Averaging each view's own prediction cannot find it: the mean of
-    exact single-view probabilities (eval.aggregate=mean) scores a quadratic kappa of 0.60 on it. Returns the label CSV (image-path layout)."""
+    exact single-view probabilities (eval.aggregate=mean) scores a quadratic kappa of 0.60 on it.
+    Returns the label CSV (image-path layout)."""
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
@@ -260,6 +261,32 @@ def test_a_breast_without_laterality_stops_the_run_with_one_line(tmp_path):
     assert "have no laterality (first: A0000/L_CC.dcm)" in summary["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.unit=side", "model.unit='side': expected one of breast, exam"),
+        ("model.fusion=concat", "model.fusion='concat': expected one of mean, max, attention"),
+    ],
+)
+def test_a_bad_unit_or_fusion_stops_the_run_before_any_work(tmp_path, demo_root, override, message):
+    from mammo.train import main
+
+    out = tmp_path / "out"
+    args = [
+        *TINY,
+        *SMALL_DEMO,
+        *MULTIVIEW,
+        override,
+        f"paths.output_dir={out}",
+        f"paths.demo_dir={demo_root}",
+    ]
+    assert run_cli(main, args) == 1
+    run = next(out.glob("mammo_multiview_density/results_*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"]["message"] == message
+    assert not (run / "data_manifest.json").exists()  # stopped before reading the data
+
+
 # -- the parts --------------------------------------------------------------------------------------
 def test_units_are_numbered_by_their_keys_and_an_image_without_them_is_its_own():
     frame = pd.DataFrame(
@@ -272,7 +299,7 @@ def test_units_are_numbered_by_their_keys_and_an_image_without_them_is_its_own()
     assert unit_codes(frame, "breast").tolist() == [0, 0, 1, 1, 2, 3]
     assert unit_codes(frame, "exam").tolist() == [0, 0, 0, 0, 1, 2]
     assert whole_unit_batches(unit_codes(frame, "breast"), 2) == [[0, 1, 2, 3], [4, 5]]
-    with pytest.raises(DataError, match="model.unit='side': expected one of breast, exam"):
+    with pytest.raises(ConfigError, match="model.unit='side': expected one of breast, exam"):
         unit_codes(frame, "side")
 
 
