@@ -590,7 +590,7 @@ class DensityDataModule(L.LightningDataModule):
         return self._loader(self.dataset(self.val_table))
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        workers = self.loading.num_workers
+        workers = self.loading.batch_workers()
         return DataLoader(
             dataset,
             batch_size=self.loading.batch_size,

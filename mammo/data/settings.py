@@ -85,6 +85,15 @@ class LoaderSettings:
     seed: int
     embeddings_dir: str | None = None
 
+    def batch_workers(self) -> int:
+        """Loader processes that read the batches: none where every image is cached (the memory
+        or disk cache; the fill stops at, or drops, any image it cannot make), as a cached image
+        is read, not decoded, and a worker would only add the hand-over of each batch across a
+        process boundary (``scripts/bench_cache.py``: several times slower); ``num_workers`` where
+        each batch is decoded from the DICOM files (``cache_mode=none``). The fill always uses
+        ``num_workers``."""
+        return self.num_workers if self.cache_mode == "none" else 0
+
     def __post_init__(self) -> None:
         if self.cache_mode not in CACHE_MODES:
             raise DataError(f"data.cache_mode={self.cache_mode!r}: expected one of {', '.join(CACHE_MODES)}")

@@ -271,3 +271,13 @@ def test_training_augmentation_flips_only_images_whose_chest_wall_was_not_orient
     out = dm.augment(images)
     mirrored = out[..., 16:].mean(dim=(1, 2, 3)) > out[..., :16].mean(dim=(1, 2, 3))
     assert bool(mirrored.any()) == flips, int(mirrored.sum())
+
+
+@pytest.mark.parametrize(("mode", "workers"), [("disk", 0), ("memory", 0), ("none", 2)])
+def test_cached_batches_are_read_in_the_training_process(dataset, make_datamodule, mode, workers):
+    """A cached image is read, not decoded: workers would only hand each batch over to the
+    training process (scripts/bench_cache.py). They decode where there is no cache."""
+    dm = make_datamodule(*dataset, cache_mode=mode, num_workers=2)
+    assert dm.train_dataloader().num_workers == workers and dm.val_dataloader().num_workers == workers
+    if mode == "disk":
+        assert dm.cache_stats["built"] == 40  # the fill still uses data.num_workers

@@ -94,9 +94,10 @@ def test_interrupt_records_the_run_as_interrupted(tmp_path, demo_root, sig, star
 @pytest.mark.parametrize(
     ("sig", "extra"),
     [
-        # loader workers (persistent across epochs) and the disk cache, as users run it
+        # the disk cache as users run it (batches read in the training process), and loader
+        # workers (persistent across epochs) decoding each batch without a cache
         (signal.SIGTERM, ["data.num_workers=2", "data.cache_mode=disk"]),
-        (signal.SIGKILL, ["data.num_workers=2"]),
+        (signal.SIGKILL, ["data.num_workers=2", "data.cache_mode=none"]),
     ],
 )
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, demo_root, sig, extra):
