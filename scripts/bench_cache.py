@@ -4,15 +4,22 @@
 
 In one run, over ``--entries`` cache entries of preprocessed mammogram-like images:
 
-  (b) a cached epoch: the disk cache through mammo's Dataset and a DataLoader (batch 16, in the
-      loading process: ``num_workers=0``)
+  (b) a cached epoch as a run reads it: the disk cache through mammo's Dataset and the loader a run
+      builds (``mammo.data.datamodule.batch_loader`` with a run's default settings: batch 16,
+      ``data.num_workers`` every CPU, which cached batches leave to the cache fill), in the
+      training order (``EpochShuffle``: a full shuffle, a new one per epoch)
   (c) the floor of any cached epoch: the same bytes as one file, read in one sequential pass of
       batch-sized reads into one reused buffer (goal b/c >= 0.8)
   (c2) the same sequential read into fresh memory for every batch, as a loader that hands each
       batch over (and so cannot reuse its memory) must do
   (e) the spec's format for comparison: torch.load of one [3, H, W] float32 .pt per image
-  (w) the cached epoch with loader workers (``data.num_workers``' default: every CPU), against
+  (w) the same epoch handed over by loader workers (every CPU), as runs read it before, against
   (t) torch's DataLoader handing over batches of the same size from as many workers, reading nothing
+  (l) LitData, Lightning's streaming format, on the same preprocessed images (``litdata.optimize``,
+      then ``StreamingDataset(shuffle=True)`` + ``StreamingDataLoader``, batch 16, in-process):
+      (l1) its default ``batch_decode="auto"``, (l0) ``batch_decode=0`` (each item decoded once);
+      it shuffles the chunk order and the items within a chunk, not the whole epoch. Skipped with
+      one line when ``litdata`` is not installed (``pip install litdata``)
 
 All are measured from the page cache; b, c and w then from the disk (page cache dropped before each run;
 root only). b/a compares the cached epoch with the uncached path for one large RLE image.
@@ -25,6 +32,8 @@ import os
 import statistics
 import tempfile
 import time
+from contextlib import redirect_stderr, redirect_stdout
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +60,7 @@ def main() -> None:
         source, dataset = cache_of(tmp, pre, images, args.entries)
         workers = available_cpus()
         hot, cold = epochs(tmp, source, dataset, workers, args.entries, args.repeats)
+        hot.update(litdata_epochs(tmp, source, args.entries, args.repeats))
     report(hot, cold, uncached, workers, args)
 
 
@@ -99,17 +109,35 @@ def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
     return source, DicomDataset(table, source)
 
 
+def run_loader(dataset, workers: int, cache_dir: Path):
+    """The loader a run reads the cached ``dataset`` with (its default settings), and its sampler:
+    ``EpochShuffle``, whose ``set_epoch`` gives every timed epoch the next epoch's order."""
+    from mammo.data.cache import EpochShuffle
+    from mammo.data.datamodule import batch_loader
+    from mammo.data.settings import LoaderSettings
+
+    settings = LoaderSettings(BATCH, workers, "disk", str(cache_dir), train_augment=False, seed=42)
+    sampler = EpochShuffle(dataset, settings.seed)
+    return batch_loader(dataset, settings, sampler), sampler
+
+
 def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int) -> tuple[dict, dict | None]:
     """Images/s of every side, from the page cache, and of b and c from the disk (or ``None``)."""
     from torch.utils.data import DataLoader
 
-    from mammo.data.cache import collate
+    from mammo.data.cache import EpochShuffle, collate
 
     joined = join_entries(source.entries, tmp / "all_entries.bin")
     batch_bytes = BATCH * source.cache.nbytes
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=0, collate_fn=collate)
+    loader, order = run_loader(dataset, workers, tmp / "cache")
+    shuffled = EpochShuffle(dataset, 42)
     with_workers = DataLoader(
-        dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate, persistent_workers=True
+        dataset,
+        batch_size=BATCH,
+        sampler=shuffled,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=True,
     )
     handover = DataLoader(
         Handover(entries, source.preprocessing.shape),
@@ -119,11 +147,11 @@ def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int)
         persistent_workers=True,
     )
     sides = {
-        "b": lambda: drain(loader),
+        "b": lambda: drain(loader, order),
         "c": sequential_read(joined, batch_bytes, fresh=False),
         "c2": sequential_read(joined, batch_bytes, fresh=True),
         "e": torch_load_epoch(source, tmp / "pt"),
-        "w": lambda: drain(with_workers),
+        "w": lambda: drain(with_workers, shuffled),
         "t": lambda: drain(handover),
     }
     hot = {name: entries / timed(side, repeats) for name, side in sides.items()}
@@ -132,9 +160,44 @@ def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int)
     return hot, {name: entries / cold_seconds(sides[name], repeats) for name in ("b", "c", "w")}
 
 
-def drain(loader) -> None:
-    for images, *_ in loader:
+def drain(loader, order=None) -> None:
+    """One epoch of ``loader`` (the next epoch's order of its ``EpochShuffle`` ``order``)."""
+    if order is not None:
+        order.set_epoch(order.epoch + 1)
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch["image"]
         images[:, :, :: images.shape[2] // 4 or 1].sum()  # touch the batch, as a training step does
+
+
+def litdata_epochs(tmp: Path, source, entries: int, repeats: int) -> dict:
+    """Images/s of LitData's in-process loader over the same preprocessed images (``l1``: its
+    default ``batch_decode``; ``l0``: ``batch_decode=0``); nothing without ``litdata``."""
+    try:
+        import litdata
+    except ImportError:
+        print("(l) LitData: not installed here (pip install litdata); its sides are left out")
+        return {}
+    images = [source.cache.read(entry) for entry in source.entries]
+    out = tmp / "litdata"
+    with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):  # its progress
+        litdata.optimize(
+            fn=partial(litdata_item, images),
+            inputs=list(range(entries)),
+            output_dir=str(out),
+            chunk_bytes="64MB",
+            num_workers=1,
+            mode="overwrite",
+        )
+    sides = {}
+    for name, decode in (("l1", "auto"), ("l0", 0)):
+        dataset = litdata.StreamingDataset(str(out), shuffle=True, seed=42, batch_decode=decode)
+        loader = litdata.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=0)
+        sides[name] = entries / timed(lambda loader=loader: drain(loader), repeats)
+    return sides
+
+
+def litdata_item(images: list, i: int) -> dict:
+    return {"image": images[i][None], "label": i % 4}
 
 
 class Handover:
@@ -209,12 +272,15 @@ def report(hot: dict, cold: dict | None, uncached: float, workers: int, args) ->
         f"cached epochs of {args.entries} entries at {args.size}x{args.size}, batch {BATCH} "
         f"(medians of {args.repeats}):"
     )
-    print(f"  (b)  mammo Dataset + DataLoader, in-process:          {hot['b']:8.0f}/s")
+    print(f"  (b)  mammo, as a run reads it (shuffled, in-process):  {hot['b']:8.0f}/s")
     print(f"  (c)  one sequential read, one reused buffer:          {hot['c']:8.0f}/s")
     print(f"  (c2) one sequential read, fresh memory per batch:     {hot['c2']:8.0f}/s")
     print(f"  (e)  torch.load of a [3,H,W] float32 .pt each:        {hot['e']:8.0f}/s")
     print(f"  (w)  mammo Dataset + DataLoader, {workers} workers:            {hot['w']:8.0f}/s")
     print(f"  (t)  torch DataLoader, {workers} workers, nothing read:        {hot['t']:8.0f}/s")
+    if "l1" in hot:
+        print(f"  (l1) LitData, batch_decode=auto (its default), in-process: {hot['l1']:8.0f}/s")
+        print(f"  (l0) LitData, batch_decode=0, in-process:               {hot['l0']:8.0f}/s")
     print("\nratios:")
     print(f"  b/a  = {hot['b'] * uncached:8.1f}   cached epoch vs uncached RLE decode+preprocess (bar >= 50)")
     print(
@@ -230,6 +296,9 @@ def report(hot: dict, cold: dict | None, uncached: float, workers: int, args) ->
         print(f"  w/c  = {cold['w'] / cold['c']:8.2f}   the same with {workers} workers: {cold['w']:.0f}/s")
     print(f"  b/e  = {hot['b'] / hot['e']:8.2f}   mammo's cache vs per-image .pt files")
     print(f"  w/t  = {hot['w'] / hot['t']:8.2f}   with workers vs torch's own hand-over of the same batches")
+    if "l1" in hot:
+        best = max(hot["l1"], hot["l0"])
+        print(f"  b/l  = {hot['b'] / best:8.2f}   vs LitData at its best setting here (goal > 1)")
 
 
 if __name__ == "__main__":

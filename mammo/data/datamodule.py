@@ -590,18 +590,7 @@ class DensityDataModule(L.LightningDataModule):
         return self._loader(self.dataset(self.val_table))
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        workers = self.loading.batch_workers()
-        return DataLoader(
-            dataset,
-            batch_size=self.loading.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=collate,
-            # the loader's own generator: starting its iterator (workers' base seed) draws nothing
-            # from the global torch random state, which a resumed run must find as it was saved
-            generator=torch.Generator().manual_seed(int(self.loading.seed)),
-        )
+        return batch_loader(dataset, self.loading, sampler)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """On the device: channels_last on a GPU; training batches augmented (``BatchAugmentation``)."""
@@ -666,6 +655,24 @@ class DensityDataModule(L.LightningDataModule):
             "split_csv": hp.split_csv,
             "split_file": "split.csv",
         }
+
+
+def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None) -> DataLoader:
+    """The DataLoader a run reads ``dataset`` with (``scripts/bench_cache.py`` times this one):
+    ``loading.batch_size`` batches, in the training process where every image is cached
+    (:meth:`LoaderSettings.batch_workers`)."""
+    workers = loading.batch_workers()
+    return DataLoader(
+        dataset,
+        batch_size=loading.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+        # the loader's own generator: starting its iterator (workers' base seed) draws nothing
+        # from the global torch random state, which a resumed run must find as it was saved
+        generator=torch.Generator().manual_seed(int(loading.seed)),
+    )
 
 
 def label_files(source: LabelSource) -> tuple[Path | list[Path], Path | None]:
