@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from mammo.data.cache import HEADER, safe_name
+from mammo.data.cache import DiskCache, entry_name
+from mammo.data.images import Preprocessing
 from tests.conftest import SMALL_DEMO, TINY, run_cli
 from tests.sample_trace import SampleTrace
 
@@ -38,10 +38,12 @@ def the_sample(run_dir: Path, demo_root: Path, cache: Path, store: Path) -> Samp
     files = json.loads((run_dir / "data_manifest.json").read_text())["files"]
     relative = next(f["path"] for f in files if f["image_id"] == row["image_id"])
     file = next(demo_root.glob("*/archive")) / relative
-    name = safe_name(f"{row['AccessionNumber']}_{Path(row['image_id']).name}")
-    (entry,) = cache.glob(f"*/*/{name}.*.bin")
-    pixels = np.fromfile(entry, dtype=np.float16, offset=HEADER.size)
-    side = int(np.sqrt(pixels.size))
+    sha = next(f["sha256"] for f in files if f["image_id"] == row["image_id"])
+    (folder,) = cache.glob("*/*/settings.json")
+    disk = DiskCache(cache, Preprocessing(64))
+    assert disk.folder == folder.parent  # the run's preprocessing at img_size=64
+    pixels = disk.read(entry_name(row["AccessionNumber"], row["image_id"], sha), verify=True)
+    side = pixels.shape[0]
     keys = {row["AccessionNumber"], row["image_id"]}
     return SampleTrace(keys, file, pixels.reshape(side, side), store=store)
 

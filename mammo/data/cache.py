@@ -38,16 +38,20 @@ exists; an array whose only reference is the pool's own is therefore free to be 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
 import os
 import re
+import socket
 import struct
 import sys
 import time
+import uuid
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -115,99 +119,108 @@ def cache_folder(cache_dir: str | Path, preprocessing: Preprocessing) -> Path:
 
 
 class DiskCache:
-    """The entries for one preprocessing setting.
+    """The packed entries for one preprocessing setting.
 
     Args:
         cache_dir: the experiment's cache folder (``outputs/<experiment>/cache``).
         preprocessing: the settings whose outputs are stored.
+
+    An entry is known by its key (:func:`entry_name`: readable, and keyed by the DICOM's content);
+    where it lies, by the folder's index files, read once and then as they grow.
     """
 
     def __init__(self, cache_dir: str | Path, preprocessing: Preprocessing) -> None:
         self.folder = cache_folder(cache_dir, preprocessing)
         self.shape = preprocessing.shape
         self.nbytes = HEADER.size + int(np.prod(self.shape)) * np.dtype(DTYPE).itemsize
+        self.settings = json.dumps(preprocessing.settings(), indent=2).encode()
+        self.index = PackIndex(self.folder)
+        self.writer: ShardWriter | None = None
+        self._publish_settings()
+        self.has_old_entries = any(self.folder.glob("*.bin"))  # an older mammo's per-file cache
+
+    def _publish_settings(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         settings = self.folder / "settings.json"
         if not settings.exists():
-            _atomic_write(settings, json.dumps(preprocessing.settings(), indent=2).encode())
+            _atomic_write(settings, self.settings)
 
-    def entry(self, accession: str, image_id: str, sha256: str) -> Path:
-        return self.folder / entry_name(accession, image_id, sha256)
+    def __getstate__(self) -> dict:  # a spawned loader worker opens files of its own
+        return {**self.__dict__, "index": PackIndex(self.folder, self.index.entries), "writer": None}
 
-    def read(self, path: Path, verify: bool = False) -> np.ndarray:
+    def entry(self, accession: str, image_id: str, sha256: str) -> str:
+        return entry_name(accession, image_id, sha256)
+
+    def read(self, key: str, verify: bool = False) -> np.ndarray:
         """The cached image; raises ``FileNotFoundError`` or :class:`CacheEntryError`."""
         out = np.empty(self.shape, dtype=DTYPE)
-        self.read_into(path, out, verify)
+        self.read_into(key, out, verify)
         return out
 
-    def open_entries(self, paths: list[Path]) -> list[int | None]:
-        """Descriptors for entries, ``None`` where opening fails (then :meth:`read_into` raises
-        and the entry is rebuilt). The caller closes them."""
-        fds: list[int | None] = []
-        for path in paths:
-            try:
-                fds.append(os.open(path, os.O_RDONLY))
-            except OSError:
-                fds.append(None)
-        return fds
+    def open_entries(self, keys: list[str]) -> list[Location | None]:
+        """Where each entry lies, ``None`` where it is not in the cache (then :meth:`read_into`
+        raises and the entry is rebuilt). The shards stay open; nothing is opened per entry."""
+        return [self.index.locate(key) for key in keys]
 
-    @staticmethod
-    def advise(fds: list[int | None]) -> None:
-        """``posix_fadvise(WILLNEED)`` each entry: the kernel reads them all in the background, so
-        a batch from a cold cache is read with the disk's queue full rather than one file at a time
-        (measured: 1.5x images/s from the disk). It costs ~8 us per file already in the page cache,
-        which is why :class:`~mammo.data.cache.ImageSource` calls it only after a miss."""
+    def advise(self, locations: list[Location | None]) -> None:
+        """``posix_fadvise(WILLNEED)`` each entry's bytes: the kernel reads them all in the
+        background, so a batch from a cold cache is read with the disk's queue full rather than one
+        entry at a time. It costs a system call per entry even when its pages are in memory, which
+        is why :class:`~mammo.data.cache.ImageSource` calls it only after a miss."""
         if hasattr(os, "posix_fadvise"):
-            for fd in fds:
-                if fd is not None:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            for where in locations:
+                if where is not None:
+                    os.posix_fadvise(where.fd, where.offset, self.nbytes, os.POSIX_FADV_WILLNEED)
 
     def read_into(
-        self, path: Path, out: np.ndarray, verify: bool = False, fd: int | None = None, nowait: bool = False
+        self, key: str, out: np.ndarray, verify: bool = False, where=None, nowait: bool = False
     ) -> bool:
-        """Read an entry straight into ``out`` (e.g. a slot of a batch tensor): one ``preadv`` into
-        the header and the caller's buffer, one copy from the page cache to its final place.
+        """Read an entry straight into ``out`` (e.g. a slot of a batch tensor): one ``preadv`` of
+        its shard into the header and the caller's buffer, one copy from the page cache to its
+        final place.
 
         With ``nowait`` it reads only what is already in the page cache (``RWF_NOWAIT``) and
-        returns ``False``, having checked nothing, where the entry is not all there. A byte past
-        the expected size is asked for too, so a file of the wrong size shows without an ``fstat``.
-        ``fd`` (from :meth:`open_entries`) stays open; without one the path is opened and closed.
+        returns ``False``, having checked nothing, where the entry is not all there. ``where`` is
+        its :class:`Location` (from :meth:`open_entries`), else it is looked up.
         """
-        header, extra = bytearray(HEADER.size), bytearray(1)
-        own = fd is None
-        fd = os.open(path, os.O_RDONLY) if own else fd
-        try:
-            got = _preadv(fd, [header, memoryview(out).cast("B"), extra], nowait)
-        finally:
-            if own:
-                os.close(fd)
+        where = where or self.index.locate(key)
+        if where is None:
+            raise FileNotFoundError(f"{key}: not in the disk cache")
+        header = bytearray(HEADER.size)
+        got = _preadv(where.fd, [header, memoryview(out).cast("B")], where.offset, nowait)
         if nowait and (got is None or got < self.nbytes):
             return False
         if got != self.nbytes:
-            size = os.path.getsize(path)
-            raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
+            raise CacheEntryError(f"{key}: {got} bytes in {where.shard}, expected {self.nbytes} (truncated)")
         magic, height, width, crc, dtype, *_ = HEADER.unpack(header)
         if magic != MAGIC or (height, width) != self.shape or dtype != 1:
-            raise CacheEntryError(f"{path.name}: bad header")
+            raise CacheEntryError(f"{key}: bad header")
         if verify and zlib.crc32(memoryview(out).cast("B")) != crc:
-            raise CacheEntryError(f"{path.name}: checksum mismatch (corrupt)")
+            raise CacheEntryError(f"{key}: checksum mismatch (corrupt)")
         return True
 
-    def check(self, path: Path) -> Facts:
+    def check(self, key: str) -> Facts:
         """Size and header of an entry, without reading its image; raises like :meth:`read`.
         Returns how the image was made."""
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            header = f.read(HEADER.size)
-        if size != self.nbytes:
-            raise CacheEntryError(f"{path.name}: {size} bytes, expected {self.nbytes} (truncated)")
+        where = self.index.locate(key)
+        if where is None:
+            raise FileNotFoundError(f"{key}: not in the disk cache")
+        header = os.pread(where.fd, HEADER.size, where.offset)
+        end = os.fstat(where.fd).st_size
+        if where.offset + self.nbytes > end:
+            raise CacheEntryError(
+                f"{key}: {max(0, end - where.offset)} bytes in {where.shard}, "
+                f"expected {self.nbytes} (truncated)"
+            )
         magic, height, width, _, dtype, *facts = HEADER.unpack(header)
         made = header_facts(*facts)
         if magic != MAGIC or (height, width) != self.shape or dtype != 1 or made is None:
-            raise CacheEntryError(f"{path.name}: bad header")
+            raise CacheEntryError(f"{key}: bad header")
         return made
 
-    def write(self, path: Path, image: np.ndarray, facts: Facts) -> None:
+    def write(self, key: str, image: np.ndarray, facts: Facts) -> None:
+        """Append the entry to this process's shard, then its index record: a reader finds an
+        entry only once all of it is written (a crash leaves bytes no index names)."""
         payload = np.ascontiguousarray(image, dtype=DTYPE)
         if payload.shape != self.shape:
             raise ValueError(f"cache entry shape {payload.shape} != {self.shape}")
@@ -217,7 +230,143 @@ class DiskCache:
         header = HEADER.pack(
             MAGIC, *self.shape, zlib.crc32(data), 1, chest_wall, window, facts.crop_share, facts.input_share
         )
-        _atomic_write(path, header + data)
+        writer = self.writer
+        if writer is None or writer.pid != os.getpid() or not (self.folder / writer.shard).exists():
+            self._publish_settings()  # a forked worker writes its own; the folder may be gone (rm -rf)
+            self.writer = ShardWriter(self.folder)
+        self.index.add(key, self.writer.append(key, header + data))
+
+    def migrate(self, key: str) -> str | None:
+        """Move the per-file entry ``key`` of an older mammo's cache, if there is one, into the
+        pack: ``"moved"`` when it was whole (its CRC checked), ``"dropped"`` when it was not (it
+        is then rebuilt); ``None`` without one."""
+        old = self.folder / key
+        if not self.has_old_entries or not old.is_file():
+            return None
+        try:
+            image, facts = read_old_entry(old, self.shape)
+        except (OSError, CacheEntryError):
+            old.unlink(missing_ok=True)
+            return "dropped"
+        self.write(key, image, facts)
+        old.unlink(missing_ok=True)
+        return "moved"
+
+
+class Location(NamedTuple):
+    """Where an entry lies: its shard (name and an open descriptor) and the offset in it."""
+
+    shard: str
+    fd: int
+    offset: int
+
+
+RECORD = struct.Struct("<16sQQI")
+"""An index record: the key's digest, the entry's offset in its shard, a sequence number (the
+newest record of a key wins: a rebuilt entry replaces a damaged one) and the CRC-32 of the rest,
+so a torn record is never read."""
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()[:16]
+
+
+class PackIndex:
+    """The folder's index files (``*.idx``, one per shard), read once and then as they grow;
+    shards are opened once, read-only, and stay open."""
+
+    def __init__(self, folder: Path, entries: dict | None = None) -> None:
+        self.folder = folder
+        self.entries: dict[bytes, tuple[int, str, int]] = dict(entries or {})  # digest: seq, shard, offset
+        self.read_up_to: dict[str, int] = {}
+        self.fds: dict[str, int] = {}
+
+    def locate(self, key: str) -> Location | None:
+        digest = key_digest(key)
+        if digest not in self.entries:
+            self.refresh()
+        found = self.entries.get(digest)
+        if found is None:
+            return None
+        _, shard, offset = found
+        fd = self.fds.get(shard)
+        if fd is None:
+            try:
+                fd = self.fds[shard] = os.open(self.folder / shard, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        return Location(shard, fd, offset)
+
+    def add(self, key: str, record: tuple[int, str, int]) -> None:
+        self.entries[key_digest(key)] = record
+
+    def refresh(self) -> None:
+        """Read what the index files gained since the last look (whole, intact records only)."""
+        try:
+            names = sorted(p.name for p in self.folder.glob(f"*{INDEX_SUFFIX}"))
+        except OSError:
+            return
+        for name in names:
+            try:
+                with open(self.folder / name, "rb") as f:
+                    f.seek(self.read_up_to.get(name, 0))
+                    data = f.read()
+            except OSError:
+                continue
+            whole = len(data) - len(data) % RECORD.size
+            self.read_up_to[name] = self.read_up_to.get(name, 0) + whole
+            shard = name.removesuffix(INDEX_SUFFIX) + SHARD_SUFFIX
+            for digest, offset, seq, crc in RECORD.iter_unpack(data[:whole]):
+                if zlib.crc32(RECORD.pack(digest, offset, seq, 0)[:-4]) != crc:
+                    continue  # torn or foreign bytes
+                if seq > self.entries.get(digest, (-1,))[0]:
+                    self.entries[digest] = (seq, shard, offset)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+SHARD_SUFFIX, INDEX_SUFFIX = ".pack", ".idx"
+
+
+class ShardWriter:
+    """This process's own shard and index file, appended to (no other process writes them)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.pid = os.getpid()
+        stem = f"shard-{socket.gethostname()}-{self.pid}-{uuid.uuid4().hex[:8]}"
+        self.shard = stem + SHARD_SUFFIX
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        self.data = os.open(folder / self.shard, flags, 0o644)
+        self.records = os.open(folder / (stem + INDEX_SUFFIX), flags | os.O_APPEND, 0o644)
+        self.end = 0
+
+    def append(self, key: str, entry: bytes) -> tuple[int, str, int]:
+        offset, view = self.end, memoryview(entry)
+        while view:
+            view = view[os.pwrite(self.data, view, offset + len(entry) - len(view)) :]
+        self.end += len(entry)
+        seq = time.time_ns()
+        record = RECORD.pack(key_digest(key), offset, seq, 0)
+        os.write(self.records, record[:-4] + struct.pack("<I", zlib.crc32(record[:-4])))
+        return seq, self.shard, offset
+
+
+def read_old_entry(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, Facts]:
+    """An older mammo's per-file entry (same header and payload, one file per image), checked
+    whole: size, header and CRC; raises :class:`CacheEntryError` otherwise."""
+    data = path.read_bytes()
+    expected = HEADER.size + int(np.prod(shape)) * np.dtype(DTYPE).itemsize
+    if len(data) != expected:
+        raise CacheEntryError(f"{path.name}: {len(data)} bytes, expected {expected} (truncated)")
+    magic, height, width, crc, dtype, *facts = HEADER.unpack(data[: HEADER.size])
+    made = header_facts(*facts)
+    payload = data[HEADER.size :]
+    if magic != MAGIC or (height, width) != shape or dtype != 1 or made is None or zlib.crc32(payload) != crc:
+        raise CacheEntryError(f"{path.name}: bad header or checksum")
+    return np.frombuffer(payload, DTYPE).reshape(shape).copy(), made
 
 
 def header_facts(chest_wall: int, window: int, crop_share: float, input_share: float) -> Facts | None:
@@ -232,15 +381,23 @@ def entry_name(accession: str, image_id: str, sha256: str) -> str:
     return f"{safe_name(f'{accession}_{Path(image_id).name}')}.{sha256[:16]}.bin"
 
 
-def stored_facts(path: Path) -> Facts | None:
-    """How an entry's image was made, from its header alone; ``None`` for a missing or foreign
-    entry."""
+def stored_facts(folder: Path, keys: list[str]) -> list[Facts | None]:
+    """How each entry's image was made, from its header alone (read-only: nothing is created);
+    ``None`` for a missing or foreign entry."""
+    index, out = PackIndex(Path(folder)), []
     try:
-        with open(path, "rb") as f:
-            magic, _, _, _, _, *facts = HEADER.unpack(f.read(HEADER.size))
-    except (OSError, struct.error):
-        return None
-    return header_facts(*facts) if magic == MAGIC else None
+        for key in keys:
+            where = index.locate(key)
+            try:
+                header = os.pread(where.fd, HEADER.size, where.offset) if where else b""
+                magic, _, _, _, _, *facts = HEADER.unpack(header)
+            except (OSError, struct.error):
+                out.append(None)
+                continue
+            out.append(header_facts(*facts) if magic == MAGIC else None)
+    finally:
+        index.close()
+    return out
 
 
 def available_memory() -> int | None:
@@ -265,13 +422,13 @@ def check_memory_cache_fits(images: int, shape: tuple[int, int], available: int 
         )
 
 
-def _preadv(fd: int, buffers: list, nowait: bool) -> int | None:
-    """Bytes read from offset 0; ``None`` when ``nowait`` and the kernel would have to wait for
+def _preadv(fd: int, buffers: list, offset: int, nowait: bool) -> int | None:
+    """Bytes read from ``offset``; ``None`` when ``nowait`` and the kernel would have to wait for
     the disk (or cannot read without waiting on this file system)."""
     if not nowait:
-        return os.preadv(fd, buffers, 0)
+        return os.preadv(fd, buffers, offset)
     try:
-        return os.preadv(fd, buffers, 0, NOWAIT)
+        return os.preadv(fd, buffers, offset, NOWAIT)
     except OSError:  # BlockingIOError (EAGAIN), or EOPNOTSUPP where the file system has no NOWAIT
         return None
 
@@ -378,23 +535,19 @@ class ImageSource:
         the page cache without waiting until one is missing there; then the rest of the batch's
         reads are all started at once (:meth:`DiskCache.advise`) before reading on."""
         on_disk = self.cache is not None and self.memory is None
-        paths = [self.entries[i] for i in indices] if on_disk else []
-        fds = self.cache.open_entries(paths) if on_disk else [None] * len(indices)
-        try:
-            advised = not on_disk
-            for k, i in enumerate(indices):
-                if not self.read_into(i, out[k], fds[k], nowait=not advised):
-                    self.cache.advise(fds[k:])
-                    advised = True
-                    self.read_into(i, out[k], fds[k])
-        finally:
-            for fd in [fd for fd in fds if fd is not None]:
-                os.close(fd)
+        keys = [self.entries[i] for i in indices] if on_disk else []
+        where = self.cache.open_entries(keys) if on_disk else [None] * len(indices)
+        advised = not on_disk
+        for k, i in enumerate(indices):
+            if not self.read_into(i, out[k], where[k], nowait=not advised):
+                self.cache.advise(where[k:])
+                advised = True
+                self.read_into(i, out[k], where[k])
 
-    def read_into(self, i: int, out: np.ndarray, fd: int | None = None, nowait: bool = False) -> bool:
-        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``fd`` is
-        its open disk cache entry. ``False`` (nothing done) where ``nowait`` and the entry is not
-        in the page cache (:meth:`DiskCache.read_into`)."""
+    def read_into(self, i: int, out: np.ndarray, where=None, nowait: bool = False) -> bool:
+        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``where``
+        is its disk cache entry's :class:`Location`. ``False`` (nothing done) where ``nowait`` and
+        the entry is not in the page cache (:meth:`DiskCache.read_into`)."""
         if self.memory is not None:
             out[...] = self.memory[self.memory_index[i]]
         elif self.cache is None:
@@ -402,7 +555,7 @@ class ImageSource:
         else:
             entry = self.entries[i]
             try:
-                if not self.cache.read_into(entry, out, entry not in self.verified, fd, nowait):
+                if not self.cache.read_into(entry, out, entry not in self.verified, where, nowait):
                     return False
             except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
                 log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
@@ -439,13 +592,15 @@ class CacheFiller(Dataset):
     def __getitem__(self, i: int):
         source, status, detail, image, facts = self.source, "built", "", None, None
         if source.cache is not None:
+            migrated = source.cache.migrate(source.entries[i])  # an older mammo's per-file entry
             try:  # the memory cache needs the image (and its CRC); the disk cache only its header
                 facts = source.cache.check(source.entries[i])
                 if self.keep:
                     image = source.cache.read(source.entries[i], verify=True)
-                status = "reused"
+                status, detail = "reused", "moved" if migrated == "moved" else ""
             except FileNotFoundError:
-                pass
+                if migrated == "dropped":
+                    status, detail = "regenerated", f"{source.entries[i]}: a damaged per-file entry"
             except CacheEntryError as exc:
                 status, detail = "regenerated", str(exc)
         if status != "reused":
@@ -521,10 +676,11 @@ def fill_cache(
     )
     memory = np.zeros((len(source), *source.preprocessing.shape), np.float16) if keep else None
     counts = {"reused": 0, "built": 0, "regenerated": 0, "bad": 0}
-    damaged, bad, facts = [], {}, {}
+    damaged, bad, facts, moved = [], {}, {}, 0
     for batch in loader:
         for i, status, detail, image, facts[i] in batch:
             counts[status] += 1
+            moved += detail == "moved"
             if status == "bad":
                 if not skip:
                     raise DataError(detail)
@@ -543,6 +699,8 @@ def fill_cache(
         )
         log.info("Cache rebuild complete (took %.1fs)", seconds)
     folder = source.cache.folder if source.cache is not None else None
+    if moved:
+        log.info("Moved %d entries of the per-file disk cache into the packed cache (%s)", moved, folder)
     log.info(
         "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
         mode,

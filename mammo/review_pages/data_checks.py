@@ -116,10 +116,11 @@ def image_facts(source) -> pd.DataFrame:
     if not folder or not Path(folder).is_dir():
         return source.predictions.head(0).assign(**{c: [] for c in columns})
     sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
-    made = [
-        stored_facts(Path(folder) / entry_name(acc, image_id, sha_of.get(image_id, "")))
+    keys = [
+        entry_name(acc, image_id, sha_of.get(image_id, ""))
         for acc, image_id in zip(source.predictions["AccessionNumber"], source.predictions["image_id"])
     ]
+    made = stored_facts(Path(folder), keys)
     known = [f is not None for f in made]
     facts = pd.DataFrame([asdict(f) for f in made if f is not None], columns=columns)
     return pd.concat([source.predictions[known].reset_index(drop=True), facts], axis=1)

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mammo.core.errors import DataError
-from mammo.data.cache import MAGIC, CacheEntryError, DiskCache, collate, stored_facts
+from mammo.data.cache import HEADER, MAGIC, CacheEntryError, DiskCache, Location, collate, stored_facts
+from tests.cache_files import flip_payload_byte, last_in_its_shard, overwrite_header, shards, truncate, where
 
 
 def val_images(dm) -> torch.Tensor:
@@ -21,8 +22,8 @@ def val_images(dm) -> torch.Tensor:
     return images
 
 
-def entries(dm) -> list:
-    return sorted(dm.source.cache.folder.glob("*.bin"))
+def facts_of(dm) -> list:
+    return stored_facts(dm.source.cache.folder, dm.source.entries)
 
 
 def test_every_cache_mode_gives_the_same_images(dataset, make_datamodule):
@@ -36,7 +37,8 @@ def test_every_cache_mode_gives_the_same_images(dataset, make_datamodule):
 def test_disk_cache_is_built_once_then_reused(dataset, make_datamodule):
     first = make_datamodule(*dataset, cache_mode="disk")
     assert first.cache_stats["built"] == 40 and first.cache_stats["reused"] == 0
-    assert len(entries(first)) == 40
+    assert len(shards(first.source.cache.folder)) == 1  # packed: one shard per writing process
+    assert all(f is not None for f in facts_of(first)) and not list(first.source.cache.folder.glob("*.bin"))
     assert first.source.cache.folder.parent.name == "preprocessed_32x32"
     assert (first.source.cache.folder / "settings.json").is_file()
     second = make_datamodule(*dataset, cache_mode="disk")
@@ -48,11 +50,10 @@ def test_disk_cache_is_built_once_then_reused(dataset, make_datamodule):
 def test_truncated_and_corrupt_entries_are_regenerated_with_a_warning(dataset, make_datamodule, caplog):
     first = make_datamodule(*dataset, cache_mode="disk")
     reference = val_images(first)
-    files = entries(first)
-    files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated
-    data = bytearray(files[1].read_bytes())
-    data[-10] ^= 0xFF  # one flipped byte: same size, wrong checksum
-    files[1].write_bytes(bytes(data))
+    cache, keys = first.source.cache, first.source.entries
+    cut = last_in_its_shard(cache, keys)
+    truncate(cache, cut, keep=1000)  # a crash or a full disk: the shard ends inside its last entry
+    flip_payload_byte(cache, next(k for k in keys if k != cut))  # same size, wrong checksum
     with caplog.at_level(logging.WARNING, logger="mammo"):
         second = make_datamodule(*dataset, cache_mode="disk")  # start-up: sizes and headers only
     assert second.cache_stats["regenerated"] == 1 and second.cache_stats["reused"] == 39
@@ -64,8 +65,8 @@ def test_truncated_and_corrupt_entries_are_regenerated_with_a_warning(dataset, m
             source.read_into(i, out)
     assert "checksum mismatch (corrupt)) - regenerating" in caplog.text
     cache = second.source.cache
-    for path in files:
-        cache.read(path, verify=True)  # repaired on disk
+    for key in keys:
+        cache.read(key, verify=True)  # repaired in the pack
     assert torch.equal(val_images(second), reference)
     assert len(source.verified) == len(source)  # later reads skip the CRC
 
@@ -73,18 +74,18 @@ def test_truncated_and_corrupt_entries_are_regenerated_with_a_warning(dataset, m
 def test_entry_damaged_during_training_is_rebuilt_on_read(dataset, make_datamodule, caplog):
     dm = make_datamodule(*dataset, cache_mode="disk")
     reference = val_images(dm)
-    damaged = entries(dm)
-    facts = [stored_facts(path) for path in damaged]
-    for path in damaged:
-        path.write_bytes(b"")
+    facts = facts_of(dm)
+    for shard in shards(dm.source.cache.folder):
+        shard.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="mammo"):
         assert torch.equal(val_images(dm), reference)
     assert "Disk cache entry unreadable" in caplog.text
-    rebuilt = [(f, stored_facts(path)) for f, path in zip(facts, damaged) if path.stat().st_size]
+    val = set(dm.val_table.index)
+    rebuilt = [(f, after) for k, (f, after) in enumerate(zip(facts, facts_of(dm))) if k in val]
     assert rebuilt and all(before == after for before, after in rebuilt)  # how it was made, kept too
     assert dm.cache_report()["rebuilt_on_read"] == len(reference)
-    for path in damaged:
-        path.write_bytes(b"")
+    for shard in shards(dm.source.cache.folder):
+        shard.write_bytes(b"")
     loader = DataLoader(dm.dataset(dm.train_table), batch_size=8, num_workers=2, collate_fn=collate)
     assert sum(len(images) for images, *_ in loader) == len(dm.train_table)
     rebuilt_by_workers = dm.cache_report()["rebuilt_on_read"] - len(reference)
@@ -134,10 +135,17 @@ def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
     from mammo.data.images import Preprocessing
 
     cache = DiskCache(tmp_path / "shared", Preprocessing(32))
-    files = sorted(cache.folder.glob("*.bin"))
-    assert len(files) == 40 and not list(cache.folder.glob("*.tmp"))
-    for path in files:
-        assert np.isfinite(cache.read(path, verify=True)).all()
+    cache.index.refresh()
+    assert len(cache.index.entries) == 40 and not list(cache.folder.glob("*.tmp"))
+    assert 1 <= len(shards(cache.folder)) <= 2  # a shard per process that wrote
+    out = np.empty((32, 32), np.float16)
+    for _, shard, offset in cache.index.entries.values():  # each entry whole, to its checksum
+        fd = os.open(cache.folder / shard, os.O_RDONLY)
+        try:
+            assert cache.read_into("entry", out, verify=True, where=Location(shard, fd, offset))
+        finally:
+            os.close(fd)
+        assert np.isfinite(out).all()
 
 
 def test_a_memory_cache_that_would_not_fit_is_refused_before_any_work(dataset, make_datamodule, monkeypatch):
@@ -165,25 +173,29 @@ def test_a_subset_run_prepares_only_the_images_it_uses(dataset, make_datamodule)
     assert described["num_train"] + described["num_val"] == used and described["subset"] == 0.4
 
 
-def test_batch_reads_leave_no_file_open(dataset, make_datamodule):
+def test_batch_reads_open_no_file_per_image(dataset, make_datamodule):
     dm = make_datamodule(*dataset, cache_mode="disk")
-    files = entries(dm)
-    files[0].write_bytes(b"")  # rebuilt on read
-    files[1].unlink()  # missing: rebuilt on read
-    data = dm.dataset(dm.samples.table)
-    before = len(os.listdir("/proc/self/fd"))
-    images, *_ = data.__getitems__(list(range(len(data))))
-    assert len(os.listdir("/proc/self/fd")) == before
+    cache, keys = dm.source.cache, dm.source.entries
+    overwrite_header(cache, keys[0], 0, b"MAMMOC01")  # a bad header: rebuilt on read
+    data, everything = dm.dataset(dm.samples.table), list(range(len(dm.samples.table)))
+    images, *_ = data.__getitems__(everything)
+    open_after_one = len(os.listdir("/proc/self/fd"))
+    overwrite_header(cache, keys[1], 0, b"MAMMOC01")
+    data.source.verified.clear()
+    for _ in range(3):
+        images, *_ = data.__getitems__(everything)
+    assert len(os.listdir("/proc/self/fd")) == open_after_one  # the shards stay open, nothing else
     assert images.shape[0] == len(data) and float(images.float().amax()) > 0
     assert dm.cache_report()["rebuilt_on_read"] == 2
 
 
-def evict(path) -> None:
-    """Drop a file's pages from the page cache (any user may, for clean pages)."""
+def evict(path, offset: int = 0, size: int = 0) -> None:
+    """Drop a file's pages (``size`` bytes from ``offset``; 0: all) from the page cache (any user
+    may, for clean pages)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, offset, size, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
@@ -208,15 +220,17 @@ def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of
 ):
     if not pages_can_be_dropped(tmp_path):
         pytest.skip("this file system keeps every page in memory (tmpfs)")
-    source = make_datamodule(*dataset, cache_mode="disk").source
+    source = make_datamodule(*dataset, cache_mode="disk", img_size=64).source  # entries of 3 pages
     cache, n = source.cache, 6
     expected = np.stack([cache.read(source.entries[i]) for i in range(n)])
     advised = []
     monkeypatch.setattr(cache, "advise", lambda fds: advised.append(len(fds)))
-    batch = np.zeros((n, 32, 32), np.float16)
+    batch = np.zeros((n, 64, 64), np.float16)
     for _ in range(5):  # a page still in another CPU's LRU batch is not dropped: try again
         for i in range(2, n):
-            evict(source.entries[i])
+            shard, offset = where(cache, source.entries[i])
+            first_page = (offset + 4095) // 4096 * 4096  # whole pages only: entries 0 and 1 stay
+            evict(shard, first_page, offset + cache.nbytes - first_page)
         source.read_batch(list(range(n)), batch)
         if advised:
             break
@@ -233,29 +247,27 @@ def test_each_entry_records_how_its_image_was_made(dataset, make_datamodule, tmp
 
     dm = make_datamodule(*dataset, cache_mode="disk")
     cache, table = dm.source.cache, dm.samples.table
+    stored = facts_of(dm)
     for i in range(len(table)):
         _, made = dm.preprocessing.preprocess(dm.source.paths[i], dm.source.laterality[i] or None)
         recorded = cache.check(dm.source.entries[i])
-        assert recorded == stored_facts(dm.source.entries[i])
+        assert recorded == stored[i]
         assert recorded.chest_wall_from == made.chest_wall_from and recorded.window == made.window
         assert recorded.crop_share == pytest.approx(made.crop_share, rel=1e-6)  # stored as float32
         assert recorded.input_share == pytest.approx(made.input_share, rel=1e-6)
     own = DiskCache(tmp_path / "own", Preprocessing(32))
-    entry = own.folder / "e.bin"
     facts = Facts(0.5, 0.25, "brightness", "percentile")
-    own.write(entry, np.zeros((32, 32), np.float16), facts)
-    assert own.check(entry) == stored_facts(entry) == facts
-    data = bytearray(entry.read_bytes())
-    data[:8] = b"MAMMOC01"  # an entry of the format before facts: not read as one of these
-    entry.write_bytes(bytes(data))
-    assert stored_facts(entry) is None and MAGIC != b"MAMMOC01"
+    own.write("e", np.zeros((32, 32), np.float16), facts)
+    assert own.check("e") == stored_facts(own.folder, ["e"])[0] == facts
+    assert stored_facts(own.folder, ["missing"]) == [None]
+    overwrite_header(own, "e", 0, b"MAMMOC01")  # an entry of the format before facts
+    assert stored_facts(own.folder, ["e"]) == [None] and MAGIC != b"MAMMOC01"
     with pytest.raises(CacheEntryError, match="bad header"):
-        own.check(entry)
-    data[:8] = MAGIC
-    data[21] = 9  # the chest-wall source's code (after magic, height, width, CRC, dtype): out of range
-    entry.write_bytes(bytes(data))
-    with pytest.raises(CacheEntryError, match="bad header"):
-        own.check(entry)
+        own.check("e")
+    overwrite_header(own, "e", 0, MAGIC)
+    overwrite_header(own, "e", 21, bytes([9]))  # the chest-wall source's code (after magic, height,
+    with pytest.raises(CacheEntryError, match="bad header"):  # width, CRC, dtype): out of range
+        own.check("e")
 
 
 @pytest.mark.parametrize(("orient", "flips"), [("left", False), ("none", True)])
@@ -281,3 +293,44 @@ def test_cached_batches_are_read_in_the_training_process(dataset, make_datamodul
     assert dm.train_dataloader().num_workers == workers and dm.val_dataloader().num_workers == workers
     if mode == "disk":
         assert dm.cache_stats["built"] == 40  # the fill still uses data.num_workers
+
+
+def test_a_per_file_cache_of_an_older_mammo_is_moved_into_the_pack(dataset, make_datamodule, caplog):
+    """Its entries are whole (checked to the CRC) and moved, or damaged and rebuilt: never a wrong
+    image, and the old files are gone afterwards."""
+    import zlib
+
+    first = make_datamodule(*dataset, cache_mode="disk")
+    reference, cache, keys = val_images(first), first.source.cache, first.source.entries
+    old_files = []
+    for key in keys:  # the layout before the pack: one file per image, named by its key
+        image, made = cache.read(key), cache.check(key)
+        payload = image.tobytes()
+        header = HEADER.pack(MAGIC, 32, 32, zlib.crc32(payload), 1, 1, 1, made.crop_share, made.input_share)
+        old_files.append(cache.folder / key)
+        old_files[-1].write_bytes(header + payload)
+    for path in [*shards(cache.folder), *cache.folder.glob("*.idx")]:
+        path.unlink()
+    damaged = bytearray(old_files[0].read_bytes())
+    damaged[-10] ^= 0xFF
+    old_files[0].write_bytes(bytes(damaged))
+    with caplog.at_level(logging.INFO, logger="mammo"):
+        second = make_datamodule(*dataset, cache_mode="disk")
+    assert second.cache_stats["reused"] == 39 and second.cache_stats["regenerated"] == 1
+    assert "Moved 39 entries of the per-file disk cache into the packed cache" in caplog.text
+    assert not any(path.exists() for path in old_files)
+    third = make_datamodule(*dataset, cache_mode="disk")
+    assert third.cache_stats["reused"] == 40 and torch.equal(val_images(third), reference)
+
+
+def test_a_removed_cache_folder_is_rebuilt_by_the_next_run_and_a_running_one_keeps_reading(
+    dataset, make_datamodule
+):
+    import shutil
+
+    dm = make_datamodule(*dataset, cache_mode="disk")
+    reference = val_images(dm)
+    shutil.rmtree(dm.source.cache.folder.parent.parent)  # rm -rf outputs/*/cache
+    assert torch.equal(val_images(dm), reference)  # open shards are still read
+    again = make_datamodule(*dataset, cache_mode="disk")
+    assert again.cache_stats["built"] == 40 and torch.equal(val_images(again), reference)

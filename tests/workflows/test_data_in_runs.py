@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo.data.cache import DiskCache, entry_name
+from mammo.data.images import Preprocessing
 from mammo.data.scan import manifest_sha256
+from tests.cache_files import flip_payload_byte, last_in_its_shard, truncate
 from tests.conftest import TINY, run_cli, train_tiny
 
 
@@ -22,9 +25,9 @@ def test_disk_cache_repair_and_manifest_in_run_artifacts(tmp_path, demo_root):
     assert manifest["num_images"] == data["num_train"] + data["num_val"]
     assert data["cache"]["built"] == manifest["num_images"] and data["preprocessing"]["crop"] is True
 
-    cache = tmp_path / "outputs" / "mammo_tiny_density" / "cache" / "preprocessed_64x64"
-    entry = sorted(cache.glob("*/*.bin"))[0]
-    entry.write_bytes(entry.read_bytes()[:100])
+    keys = [entry_name(f["AccessionNumber"], f["image_id"], f["sha256"]) for f in manifest["files"]]
+    cut = last_in_its_shard(run_cache(first), keys)
+    truncate(run_cache(first), cut)  # the shard ends inside its last entry (a crash, a full disk)
     second = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
     log = (second / "run.log").read_text()
     assert "] WARNING: Disk cache truncation detected for 1 samples - regenerating" in log
@@ -36,13 +39,20 @@ def test_disk_cache_repair_and_manifest_in_run_artifacts(tmp_path, demo_root):
     pd.testing.assert_frame_equal(
         pd.read_csv(first / "val_predictions.csv"), pd.read_csv(second / "val_predictions.csv")
     )
-    data = bytearray(entry.read_bytes())
-    data[-10] ^= 0xFF  # same size, good header, wrong CRC: found only when a loader reads it
-    entry.write_bytes(bytes(data))
+    flip_payload_byte(run_cache(second), cut)  # good size and header, wrong CRC: found when read
     third = train_tiny(tmp_path, demo_root, "epochs=1", "data.cache_mode=disk")
     cache = json.loads((third / "summary.json").read_text())["data_config"]["cache"]
     assert cache["regenerated"] == 0 and cache["rebuilt_on_read"] == 1
     assert "checksum mismatch (corrupt)) - regenerating" in (third / "run.log").read_text()
+
+
+def run_cache(run: Path) -> DiskCache:
+    """The disk cache a run used (its preprocessing settings, its experiment's cache folder)."""
+    summary = json.loads((run / "summary.json").read_text())
+    settings = {k: v for k, v in summary["data_config"]["preprocessing"].items() if k != "pipeline_version"}
+    cache = DiskCache(run.parent / "cache", Preprocessing(**settings))
+    assert str(cache.folder) == summary["data_config"]["cache"]["folder"]
+    return cache
 
 
 def demo_copy(tmp_path, demo_root):

@@ -50,9 +50,9 @@ def test_training_records_and_caches_the_tall_shape(outputs):
     run = outputs / "mammo_tiny_density/results_1"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["hyperparameters"]["img_size"] == [64, 40]
-    entries = sorted((outputs / "mammo_tiny_density/cache/preprocessed_64x40").glob("*/*.bin"))
-    assert entries, "no disk cache entries under preprocessed_64x40"
-    _, height, width, *_ = HEADER.unpack(entries[0].read_bytes()[: HEADER.size])
+    shards = sorted((outputs / "mammo_tiny_density/cache/preprocessed_64x40").glob("*/*.pack"))
+    assert shards, "no disk cache shards under preprocessed_64x40"
+    _, height, width, *_ = HEADER.unpack(shards[0].read_bytes()[: HEADER.size])  # its first entry
     assert (height, width) == (64, 40)
     checkpoint = load_checkpoint(run / "best_model.pt")
     assert checkpoint.preprocessing["img_size"] == [64, 40]
