@@ -1,22 +1,30 @@
 """Cache and batch: preprocessed images stored once, then read back a batch at a time.
 
-**The disk cache.** Preprocessed-image cache (``data.cache_mode=disk``): one small binary file per image.
+**The disk cache.** Preprocessed-image cache (``data.cache_mode=disk``), packed: the images of
+one preprocessing setting in a few large files.
 
-Layout: ``<cache_dir>/preprocessed_<H>x<W>/<settings key>/<AccessionNumber>_<name>.<sha>.bin``
-with a ``settings.json`` beside the entries. The settings key hashes every preprocessing
-setting and the pipeline version; ``<sha>`` is the start of the DICOM file's SHA-256. A change
-of either gives a new entry name, so a stale image can never be served.
+Layout: ``<cache_dir>/preprocessed_<H>x<W>/<settings key>/`` holds ``settings.json`` and shards:
+``shard-<host>-<pid>-<id>.pack`` (the entries, one after another) with its index
+``shard-<...>.idx`` (one 36-byte record per entry: the digest of its key, its offset, a sequence
+number and the record's own CRC). Each process that writes appends to shards of its own, so runs
+and loader workers sharing the cache never write the same file. An entry is known by its key,
+``<AccessionNumber>_<name>.<sha>``: the settings key hashes every preprocessing setting and the
+pipeline version, ``<sha>`` is the start of the DICOM file's SHA-256, so a change of either
+gives another key, and a stale image can never be served.
 
 An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code, and how the
 image was made: :class:`~mammo.data.images.Facts`, the shares of the file the crop kept and of
-the input the breast covers, the chest-wall and window sources) and the image as float16.
-Writes go to a temporary file in the same folder and are renamed into place, so readers
-(DataLoader workers, a second run sharing the cache) see a whole entry or none.
+the input the breast covers, the chest-wall and window sources) and the image as float16. An entry
+is written whole before its index record, and a record carries its own CRC, so a reader (a loader,
+a second run sharing the cache) finds whole entries only: a crash leaves bytes no record names.
 Each run checks every entry's size and header when it prepares the dataset (32 bytes per entry,
-not the whole file: a 100,000-image cache is checked in seconds), and each entry's CRC the first
-time a process reads it; later reads check size and header only, which keeps them at the speed of
-a raw NumPy read (``scripts/bench_data.py``; a ``torch.load`` of a per-image ``.pt`` was several
-times slower). An entry found bad either way is rebuilt from its DICOM.
+from shards opened once), and each entry's CRC the first time a process reads it; later reads
+check the header only: one positioned read per image from a shard that stays open, no file opened
+per image. An entry found bad either way is rebuilt from its DICOM (appended; the newest record of
+a key wins). ``rm -rf outputs/*/cache`` is always safe: a running process keeps reading the shards
+it has open, and the next run builds the cache again. A per-file cache of an older mammo (one
+``<key>.bin`` per image) is moved into the pack on the next run, each entry checked to its CRC
+first (a damaged one is rebuilt), and its files removed.
 
 **Image sources and batches.** Where each image comes from (memory cache, disk cache or the
 DICOM file), the one-pass cache filler, and the batch-reading Dataset the loaders use.
@@ -531,18 +539,22 @@ class ImageSource:
         return image.astype(np.float16), facts
 
     def read_batch(self, indices: list[int], out: np.ndarray) -> None:
-        """Images ``indices`` into ``out`` ([B, H, W]). From the disk cache, entries are read from
-        the page cache without waiting until one is missing there; then the rest of the batch's
-        reads are all started at once (:meth:`DiskCache.advise`) before reading on."""
+        """Images ``indices`` into ``out`` ([B, H, W]). From the disk cache, entries are read in
+        the order they lie in the shards, from the page cache without waiting until one is missing
+        there; then the rest of the batch's reads are all started at once
+        (:meth:`DiskCache.advise`) before reading on."""
         on_disk = self.cache is not None and self.memory is None
         keys = [self.entries[i] for i in indices] if on_disk else []
         where = self.cache.open_entries(keys) if on_disk else [None] * len(indices)
+        order = sorted(
+            range(len(indices)), key=lambda k: (where[k].shard, where[k].offset) if where[k] else ()
+        )
         advised = not on_disk
-        for k, i in enumerate(indices):
-            if not self.read_into(i, out[k], where[k], nowait=not advised):
-                self.cache.advise(where[k:])
+        for n, k in enumerate(order):  # in the shards' order; each image into its own slot
+            if not self.read_into(indices[k], out[k], where[k], nowait=not advised):
+                self.cache.advise([where[j] for j in order[n:]])
                 advised = True
-                self.read_into(i, out[k], where[k])
+                self.read_into(indices[k], out[k], where[k])
 
     def read_into(self, i: int, out: np.ndarray, where=None, nowait: bool = False) -> bool:
         """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``where``
@@ -691,23 +703,8 @@ def fill_cache(
             if keep:
                 memory[i] = image
     seconds = time.perf_counter() - start
-    if damaged:
-        log.warning(
-            "Disk cache truncation detected for %d samples - regenerating (%s)",
-            len(damaged),
-            "; ".join(damaged[:3]),
-        )
-        log.info("Cache rebuild complete (took %.1fs)", seconds)
     folder = source.cache.folder if source.cache is not None else None
-    if moved:
-        log.info("Moved %d entries of the per-file disk cache into the packed cache (%s)", moved, folder)
-    log.info(
-        "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
-        mode,
-        f", {folder}" if folder else "",
-        *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
-        seconds,
-    )
+    log_fill(mode, folder, counts, damaged, moved, seconds)
     crops = report_nearly_whole_crops(samples.table["image_id"].tolist(), facts, source.preprocessing.crop)
     if bad:
         positions = np.array([p for p in range(len(source)) if p not in bad])
@@ -720,3 +717,24 @@ def fill_cache(
         "folder": str(folder) if folder else None,
         **crops,
     }
+
+
+def log_fill(mode: str, folder: Path | None, counts: dict, damaged: list[str], moved: int, seconds: float):
+    """run.log's lines of a cache fill: the spec's truncation warning, entries moved from an older
+    per-file cache, and the counts."""
+    if damaged:
+        log.warning(
+            "Disk cache truncation detected for %d samples - regenerating (%s)",
+            len(damaged),
+            "; ".join(damaged[:3]),
+        )
+        log.info("Cache rebuild complete (took %.1fs)", seconds)
+    if moved:
+        log.info("Moved %d entries of the per-file disk cache into the packed cache (%s)", moved, folder)
+    log.info(
+        "Preprocessed images (cache_mode=%s%s): %d reused, %d built, %d regenerated, %d bad (%.1fs)",
+        mode,
+        f", {folder}" if folder else "",
+        *(counts[k] for k in ("reused", "built", "regenerated", "bad")),
+        seconds,
+    )
