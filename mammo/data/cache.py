@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -288,10 +289,11 @@ class PackIndex:
         self.entries: dict[bytes, tuple[int, str, int]] = dict(entries or {})  # digest: seq, shard, offset
         self.read_up_to: dict[str, int] = {}
         self.fds: dict[str, int] = {}
+        self.refreshed = -math.inf  # when the index files were last read (time.monotonic)
 
     def locate(self, key: str) -> Location | None:
         digest = key_digest(key)
-        if digest not in self.entries:
+        if digest not in self.entries and time.monotonic() - self.refreshed > REFRESH_SECONDS:
             self.refresh()
         found = self.entries.get(digest)
         if found is None:
@@ -310,6 +312,7 @@ class PackIndex:
 
     def refresh(self) -> None:
         """Read what the index files gained since the last look (whole, intact records only)."""
+        self.refreshed = time.monotonic()
         try:
             names = sorted(p.name for p in self.folder.glob(f"*{INDEX_SUFFIX}"))
         except OSError:
@@ -335,8 +338,14 @@ class PackIndex:
             os.close(fd)
         self.fds.clear()
 
+    __del__ = close  # a dropped cache (a finished trial or fold) leaves no shard open
+
 
 SHARD_SUFFIX, INDEX_SUFFIX = ".pack", ".idx"
+REFRESH_SECONDS = 1.0
+"""A key not found is looked for in the index files again at most this often: a fill of new
+images reads them once a second, not once per image, and an entry another run adds meanwhile is at
+worst built twice."""
 
 
 class ShardWriter:
@@ -350,6 +359,11 @@ class ShardWriter:
         self.data = os.open(folder / self.shard, flags, 0o644)
         self.records = os.open(folder / (stem + INDEX_SUFFIX), flags | os.O_APPEND, 0o644)
         self.end = 0
+
+    def __del__(self) -> None:
+        for fd in (getattr(self, "data", None), getattr(self, "records", None)):
+            if fd is not None:
+                os.close(fd)
 
     def append(self, key: str, entry: bytes) -> tuple[int, str, int]:
         offset, view = self.end, memoryview(entry)

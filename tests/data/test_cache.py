@@ -334,3 +334,18 @@ def test_a_removed_cache_folder_is_rebuilt_by_the_next_run_and_a_running_one_kee
     assert torch.equal(val_images(dm), reference)  # open shards are still read
     again = make_datamodule(*dataset, cache_mode="disk")
     assert again.cache_stats["built"] == 40 and torch.equal(val_images(again), reference)
+
+
+def test_a_dropped_cache_leaves_no_shard_open(dataset, make_datamodule):
+    """A run's folds and trials each build a cache: the shards it opened close with it."""
+    import gc
+
+    make_datamodule(*dataset, cache_mode="disk")  # built: the next one only reads
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    dm = make_datamodule(*dataset, cache_mode="disk")
+    val_images(dm)
+    assert len(os.listdir("/proc/self/fd")) > before  # its shard, open while it is used
+    del dm
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
