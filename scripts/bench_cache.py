@@ -62,7 +62,33 @@ def main() -> None:
         workers = available_cpus()
         hot, cold = epochs(tmp, source, dataset, workers, args.entries, args.repeats)
         hot.update(litdata_epochs(tmp, source, args.entries, args.repeats))
+        memory = memory_growth(tmp, pre, images, workers, (args.entries, 4 * args.entries))
     report(hot, cold, uncached, workers, args)
+    print("\nresident memory while reading a cache, three epochs as a run reads them (VmRSS growth):")
+    for entries, (grown, size) in memory.items():
+        print(f"  {entries:5d} entries ({size / 2**20:5.0f} MiB of cache): +{grown / 2**20:4.0f} MiB")
+    print("  (goal: the same for both sizes; the page cache holds the data, not the process)")
+
+
+def memory_growth(tmp: Path, pre, images: list[Path], workers: int, sizes: tuple[int, ...]) -> dict:
+    """The growth of this process's resident memory over three epochs of caches of ``sizes``
+    entries (each cache built first, in a folder of its own), and the caches' sizes in bytes."""
+    out = {}
+    for entries in sizes:
+        source, dataset = cache_of(tmp / f"rss_{entries}", pre, images, entries)
+        loader, order = run_loader(dataset, workers, tmp / f"rss_{entries}" / "cache")
+        drain(loader, order)  # the batch buffers, allocated once
+        before = resident_bytes()
+        for _ in range(3):
+            drain(loader, order)
+        size = sum(p.stat().st_size for p in source.cache.folder.glob("*.pack"))
+        out[entries] = (max(0, resident_bytes() - before), size)
+    return out
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def large_images(tmp: Path) -> tuple[Path, list[np.ndarray]]:
