@@ -25,7 +25,7 @@ import torch
 
 from mammo.artifacts.files import prediction_arrays, write_metrics, write_predictions
 from mammo.core.errors import ConfigError
-from mammo.data.units import LEVELS
+from mammo.data.units import LEVELS, unit_labels
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
 
@@ -47,9 +47,15 @@ def unit_predictions(images: pd.DataFrame, level: str, aggregate: str = "mean") 
     units["num_images"] = grouped.size().reindex(probs.index).to_numpy()
     left_out = 0
     if "true_label" in images:
-        truth, consistent = _unit_labels(images, keys)
-        keep = consistent.reindex(probs.index).to_numpy(dtype=bool)
-        units["true_label"] = truth.reindex(probs.index).to_numpy()
+        codes = grouped.ngroup().to_numpy()  # numbered as ``probs`` is ordered (first appearance)
+        seen = codes >= 0  # a row with a missing key is in no unit
+        sides = images["laterality"].fillna("").astype(str).to_numpy() if "laterality" in images else None
+        truth, keep = unit_labels(
+            images["true_label"].to_numpy()[seen],
+            codes[seen],
+            sides[seen] if sides is not None else np.full(int(seen.sum()), ""),
+        )
+        units["true_label"] = truth
         left_out = int((~keep).sum())
         units, probs = units[keep], probs[keep]
     labels = np.array([int(c.removeprefix("prob_class")) for c in columns])
@@ -57,16 +63,6 @@ def unit_predictions(images: pd.DataFrame, level: str, aggregate: str = "mean") 
     for column in columns:
         units[column] = probs[column].to_numpy()
     return units.reset_index(drop=True), left_out
-
-
-def _unit_labels(images: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.Series]:
-    """Each unit's label (its denser breast's at exam level) and whether its images agree."""
-    sides = images["laterality"].fillna("").astype(str) if "laterality" in images else ""
-    breasts = images.assign(laterality=sides)
-    per_breast = breasts.groupby([*keys, "laterality"] if "laterality" not in keys else keys, sort=False)
-    breast = pd.DataFrame({"n": per_breast["true_label"].nunique(), "label": per_breast["true_label"].max()})
-    unit = breast.reset_index().groupby(keys, sort=False)
-    return unit["label"].max(), unit["n"].max() == 1
 
 
 def available_levels(images: pd.DataFrame, prefix: str, unit: str | None = None) -> list[str]:
