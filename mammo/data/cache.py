@@ -201,9 +201,7 @@ class DiskCache:
             return False
         if got != self.nbytes:
             raise CacheEntryError(f"{key}: {got} bytes in {where.shard}, expected {self.nbytes} (truncated)")
-        magic, height, width, crc, dtype, *_ = HEADER.unpack(header)
-        if magic != MAGIC or (height, width) != self.shape or dtype != 1:
-            raise CacheEntryError(f"{key}: bad header")
+        crc, _ = entry_header(header, self.shape, key)
         if verify and zlib.crc32(memoryview(out).cast("B")) != crc:
             raise CacheEntryError(f"{key}: checksum mismatch (corrupt)")
         return True
@@ -221,9 +219,8 @@ class DiskCache:
                 f"{key}: {max(0, end - where.offset)} bytes in {where.shard}, "
                 f"expected {self.nbytes} (truncated)"
             )
-        magic, height, width, _, dtype, *facts = HEADER.unpack(header)
-        made = header_facts(*facts)
-        if magic != MAGIC or (height, width) != self.shape or dtype != 1 or made is None:
+        _, made = entry_header(header, self.shape, key)
+        if made is None:
             raise CacheEntryError(f"{key}: bad header")
         return made
 
@@ -383,12 +380,20 @@ def read_old_entry(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, Fact
     expected = HEADER.size + int(np.prod(shape)) * np.dtype(DTYPE).itemsize
     if len(data) != expected:
         raise CacheEntryError(f"{path.name}: {len(data)} bytes, expected {expected} (truncated)")
-    magic, height, width, crc, dtype, *facts = HEADER.unpack(data[: HEADER.size])
-    made = header_facts(*facts)
+    crc, made = entry_header(data[: HEADER.size], shape, path.name)
     payload = data[HEADER.size :]
-    if magic != MAGIC or (height, width) != shape or dtype != 1 or made is None or zlib.crc32(payload) != crc:
+    if made is None or zlib.crc32(payload) != crc:
         raise CacheEntryError(f"{path.name}: bad header or checksum")
     return np.frombuffer(payload, DTYPE).reshape(shape).copy(), made
+
+
+def entry_header(header: bytes, shape: tuple[int, int], key: str) -> tuple[int, Facts | None]:
+    """An entry header's CRC of the image and how the image was made (``None`` where a code is
+    out of range); :class:`CacheEntryError` unless it is a float16 image of ``shape``."""
+    magic, height, width, crc, dtype, *facts = HEADER.unpack(header)
+    if magic != MAGIC or (height, width) != tuple(shape) or dtype != 1:
+        raise CacheEntryError(f"{key}: bad header")
+    return crc, header_facts(*facts)
 
 
 def header_facts(chest_wall: int, window: int, crop_share: float, input_share: float) -> Facts | None:
