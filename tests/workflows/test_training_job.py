@@ -34,11 +34,13 @@ def test_the_task_function_trains_and_returns_the_monitored_metric(tmp_path, dem
     assert history["lr"].tolist() == [3e-3, 3e-3]  # constant: the learning rate as set
 
 
-def test_same_config_and_seed_give_the_same_predictions(tmp_path, demo_root):
-    train(job_config(tmp_path, demo_root, "a"))
-    train(job_config(tmp_path, demo_root, "b"))
-    a, b = (pd.read_csv(tmp_path / d / "val_predictions.csv") for d in ("a", "b"))
-    pd.testing.assert_frame_equal(a, b)
+def test_same_config_and_seed_give_the_same_predictions_and_another_seed_others(tmp_path, demo_root):
+    train(job_config(tmp_path, demo_root, "a", "seed=7"))
+    train(job_config(tmp_path, demo_root, "b", "seed=7"))
+    train(job_config(tmp_path, demo_root, "c", "seed=8"))
+    a, b, c = ((tmp_path / d / "val_predictions.csv").read_bytes() for d in "abc")
+    assert a == b  # byte for byte
+    assert a != c
 
 
 def test_a_derived_key_that_disagrees_stops_the_job_before_any_work(tmp_path, demo_root):
