@@ -1,18 +1,21 @@
 """Cached-epoch benchmark: mammo's disk cache against one sequential read of the same bytes.
 
-    python scripts/bench_cache.py [--entries 256] [--size 512] [--repeats 5]
+    python scripts/bench_cache.py [--entries 256] [--size 512] [--repeats 5] [--beyond-ram]
 
 In one run, over ``--entries`` cache entries of preprocessed mammogram-like images:
 
   (b) a cached epoch as a run reads it: the disk cache through mammo's Dataset and the loader a run
       builds (``mammo.data.datamodule.batch_loader`` with a run's default settings: batch 16,
-      ``data.num_workers`` every CPU, which cached batches leave to the cache fill), in the
-      training order (``EpochShuffle``: a full shuffle, a new one per epoch)
+      ``data.num_workers`` every CPU, which fill the cache and are the threads that read each
+      cached batch in the training process), in the training order (``EpochShuffle``: a full
+      shuffle, a new one per epoch)
   (c) the floor of any cached epoch: the same bytes (the cache's shard: the entries, one after
       another) read in one sequential pass of batch-sized reads into one reused buffer (goal
       b/c >= 0.8)
   (c2) the same sequential read into fresh memory for every batch, as a loader that hands each
       batch over (and so cannot reuse its memory) must do
+  (c3) the same bytes read by as many threads as mammo reads a batch with, each a contiguous part
+      sequentially (for reference: the issue's floor, c, is one sequential read)
   (e) the spec's format for comparison: torch.load of one [3, H, W] float32 .pt per image
   (w) the same epoch handed over by loader workers (every CPU), as runs read it before, against
   (t) torch's DataLoader handing over batches of the same size from as many workers, reading nothing
@@ -22,6 +25,9 @@ In one run, over ``--entries`` cache entries of preprocessed mammogram-like imag
       it shuffles the chunk order and the items within a chunk, not the whole epoch. Skipped with
       one line when ``litdata`` is not installed (``pip install litdata``)
 
+  (m) the growth of the process's resident memory while it reads caches of ``--entries`` and of 4x
+      as many entries (and with ``--beyond-ram``, of 1.25x the machine's RAM), as a run reads them
+
 All are measured from the page cache; b, c and w then from the disk (page cache dropped before each run;
 root only). b/a compares the cached epoch with the uncached path for one large RLE image.
 """
@@ -29,7 +35,9 @@ root only). b/a compares the cached epoch with the uncached path for one large R
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -48,6 +56,11 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=256)
     parser.add_argument("--size", type=int, default=512, help="img_size")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--beyond-ram",
+        action="store_true",
+        help="also read a cache 1.25x this machine's RAM (minutes, and that much free disk)",
+    )
     args = parser.parse_args()
 
     from mammo.artifacts.rundir import available_cpus
@@ -58,31 +71,54 @@ def main() -> None:
         tmp = Path(tmp)
         rle, images = large_images(tmp)
         uncached = timed(lambda: pre(rle), args.repeats)
-        source, dataset = cache_of(tmp, pre, images, args.entries)
         workers = available_cpus()
+        source, dataset = cache_of(tmp, pre, images, args.entries, workers)
+        args.threads = source.cache.threads
         hot, cold = epochs(tmp, source, dataset, workers, args.entries, args.repeats)
         hot.update(litdata_epochs(tmp, source, args.entries, args.repeats))
-        memory = memory_growth(tmp, pre, images, workers, (args.entries, 4 * args.entries))
+        memory = memory_growth(tmp, pre, images, workers, (args.entries, 4 * args.entries), epochs=3)
+        if args.beyond_ram:
+            entries = math.ceil(1.25 * ram_bytes() / source.cache.nbytes)
+            memory.update(memory_growth(tmp, pre, images, workers, (entries,), epochs=1))
     report(hot, cold, uncached, workers, args)
-    print("\nresident memory while reading a cache, three epochs as a run reads them (VmRSS growth):")
-    for entries, (grown, size) in memory.items():
-        print(f"  {entries:5d} entries ({size / 2**20:5.0f} MiB of cache): +{grown / 2**20:4.0f} MiB")
-    print("  (goal: the same for both sizes; the page cache holds the data, not the process)")
+    print("\nresident memory while reading a cache as a run reads it, after its first epoch (VmRSS growth):")
+    for entries, (grown, size, read) in memory.items():
+        print(
+            f"  {entries:6d} entries ({size / 2**20:6.0f} MiB of cache, {read} epochs): "
+            f"+{grown / 2**20:4.0f} MiB"
+        )
+    print(
+        f"  (RAM here: {ram_bytes() / 2**20:.0f} MiB)"
+        if args.beyond_ram
+        else "  (--beyond-ram: a cache larger than RAM)"
+    )
+    print("  (goal: the same for every size; the page cache holds the data, not the process)")
 
 
-def memory_growth(tmp: Path, pre, images: list[Path], workers: int, sizes: tuple[int, ...]) -> dict:
-    """The growth of this process's resident memory over three epochs of caches of ``sizes``
-    entries (each cache built first, in a folder of its own), and the caches' sizes in bytes."""
+def ram_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+
+
+def memory_growth(
+    tmp: Path, pre, images: list[Path], workers: int, sizes: tuple[int, ...], epochs: int
+) -> dict:
+    """The growth of this process's resident memory over ``epochs`` epochs of caches of ``sizes``
+    entries (each cache built first, in a folder of its own, and removed afterwards), after one
+    epoch that allocates the batch memory; and the caches' sizes in bytes."""
     out = {}
     for entries in sizes:
-        source, dataset = cache_of(tmp / f"rss_{entries}", pre, images, entries)
-        loader, order = run_loader(dataset, workers, tmp / f"rss_{entries}" / "cache")
+        folder = tmp / f"rss_{entries}"
+        source, dataset = cache_of(folder, pre, images, entries, workers)
+        loader, order = run_loader(dataset, workers, folder / "cache")
         drain(loader, order)  # the batch buffers, allocated once
         before = resident_bytes()
-        for _ in range(3):
+        for _ in range(epochs):
             drain(loader, order)
         size = sum(p.stat().st_size for p in source.cache.folder.glob("*.pack"))
-        out[entries] = (max(0, resident_bytes() - before), size)
+        out[entries] = (max(0, resident_bytes() - before), size, epochs)
+        del loader, dataset, source
+        shutil.rmtree(folder)
     return out
 
 
@@ -110,15 +146,16 @@ def large_images(tmp: Path) -> tuple[Path, list[np.ndarray]]:
     return paths[0], paths
 
 
-def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
+def cache_of(tmp: Path, pre, paths: list[Path], entries: int, workers: int):
     """``entries`` disk cache entries (the preprocessed images repeated under distinct names), the
-    ImageSource reading them and mammo's Dataset over it."""
+    ImageSource reading them and mammo's Dataset over it, as a run with ``data.num_workers=workers``
+    builds them."""
     import pandas as pd
 
     from mammo.data.cache import DicomDataset, DiskCache, ImageSource
     from mammo.data.images import Facts
 
-    cache = DiskCache(tmp / "cache", pre)
+    cache = DiskCache(tmp / "cache", pre, run_settings(workers, tmp / "cache").read_threads())
     images = [pre(p).astype(np.float16) for p in paths]
     table = pd.DataFrame(
         {
@@ -136,14 +173,20 @@ def cache_of(tmp: Path, pre, paths: list[Path], entries: int):
     return source, DicomDataset(table, source)
 
 
+def run_settings(workers: int, cache_dir: Path):
+    """A run's loading settings (its defaults: batch 16, ``data.num_workers`` every CPU)."""
+    from mammo.data.settings import LoaderSettings
+
+    return LoaderSettings(BATCH, workers, "disk", str(cache_dir), train_augment=False, seed=42)
+
+
 def run_loader(dataset, workers: int, cache_dir: Path):
     """The loader a run reads the cached ``dataset`` with (its default settings), and its sampler:
     ``EpochShuffle``, whose ``set_epoch`` gives every timed epoch the next epoch's order."""
     from mammo.data.cache import EpochShuffle
     from mammo.data.datamodule import batch_loader
-    from mammo.data.settings import LoaderSettings
 
-    settings = LoaderSettings(BATCH, workers, "disk", str(cache_dir), train_augment=False, seed=42)
+    settings = run_settings(workers, cache_dir)
     sampler = EpochShuffle(dataset, settings.seed)
     return batch_loader(dataset, settings, sampler), sampler
 
@@ -177,6 +220,7 @@ def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int)
         "b": lambda: drain(loader, order),
         "c": sequential_read(joined, batch_bytes, fresh=False),
         "c2": sequential_read(joined, batch_bytes, fresh=True),
+        "c3": threaded_read(joined, batch_bytes, source.cache.threads),
         "e": torch_load_epoch(source, tmp / "pt"),
         "w": lambda: drain(with_workers, shuffled),
         "t": lambda: drain(handover),
@@ -262,6 +306,27 @@ def sequential_read(joined: Path, batch_bytes: int, fresh: bool):
     return read
 
 
+def threaded_read(joined: Path, batch_bytes: int, threads: int):
+    """The floor's read spread over ``threads`` threads, as mammo's batch reads are: each reads a
+    contiguous part of ``joined`` sequentially, in reads of its share of a batch, into a buffer
+    of its own that it reuses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size, chunk = joined.stat().st_size, -(-batch_bytes // threads)
+    buffers = [memoryview(bytearray(chunk)) for _ in range(threads)]
+    pool = ThreadPoolExecutor(threads)
+
+    def part(n: int) -> None:
+        fd, start = os.open(joined, os.O_RDONLY), n * -(-size // threads)
+        try:
+            for offset in range(start, min(size, start + -(-size // threads)), chunk):
+                os.preadv(fd, [buffers[n]], offset)
+        finally:
+            os.close(fd)
+
+    return lambda: list(pool.map(part, range(threads)))
+
+
 def torch_load_epoch(source, folder: Path):
     """One torch.load of a [3, H, W] float32 ``.pt`` per entry (the spec's cache format)."""
     import torch
@@ -295,6 +360,7 @@ def report(hot: dict, cold: dict | None, uncached: float, workers: int, args) ->
     print(f"  (b)  mammo, as a run reads it (shuffled, in-process):  {hot['b']:8.0f}/s")
     print(f"  (c)  one sequential read, one reused buffer:          {hot['c']:8.0f}/s")
     print(f"  (c2) one sequential read, fresh memory per batch:     {hot['c2']:8.0f}/s")
+    print(f"  (c3) the same read split over {args.threads} threads (mammo's):      {hot['c3']:8.0f}/s")
     print(f"  (e)  torch.load of a [3,H,W] float32 .pt each:        {hot['e']:8.0f}/s")
     print(f"  (w)  mammo Dataset + DataLoader, {workers} workers:            {hot['w']:8.0f}/s")
     print(f"  (t)  torch DataLoader, {workers} workers, nothing read:        {hot['t']:8.0f}/s")
@@ -308,6 +374,7 @@ def report(hot: dict, cold: dict | None, uncached: float, workers: int, args) ->
         "(goal >= 0.8), page cache"
     )
     print(f"  b/c2 = {hot['b'] / hot['c2']:8.2f}   vs the same read into fresh memory per batch")
+    print(f"  b/c3 = {hot['b'] / hot['c3']:8.2f}   vs the same read by as many threads as mammo's reads")
     if cold is not None:
         print(
             f"  b/c  = {cold['b'] / cold['c']:8.2f}   from the disk (page cache dropped): "

@@ -20,7 +20,9 @@ a second run sharing the cache) finds whole entries only: a crash leaves bytes n
 Each run checks every entry's size and header when it prepares the dataset (32 bytes per entry,
 from shards opened once), and each entry's CRC the first time a process reads it; later reads
 check the header only: one positioned read per image from a shard that stays open, no file opened
-per image. An entry found bad either way is rebuilt from its DICOM (appended; the newest record of
+per image, a batch's reads shared among threads (``data.num_workers`` of them: each copies from
+the page cache at a core's speed), and from a cold cache the next batch's reads started while
+this one is read (:class:`LookaheadBatches`). An entry found bad either way is rebuilt from its DICOM (appended; the newest record of
 a key wins). ``rm -rf outputs/*/cache`` is always safe: a running process keeps reading the shards
 it has open, and the next run builds the cache again. A per-file cache of an older mammo (one
 ``<key>.bin`` per image) is moved into the pack on the next run, each entry checked to its CRC
@@ -59,13 +61,14 @@ import sys
 import time
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from mammo.artifacts.io import atomic_open
 from mammo.core.errors import DataError
@@ -114,8 +117,15 @@ MAGIC = b"MAMMOC02"
 # magic, height, width, crc32, dtype code (1 = float16), chest-wall source, window source (codes:
 # 1 + the position in CHEST_WALL_SOURCES / WINDOW_SOURCES), a pad byte, crop share, input share
 HEADER = struct.Struct("<8sIIIBBBxff")
+HEADER_START = struct.Struct("<8sIIIB")  # what every read checks: magic, shape, CRC, dtype
 DTYPE = np.float16
 NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux >= 4.14: read only what the page cache holds
+COLD_BATCHES = 4
+"""After a batch that had to wait for the disk, the next batch's reads are started this many
+batches on, whether or not the batch being read waits (its entries were started early)."""
+READ_PER_THREAD = 1 << 20
+"""The least a reading thread of :meth:`DiskCache.read_entries` is given: a batch of small images
+is read by one thread, as handing out its parts would cost more than they take to read."""
 
 
 class CacheEntryError(Exception):
@@ -138,8 +148,11 @@ class DiskCache:
     where it lies, by the folder's index files, read once and then as they grow.
     """
 
-    def __init__(self, cache_dir: str | Path, preprocessing: Preprocessing) -> None:
+    def __init__(self, cache_dir: str | Path, preprocessing: Preprocessing, threads: int = 1) -> None:
         self.folder = cache_folder(cache_dir, preprocessing)
+        self.threads = max(1, int(threads))  # that read a batch's entries at once (read_entries)
+        self.pool: tuple[int, ThreadPoolExecutor] | None = None  # (the pid that started them, threads)
+        self.batches, self.last_miss = 0, -COLD_BATCHES - 1  # batches read; the last that missed
         self.shape = preprocessing.shape
         self.nbytes = HEADER.size + int(np.prod(self.shape)) * np.dtype(DTYPE).itemsize
         self.settings = json.dumps(preprocessing.settings(), indent=2).encode()
@@ -155,7 +168,8 @@ class DiskCache:
             _atomic_write(settings, self.settings)
 
     def __getstate__(self) -> dict:  # a spawned loader worker opens files of its own
-        return {**self.__dict__, "index": PackIndex(self.folder, self.index.entries), "writer": None}
+        index = PackIndex(self.folder, self.index.entries)
+        return {**self.__dict__, "index": index, "writer": None, "pool": None}
 
     def entry(self, accession: str, image_id: str, sha256: str) -> str:
         return entry_name(accession, image_id, sha256)
@@ -166,45 +180,118 @@ class DiskCache:
         self.read_into(key, out, verify)
         return out
 
-    def open_entries(self, keys: list[str]) -> list[Location | None]:
-        """Where each entry lies, ``None`` where it is not in the cache (then :meth:`read_into`
-        raises and the entry is rebuilt). The shards stay open; nothing is opened per entry."""
-        return [self.index.locate(key) for key in keys]
+    def read_entries(
+        self, keys: list[str], out: np.ndarray, verified: set, after: list[str] = ()
+    ) -> dict[int, Exception]:
+        """Entries ``keys`` into the rows of ``out`` (``[B, H, W]`` float16, C-contiguous: a batch),
+        each with one ``preadv`` of its shard into a header and its row, in the order the entries
+        lie in the shards, the batch cut into runs that :attr:`threads` threads read at once
+        (:meth:`_parts`).
 
-    def advise(self, locations: list[Location | None]) -> None:
+        Reads take what the page cache holds without waiting (``RWF_NOWAIT``). At the first entry
+        not all there, the reads of the rest of the run are all started at once (:meth:`advise`)
+        and reading goes on waiting for the disk; so are those of the next batch's entries
+        ``after``, there and for the next :data:`COLD_BATCHES` batches, so that the disk works on
+        the next batch while this one is read and trained on.
+
+        An entry whose key is not in ``verified`` has its CRC checked and is added to it. Returns
+        the rows it could not fill, with why: ``FileNotFoundError`` (not in the cache) or
+        :class:`CacheEntryError` (truncated or corrupt); the caller rebuilds them.
+        """
+        where = [self.index.locate(key) for key in keys]
+        found = [k for k, at in enumerate(where) if at is not None]
+        missing = (k for k, at in enumerate(where) if at is None)
+        failed: dict[int, Exception] = {k: FileNotFoundError(f"{keys[k]}: not in the cache") for k in missing}
+        batch = BatchRead(keys, where, memoryview(out).cast("B"), verified)
+        parts = self._parts(sorted(found, key=where.__getitem__))
+        self.batches += 1
+        cold = self.batches - self.last_miss <= COLD_BATCHES
+        if len(parts) == 1:
+            failed.update(self._read_rows(batch, parts[0], after, cold))
+            return failed
+        pool = self._reading_threads()
+        reads = [
+            pool.submit(self._read_rows, batch, part, () if n or cold else after, False)
+            for n, part in enumerate(parts)
+        ]
+        if cold:  # while the threads read
+            self.advise_keys(after)
+        for read in reads:
+            failed.update(read.result())
+        return failed
+
+    def _parts(self, order: list[int]) -> list[list[int]]:
+        """``order`` (a batch's rows, by shard and offset) cut into runs, one per reading thread:
+        at most ``threads`` of them, each of at least :data:`READ_PER_THREAD` bytes."""
+        count = max(1, min(self.threads, len(order) * self.nbytes // READ_PER_THREAD))
+        size = -(-len(order) // count) if order else 1
+        return [order[i : i + size] for i in range(0, len(order), size)] or [[]]
+
+    def _reading_threads(self) -> ThreadPoolExecutor:
+        """This process's threads for :meth:`read_entries` (a forked process starts its own)."""
+        if self.pool is None or self.pool[0] != os.getpid():
+            self.pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="mammo-cache"))
+        return self.pool[1]
+
+    def _read_rows(self, batch: BatchRead, part: list[int], after, cold: bool) -> dict[int, Exception]:
+        """Rows ``part`` of ``batch`` (:meth:`read_entries`), in their order; the rows that failed.
+        The next batch's entries ``after`` are advised at once where the cache was ``cold`` a
+        moment ago, else at the first miss."""
+        size, failed = self.nbytes - HEADER.size, {}
+        header, nowait = bytearray(HEADER.size), True
+        if cold:
+            after = self.advise_keys(after)
+        for n, k in enumerate(part):
+            at, row = batch.where[k], batch.rows[k * size : (k + 1) * size]
+            got = _preadv(at.fd, [header, row], at.offset, nowait)
+            if nowait and (got is None or got < self.nbytes):
+                self.last_miss = self.batches
+                self.advise([batch.where[j] for j in part[n:]])
+                after = self.advise_keys(after)
+                nowait = False
+                got = os.preadv(at.fd, [header, row], at.offset)
+            try:
+                self._check_read(batch.keys[k], at, header, row, got, batch.keys[k] not in batch.verified)
+            except CacheEntryError as exc:
+                failed[k] = exc
+                continue
+            batch.verified.add(batch.keys[k])
+        return failed
+
+    def advise_keys(self, keys: list[str]) -> tuple:
+        """:meth:`advise` the entries ``keys`` that are in the cache; returns ``()`` (none left)."""
+        if keys:
+            self.advise([at for at in map(self.index.locate, keys) if at is not None])
+        return ()
+
+    def advise(self, locations: list[Location]) -> None:
         """``posix_fadvise(WILLNEED)`` each entry's bytes: the kernel reads them all in the
         background, so a batch from a cold cache is read with the disk's queue full rather than one
         entry at a time. It costs a system call per entry even when its pages are in memory, which
-        is why :class:`~mammo.data.cache.ImageSource` calls it only after a miss."""
+        is why :meth:`read_entries` calls it only after a miss."""
         if hasattr(os, "posix_fadvise"):
             for where in locations:
-                if where is not None:
-                    os.posix_fadvise(where.fd, where.offset, self.nbytes, os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(where.fd, where.offset, self.nbytes, os.POSIX_FADV_WILLNEED)
 
-    def read_into(
-        self, key: str, out: np.ndarray, verify: bool = False, where=None, nowait: bool = False
-    ) -> bool:
-        """Read an entry straight into ``out`` (e.g. a slot of a batch tensor): one ``preadv`` of
-        its shard into the header and the caller's buffer, one copy from the page cache to its
-        final place.
-
-        With ``nowait`` it reads only what is already in the page cache (``RWF_NOWAIT``) and
-        returns ``False``, having checked nothing, where the entry is not all there. ``where`` is
-        its :class:`Location` (from :meth:`open_entries`), else it is looked up.
-        """
+    def read_into(self, key: str, out: np.ndarray, verify: bool = False, where: Location | None = None):
+        """Read one entry straight into ``out`` (float16 ``[H, W]``, C-contiguous); ``where`` is its
+        :class:`Location`, else it is looked up. Raises ``FileNotFoundError`` or
+        :class:`CacheEntryError`."""
         where = where or self.index.locate(key)
         if where is None:
             raise FileNotFoundError(f"{key}: not in the disk cache")
-        header = bytearray(HEADER.size)
-        got = _preadv(where.fd, [header, memoryview(out).cast("B")], where.offset, nowait)
-        if nowait and (got is None or got < self.nbytes):
-            return False
+        header, row = bytearray(HEADER.size), memoryview(out).cast("B")
+        got = os.preadv(where.fd, [header, row], where.offset)
+        self._check_read(key, where, header, row, got, verify)
+
+    def _check_read(self, key: str, where: Location, header, row, got: int, verify: bool) -> None:
+        """:class:`CacheEntryError` unless ``got`` is the whole entry, its header is this cache's
+        and (with ``verify``) the image read matches its CRC."""
         if got != self.nbytes:
             raise CacheEntryError(f"{key}: {got} bytes in {where.shard}, expected {self.nbytes} (truncated)")
-        crc, _ = entry_header(header, self.shape, key)
-        if verify and zlib.crc32(memoryview(out).cast("B")) != crc:
+        crc = entry_crc(header, self.shape, key)
+        if verify and zlib.crc32(row) != crc:
             raise CacheEntryError(f"{key}: checksum mismatch (corrupt)")
-        return True
 
     def check(self, key: str) -> Facts:
         """Size and header of an entry, without reading its image; raises like :meth:`read`.
@@ -259,6 +346,16 @@ class DiskCache:
         return "moved"
 
 
+class BatchRead(NamedTuple):
+    """A batch being read (:meth:`DiskCache.read_entries`): its keys, where each lies, its rows
+    (the batch's bytes) and the keys already checked to their CRC."""
+
+    keys: list[str]
+    where: list[Location | None]
+    rows: memoryview
+    verified: set
+
+
 class Location(NamedTuple):
     """Where an entry lies: its shard (name and an open descriptor) and the offset in it."""
 
@@ -286,9 +383,14 @@ class PackIndex:
         self.entries: dict[bytes, tuple[int, str, int]] = dict(entries or {})  # digest: seq, shard, offset
         self.read_up_to: dict[str, int] = {}
         self.fds: dict[str, int] = {}
+        self.located: dict[str, Location] = {}  # key: where, as last looked up (a batch's keys recur)
         self.refreshed = -math.inf  # when the index files were last read (time.monotonic)
 
     def locate(self, key: str) -> Location | None:
+        found = self.located.get(key)
+        return found if found is not None else self._look_up(key)
+
+    def _look_up(self, key: str) -> Location | None:
         digest = key_digest(key)
         if digest not in self.entries and time.monotonic() - self.refreshed > REFRESH_SECONDS:
             self.refresh()
@@ -302,10 +404,12 @@ class PackIndex:
                 fd = self.fds[shard] = os.open(self.folder / shard, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
-        return Location(shard, fd, offset)
+        self.located[key] = Location(shard, fd, offset)
+        return self.located[key]
 
     def add(self, key: str, record: tuple[int, str, int]) -> None:
         self.entries[key_digest(key)] = record
+        self.located.pop(key, None)
 
     def refresh(self) -> None:
         """Read what the index files gained since the last look (whole, intact records only)."""
@@ -329,11 +433,13 @@ class PackIndex:
                     continue  # torn or foreign bytes
                 if seq > self.entries.get(digest, (-1,))[0]:
                     self.entries[digest] = (seq, shard, offset)
+                    self.located.clear()  # a key may lie elsewhere now (rebuilt by another process)
 
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+        self.located.clear()
 
     __del__ = close  # a dropped cache (a finished trial or fold) leaves no shard open
 
@@ -387,13 +493,19 @@ def read_old_entry(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, Fact
     return np.frombuffer(payload, DTYPE).reshape(shape).copy(), made
 
 
-def entry_header(header: bytes, shape: tuple[int, int], key: str) -> tuple[int, Facts | None]:
-    """An entry header's CRC of the image and how the image was made (``None`` where a code is
-    out of range); :class:`CacheEntryError` unless it is a float16 image of ``shape``."""
-    magic, height, width, crc, dtype, *facts = HEADER.unpack(header)
-    if magic != MAGIC or (height, width) != tuple(shape) or dtype != 1:
+def entry_crc(header: bytes, shape: tuple[int, int], key: str) -> int:
+    """An entry header's CRC of the image; :class:`CacheEntryError` unless the header is a
+    float16 image of ``shape``."""
+    magic, height, width, crc, dtype = HEADER_START.unpack_from(header)
+    if magic != MAGIC or height != shape[0] or width != shape[1] or dtype != 1:
         raise CacheEntryError(f"{key}: bad header")
-    return crc, header_facts(*facts)
+    return crc
+
+
+def entry_header(header: bytes, shape: tuple[int, int], key: str) -> tuple[int, Facts | None]:
+    """An entry header's CRC of the image (:func:`entry_crc`) and how the image was made
+    (``None`` where a code is out of range)."""
+    return entry_crc(header, shape, key), header_facts(*HEADER.unpack(header)[5:])
 
 
 def header_facts(chest_wall: int, window: int, crop_share: float, input_share: float) -> Facts | None:
@@ -528,6 +640,31 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+class BatchIndices(list):
+    """A batch's indices, and the next batch's (``after``, empty for the last batch)."""
+
+    def __init__(self, indices: list[int], after: list[int]) -> None:
+        super().__init__(indices)
+        self.after = after
+
+
+class LookaheadBatches(BatchSampler):
+    """``BatchSampler``'s batches of ``sampler``'s order, the same ones, each a
+    :class:`BatchIndices` that also names the next batch, so that a batch read from a cold disk
+    cache starts the next one's reads (:meth:`DiskCache.read_entries`). It draws one batch ahead
+    from ``sampler``, whose order (``EpochShuffle``: ``(seed, epoch)`` only) does not depend on
+    when it is drawn; Lightning's ``set_epoch`` reaches it as ``batch_sampler.sampler``."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        current = next(batches, None)
+        for upcoming in batches:
+            yield BatchIndices(current, upcoming)
+            current = upcoming
+        if current is not None:
+            yield BatchIndices(current, [])
+
+
 class ImageSource:
     """Where a dataset's preprocessed images come from: the memory cache, the disk cache, or the
     DICOM files themselves. Items are float16 [H, W] arrays, identical in all three modes."""
@@ -557,46 +694,39 @@ class ImageSource:
         image, facts = self.preprocessing.preprocess(self.paths[i], self.laterality[i] or None)
         return image.astype(np.float16), facts
 
-    def read_batch(self, indices: list[int], out: np.ndarray) -> None:
-        """Images ``indices`` into ``out`` ([B, H, W]). From the disk cache, entries are read in
-        the order they lie in the shards, from the page cache without waiting until one is missing
-        there; then the rest of the batch's reads are all started at once
-        (:meth:`DiskCache.advise`) before reading on."""
-        on_disk = self.cache is not None and self.memory is None
-        keys = [self.entries[i] for i in indices] if on_disk else []
-        where = self.cache.open_entries(keys) if on_disk else [None] * len(indices)
-        order = sorted(
-            range(len(indices)), key=lambda k: (where[k].shard, where[k].offset) if where[k] else ()
-        )
-        advised = not on_disk
-        for n, k in enumerate(order):  # in the shards' order; each image into its own slot
-            if not self.read_into(indices[k], out[k], where[k], nowait=not advised):
-                self.cache.advise([where[j] for j in order[n:]])
-                advised = True
-                self.read_into(indices[k], out[k], where[k])
+    def read_batch(self, indices: list[int], out: np.ndarray, after: list[int] = ()) -> None:
+        """Images ``indices`` into ``out`` ([B, H, W], C-contiguous); ``after`` are the next
+        batch's. From the disk cache, one positioned read per image, in the order the entries lie
+        in the shards, the next batch's reads started early from a cold cache
+        (:meth:`DiskCache.read_entries`); an entry missing or damaged is rebuilt."""
+        if self.cache is None or self.memory is not None:
+            for k, i in enumerate(indices):
+                self.read_into(i, out[k])
+            return
+        keys, upcoming = [self.entries[i] for i in indices], [self.entries[i] for i in after]
+        failed = self.cache.read_entries(keys, out, self.verified, upcoming)
+        for k, reason in failed.items():
+            self.rebuild(indices[k], out[k], reason)
 
-    def read_into(self, i: int, out: np.ndarray, where=None, nowait: bool = False) -> bool:
-        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch); ``where``
-        is its disk cache entry's :class:`Location`. ``False`` (nothing done) where ``nowait`` and
-        the entry is not in the page cache (:meth:`DiskCache.read_into`)."""
+    def read_into(self, i: int, out: np.ndarray) -> None:
+        """Put image ``i`` into ``out`` (a float16 [H, W] view, e.g. a slot of a batch)."""
         if self.memory is not None:
             out[...] = self.memory[self.memory_index[i]]
         elif self.cache is None:
             out[...] = self.compute(i)[0]
         else:
-            entry = self.entries[i]
-            try:
-                if not self.cache.read_into(entry, out, entry not in self.verified, where, nowait):
-                    return False
-            except (FileNotFoundError, CacheEntryError) as exc:  # damaged, or changed since prepare()
-                log.warning("Disk cache entry unreadable (%s) - regenerating", exc)
-                image, facts = self.compute(i)
-                out[...] = image
-                self.cache.write(entry, image, facts)
-                with self.rebuilt.get_lock():
-                    self.rebuilt.value += 1
-            self.verified.add(entry)
-        return True
+            self.read_batch([i], out[None])
+
+    def rebuild(self, i: int, out: np.ndarray, reason: Exception) -> None:
+        """Image ``i``, whose disk cache entry could not be read (``reason``), made from its DICOM
+        into ``out`` and into the cache, with the spec's WARNING line."""
+        log.warning("Disk cache entry unreadable (%s) - regenerating", reason)
+        image, facts = self.compute(i)
+        out[...] = image
+        self.cache.write(self.entries[i], image, facts)
+        self.verified.add(self.entries[i])
+        with self.rebuilt.get_lock():
+            self.rebuilt.value += 1
 
     def select(self, positions: np.ndarray) -> ImageSource:
         """The source restricted to ``positions`` (shares the memory cache)."""
@@ -677,7 +807,7 @@ class DicomDataset(Dataset):
         # recycled batch memory (mammo.data.cache), NumPy's: NumPy asks for transparent huge
         # pages on large arrays, so new memory faults in 2 MiB pages rather than 4 KiB ones
         images = self.buffers.get((len(indices), 1, *self.source.preprocessing.shape), np.float16)
-        self.source.read_batch(indices, images[:, 0])
+        self.source.read_batch(indices, images[:, 0], getattr(indices, "after", ()))
         images = torch.from_numpy(images)
         batch = (images, torch.from_numpy(self.labels[indices]), torch.from_numpy(self.rows[indices]))
         if self.embeddings is not None:

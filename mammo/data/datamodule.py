@@ -39,7 +39,7 @@ import pandas as pd
 import sklearn
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from mammo.artifacts.io import atomic_open
 from mammo.core.errors import DataError, OutputError
@@ -49,6 +49,7 @@ from mammo.data.cache import (
     DiskCache,
     EpochShuffle,
     ImageSource,
+    LookaheadBatches,
     collate,
     fill_cache,
 )
@@ -508,7 +509,8 @@ class DensityDataModule(L.LightningDataModule):
     def _prepare_images(self) -> None:
         """The image source (filling the memory or disk cache) and the manifest of the samples."""
         loading, samples = self.loading, self.samples
-        cache = DiskCache(loading.cache_dir, self.preprocessing) if loading.cache_mode == "disk" else None
+        disk = loading.cache_mode == "disk"
+        cache = DiskCache(loading.cache_dir, self.preprocessing, loading.read_threads()) if disk else None
         self.source = ImageSource(samples.table, self.preprocessing, cache)
         if loading.cache_mode != "none":
             skip = self.labels.on_bad_file == "skip"
@@ -659,13 +661,19 @@ class DensityDataModule(L.LightningDataModule):
 
 def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None) -> DataLoader:
     """The DataLoader a run reads ``dataset`` with (``scripts/bench_cache.py`` times this one):
-    ``loading.batch_size`` batches, in the training process where every image is cached
-    (:meth:`LoaderSettings.batch_workers`)."""
+    ``loading.batch_size`` batches of ``sampler``'s order (the dataset's without one), in the
+    training process where every image is cached (:meth:`LoaderSettings.batch_workers`), each
+    batch knowing the next (:class:`~mammo.data.cache.LookaheadBatches`). A DDP shard
+    (``DistributedSampler``) stays the loader's ``sampler``, where Lightning looks for it."""
     workers = loading.batch_workers()
+    if isinstance(sampler, DistributedSampler):
+        batching = {"sampler": sampler, "batch_size": loading.batch_size}
+    else:
+        sampler = sampler if sampler is not None else SequentialSampler(dataset)
+        batching = {"batch_sampler": LookaheadBatches(sampler, loading.batch_size, drop_last=False)}
     return DataLoader(
         dataset,
-        batch_size=loading.batch_size,
-        sampler=sampler,
+        **batching,
         num_workers=workers,
         persistent_workers=workers > 0,
         collate_fn=collate,

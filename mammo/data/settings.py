@@ -94,6 +94,12 @@ class LoaderSettings:
         ``num_workers``."""
         return self.num_workers if self.cache_mode == "none" else 0
 
+    def read_threads(self) -> int:
+        """Threads that read each batch's entries from the disk cache, in the training process:
+        ``num_workers`` (at least one). Reading is a copy from the page cache, and threads copy in
+        parallel where one alone is bound by a core (``scripts/bench_cache.py``)."""
+        return max(1, self.num_workers)
+
     def __post_init__(self) -> None:
         if self.cache_mode not in CACHE_MODES:
             raise DataError(f"data.cache_mode={self.cache_mode!r}: expected one of {', '.join(CACHE_MODES)}")

@@ -138,7 +138,8 @@ class UnitDataset(Dataset):
     def __getitems__(self, indices: list[int]):
         positions = np.concatenate([self.members[i] for i in indices])
         images = self.buffers.get((len(positions), 1, *self.source.preprocessing.shape), np.float16)
-        self.source.read_batch(positions.tolist(), images[:, 0])
+        after = [int(p) for i in getattr(indices, "after", ()) for p in self.members[i]]  # the next batch's
+        self.source.read_batch(positions.tolist(), images[:, 0], after)
         codes = np.repeat(np.arange(len(indices)), [len(self.members[i]) for i in indices])
         return _Batch(
             (

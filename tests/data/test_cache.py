@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import time
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from mammo.core.errors import DataError
-from mammo.data.cache import HEADER, MAGIC, CacheEntryError, DiskCache, Location, collate, stored_facts
+from mammo.data.cache import (
+    COLD_BATCHES,
+    HEADER,
+    MAGIC,
+    CacheEntryError,
+    DiskCache,
+    Location,
+    collate,
+    stored_facts,
+)
 from tests.cache_files import flip_payload_byte, last_in_its_shard, overwrite_header, shards, truncate, where
 
 
@@ -142,7 +152,7 @@ def test_two_runs_can_fill_one_cache_at_once(dataset, tmp_path):
     for _, shard, offset in cache.index.entries.values():  # each entry whole, to its checksum
         fd = os.open(cache.folder / shard, os.O_RDONLY)
         try:
-            assert cache.read_into("entry", out, verify=True, where=Location(shard, fd, offset))
+            cache.read_into("entry", out, verify=True, where=Location(shard, fd, offset))  # or raises
         finally:
             os.close(fd)
         assert np.isfinite(out).all()
@@ -293,6 +303,92 @@ def test_cached_batches_are_read_in_the_training_process(dataset, make_datamodul
     assert dm.train_dataloader().num_workers == workers and dm.val_dataloader().num_workers == workers
     if mode == "disk":
         assert dm.cache_stats["built"] == 40  # the fill still uses data.num_workers
+        assert dm.source.cache.threads == 2  # and reads each batch with as many threads
+    loader = dm.train_dataloader()
+    batches = list(loader.batch_sampler)  # the sampler's batches, each naming the next one
+    assert [list(b) for b in batches] == list(BatchSampler(loader.batch_sampler.sampler, 64, False))
+    assert [b.after for b in batches] == [list(b) for b in batches[1:]] + [[]]
+
+
+def test_under_ddp_the_shard_stays_the_loaders_sampler():
+    """Lightning looks for a ``DistributedSampler`` as the loader's ``sampler`` (else it puts in its
+    own, with another seed)."""
+    from torch.utils.data import DistributedSampler
+
+    from mammo.data.datamodule import batch_loader
+    from mammo.data.settings import LoaderSettings
+
+    data = list(range(10))
+    shard = DistributedSampler(data, num_replicas=2, rank=1, seed=42)
+    loader = batch_loader(data, LoaderSettings(4, 0, "memory", None, False, 42), shard)
+    assert loader.sampler is shard and [len(b) for b in loader] == [4, 1]
+
+
+def small_cache(folder, threads: int, n: int = 24, size: int = 256):
+    """A disk cache of ``n`` random ``size``-px images (keys ``k0``, ``k1``, ...), and the images."""
+    from mammo.data.images import Facts, Preprocessing
+
+    cache = DiskCache(folder, Preprocessing(size), threads)
+    images = np.random.default_rng(0).random((n, size, size)).astype(np.float16)
+    for i, image in enumerate(images):
+        cache.write(f"k{i}", image, Facts())
+    return cache, images
+
+
+def test_threads_read_a_batch_as_one_thread_does_and_report_what_they_could_not(tmp_path):
+    cache, images = small_cache(tmp_path, threads=2, size=320)  # entries of 200 KiB
+    assert len(cache._parts(list(range(16)))) == 2 and len(cache._parts(list(range(4)))) == 1
+    flip_payload_byte(cache, "k5")
+    order = [7, 3, 12, 5, 0, 21, 9, 14, 1, 18, 2, 11, 23, 6, 17, 4]
+    keys = [f"k{i}" for i in order]
+    keys[6] = "not-cached"
+    out, verified = np.zeros((16, 320, 320), np.float16), set()
+    failed = cache.read_entries(keys, out, verified)
+    assert cache.pool is not None  # the threads read it
+    assert sorted(failed) == [3, 6]
+    assert isinstance(failed[3], CacheEntryError) and "checksum mismatch" in str(failed[3])
+    assert isinstance(failed[6], FileNotFoundError)
+    good = [k for k in range(16) if k not in failed]
+    np.testing.assert_array_equal(out[good], images[[order[k] for k in good]])
+    assert verified == {keys[k] for k in good}
+    from mammo.data.images import Preprocessing
+
+    one, by_one = DiskCache(tmp_path, Preprocessing(320), threads=1), np.zeros_like(out)
+    assert sorted(one.read_entries(keys, by_one, set())) == [3, 6] and one.pool is None
+    np.testing.assert_array_equal(by_one[good], out[good])
+    copy = pickle.loads(pickle.dumps(cache))  # as a spawned loader worker gets it: threads of its own
+    assert copy.pool is None and not copy.read_entries(keys[:2], out[:2], set())
+
+
+def test_a_batch_that_waits_for_the_disk_starts_the_next_batchs_reads(tmp_path, monkeypatch):
+    """From a cold cache, the next batch's entries are advised at once, and go on being advised
+    for a few batches (their reads were started early, so they need not wait themselves)."""
+    import mammo.data.cache
+
+    cache, _ = small_cache(tmp_path, threads=1, n=24, size=32)
+    advised, cold = [], {"k0"}  # k0 is not in the page cache (simulated)
+    monkeypatch.setattr(cache, "advise", lambda at: advised.append(sorted(a.offset for a in at)))
+    real = mammo.data.cache._preadv
+
+    def preadv(fd, buffers, offset, nowait):
+        missing = nowait and offset == cache.index.locate("k0").offset and cold
+        return None if missing else real(fd, buffers, offset, nowait)
+
+    monkeypatch.setattr(mammo.data.cache, "_preadv", preadv)
+    offsets = {f"k{i}": cache.index.locate(f"k{i}").offset for i in range(24)}
+    batches = [[f"k{i}", f"k{i + 1}"] for i in range(0, 24, 2)]
+    out = np.zeros((2, 32, 32), np.float16)
+    for n, batch in enumerate(batches[:-1]):
+        cache.read_entries(batch, out, set(), after=batches[n + 1])
+        cold.clear()
+    expected = [
+        [offsets["k0"], offsets["k1"]],  # the miss: the rest of its batch
+        [offsets["k2"], offsets["k3"]],  # and the next batch
+    ] + [sorted(offsets[k] for k in batches[n + 1]) for n in range(1, 1 + COLD_BATCHES)]
+    assert advised == expected  # then, the cache warm again, nothing more
+    advised.clear()
+    cache.read_entries(batches[0], out, set(), after=batches[1])
+    assert advised == []  # warm: no system call per entry
 
 
 def test_a_per_file_cache_of_an_older_mammo_is_moved_into_the_pack(dataset, make_datamodule, caplog):

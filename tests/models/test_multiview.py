@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mammo.core.errors import ConfigError
+from mammo.data.cache import BatchIndices
 from mammo.data.demo import phantom, write_dicom
 from mammo.data.units import UnitDataset, assignment_matrix, unit_codes, unit_labels, whole_unit_batches
 from mammo.models.checkpoint import load_checkpoint
@@ -316,9 +317,13 @@ class Images:
     class preprocessing:  # noqa: N801
         shape = (4, 4)
 
-    def read_batch(self, indices, out):
+    def __init__(self) -> None:
+        self.after = []  # the next batch's images, as each read_batch was told them
+
+    def read_batch(self, indices, out, after=()):
         for k, i in enumerate(indices):
             out[k] = i
+        self.after.append(list(after))
 
 
 def test_a_unit_batch_is_its_images_with_their_assignment_and_disagreeing_units_are_not_trained():
@@ -332,10 +337,11 @@ def test_a_unit_batch_is_its_images_with_their_assignment_and_disagreeing_units_
         index=[10, 11, 12, 13, 14],
     )
     units = UnitDataset(table, Images(), "breast")
-    images, labels, rows, assignment = units.__getitems__([1, 0])
+    images, labels, rows, assignment = units.__getitems__(BatchIndices([1, 0], after=[2]))
     assert rows.tolist() == [12, 10, 11] and labels.tolist() == [1, 2, 2]
     assert images[:, 0, 0, 0].tolist() == [2, 0, 1]
     assert assignment.tolist() == [[1, 0, 0], [0, 1, 1]]
+    assert units.source.after == [[3, 4]]  # the next batch's unit, as its images (cold reads start early)
     training = UnitDataset(table, Images(), "breast", agreeing_only=True)
     assert len(units) == 3 and len(training) == 2 and training.disagreeing == 1
 
