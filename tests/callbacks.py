@@ -60,6 +60,7 @@ class RecordBatch(L.Callback):
                     "channels_last": images.is_contiguous(memory_format=torch.channels_last),
                     "logits_dtype": str(logits.dtype),
                     "precision": str(trainer.precision),
+                    "pinned": trainer.datamodule.batch_memory.pinned,  # where the batch was read to
                 }
             )
         )

@@ -22,11 +22,11 @@ from shards opened once), and each entry's CRC the first time a process reads it
 check the header only: one positioned read per image from a shard that stays open, no file opened
 per image, a batch's reads shared among threads (``data.num_workers`` of them: each copies from
 the page cache at a core's speed), and from a cold cache the next batch's reads started while
-this one is read (:class:`LookaheadBatches`). An entry found bad either way is rebuilt from its DICOM (appended; the newest record of
-a key wins). ``rm -rf outputs/*/cache`` is always safe: a running process keeps reading the shards
-it has open, and the next run builds the cache again. A per-file cache of an older mammo (one
-``<key>.bin`` per image) is moved into the pack on the next run, each entry checked to its CRC
-first (a damaged one is rebuilt), and its files removed.
+this one is read (:class:`LookaheadBatches`). An entry found bad either way is rebuilt from its
+DICOM (appended; the newest record of a key wins). ``rm -rf outputs/*/cache`` is always safe: a
+running process keeps reading the shards it has open, and the next run builds the cache again.
+A per-file cache of an older mammo (one ``<key>.bin`` per image) is moved into the pack on the
+next run, each entry checked to its CRC first (a damaged one is rebuilt), and its files removed.
 
 **Image sources and batches.** Where each image comes from (memory cache, disk cache or the
 DICOM file), the one-pass cache filler, and the batch-reading Dataset the loaders use.
@@ -90,26 +90,41 @@ class BatchBuffers:
     Args:
         keep: how many arrays of one shape to hold on to (a training loop holds one or two
             batches; the rest are allocated as usual and freed when dropped).
+        pinned: page-locked memory (on a CUDA machine), which the GPU copies from directly and
+            without waiting for the CPU. Lightning's copy of a batch to the GPU returns before it
+            is done, so whoever sends a batch from this memory sets :attr:`fence` (a CUDA event
+            recorded after the copy, ``DensityDataModule.transfer_batch_to_device``), and the next
+            :meth:`get` waits for it: no array is written while a copy still reads it.
     """
 
-    def __init__(self, keep: int = 4) -> None:
-        self.keep = keep
+    def __init__(self, keep: int = 4, pinned: bool = False) -> None:
+        self.keep, self.pinned = keep, pinned
         self.pool: dict[tuple, list[np.ndarray]] = {}
+        self.fence = None  # the last copy out of this memory, where it may not be done yet
 
     def get(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An array of ``shape`` and ``dtype`` that nothing else references (contents undefined)."""
+        if self.fence is not None:
+            self.fence.synchronize()
+            self.fence = None
         key = (tuple(shape), np.dtype(dtype).str)
         arrays = self.pool.setdefault(key, [])
         for k in range(len(arrays)):
             if sys.getrefcount(arrays[k]) <= _FREE:
                 return arrays[k]
-        array = np.empty(shape, dtype)
+        array = self._new(shape, np.dtype(dtype))
         if len(arrays) < self.keep:
             arrays.append(array)
         return array
 
+    def _new(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if not self.pinned:
+            return np.empty(shape, dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        return torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy().view(dtype).reshape(shape)
+
     def __getstate__(self) -> dict:  # a loader worker starts with an empty pool of its own
-        return {"keep": self.keep, "pool": {}}
+        return {"keep": self.keep, "pinned": False, "pool": {}, "fence": None}
 
 
 # -- the disk cache -----------------------------------------------------------------------------------
@@ -793,12 +808,14 @@ class DicomDataset(Dataset):
     of the batch tensor, so a cached epoch copies every byte once.
     """
 
-    def __init__(self, table: pd.DataFrame, source: ImageSource, embeddings=None) -> None:
+    def __init__(
+        self, table: pd.DataFrame, source: ImageSource, embeddings=None, buffers: BatchBuffers | None = None
+    ) -> None:
         self.labels = table["label"].to_numpy()
         self.rows = table.index.to_numpy()
         self.source = source
         self.embeddings = embeddings  # (features [N, D] array, row in it per table row) or None
-        self.buffers = BatchBuffers()
+        self.buffers = buffers or BatchBuffers()  # the batches' memory (a datamodule's, shared)
 
     def __len__(self) -> int:
         return len(self.rows)

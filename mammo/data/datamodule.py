@@ -45,6 +45,7 @@ from mammo.artifacts.io import atomic_open
 from mammo.core.errors import DataError, OutputError
 from mammo.data.cache import (
     BatchAugmentation,
+    BatchBuffers,
     DicomDataset,
     DiskCache,
     EpochShuffle,
@@ -430,6 +431,7 @@ class DensityDataModule(L.LightningDataModule):
         flip = preprocessing.orient == "none"
         self.augment = BatchAugmentation(flip) if loading.train_augment else None
         self.unit: str | None = None  # breast | exam: batches of whole units (model=multiview)
+        self.batch_memory: BatchBuffers | None = None  # every loader's batches go into it
 
     @classmethod
     def from_config(cls, **settings) -> DensityDataModule:
@@ -550,8 +552,9 @@ class DensityDataModule(L.LightningDataModule):
     def dataset(self, table: pd.DataFrame, training: bool = False) -> DicomDataset | UnitDataset:
         """The rows of ``table`` as a batch Dataset (with their embeddings when attached); with
         :meth:`feed_units`, its breasts or exams (for ``training``, those whose images agree)."""
+        memory, source = self._batch_memory(), self.source.select(table.index.to_numpy())
         if self.unit:
-            units = UnitDataset(table, self.source.select(table.index.to_numpy()), self.unit, training)
+            units = UnitDataset(table, source, self.unit, training, memory)
             if training and units.disagreeing:
                 log.info(
                     "Training on %d %ss (%d left out: their images disagree on the density)",
@@ -564,7 +567,19 @@ class DensityDataModule(L.LightningDataModule):
         if self.embeddings is not None:
             features, rows = self.embeddings
             embeddings = (features, rows[table.index.to_numpy()])
-        return DicomDataset(table, self.source.select(table.index.to_numpy()), embeddings)
+        return DicomDataset(table, source, embeddings, memory)
+
+    def _batch_memory(self) -> BatchBuffers:
+        """The memory every batch this datamodule's loaders read goes into, recycled: pinned
+        where the trainer runs on a CUDA device and batches are read in this process (the GPU then
+        copies them straight from it); loader workers' batches are pinned by the loader."""
+        pinned = self._on_cuda() and self.loading.batch_workers() == 0
+        if self.batch_memory is None or self.batch_memory.pinned != pinned:
+            self.batch_memory = BatchBuffers(pinned=pinned)
+        return self.batch_memory
+
+    def _on_cuda(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.train_table, training=True)
@@ -592,7 +607,18 @@ class DensityDataModule(L.LightningDataModule):
         return self._loader(self.dataset(self.val_table))
 
     def _loader(self, dataset: Dataset, sampler=None) -> DataLoader:
-        return batch_loader(dataset, self.loading, sampler)
+        return batch_loader(dataset, self.loading, sampler, pin_memory=self._on_cuda())
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Lightning's copy to ``device``; from the pinned batch memory, it leaves a CUDA event
+        behind it, which the next batch's read waits for before reusing any of that memory
+        (:class:`~mammo.data.cache.BatchBuffers`)."""
+        moved = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        memory = self.batch_memory
+        if memory is not None and memory.pinned and device.type == "cuda":
+            memory.fence = torch.cuda.Event()
+            memory.fence.record(torch.cuda.current_stream(device))
+        return moved
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """On the device: channels_last on a GPU; training batches augmented (``BatchAugmentation``)."""
@@ -659,12 +685,14 @@ class DensityDataModule(L.LightningDataModule):
         }
 
 
-def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None) -> DataLoader:
+def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None, pin_memory: bool = False):
     """The DataLoader a run reads ``dataset`` with (``scripts/bench_cache.py`` times this one):
     ``loading.batch_size`` batches of ``sampler``'s order (the dataset's without one), in the
     training process where every image is cached (:meth:`LoaderSettings.batch_workers`), each
     batch knowing the next (:class:`~mammo.data.cache.LookaheadBatches`). A DDP shard
-    (``DistributedSampler``) stays the loader's ``sampler``, where Lightning looks for it."""
+    (``DistributedSampler``) stays the loader's ``sampler``, where Lightning looks for it. With
+    ``pin_memory`` (a CUDA trainer), batches from loader workers are copied to pinned memory;
+    those read in this process already are in it (``DensityDataModule._batch_memory``)."""
     workers = loading.batch_workers()
     if isinstance(sampler, DistributedSampler):
         batching = {"sampler": sampler, "batch_size": loading.batch_size}
@@ -676,6 +704,7 @@ def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None) -> Dat
         **batching,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=pin_memory and workers > 0,
         collate_fn=collate,
         # the loader's own generator: starting its iterator (workers' base seed) draws nothing
         # from the global torch random state, which a resumed run must find as it was saved

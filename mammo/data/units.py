@@ -117,15 +117,23 @@ class UnitDataset(Dataset):
         source: their :class:`~mammo.data.cache.ImageSource` (``source.select`` of the rows).
         unit: ``breast`` or ``exam``.
         agreeing_only: leave out the units whose images disagree on the label (for training).
+        buffers: the batches' memory (a datamodule's, shared; else one of its own).
     """
 
-    def __init__(self, table: pd.DataFrame, source, unit: str, agreeing_only: bool = False) -> None:
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        source,
+        unit: str,
+        agreeing_only: bool = False,
+        buffers: BatchBuffers | None = None,
+    ) -> None:
         codes = unit_codes(table, unit)
         sides = key_values(table, "breast")["laterality"].to_numpy()
         labels, agree = unit_labels(table["label"].to_numpy(), codes, sides)
         members = pd.Series(np.arange(len(table))).groupby(codes, sort=True).apply(np.asarray).tolist()
         kept = np.flatnonzero(agree) if agreeing_only else np.arange(len(members))
-        self.unit, self.source, self.buffers = unit, source, BatchBuffers()
+        self.unit, self.source, self.buffers = unit, source, buffers or BatchBuffers()
         self.members = [members[u] for u in kept]
         self.labels = labels[kept]  # each unit's label (0-based)
         self.disagreeing = int((~agree).sum())

@@ -31,7 +31,42 @@ def test_training_on_the_gpu_is_bf16_channels_last_and_records_it(tmp_path, demo
     batch = json.loads(record.read_text())
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     assert batch["device"] == "cuda" and batch["channels_last"] and batch["precision"] == expected
+    assert batch["pinned"]  # the disk cache (the default) was read straight into pinned memory
     assert summary["environment"]["precision"] == expected
+
+
+def test_pinned_batches_reach_the_gpu_whole_though_their_memory_is_reused(tmp_path):
+    """Each copy to the GPU waits behind a busy stream (``torch.cuda._sleep``) while the next
+    batches are read into the recycled pinned memory: each must still arrive as it was read."""
+    import lightning as L
+
+    from mammo.data.datamodule import DensityDataModule
+    from tests.data.conftest import make_dataset
+
+    csv, root = make_dataset(tmp_path / "data", n_patients=24)
+    dm = DensityDataModule.from_config(
+        csv=str(csv),
+        dicom_root=str(root),
+        img_size=256,
+        num_workers=2,
+        batch_size=4,
+        cache_mode="disk",
+        cache_dir=str(tmp_path / "cache"),
+        train_augment=False,
+        seed=42,
+    )
+    dm.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False)
+    dm.setup("fit")
+    loader, device = dm.train_dataloader(), torch.device("cuda", 0)
+    assert loader.dataset.buffers.pinned and loader.num_workers == 0
+    arrived, read = [], []
+    for batch in loader:
+        torch.cuda._sleep(20_000_000)  # the copy queued behind ~10 ms of GPU work
+        arrived.append(dm.transfer_batch_to_device(batch, device, 0)[0])
+        read.append(batch[0].clone())
+        assert batch[0].is_pinned()
+    torch.cuda.synchronize()
+    assert len(arrived) >= 6 and all(torch.equal(a.cpu(), r) for a, r in zip(arrived, read))
 
 
 def test_batch_augmentation_runs_on_the_gpu_batch():
