@@ -183,8 +183,8 @@ def run_settings(workers: int, cache_dir: Path):
 def run_loader(dataset, workers: int, cache_dir: Path):
     """The loader a run reads the cached ``dataset`` with (its default settings), and its sampler:
     ``EpochShuffle``, whose ``set_epoch`` gives every timed epoch the next epoch's order."""
-    from mammo.data.cache import EpochShuffle
     from mammo.data.datamodule import batch_loader
+    from mammo.data.order import EpochShuffle
 
     settings = run_settings(workers, cache_dir)
     sampler = EpochShuffle(dataset, settings.seed)
@@ -195,7 +195,8 @@ def epochs(tmp: Path, source, dataset, workers: int, entries: int, repeats: int)
     """Images/s of every side, from the page cache, and of b and c from the disk (or ``None``)."""
     from torch.utils.data import DataLoader
 
-    from mammo.data.cache import EpochShuffle, collate
+    from mammo.data.cache import collate
+    from mammo.data.order import EpochShuffle
 
     (joined,) = source.cache.folder.glob("*.pack")  # the pack: the entries, one after another
     batch_bytes = BATCH * source.cache.nbytes

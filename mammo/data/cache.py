@@ -1,49 +1,33 @@
 """Cache and batch: preprocessed images stored once, then read back a batch at a time.
 
-**The disk cache.** Preprocessed-image cache (``data.cache_mode=disk``), packed: the images of
-one preprocessing setting in a few large files.
+**The disk cache** (``data.cache_mode=disk``) is packed: the images of one preprocessing setting in
+append-only shards, ``<cache_dir>/preprocessed_<H>x<W>/<settings key>/shard-<host>-<pid>-<id>.pack``,
+one per writing process (runs and workers sharing a cache never write the same file), each with an
+index ``.idx`` of 36-byte records (key digest, offset, sequence number, the record's own CRC). A
+key, ``<AccessionNumber>_<name>.<sha>``, carries the DICOM's content hash and the folder hashes
+every preprocessing setting, so nothing stale is served. An entry (a 32-byte header: magic, shape,
+CRC-32 of the image, dtype and how it was made, :class:`~mammo.data.images.Facts`; then the image
+as float16) is written whole before its record, so a reader finds whole entries only: a crash
+leaves bytes no record names. A run checks every entry's size and header at start-up (32 bytes
+each, from shards opened once) and each entry's CRC at its first read in a process; a bad entry is
+rebuilt from its DICOM (appended; the newest record of a key wins). Reads: one ``preadv`` per image
+from shards that stay open, a batch's reads shared among ``data.num_workers`` threads (each copies
+from the page cache at a core's speed), and from a cold cache the next batch's reads started while
+this one is read (:class:`~mammo.data.order.LookaheadBatches`). ``rm -rf outputs/*/cache`` is always
+safe (a running process keeps reading the shards it has open). A per-file cache of an older mammo
+(``<key>.bin``) is moved into the pack, each entry checked to its CRC first.
 
-Layout: ``<cache_dir>/preprocessed_<H>x<W>/<settings key>/`` holds ``settings.json`` and shards:
-``shard-<host>-<pid>-<id>.pack`` (the entries, one after another) with its index
-``shard-<...>.idx`` (one 36-byte record per entry: the digest of its key, its offset, a sequence
-number and the record's own CRC). Each process that writes appends to shards of its own, so runs
-and loader workers sharing the cache never write the same file. An entry is known by its key,
-``<AccessionNumber>_<name>.<sha>``: the settings key hashes every preprocessing setting and the
-pipeline version, ``<sha>`` is the start of the DICOM file's SHA-256, so a change of either
-gives another key, and a stale image can never be served.
+**Image sources and batches.** Where each image comes from (memory cache, disk cache or the DICOM
+file), the one-pass cache filler, and the batch-reading Dataset the loaders use. Images are
+``[1, H, W]`` tensors in [0, 1] (float16 as stored); training batches are augmented in the training
+process (:class:`BatchAugmentation`, float32 after it), and the model normalises them. Loader
+workers only read and preprocess: they draw no random numbers, so results do not depend on how many
+there are.
 
-An entry is a 32-byte header (magic, height, width, CRC-32 of the payload, dtype code, and how the
-image was made: :class:`~mammo.data.images.Facts`, the shares of the file the crop kept and of
-the input the breast covers, the chest-wall and window sources) and the image as float16. An entry
-is written whole before its index record, and a record carries its own CRC, so a reader (a loader,
-a second run sharing the cache) finds whole entries only: a crash leaves bytes no record names.
-Each run checks every entry's size and header when it prepares the dataset (32 bytes per entry,
-from shards opened once), and each entry's CRC the first time a process reads it; later reads
-check the header only: one positioned read per image from a shard that stays open, no file opened
-per image, a batch's reads shared among threads (``data.num_workers`` of them: each copies from
-the page cache at a core's speed), and from a cold cache the next batch's reads started while
-this one is read (:class:`LookaheadBatches`). An entry found bad either way is rebuilt from its
-DICOM (appended; the newest record of a key wins). ``rm -rf outputs/*/cache`` is always safe: a
-running process keeps reading the shards it has open, and the next run builds the cache again.
-A per-file cache of an older mammo (one ``<key>.bin`` per image) is moved into the pack on the
-next run, each entry checked to its CRC first (a damaged one is rebuilt), and its files removed.
-
-**Image sources and batches.** Where each image comes from (memory cache, disk cache or the
-DICOM file), the one-pass cache filler, and the batch-reading Dataset the loaders use.
-
-Images are ``[1, H, W]`` tensors in [0, 1] (float16 as stored); training batches are augmented in
-the training process (:class:`BatchAugmentation`, float32 after it), and the model normalises
-them (``DensityClassifier.forward``). Loader workers only read and preprocess: they draw no random
-numbers, so results do not depend on how many there are.
-
-**Batch memory.** Batch memory that is recycled once nobody holds it any more.
-
-A loader that hands out a fresh array for every batch makes the kernel find and zero new pages
-for it whenever the allocator has given the last one back (glibc does, erratically, with a batch
-still held by the training step): at 512 px that cost 40 % of a cached epoch's speed
-(``scripts/bench_cache.py``). The pool hands out NumPy arrays to be wrapped with
-``torch.from_numpy``, which keeps its array alive for as long as any tensor or view of that memory
-exists; an array whose only reference is the pool's own is therefore free to be written again.
+**Batch memory** is recycled once nobody holds it (:class:`BatchBuffers`). A fresh array per batch
+made the kernel find and zero new pages whenever glibc had given the last ones back: 40 % of a
+cached epoch's speed at 512 px (``scripts/bench_cache.py``). ``torch.from_numpy`` keeps its array
+alive while any tensor or view of it exists, so an array only the pool references is free.
 """
 
 from __future__ import annotations
@@ -68,7 +52,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mammo.artifacts.io import atomic_open
 from mammo.core.errors import DataError
@@ -79,6 +63,7 @@ from mammo.data.images import (
     Preprocessing,
     report_nearly_whole_crops,
 )
+from mammo.data.settings import available_memory, check_memory_cache_fits
 
 # -- batch memory -------------------------------------------------------------------------------------
 _FREE = 2  # the pool's list entry + getrefcount's own argument
@@ -90,11 +75,9 @@ class BatchBuffers:
     Args:
         keep: how many arrays of one shape to hold on to (a training loop holds one or two
             batches; the rest are allocated as usual and freed when dropped).
-        pinned: page-locked memory (on a CUDA machine), which the GPU copies from directly and
-            without waiting for the CPU. Lightning's copy of a batch to the GPU returns before it
-            is done, so whoever sends a batch from this memory sets :attr:`fence` (a CUDA event
-            recorded after the copy, ``DensityDataModule.transfer_batch_to_device``), and the next
-            :meth:`get` waits for it: no array is written while a copy still reads it.
+        pinned: page-locked memory (on a CUDA machine), which the GPU copies from directly. Its
+            copy returns before it is done, so the sender sets :attr:`fence` (a CUDA event after
+            it, ``DensityDataModule.transfer_batch_to_device``), which :meth:`get` waits for.
     """
 
     def __init__(self, keep: int = 4, pinned: bool = False) -> None:
@@ -135,12 +118,8 @@ HEADER = struct.Struct("<8sIIIBBBxff")
 HEADER_START = struct.Struct("<8sIIIB")  # what every read checks: magic, shape, CRC, dtype
 DTYPE = np.float16
 NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux >= 4.14: read only what the page cache holds
-COLD_BATCHES = 4
-"""After a batch that had to wait for the disk, the next batch's reads are started this many
-batches on, whether or not the batch being read waits (its entries were started early)."""
-READ_PER_THREAD = 1 << 20
-"""The least a reading thread of :meth:`DiskCache.read_entries` is given: a batch of small images
-is read by one thread, as handing out its parts would cost more than they take to read."""
+COLD_BATCHES = 4  # after a read waited for the disk, the next batch is started early this long
+READ_PER_THREAD = 1 << 20  # a reading thread's least share: small images are read by one thread
 
 
 class CacheEntryError(Exception):
@@ -199,38 +178,26 @@ class DiskCache:
         self, keys: list[str], out: np.ndarray, verified: set, after: list[str] = ()
     ) -> dict[int, Exception]:
         """Entries ``keys`` into the rows of ``out`` (``[B, H, W]`` float16, C-contiguous: a batch),
-        each with one ``preadv`` of its shard into a header and its row, in the order the entries
-        lie in the shards, the batch cut into runs that :attr:`threads` threads read at once
-        (:meth:`_parts`).
-
-        Reads take what the page cache holds without waiting (``RWF_NOWAIT``). At the first entry
-        not all there, the reads of the rest of the run are all started at once (:meth:`advise`)
-        and reading goes on waiting for the disk; so are those of the next batch's entries
-        ``after``, there and for the next :data:`COLD_BATCHES` batches, so that the disk works on
-        the next batch while this one is read and trained on.
+        one ``preadv`` each into a header and its row, in shard order, the batch cut into runs that
+        :attr:`threads` threads (this one among them) read at once. Reads take what the page cache
+        holds without waiting (``RWF_NOWAIT``); at a run's first miss, the rest of its reads are
+        started at once (:meth:`advise`), and so are the next batch's (``after``), then and for
+        :data:`COLD_BATCHES` batches more, so that the disk works on the next batch meanwhile.
 
         An entry whose key is not in ``verified`` has its CRC checked and is added to it. Returns
-        the rows it could not fill, with why: ``FileNotFoundError`` (not in the cache) or
-        :class:`CacheEntryError` (truncated or corrupt); the caller rebuilds them.
+        the rows not filled, with why (``FileNotFoundError``, :class:`CacheEntryError`).
         """
         where = [self.index.locate(key) for key in keys]
         found = [k for k, at in enumerate(where) if at is not None]
         missing = (k for k, at in enumerate(where) if at is None)
         failed: dict[int, Exception] = {k: FileNotFoundError(f"{keys[k]}: not in the cache") for k in missing}
         batch = BatchRead(keys, where, memoryview(out).cast("B"), verified)
-        parts = self._parts(sorted(found, key=where.__getitem__))
+        first, *rest = self._parts(sorted(found, key=where.__getitem__))
         self.batches += 1
-        cold = self.batches - self.last_miss <= COLD_BATCHES
-        if len(parts) == 1:
-            failed.update(self._read_rows(batch, parts[0], after, cold))
-            return failed
-        pool = self._reading_threads()
-        reads = [
-            pool.submit(self._read_rows, batch, part, () if n or cold else after, False)
-            for n, part in enumerate(parts)
-        ]
-        if cold:  # while the threads read
-            self.advise_keys(after)
+        reads = [self._reading_threads().submit(self._read_rows, batch, part, ()) for part in rest]
+        if self.batches - self.last_miss <= COLD_BATCHES:  # it missed a moment ago
+            after = self.advise_keys(after)
+        failed.update(self._read_rows(batch, first, after))
         for read in reads:
             failed.update(read.result())
         return failed
@@ -243,19 +210,16 @@ class DiskCache:
         return [order[i : i + size] for i in range(0, len(order), size)] or [[]]
 
     def _reading_threads(self) -> ThreadPoolExecutor:
-        """This process's threads for :meth:`read_entries` (a forked process starts its own)."""
+        """This process's other reading threads (a forked process starts its own)."""
         if self.pool is None or self.pool[0] != os.getpid():
-            self.pool = (os.getpid(), ThreadPoolExecutor(self.threads, thread_name_prefix="mammo-cache"))
+            self.pool = (os.getpid(), ThreadPoolExecutor(self.threads - 1, thread_name_prefix="mammo-cache"))
         return self.pool[1]
 
-    def _read_rows(self, batch: BatchRead, part: list[int], after, cold: bool) -> dict[int, Exception]:
+    def _read_rows(self, batch: BatchRead, part: list[int], after) -> dict[int, Exception]:
         """Rows ``part`` of ``batch`` (:meth:`read_entries`), in their order; the rows that failed.
-        The next batch's entries ``after`` are advised at once where the cache was ``cold`` a
-        moment ago, else at the first miss."""
+        At the first miss, the rest and the next batch's entries ``after`` are advised."""
         size, failed = self.nbytes - HEADER.size, {}
         header, nowait = bytearray(HEADER.size), True
-        if cold:
-            after = self.advise_keys(after)
         for n, k in enumerate(part):
             at, row = batch.where[k], batch.rows[k * size : (k + 1) * size]
             got = _preadv(at.fd, [header, row], at.offset, nowait)
@@ -289,9 +253,8 @@ class DiskCache:
                 os.posix_fadvise(where.fd, where.offset, self.nbytes, os.POSIX_FADV_WILLNEED)
 
     def read_into(self, key: str, out: np.ndarray, verify: bool = False, where: Location | None = None):
-        """Read one entry straight into ``out`` (float16 ``[H, W]``, C-contiguous); ``where`` is its
-        :class:`Location`, else it is looked up. Raises ``FileNotFoundError`` or
-        :class:`CacheEntryError`."""
+        """One entry into ``out`` (float16 ``[H, W]``, C-contiguous) from ``where`` (looked up
+        without it); raises ``FileNotFoundError`` or :class:`CacheEntryError`."""
         where = where or self.index.locate(key)
         if where is None:
             raise FileNotFoundError(f"{key}: not in the disk cache")
@@ -554,28 +517,6 @@ def stored_facts(folder: Path, keys: list[str]) -> list[Facts | None]:
     return out
 
 
-def available_memory() -> int | None:
-    """Bytes of RAM the system can give without swapping (``MemAvailable``), ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def check_memory_cache_fits(images: int, shape: tuple[int, int], available: int | None) -> None:
-    """``data.cache_mode=memory`` holds every preprocessed image (float16) in RAM: refuse, naming
-    the sizes, when that would take more than 80 % of the available memory."""
-    height, width = shape
-    needed = images * height * width * 2
-    if available is not None and needed > 0.8 * available:
-        raise DataError(
-            f"data.cache_mode=memory: {images} images at {height}x{width} need {needed / 2**30:.1f} GiB "
-            f"of RAM, {available / 2**30:.1f} GiB is available; use data.cache_mode=disk"
-        )
-
-
 def _preadv(fd: int, buffers: list, offset: int, nowait: bool) -> int | None:
     """Bytes read from ``offset``; ``None`` when ``nowait`` and the kernel would have to wait for
     the disk (or cannot read without waiting on this file system)."""
@@ -631,53 +572,6 @@ class BatchAugmentation:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.transform(x.float()) for x in images]).clamp_(0, 1)
-
-
-class EpochShuffle(RandomSampler):
-    """A random order per epoch that depends only on ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` before every epoch, a resumed run too (the epoch comes from
-    the checkpoint), so the resumed epochs see the same orders as an uninterrupted run whatever the
-    loader workers did. Under DDP the datamodule shards with a ``DistributedSampler`` instead,
-    seeded by epoch the same way.
-    """
-
-    def __init__(self, data_source, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch = int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        generator = torch.Generator()
-        generator.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
-
-
-class BatchIndices(list):
-    """A batch's indices, and the next batch's (``after``, empty for the last batch)."""
-
-    def __init__(self, indices: list[int], after: list[int]) -> None:
-        super().__init__(indices)
-        self.after = after
-
-
-class LookaheadBatches(BatchSampler):
-    """``BatchSampler``'s batches of ``sampler``'s order, the same ones, each a
-    :class:`BatchIndices` that also names the next batch, so that a batch read from a cold disk
-    cache starts the next one's reads (:meth:`DiskCache.read_entries`). It draws one batch ahead
-    from ``sampler``, whose order (``EpochShuffle``: ``(seed, epoch)`` only) does not depend on
-    when it is drawn; Lightning's ``set_epoch`` reaches it as ``batch_sampler.sampler``."""
-
-    def __iter__(self):
-        batches = super().__iter__()
-        current = next(batches, None)
-        for upcoming in batches:
-            yield BatchIndices(current, upcoming)
-            current = upcoming
-        if current is not None:
-            yield BatchIndices(current, [])
 
 
 class ImageSource:

@@ -48,9 +48,7 @@ from mammo.data.cache import (
     BatchBuffers,
     DicomDataset,
     DiskCache,
-    EpochShuffle,
     ImageSource,
-    LookaheadBatches,
     collate,
     fill_cache,
 )
@@ -59,6 +57,7 @@ from mammo.data.demo import ensure_demo_dataset
 from mammo.data.embedding_rows import embedding_rows
 from mammo.data.images import Preprocessing
 from mammo.data.labels import Samples, load_samples, read_csv_table
+from mammo.data.order import EpochShuffle, LookaheadBatches
 from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
 from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
 from mammo.data.units import UnitDataset, check_unit, check_unit_keys
@@ -689,7 +688,7 @@ def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None, pin_me
     """The DataLoader a run reads ``dataset`` with (``scripts/bench_cache.py`` times this one):
     ``loading.batch_size`` batches of ``sampler``'s order (the dataset's without one), in the
     training process where every image is cached (:meth:`LoaderSettings.batch_workers`), each
-    batch knowing the next (:class:`~mammo.data.cache.LookaheadBatches`). A DDP shard
+    batch knowing the next (:class:`~mammo.data.order.LookaheadBatches`). A DDP shard
     (``DistributedSampler``) stays the loader's ``sampler``, where Lightning looks for it. With
     ``pin_memory`` (a CUDA trainer), batches from loader workers are copied to pinned memory;
     those read in this process already are in it (``DensityDataModule._batch_memory``)."""

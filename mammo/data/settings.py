@@ -138,3 +138,25 @@ class BadInput:
         if not self.skip:
             raise DataError(message)
         self.records.append({**where, "reason": message})
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM the system can give without swapping (``MemAvailable``), ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory_cache_fits(images: int, shape: tuple[int, int], available: int | None) -> None:
+    """``data.cache_mode=memory`` holds every preprocessed image (float16) in RAM: refuse, naming
+    the sizes, when that would take more than 80 % of the available memory."""
+    height, width = shape
+    needed = images * height * width * 2
+    if available is not None and needed > 0.8 * available:
+        raise DataError(
+            f"data.cache_mode=memory: {images} images at {height}x{width} need {needed / 2**30:.1f} GiB "
+            f"of RAM, {available / 2**30:.1f} GiB is available; use data.cache_mode=disk"
+        )

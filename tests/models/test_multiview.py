@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from mammo.core.errors import ConfigError
-from mammo.data.cache import BatchIndices
 from mammo.data.demo import phantom, write_dicom
+from mammo.data.order import BatchIndices
 from mammo.data.units import UnitDataset, assignment_matrix, unit_codes, unit_labels, whole_unit_batches
 from mammo.models.checkpoint import load_checkpoint
 from mammo.models.multiview import MultiViewClassifier, ViewFusion
