@@ -195,9 +195,9 @@ class DiskCache:
         first, *rest = self._parts(sorted(found, key=where.__getitem__))
         self.batches += 1
         reads = [self._reading_threads().submit(self._read_rows, batch, part, ()) for part in rest]
-        if self.batches - self.last_miss <= COLD_BATCHES:  # it missed a moment ago
-            after = self.advise_keys(after)
-        failed.update(self._read_rows(batch, first, after))
+        cold = self.batches - self.last_miss <= COLD_BATCHES  # it missed a moment ago
+        self.advise_keys(after if cold else ())
+        failed.update(self._read_rows(batch, first, () if cold else after))
         for read in reads:
             failed.update(read.result())
         return failed
@@ -226,8 +226,8 @@ class DiskCache:
             if nowait and (got is None or got < self.nbytes):
                 self.last_miss = self.batches
                 self.advise([batch.where[j] for j in part[n:]])
-                after = self.advise_keys(after)
-                nowait = False
+                self.advise_keys(after)
+                after, nowait = (), False
                 got = os.preadv(at.fd, [header, row], at.offset)
             try:
                 self._check_read(batch.keys[k], at, header, row, got, batch.keys[k] not in batch.verified)
@@ -237,8 +237,8 @@ class DiskCache:
             batch.verified.add(batch.keys[k])
         return failed
 
-    def advise_keys(self, keys: list[str]) -> tuple:
-        """:meth:`advise` the entries ``keys`` that are in the cache; returns ``()`` (none left)."""
+    def advise_keys(self, keys: list[str]) -> None:
+        """:meth:`advise` the entries ``keys`` that are in the cache (nothing without keys)."""
         if keys:
             self.advise([at for at in map(self.index.locate, keys) if at is not None])
         return ()

@@ -684,7 +684,9 @@ class DensityDataModule(L.LightningDataModule):
         }
 
 
-def batch_loader(dataset: Dataset, loading: LoaderSettings, sampler=None, pin_memory: bool = False):
+def batch_loader(
+    dataset: Dataset, loading: LoaderSettings, sampler=None, pin_memory: bool = False
+) -> DataLoader:
     """The DataLoader a run reads ``dataset`` with (``scripts/bench_cache.py`` times this one):
     ``loading.batch_size`` batches of ``sampler``'s order (the dataset's without one), in the
     training process where every image is cached (:meth:`LoaderSettings.batch_workers`), each
