@@ -59,7 +59,14 @@ from mammo.data.images import Preprocessing
 from mammo.data.labels import Samples, load_samples, read_csv_table
 from mammo.data.order import EpochShuffle, LookaheadBatches
 from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
-from mammo.data.settings import LabelColumns, LabelSource, LoaderSettings, SplitSettings, take
+from mammo.data.settings import (
+    LabelColumns,
+    LabelSource,
+    LoaderSettings,
+    SplitSettings,
+    counted_refusals,
+    take,
+)
 from mammo.data.units import UnitDataset, check_unit, check_unit_keys
 
 # -- patient-grouped splits ---------------------------------------------------------------------------
@@ -520,9 +527,9 @@ class DensityDataModule(L.LightningDataModule):
             )
         if samples.skipped:
             log.warning(
-                "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json); first: %s",
+                "Skipped %d bad file(s)/row(s) (data.on_bad_file=skip; see data_manifest.json): %s",
                 len(samples.skipped),
-                samples.skipped[0]["reason"],
+                counted_refusals(samples.skipped),
             )
         label_files = samples.source.get("label_files") or [samples.source["csv"]]
         names = {"csv": label_files[0], **{f"csv_{i}": f for i, f in enumerate(label_files[1:], start=2)}}

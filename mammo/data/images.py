@@ -1,39 +1,19 @@
-"""One DICOM file -> the model's input: decode, display window, breast crop, orientation, resize.
+"""One DICOM file -> the model's input: accept, decode, display window, breast crop, orient, resize.
 
-**The pipeline.** DICOM -> a fixed-size [0, 1] image, oriented and cropped.
-
-Pipeline for one file (each step switchable in ``conf/data``):
-
-1. decode the stored values (pydicom) and choose the display transform (:class:`Display`);
-2. on a ~256 px thumbnail of the display image: find the breast (the largest bright connected
-   region away from the image border; other bright regions are burnt-in labels or markers) and
-   which side its chest wall is on (DICOM Patient Orientation, else laterality, else intensity);
-3. crop the stored values to the breast's box, downsample them to the output size (antialiased
-   bilinear: plain ``stretch`` or aspect-keeping ``letterbox``), and only then apply the display
-   transform, blank the labels and flip the chest wall to ``orient``.
-
-Windowing after downsampling touches ~0.3 Mpx instead of ~12 Mpx, which is what keeps a
-4000x3000 image within a quarter of pydicom's decode time (``scripts/bench_data.py``). For a
+**Acceptance.** One rule for which files are read, shared by every door (:func:`opened_image`).
+**Decoding.** pydicom's decoders, with the fastest installed plugin per compressed transfer
+syntax (:data:`DECODERS`, measured with ``scripts/bench_data.py``).
+**The display transform** (:class:`Display`): stored -> modality LUT -> VOI (VOI LUT Sequence,
+else Window Center/Width with its VOI LUT Function, else a percentile window) -> MONOCHROME1
+inversion, to [0, 1] with bright = dense tissue.
+**The pipeline** (:class:`Preprocessing`, each step switchable in ``conf/data``): on a ~256 px
+thumbnail of the display image, find the breast (the largest bright region away from the
+border; other bright regions are burnt-in labels, markers or a film's frame) and its chest-wall
+side (Patient Orientation, else laterality, else intensity); crop the stored values to the
+breast's box, downsample (antialiased: ``stretch`` or aspect-keeping ``letterbox``), and only
+then window, blank the labels and flip the chest wall to ``orient``. Windowing after
+downsampling touches ~0.3 Mpx instead of ~12 Mpx (a quarter of pydicom's decode time); for a
 linear window it equals windowing first except in pixels averaged across the window's edges.
-
-**The display transform.** The VOI transform of a DICOM mammogram: stored values -> [0, 1],
-bright = dense tissue.
-
-stored -> modality LUT (Rescale Slope/Intercept or Modality LUT Sequence) -> VOI (VOI LUT
-Sequence, else Window Center/Width with its VOI LUT Function, else a percentile window) ->
-MONOCHROME1 inversion. It is an object of its own (:class:`Display`) so that the preprocessing can
-apply it after downsampling, which keeps a 4000x3000 image cheap (see the pipeline above).
-
-**Decoding.** Header checks and pixel decoding.
-
-Decoding goes through pydicom's pixel decoders, with the fastest installed plugin for each
-compressed transfer syntax (:data:`DECODERS`, measured with ``scripts/bench_data.py``): RLE with
-pylibjpeg-rle; JPEG 2000, JPEG-LS and JPEG Lossless with GDCM; any other syntax, or a missing
-plugin, with pydicom's own choice.
-
-**The breast.** The breast on a mammogram's display thumbnail: its box, the bright regions that
-are not it (burnt-in labels, markers, a film's frame) and the side its chest wall is on; and the crops that
-found nothing to leave out.
 """
 
 from __future__ import annotations
@@ -226,10 +206,8 @@ def _first(value):
 
 
 # -- decoding -----------------------------------------------------------------------------------------
-# Native (uncompressed) transfer syntaxes: their pixel data length is known from the header.
-# what pydicom raises for a file that is missing, not DICOM, or has a broken header
-_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)
-_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)  # a bad header
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}  # pixel length in header
 DECODERS = {
     RLELossless: "pylibjpeg",  # pylibjpeg-rle
     JPEG2000Lossless: "gdcm",
@@ -252,27 +230,15 @@ def decoding_plugin(transfer_syntax) -> str:
 
 
 def read_header(path: str | Path) -> pydicom.Dataset:
-    """The DICOM header without pixel data (fast)."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
+    """The DICOM header without pixel data (fast), of a file :func:`opened_image` accepts."""
+    return opened_image(path, defer_size=256)
 
 
 def check_header(path: str | Path) -> pydicom.Dataset:
-    """Read the header and check, without decoding, that the file holds one greyscale image.
-
-    Catches files that are not DICOM, lack pixel data, are multi-frame or colour, or whose
-    pixel data is cut short (the file ends before the Pixel Data element does).
-    """
+    """Read the header and check, without decoding, that the file holds one greyscale image
+    that may be a mammogram (:func:`opened_image`), and that its pixel data is not cut short."""
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path, defer_size=256)
-    except _READ_ERRORS as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
-    if "PixelData" not in ds:
-        raise DataError(f"{path}: DICOM has no pixel data")
-    _check_greyscale(ds, path)
+    ds = opened_image(path, defer_size=256)
     raw = ds.get_item("PixelData", keep_deferred=True)
     value_tell = getattr(raw, "value_tell", None)
     if value_tell is not None and raw.length != 0xFFFFFFFF:
@@ -286,19 +252,52 @@ def check_header(path: str | Path) -> pydicom.Dataset:
     return ds
 
 
+def opened_image(path: str | Path, **options) -> pydicom.Dataset:
+    """The file acceptance rule every door shares (training, evaluate, predict, embed, the
+    review): a readable DICOM with pixel data, one greyscale frame, and a header that may be a
+    mammogram (:func:`not_a_mammogram`); else a :class:`DataError` naming the file and why."""
+    try:
+        ds = pydicom.dcmread(path, **options)
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
+    if "PixelData" not in ds:
+        raise DataError(f"{path}: DICOM has no pixel data")
+    _check_greyscale(ds, path)
+    problem = not_a_mammogram({key: str(ds.get(key, "") or "") for key in ("Modality", "Rows", "Columns")})
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    return ds
+
+
+MODALITIES = ("MG", "CR", "DX", "OT")  # mammography, CR and DX (some units, film digitisers), other
+MIN_SIDE = 16  # fewer pixels on a side cannot hold a breast (Columns=1: an all-black letterbox)
+
+
+def not_a_mammogram(facts: dict) -> str:
+    """Why a file's header facts say it is no mammogram (``""`` when nothing does).
+
+    >>> not_a_mammogram({"Modality": "CT", "Rows": "512", "Columns": "512"})
+    'Modality CT is not a mammogram (accepted: MG, CR, DX, OT)'
+    >>> not_a_mammogram({"Modality": "MG", "Rows": "3328", "Columns": "1"})
+    'the image is 3328 x 1 pixels, too small to be a mammogram (at least 16 on each side)'
+    """
+    modality = facts.get("Modality", "").strip().upper()
+    if modality and modality not in MODALITIES:
+        return f"Modality {modality} is not a mammogram (accepted: {', '.join(MODALITIES)})"
+    rows, columns = facts.get("Rows", ""), facts.get("Columns", "")
+    if rows.isdigit() and columns.isdigit() and min(int(rows), int(columns)) < MIN_SIDE:
+        size = f"{rows} x {columns} pixels"
+        return f"the image is {size}, too small to be a mammogram (at least {MIN_SIDE} on each side)"
+    return ""
+
+
 def decode(path: str | Path, min_size: int | None = None) -> tuple[pydicom.Dataset, np.ndarray]:
     """Read ``path`` and decode its pixels: (dataset, stored values [H, W]).
 
     With ``min_size``, a JPEG 2000 image may be decoded at a reduced resolution (the codestream's
     own wavelet levels, :func:`reduced_jpeg2000`) as long as its short side stays >= ``min_size``.
     """
-    try:
-        ds = pydicom.dcmread(path)
-    except _READ_ERRORS as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({exc})") from exc
-    if "PixelData" not in ds:
-        raise DataError(f"{path}: DICOM has no pixel data")
-    _check_greyscale(ds, path)
+    ds = opened_image(path)
     reduced = reduced_jpeg2000(ds, min_size) if min_size else None
     if reduced is not None:
         return ds, reduced

@@ -50,7 +50,7 @@ import pandas as pd
 
 from mammo.core.errors import DataError
 from mammo.data.scan import SAMPLE_COLUMNS, HashIndex, scan_files
-from mammo.data.settings import DEFAULT_VIEWS, BadInput, LabelColumns
+from mammo.data.settings import DEFAULT_VIEWS, BadInput, LabelColumns, refused
 
 # -- the CSV reader -----------------------------------------------------------------------------------
 SAVE_AS = "save it from Excel as 'CSV UTF-8 (Comma delimited)'"
@@ -404,7 +404,7 @@ def load_samples(
     )
     table = exclude_views(table, views, excluded)
     if table.empty:
-        raise DataError(f"{csv}: no usable images ({len(bad.records)} skipped, {len(excluded)} excluded)")
+        raise DataError(f"{csv}: no usable images ({refused(bad.records, excluded)})")
     table["label"] = table["label"] - 1
     return Samples(
         table=table[[*SAMPLE_COLUMNS, *columns.subgroup_columns]],

@@ -28,7 +28,7 @@ import pandas as pd
 
 from mammo.artifacts.io import write_json
 from mammo.core.errors import DataError
-from mammo.data.images import check_header
+from mammo.data.images import check_header, not_a_mammogram
 from mammo.data.settings import BadInput
 
 # -- the manifest and the hash index ------------------------------------------------------------------
@@ -214,13 +214,6 @@ HEADER_FACTS = (
     "Manufacturer",
     "ManufacturerModelName",
 )
-MODALITIES = ("MG", "CR", "DX", "OT")
-"""DICOM Modality values an image may have (mammography; computed and digital radiography, which
-some mammography units and film digitisers write; "other"). A file without one is kept; a CT
-slice or an MR image in a mammography folder is a bad file."""
-MIN_SIDE = 16
-"""Fewer pixels than this on a side cannot hold a breast (a header with ``Columns=1`` would be
-letterboxed into an all-black model input): such a file is a bad file."""
 PARALLEL_FROM = 256
 """Files to read before the reading is spread over worker processes (starting them costs ~0.1 s)."""
 
@@ -290,24 +283,6 @@ def scan_files(
             }
         )
     return pd.DataFrame(out, columns=[*SAMPLE_COLUMNS, *extra])
-
-
-def not_a_mammogram(facts: dict) -> str:
-    """Why a file's header says it is no mammogram (``""`` when nothing does).
-
-    >>> not_a_mammogram({"Modality": "CT", "Rows": "512", "Columns": "512"})
-    'Modality CT is not a mammogram (accepted: MG, CR, DX, OT)'
-    >>> not_a_mammogram({"Modality": "MG", "Rows": "3328", "Columns": "1"})
-    'the image is 3328 x 1 pixels, too small to be a mammogram (at least 16 on each side)'
-    """
-    modality = facts.get("Modality", "").strip().upper()
-    if modality and modality not in MODALITIES:
-        return f"Modality {modality} is not a mammogram (accepted: {', '.join(MODALITIES)})"
-    rows, columns = facts.get("Rows", ""), facts.get("Columns", "")
-    if rows.isdigit() and columns.isdigit() and min(int(rows), int(columns)) < MIN_SIDE:
-        size = f"{rows} x {columns} pixels"
-        return f"the image is {size}, too small to be a mammogram (at least {MIN_SIDE} on each side)"
-    return ""
 
 
 def relative_posix(path, root: Path) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import MISSING, dataclass, field, fields
 
 from mammo.core.errors import DataError
@@ -138,6 +139,46 @@ class BadInput:
         if not self.skip:
             raise DataError(message)
         self.records.append({**where, "reason": message})
+
+
+def refusal_kind(reason: str) -> str:
+    """What a bad file's or row's reason says, without where and without its details.
+
+    >>> refusal_kind("/d/A1/CT.dcm: Modality CT is not a mammogram (accepted: MG, CR, DX, OT)")
+    'Modality CT is not a mammogram'
+    >>> refusal_kind("labels.csv: row 3: unknown density 'X'")
+    "unknown density 'X'"
+    """
+    return reason.split(" (", 1)[0].rsplit(": ", 1)[-1].strip()
+
+
+def counted_refusals(records: list[dict], named: int = 3) -> str:
+    """The reasons files and rows were refused, counted, most frequent first, with the first
+    ones named: what a run that refuses files says on the console and in run.log.
+
+    >>> counted_refusals([{"path": "a", "reason": "a: Modality CT is not a mammogram (accepted: MG)"},
+    ...                   {"path": "b", "reason": "b: Modality CT is not a mammogram (accepted: MG)"},
+    ...                   {"row": 7, "reason": "l.csv: row 7: unknown density 'X'"}])
+    "2 Modality CT is not a mammogram, 1 unknown density 'X'; first: a, b, row 7"
+    """
+    counts = Counter(refusal_kind(r["reason"]) for r in records)
+    first = [str(r.get("path") or f"row {r.get('row', '?')}") for r in records[:named]]
+    listed = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    return f"{listed}; first: {', '.join(first)}{' ...' if len(records) > named else ''}"
+
+
+def refused(skipped: list[dict], excluded: list[dict]) -> str:
+    """Why a label table gave no usable image: the skipped and the excluded, each counted by reason.
+
+    >>> refused([{"path": "a", "reason": "a: Modality CT is not a mammogram (accepted: MG)"}], [])
+    '1 skipped: 1 Modality CT is not a mammogram; first: a'
+    """
+    parts = [
+        f"{len(r)} {what}: {counted_refusals(r)}"
+        for what, r in (("skipped", skipped), ("excluded", excluded))
+        if r
+    ]
+    return " / ".join(parts) or "the label table lists no image"
 
 
 def available_memory() -> int | None:

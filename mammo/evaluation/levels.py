@@ -25,7 +25,7 @@ import torch
 
 from mammo.artifacts.files import prediction_arrays, write_metrics, write_predictions
 from mammo.core.errors import ConfigError
-from mammo.data.units import LEVELS, unit_labels
+from mammo.data.units import LEVELS, unit_codes, unit_labels
 from mammo.evaluation.intervals import metric_intervals
 from mammo.evaluation.metrics import confusion_matrix, density_metrics
 
@@ -40,20 +40,18 @@ def unit_predictions(images: pd.DataFrame, level: str, aggregate: str = "mean") 
         raise ConfigError(f"eval.aggregate={aggregate!r}: expected one of {', '.join(AGGREGATES)}")
     keys = list(LEVELS[level])
     columns = [c for c in images.columns if c.startswith("prob_class")]
-    grouped = images.groupby(keys, sort=False)
+    codes = unit_codes(images, level)  # numbered by first appearance; a row missing a key: its own unit
+    grouped = images.groupby(codes, sort=False)
     probs = grouped[columns].mean() if aggregate == "mean" else grouped[columns].max()
     probs = probs.div(probs.sum(axis=1), axis=0)
-    units = probs.index.to_frame(index=False)
-    units["num_images"] = grouped.size().reindex(probs.index).to_numpy()
+    units = images.reindex(columns=keys).groupby(codes, sort=False).first().reset_index(drop=True)
+    units["num_images"] = grouped.size().to_numpy()
+    probs = probs.reset_index(drop=True)
     left_out = 0
     if "true_label" in images:
-        codes = grouped.ngroup().to_numpy()  # numbered as ``probs`` is ordered (first appearance)
-        seen = codes >= 0  # a row with a missing key is in no unit
         sides = images["laterality"].fillna("").astype(str).to_numpy() if "laterality" in images else None
         truth, keep = unit_labels(
-            images["true_label"].to_numpy()[seen],
-            codes[seen],
-            sides[seen] if sides is not None else np.full(int(seen.sum()), ""),
+            images["true_label"].to_numpy(), codes, sides if sides is not None else np.full(len(codes), "")
         )
         units["true_label"] = truth
         left_out = int((~keep).sum())

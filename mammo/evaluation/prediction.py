@@ -17,8 +17,8 @@ from mammo.artifacts.io import write_csv
 from mammo.core.errors import DataError
 from mammo.data.images import Preprocessing, read_header
 from mammo.data.labels import read_csv_table
-from mammo.data.units import assignment_matrix, unit_codes
-from mammo.evaluation.levels import available_levels, unit_predictions
+from mammo.data.units import LEVELS, assignment_matrix, key_values, unit_codes
+from mammo.evaluation.levels import unit_predictions
 from mammo.models.device import autocast, to_device
 
 log = logging.getLogger("mammo")
@@ -103,12 +103,25 @@ def write_unit_predictions(out: Path, aggregate: str, unit: str | None = None) -
     """``predictions_breast.csv`` and ``predictions_exam.csv`` from ``predictions.csv`` (density is
     reported per exam): each unit's probabilities (:func:`~mammo.evaluation.levels.unit_predictions`),
     predicted density and letter; returns the number of units per level written. A multi-view
-    model's (``unit``) images hold its units' probabilities, so its level's file is its own."""
+    model's (``unit``) images hold its units' probabilities, so its level's file is its own. A
+    file whose header does not name its exam (or side) is a unit of its own, counted in the log."""
     images = read_predictions(out / "predictions.csv")
     if images.empty:
         return {}
     written = {}
-    for level in available_levels(images, "predict", unit):
+    for level in ["exam"] if unit == "exam" else ["breast", "exam"]:
+        alone = key_values(images, level).eq("").any(axis=1)
+        if alone.all():
+            log.info("No file names its %s (%s)", level, ", ".join(LEVELS[level]))
+            continue
+        if alone.any():
+            log.info(
+                "%d file(s) without %s in the header are %ss of their own (first: %s)",
+                int(alone.sum()),
+                " or ".join(LEVELS[level]),
+                level,
+                images.loc[alone, "image"].iloc[0],
+            )
         units, _ = unit_predictions(images, level, aggregate)
         units = units.rename(columns={"predicted_label": "predicted_density"})
         letters = units["predicted_density"].map(LETTERS)

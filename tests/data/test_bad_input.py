@@ -206,3 +206,36 @@ def test_a_bad_cache_mode_stops_a_training_run_with_one_line(tmp_path, demo_root
     assert "data.cache_mode='ram': expected one of none, memory, disk" in capsys.readouterr().err
     (summary,) = tmp_path.glob("*/results_*/summary.json")
     assert json.loads(summary.read_text())["status"] == "failed"
+
+
+def test_a_table_whose_every_file_is_refused_says_why(dataset, make_datamodule):
+    """54 refused files used to give "no usable images (54 skipped, 0 excluded)" and no reason."""
+    csv, root = dataset
+    for i, path in enumerate(sorted(root.rglob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.Modality = "CT" if i % 4 else "MR"
+        ds.save_as(path)
+    with pytest.raises(DataError) as info:
+        make_datamodule(csv, root, on_bad_file="skip")
+    message = str(info.value)
+    assert message.startswith(f"{csv}: no usable images (40 skipped: 30 Modality CT is not a mammogram, ")
+    assert (
+        "10 Modality MR is not a mammogram; first: ACC000/L_CC.dcm, ACC000/R_CC.dcm, ACC001/L_CC.dcm ...)"
+        in message
+    )
+
+
+def test_refused_files_are_counted_by_reason_in_the_log(dataset, make_datamodule, caplog):
+    csv, root = dataset
+    ct_slice(csv, root)
+    one_pixel = root / "ACC002" / "L_CC.dcm"
+    ds = pydicom.dcmread(one_pixel)
+    ds.Modality = "MR"
+    ds.save_as(one_pixel)
+    with caplog.at_level("WARNING", logger="mammo"):
+        make_datamodule(csv, root, on_bad_file="skip")
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
+    assert line.endswith(
+        ": 1 Modality CT is not a mammogram, 1 Modality MR is not a mammogram; "
+        "first: ACC001/L_CC.dcm, ACC002/L_CC.dcm"
+    )

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 import torch
 
@@ -37,6 +38,12 @@ def outputs(tmp_path_factory, demo_root):
     for i, path in enumerate(sorted((demo_root / "v2-p24-s0-160x128/archive").rglob("*.dcm"))[:6]):
         shutil.copy(path, folder / f"{i}.dcm")
     (folder / "notes.txt").write_text("not a DICOM")
+    ct = pydicom.dcmread(folder / "0.dcm")
+    ct.Modality = "CT"  # a CT slice in the folder: refused as training refuses it, no density
+    ct.save_as(folder / "ct.dcm")
+    anonymous = pydicom.dcmread(folder / "1.dcm")
+    del anonymous.AccessionNumber, anonymous.StudyInstanceUID  # no exam id: an exam of its own
+    anonymous.save_as(folder / "1.dcm")
     assert run_cli(predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
     assert run_cli(export, [f"ckpt={ckpt}", "format=torchscript", *paths]) == 0
     runs = f"runs=[{ckpt.parent},{ckpt.parent.parent / 'results_2'}]"
@@ -88,30 +95,51 @@ def test_predict_streams_predictions_and_lists_unreadable_files(outputs):
     out = outputs / "predictions/results_1"
     preds = pd.read_csv(out / "predictions.csv")
     bad = pd.read_csv(out / "unreadable.csv")
-    assert len(preds) == 6 and list(bad["image"].str.rsplit("/", n=1).str[1]) == ["notes.txt"]
-    assert "not a readable DICOM" in bad["reason"][0]
+    assert len(preds) == 6 and list(bad["image"].str.rsplit("/", n=1).str[1]) == ["ct.dcm", "notes.txt"]
+    assert "Modality CT is not a mammogram" in bad["reason"][0] and "not a readable DICOM" in bad["reason"][1]
+    assert not preds["image"].str.endswith("ct.dcm").any()
     probs = preds.filter(like="prob_class").to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
     assert (preds["predicted_density"] == probs.argmax(1) + 1).all()
     assert list(preds["predicted_letter"]) == [" ABCD"[d] for d in preds["predicted_density"]]
-    assert preds["AccessionNumber"].str.startswith("ACC").all()
+    assert preds["AccessionNumber"].dropna().str.startswith("ACC").all()
     assert list(preds.columns[-3:]) == ["PatientID", "laterality", "view"]
     assert preds["PatientID"].notna().all() and set(preds["laterality"]) <= {"L", "R"}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_predicted"] == 6 and summary["num_unreadable"] == 1
+    assert summary["num_predicted"] == 6 and summary["num_unreadable"] == 2
     from mammo.evaluation.levels import LEVELS
 
+    alone = preds["AccessionNumber"].isna()  # 1.dcm has no exam id: a breast and an exam of its own
+    assert list(preds.loc[alone, "image"].str.rsplit("/", n=1).str[1]) == ["1.dcm"]
     for level, keys in LEVELS.items():
         keys = list(keys)
         units = pd.read_csv(out / f"predictions_{level}.csv")
         assert list(units.columns[: len(keys) + 1]) == [*keys, "num_images"]
         assert units["num_images"].sum() == 6 and summary[f"num_{level}s"] == len(units)
-        assert len(units) == preds.groupby(keys).ngroups
+        assert len(units) == preds[~alone].groupby(keys).ngroups + 1
+        assert units["AccessionNumber"].isna().sum() == 1
         first = preds.groupby(keys, sort=False).get_group(tuple(units.loc[0, keys]))
         np.testing.assert_allclose(
             units.filter(like="prob_class").iloc[0], first.filter(like="prob_class").mean(), atol=1e-6
         )
         assert list(units["predicted_letter"]) == [" ABCD"[d] for d in units["predicted_density"]]
+
+
+def test_predict_refuses_a_non_mammogram_with_on_bad_file_error(outputs, tmp_path):
+    """The same file rule as training: a CT slice gets no density, and with on_bad_file=error it
+    stops the run with one line naming the file."""
+    from mammo.predict import main as predict
+
+    ckpt = outputs / "mammo_tiny_density/results_1/best_model.pt"
+    ct = outputs / "to_predict/ct.dcm"
+    args = [f"ckpt={ckpt}", f"input={ct}", "on_bad_file=error", "num_workers=0"]
+    args.append(f"paths.output_dir={tmp_path}")
+    assert run_cli(predict, args) == 1
+    run = next(tmp_path.glob("predictions/results_*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"]["message"] == f"{ct}: Modality CT is not a mammogram (accepted: MG, CR, DX, OT)"
+    assert len(pd.read_csv(run / "predictions.csv")) == 0
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

@@ -26,7 +26,7 @@ from mammo.data.datasets import cbis_ddsm, emory_embed, inbreast, rsna, vindr  #
 from mammo.data.datasets.registry import READERS, read_public
 from mammo.data.labels import Samples, exclude_views, image_path_rows
 from mammo.data.scan import scan_files
-from mammo.data.settings import BadInput
+from mammo.data.settings import BadInput, refused
 
 __all__ = ["READERS", "load_public", "read_public"]
 
@@ -57,7 +57,7 @@ def load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, wo
     if table.empty:
         raise DataError(
             f"data={dataset}: no usable images in {', '.join(map(str, public.label_files))} under {root}"
-            f" ({len(bad.records)} skipped, {len(public.excluded)} excluded)"
+            f" ({refused(bad.records, public.excluded)})"
         )
     table["label"] = table["label"] - 1
     return Samples(
