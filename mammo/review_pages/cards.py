@@ -3,6 +3,7 @@ crop box and the chest wall marked, and the Grad-CAM of the predicted class."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -34,12 +35,17 @@ def ranked_cells(frame: pd.DataFrame) -> dict[tuple[int, int], pd.DataFrame]:
 
 
 def card_name(image_id: str) -> str:
-    """A file name for an image's card.
+    """A file name for an image's card: readable, and unique per image id (ids that the readable
+    part maps to one name, a space and a dash or two accented letters, differ in the hash of the
+    whole id), the same in every run.
 
     >>> card_name("ACC00001/L_CC")
-    'ACC00001-L_CC.png'
+    'ACC00001-L_CC.4167d8f453.png'
+    >>> card_name("P 1/L_CC") != card_name("P-1/L_CC") and card_name("é/L") != card_name("è/L")
+    True
     """
-    return safe_name(image_id) + ".png"
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{safe_name(image_id)}.{digest}.png"
 
 
 def write_cards(source, rows: pd.DataFrame, folder: Path, batch_size: int = 16) -> dict[str, dict]:

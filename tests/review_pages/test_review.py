@@ -280,3 +280,20 @@ def test_a_dataset_is_reviewed_before_any_training(tmp_path, demo_root, capsys):
     page = Page(text)
     assert page.images and all((folder / "review" / src).is_file() for src in page.images)
     assert "Same pixels under two patients or two labels: 0" in text
+
+
+def test_card_files_are_one_per_image_id_and_the_same_in_every_run():
+    """Ids that differ only in characters a file name cannot hold (a space and a dash, accented
+    letters) used to share one card file, so a card could show another image."""
+    import subprocess
+    import sys
+
+    from mammo.review_pages.cards import card_name
+
+    ids = [f"{patient}/{side}_CC" for patient in ("P 1", "P-1", "Zoé", "Zoè", "P_1", "P  1") for side in "LR"]
+    names = [card_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+\.png", n) for n in names)
+    code = f"from mammo.review_pages.cards import card_name; print([card_name(i) for i in {ids!r}])"
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == repr(names)
