@@ -112,10 +112,11 @@ def _run_or_resume(resume, parent: str, fixed: str | None = None) -> str:
 
 
 def _hydra_subdir(resume) -> str | None:
-    """Keep the original run's ``.hydra/`` config when resuming it; only rank zero writes one."""
-    if not is_rank_zero():
+    """``.hydra/`` of a new run; only rank zero writes one. A resumed run keeps its own, and its
+    ``.hydra_resume/`` is written once the resume is accepted (``mammo.workflows.resume``)."""
+    if not is_rank_zero() or resume:
         return None
-    return ".hydra_resume" if resume else ".hydra"
+    return ".hydra"
 
 
 def _rank_zero_file(path: str) -> str:

@@ -7,6 +7,7 @@ hyperparameters, data_config, model_config, environment, execution, integration)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mammo.artifacts.io import write_json
+from mammo.artifacts.io import atomic_open, write_json
 from mammo.artifacts.provenance import command_line, environment_info, git_info
 from mammo.artifacts.redact import masked
 from mammo.artifacts.runlog import FILE_ONLY
@@ -60,10 +61,9 @@ class RunSummary:
 
     def continue_from_file(self) -> None:
         """Resume: keep what the file holds (start time, data, model, ...), mark it running again."""
-        import json
 
-        previous = json.loads(self.path.read_text())
-        self._before = json.loads(json.dumps(previous))
+        self._before = self.path.read_bytes()
+        previous = json.loads(self._before)
         self._t0 -= previous.get("execution", {}).get("duration_seconds") or 0  # the time already run
         resumed = [*previous.get("execution", {}).get("resumed_at", []), now()]
         previous.pop("error", None)
@@ -74,8 +74,10 @@ class RunSummary:
     def restore(self) -> None:
         """A refused resume: ``summary.json`` back as it was before :meth:`continue_from_file`."""
         if getattr(self, "_before", None) is not None:
-            self.data = self._before
-            self.save()
+            self.data = json.loads(self._before)
+            if self.write:
+                with atomic_open(self.path, "wb") as f:  # byte for byte as it was
+                    f.write(self._before)
 
     def update(self, **fields: Any) -> None:
         """Merge ``fields`` into the summary (dicts are merged one level deep) and save."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -27,6 +28,7 @@ from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
 from mammo.evaluation.intervals import EvalSettings
 from mammo.hpo.trial import TrialSettings
 from mammo.hpo.trial_callbacks import EpochStream, PruneOnPlateau
+from mammo.workflows.resume import ContinuedCSVHistory
 from mammo.workflows.run_context import Run, job_trial_id
 
 log = logging.getLogger("mammo")
@@ -205,6 +207,9 @@ def build_trainer(run: Run, callbacks: list):
         [instantiate(c, save_dir=str(run.directory)) for c in cfg.logger.values() if c] if cfg.logger else []
     )
     start_trackers(loggers, run.summary)
+    if cfg.get("resume"):  # Lightning's CSVLogger would delete the history of the epochs before
+        kept = (ContinuedCSVHistory.kept(logger) for logger in loggers if isinstance(logger, CSVLogger))
+        callbacks = [*callbacks, *filter(None, kept)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run.summary.update(
         environment={

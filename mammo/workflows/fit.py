@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
 import lightning as L
@@ -15,7 +14,7 @@ from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import as_output_error
 from mammo.artifacts.run_callbacks import RunArtifacts
 from mammo.artifacts.runlog import route_library_logs
-from mammo.core.errors import ConfigError, ResumeRefused, unwrap_worker_error
+from mammo.core.errors import ResumeRefused, unwrap_worker_error
 from mammo.core.interrupts import raise_if_requested
 from mammo.data.scan import manifest_changes
 from mammo.evaluation.calibration import store_temperature, write_reliability
@@ -25,7 +24,6 @@ from mammo.evaluation.intervals import add_val_intervals, read_best_epoch
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
 from mammo.evaluation.subgroups import SUBGROUP_COLUMNS, label_subgroups, with_subgroups, write_subgroups
-from mammo.models.backbones import load_failure
 from mammo.review_pages.build import write_review
 from mammo.workflows.components import (
     build_callbacks,
@@ -36,6 +34,7 @@ from mammo.workflows.components import (
     record_data,
     use_fold,
 )
+from mammo.workflows.resume import record_resume_command, record_start, resume_point
 from mammo.workflows.run_context import Run
 
 log = logging.getLogger("mammo")
@@ -85,6 +84,9 @@ def fit_steps(run: Run) -> float:
     use_units(run)
     if cfg.get("resume"):
         refuse_changed_data(run.directory, run.datamodule.manifest)
+    record_start(run, resume_point(run.directory) if cfg.get("resume") else 0)
+    if cfg.get("resume") and run.writes:
+        record_resume_command(run.directory, cfg)
     raise_if_requested()  # a Ctrl-C lost while the data was read stops the run here
     # seeded after the data is ready (preparing it may draw random numbers), so that a fold
     # trains the same whether it runs alone or after other folds in one process
@@ -143,14 +145,8 @@ def fit(run: Run) -> None:
     if cfg.get("compile"):  # opt-in: compiling costs time up front, pays back on long GPU runs
         log.info("torch.compile: the model is compiled on its first batches")
         fitted = torch.compile(model)  # shares model's parameters
-    try:
+    try:  # resume_point read the checkpoint as weights only before: a damaged one was refused there
         trainer.fit(fitted, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except pickle.UnpicklingError as exc:  # what torch raises for a checkpoint that is more than data
-        raise ConfigError(
-            f"resume={run_dir}: {last} is not loaded: it holds more than weights and training state "
-            f"({load_failure(exc)}); mammo loads checkpoints as weights only, so that a shared file "
-            "cannot run code"
-        ) from None
     except SystemExit as exc:
         if not trainer.interrupted:
             raise

@@ -23,6 +23,7 @@ from mammo.models.multiview import check_multiview_settings
 from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
+from mammo.workflows.resume import RunLogMark
 from mammo.workflows.run_context import Run
 
 log = logging.getLogger("mammo")
@@ -32,10 +33,19 @@ def train(cfg: DictConfig) -> float:
     """Run one training job in ``paths.run_dir``; returns ``best_<monitor>``, or with
     ``cv=kfold`` and no ``cv.fold`` the mean over all folds, trained one after another here."""
     run_dir = Path(cfg.paths.run_dir)
-    for record in (".hydra", ".hydra_resume"):  # Hydra's copy of a config file's password
-        mask_files(run_dir / record)
-    if cfg.get("resume"):
-        cfg = original_config(cfg, run_dir)
+    mask_files(run_dir / ".hydra")  # Hydra's copy of a config file's password
+    if not cfg.get("resume"):
+        return train_job(cfg, run_dir)
+    run_log = RunLogMark(run_dir)
+    try:
+        return train_job(original_config(cfg, run_dir), run_dir)
+    except ResumeRefused:
+        run_log.restore()  # the refused attempt's lines and traceback stay off the run's log
+        raise
+
+
+def train_job(cfg: DictConfig, run_dir: Path) -> float:
+    """:func:`train` of a job whose config is settled (a resumed run's own)."""
     trial = TrialJob.of(trial_settings(cfg), run_dir)
     link = trial.link if trial else None
     try:

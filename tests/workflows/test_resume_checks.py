@@ -16,7 +16,7 @@ from tests.workflows.test_data_in_runs import demo_copy
 STOP_AT_EPOCH_2 = ["+callbacks.stop._target_=tests.callbacks.InterruptOnce", "+callbacks.stop.epoch=2"]
 
 
-def interrupted_run(tmp_path, demo_root) -> tuple[Path, Path]:
+def interrupted_run(tmp_path, demo_root, *extra: str) -> tuple[Path, Path]:
     """A 3-epoch run on a private copy of the demo data, stopped as epoch 2 starts; returns
     (data copy, run dir)."""
     from mammo.train import main
@@ -31,6 +31,7 @@ def interrupted_run(tmp_path, demo_root) -> tuple[Path, Path]:
         f"paths.output_dir={tmp_path / 'outputs'}",
         *STOP_AT_EPOCH_2,
         f"+callbacks.stop.marker={tmp_path / 'stopped'}",
+        *extra,
     ]
     assert run_cli(main, args) != 0
     run = tmp_path / "outputs" / "mammo_tiny_density" / "results_1"
@@ -39,12 +40,8 @@ def interrupted_run(tmp_path, demo_root) -> tuple[Path, Path]:
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
-    """Every file of the run directory but the run's log and Hydra's record of this command."""
-    return {
-        str(p.relative_to(run)): p.read_bytes()
-        for p in sorted(run.rglob("*"))
-        if p.is_file() and p.name != "run.log" and ".hydra_resume" not in p.parts
-    }
+    """Every file of the run directory, run.log and Hydra's records included."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
 def test_resume_refuses_changed_data_and_changing_overrides_and_leaves_the_run_as_it_was(
@@ -144,3 +141,61 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path, demo_root, tests_
     err = capsys.readouterr().err
     assert message in err and "GLOBAL posix.system" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_a_resume_keeps_every_epochs_rows_in_metrics_csv_and_records_each_start(
+    tmp_path, demo_root, tests_trusted
+):
+    """Lightning's CSVLogger deleted the rows of the epochs before the stop."""
+    from mammo.train import main
+
+    _, run = interrupted_run(tmp_path, demo_root, "logger=csv")
+    metrics = run / "logs" / "metrics.csv"
+    assert set(pd.read_csv(metrics)["epoch"]) == {0}
+    summary = json.loads((run / "summary.json").read_text())
+    (first,) = summary["starts"]
+    assert first["from_epoch"] == 0 and first["pipeline_version"] == 3 and first["torch_version"]
+    first["torch_version"] = "1.0.0"  # the epoch before the stop was trained by other code
+    (run / "summary.json").write_text(json.dumps(summary))
+
+    assert run_cli(main, [f"resume={run}"]) == 0
+    rows = pd.read_csv(metrics)
+    assert sorted(set(rows["epoch"])) == [0, 1, 2]
+    assert rows.dropna(subset=["val_kappa"])["epoch"].tolist() == [0, 1, 2]  # one validation row each
+    starts = json.loads((run / "summary.json").read_text())["starts"]
+    assert [s["from_epoch"] for s in starts] == [0, 1] and starts[1]["torch_version"] != "1.0.0"
+    warned = [line for line in (run / "run.log").read_text().splitlines() if "trained by other code" in line]
+    assert [line.split("] ", 1)[1] for line in warned] == [
+        f"WARNING: resume={run}: epochs 1-1 were trained by other code (torch_version 1.0.0 -> "
+        f"{starts[1]['torch_version']}); summary.json's starts record each"
+    ]
+    assert (run / ".hydra_resume" / "overrides.yaml").read_text().strip() == f"- resume={run}"
+
+
+def test_a_damaged_checkpoint_or_another_pipeline_is_refused_and_the_run_stays_as_it_was(
+    tmp_path, demo_root, tests_trusted, capsys
+):
+    from mammo.train import main
+
+    _, run = interrupted_run(tmp_path, demo_root, "logger=csv")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["starts"][-1]["pipeline_version"] = 2
+    (run / "summary.json").write_text(json.dumps(summary))
+    before = snapshot(run)
+    capsys.readouterr()
+    assert run_cli(main, [f"resume={run}"]) == 1
+    err = capsys.readouterr().err
+    assert f"resume={run}: the run started under preprocessing pipeline version 2, this mammo has 3" in err
+    assert "Traceback" not in err and snapshot(run) == before
+
+    summary["starts"][-1]["pipeline_version"] = 3
+    (run / "summary.json").write_text(json.dumps(summary))
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a disk error cut it
+    before = snapshot(run)
+    assert run_cli(main, [f"resume={run}"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"resume={run}: {last} is damaged (")
+    assert "evaluate its best_model.pt" in err and "Traceback" not in err
+    assert snapshot(run) == before  # metrics.csv, run.log and summary.json included
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
