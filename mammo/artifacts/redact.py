@@ -74,23 +74,33 @@ def hide_argv_passwords(argv: list[str] | None = None) -> None:
 def usable_url(url: str) -> str:
     """A URL whose password is the mask, made usable in memory: an HTTP URL loses its credentials
     (MLflow sends ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``), a database URL gets
-    its password back from the environment (or none, for the client to look further). Any other
-    URL is returned as it is.
+    its password back from the environment (or none, for the client to look further). An HTTP URL
+    with its password written out (a config file's) goes the same way: user and password to those
+    variables, in this process only. Any other URL is returned as it is.
 
     >>> os.environ["PGPASSWORD"] = "p@ss"
     >>> usable_url("postgresql+psycopg2://ann:***@db/study")
     'postgresql+psycopg2://ann:p%40ss@db/study'
     >>> usable_url("http://ann:***@host:5000")
     'http://host:5000'
+    >>> usable_url("http://ann:pw%40x@host:5000"), os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+    ('http://host:5000', 'pw@x')
+    >>> os.environ.pop("MLFLOW_TRACKING_USERNAME")
+    'ann'
     >>> del os.environ["PGPASSWORD"]
     """
 
     def restore(found: re.Match) -> str:
         variable = password_variable(found["scheme"])
-        if found["password"] != MASK or variable is None:
+        if variable is None:
             return found[0]
         if variable == "MLFLOW_TRACKING_PASSWORD":
+            if found["password"] != MASK:  # written in a config file: used as one from the command line
+                os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found["user"])
+                os.environ[variable] = unquote(found["password"])
             return f"{found['scheme']}://"
+        if found["password"] != MASK:
+            return found[0]
         password = os.environ.get(variable)
         if password is None:  # the client library looks further itself (libpq: ~/.pgpass)
             return f"{found['head']}@"

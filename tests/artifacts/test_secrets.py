@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +125,67 @@ def test_a_password_in_a_config_file_is_masked_in_the_runs_copies(tmp_path, demo
     assert files_holding(tmp_path / "out", secret) == []
     (config,) = (tmp_path / "out").glob("*/results_*/.hydra/config.yaml")
     assert "ann:***@127.0.0.1" in config.read_text()
+
+
+class TrackingRequests(http.server.BaseHTTPRequestHandler):
+    """A stand-in tracking server on loopback that records what reaches it: each request's path
+    and Authorization header. ``/health`` answers 200; the REST calls MLflow's client makes
+    answer 404 ``RESOURCE_DOES_NOT_EXIST``, so a run stops at its first write."""
+
+    seen: list = []
+
+    def _answer(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        body = b"OK" if self.path.endswith("/health") else b'{"error_code": "RESOURCE_DOES_NOT_EXIST"}'
+        self.send_response(200 if self.path.endswith("/health") else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_password_in_a_config_file_reaches_the_tracking_server_as_one_from_the_command_line(
+    tmp_path, demo_root
+):
+    """From a YAML the URL kept ``user:pw@`` and the run said no server answered while one did."""
+    secret = "Pw-in-a-yaml-56"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TrackingRequests)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://ann:{secret}@127.0.0.1:{server.server_address[1]}/"
+    experiment = tmp_path / "mine" / "experiment" / "tracked.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text(
+        "# @package _global_\ndefaults:\n  - override /logger: mlflow\n"
+        f"logger:\n  mlflow:\n    tracking_uri: {uri}\n"
+    )
+    common = [
+        *(a for a in TINY if a != "logger=none"),
+        *SMALL_DEMO,
+        "epochs=1",
+        f"paths.demo_dir={demo_root}",
+    ]
+    seen = {}
+    try:
+        for where, args in {
+            "config file": ["--config-dir", str(tmp_path / "mine"), "experiment=tracked"],
+            "command line": ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"],
+        }.items():
+            TrackingRequests.seen = []
+            proc = cli(*args, *common, f"paths.output_dir={tmp_path / where.replace(' ', '_')}")
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 1 and "no MLflow tracking server answers there" not in err, where
+            assert secret not in out + err
+            seen[where] = list(TrackingRequests.seen)
+    finally:
+        server.shutdown()
+    credentials = "Basic " + base64.b64encode(f"ann:{secret}".encode()).decode()
+    api = [(path, auth) for path, auth in seen["config file"] if "/api/" in path]
+    assert api and all(auth == credentials for _, auth in api)  # MLflow's client sent them
+    assert seen["config file"] == seen["command line"]
+    assert all(secret not in path for path, _ in seen["config file"])
+    assert files_holding(tmp_path / "config_file", secret) == []
