@@ -3,18 +3,20 @@ data, read from its config."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mammo.artifacts.io import write_json
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import ConfigError
 from mammo.data.images import normal_img_size
 from mammo.data.labels import read_csv_table
+from mammo.data.scan import manifest_changes
 from mammo.evaluation.checkpoint_eval import write_evaluation
 from mammo.evaluation.gradcam import gradcam_figure
 from mammo.evaluation.inference import predict_probs, routed_probs
@@ -23,6 +25,7 @@ from mammo.models.checkpoint import Checkpoint
 from mammo.models.device import resolve_device
 from mammo.models.ensemble import load_predictor
 from mammo.workflows.components import eval_settings
+from mammo.workflows.training_job import given_overrides, override_key
 
 SPLITS = ("all", "val", "train", "test")
 
@@ -99,7 +102,45 @@ def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
         table = datamodule.samples.table
     if checkpoint.model.hparams.embeddings_fusion:
         datamodule.attach_embeddings(checkpoint.model.hparams.embeddings_dir)
+    say_how_the_data_differ(checkpoint, datamodule.manifest)
     return datamodule, table
+
+
+LOCAL_DATA_KEYS = ("data.num_workers", "data.cache_mode", "data.cache_dir")
+"""Data arguments that change how images are read, not which: the run's own data still stands."""
+
+
+def evaluated_data(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:
+    """The data node to evaluate on: the training run's own data settings (the checkpoint's
+    config) unless the command line gives data arguments (``data=...``, ``data.csv=...``). The
+    target is conf/'s, never the checkpoint's: a shared checkpoint names no code to run."""
+    given = [override_key(o) for o in given_overrides()]
+    other = [k for k in given if (k == "data" or k.startswith("data.")) and k not in LOCAL_DATA_KEYS]
+    own = checkpoint.members[0].meta.get("config", {}).get("data")
+    if other or not own:
+        return cfg.data
+    data = OmegaConf.create(own)
+    data._target_ = cfg.data._target_
+    for key in (k.split(".", 1)[1] for k in LOCAL_DATA_KEYS if k in given):
+        data[key] = cfg.data[key]
+    log.info(
+        "Data: the training run's own (%s); data arguments (data=..., data.csv=...) evaluate other data",
+        own.get("csv")
+        or (own.get("demo") and "demo data in " + str(own["demo"].get("dir")))
+        or own.get("root"),
+    )
+    return data
+
+
+def say_how_the_data_differ(checkpoint: Checkpoint, manifest: dict) -> None:
+    """One WARNING line when the evaluated images differ from the training run's
+    (``data_manifest.json``): how many were added, removed, relabelled or changed."""
+    saved = checkpoint.members[0].run_dir / "data_manifest.json"
+    if not saved.is_file():
+        return
+    changes = manifest_changes(json.loads(saved.read_text()), manifest)
+    if changes:
+        log.warning("The evaluated data differ from the training run's (%s): %s", saved, changes)
 
 
 def check_members_share_the_split(checkpoint: Checkpoint, split: str) -> None:
@@ -146,7 +187,7 @@ def checkpoint_datamodule(cfg: DictConfig, checkpoint, split_csv: str | None = N
         raise ConfigError(f"img_size={cfg.img_size} contradicts the checkpoint ({settings['img_size']})")
     classes = checkpoint.class_labels
     return instantiate(
-        cfg.data,
+        evaluated_data(cfg, checkpoint),
         _convert_="all",
         img_size=settings["img_size"],
         **{k: settings[k] for k in PREPROCESSING_KEYS},

@@ -75,6 +75,40 @@ def test_evaluate_reproduces_the_training_val_metrics(outputs):
     ).is_file()
 
 
+def test_evaluate_without_data_arguments_uses_the_runs_own_data(outputs, tmp_path):
+    """It used to generate the default demo data and then fail on the run's split."""
+    from mammo.evaluate import main
+
+    run = outputs / "mammo_tiny_density/results_1"
+    args = [
+        f"ckpt={run / 'best_model.pt'}",
+        "split=val",
+        "data.num_workers=0",
+        f"paths.output_dir={tmp_path}",
+    ]
+    assert run_cli(main, args) == 0
+    evaluation = next(tmp_path.glob("evaluations/results_*"))
+    trained = json.loads((run / "metrics/val_metrics.json").read_text())
+    evaluated = json.loads((evaluation / "metrics/eval_metrics.json").read_text())
+    assert evaluated["kappa_quadratic"] == pytest.approx(trained["kappa_quadratic"], abs=1e-6)
+    log = (evaluation / "run.log").read_text()
+    assert (
+        "Data: the training run's own (demo data in " in log and "differ from the training run's" not in log
+    )
+    assert not (tmp_path / "demo").exists()  # no other data generated
+
+
+def test_evaluate_on_other_data_says_how_they_differ(outputs, demo_root, tmp_path):
+    from mammo.evaluate import main
+
+    ckpt = outputs / "mammo_tiny_density/results_1/best_model.pt"
+    args = [f"ckpt={ckpt}", *COMMON, "data.demo.n_patients=12", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, [*args, "gradcam_per_class=0", f"paths.output_dir={tmp_path}"]) == 0
+    log = next(tmp_path.glob("evaluations/results_*/run.log")).read_text()
+    (line,) = [x for x in log.splitlines() if "differ from the training run's" in x]
+    assert "WARNING: The evaluated data differ" in line and "removed (e.g. " in line
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [("data.crop=false", "data.crop=False contradicts"), ("img_size=32", "img_size=32 contradicts")],
