@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mammo.artifacts.io import atomic_write_text, write_csv, write_json
+from mammo.core.errors import DataError
 
 PROB_FORMAT = "%.9g"
 """Enough digits to round-trip float32 probabilities, so metrics recomputed from the CSV match."""
@@ -48,9 +49,29 @@ def write_predictions(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False, float_format=PROB_FORMAT))
 
 
+NUMBER_COLUMNS = ("true_label", "predicted_label", "predicted_density")
+"""A predictions file's columns that hold numbers on every line (with the ``prob_class*`` ones)."""
+
+
 def read_predictions(path: Path) -> pd.DataFrame:
-    """A predictions file as :func:`write_predictions` wrote it: ids as text, empty cells empty."""
-    return pd.read_csv(path, dtype=ID_COLUMNS, keep_default_na=False)
+    """A predictions file as :func:`write_predictions` wrote it: ids as text, empty cells empty. A
+    damaged file (a line cut in the middle, a cell that is no number) is one line naming the file
+    and the line."""
+    try:
+        frame = pd.read_csv(path, dtype=ID_COLUMNS, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable predictions file ({reason})") from None
+    for column in [c for c in frame.columns if c.startswith("prob_class") or c in NUMBER_COLUMNS]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any():
+            row = int(values.isna().to_numpy().argmax())
+            raise DataError(
+                f"{path}: line {row + 2}: {column} is {frame[column].iloc[row]!r}, not a number "
+                "(a damaged or cut file?); write it again (mammo.evaluate) or restore it"
+            )
+        frame[column] = values
+    return frame
 
 
 def prediction_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

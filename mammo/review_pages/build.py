@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import shutil
@@ -17,7 +18,7 @@ from mammo.evaluation.subgroups import write_subgroups
 from mammo.review_pages import render
 from mammo.review_pages.cards import ranked_cells, write_cards
 from mammo.review_pages.data_checks import data_checks, preprocessing_outliers
-from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, read_source
+from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, coverage, expected_images, read_source
 
 log = logging.getLogger("mammo")
 
@@ -101,6 +102,8 @@ def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
             levels[level] = json.loads(path.read_text())
     images, patients = len(source.predictions), source.predictions["PatientID"].nunique()
     intro = f"<p>{images} images of {patients} patients. Each count links to its images.</p>"
+    missing = coverage(images, expected_images(source.summary, source.split), source.split)
+    intro += f"<p class='note'>{html.escape(missing, quote=False)}</p>" if missing else ""
     return intro + render.confusion(cells, classes) + render.metrics_tables(levels)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mammo.artifacts.files import read_predictions
 from mammo.core.errors import DataError
 from mammo.evaluation.comparison import predictions_of
 
+log = logging.getLogger("mammo")
 SPLIT_TITLES = {"val": "validation", "test": "test split", "eval": "evaluation", "oof": "out-of-fold (CV)"}
 
 
@@ -68,11 +70,44 @@ def read_source(folder: Path, split: str = "auto") -> ReviewSource:
         )
     summary = json.loads((folder / "summary.json").read_text())
     name, frame, manifest = predictions_of(folder, split)
+    say_if_some_are_missing(folder, name, len(frame), summary)
     if summary.get("experiment_type") == "evaluation":
         checkpoint = Path(summary.get("checkpoint") or "")
         return ReviewSource(folder, "evaluation", name, frame, manifest, summary, {None: checkpoint})
     return ReviewSource(
         folder, "training run", name, frame, manifest, summary, {None: folder / "best_model.pt"}
+    )
+
+
+EXPECTED_IMAGES = {"val": "num_val", "test": "num_test", "eval": "num_evaluated"}
+"""summary.json's ``data_config`` key that counts the images of a split's predictions file."""
+
+
+def expected_images(summary: dict, split: str) -> int | None:
+    """How many images the split had when its predictions were written (``None``: not recorded)."""
+    count = (summary.get("data_config") or {}).get(EXPECTED_IMAGES.get(split, ""))
+    return int(count) if isinstance(count, int) else None
+
+
+def say_if_some_are_missing(folder: Path, split: str, found: int, summary: dict) -> None:
+    """A predictions file with fewer images than its split (cut at a line end) is reviewed, and
+    the console and the page say "N of M" (:func:`coverage`)."""
+    expected = expected_images(summary, split)
+    if expected is not None and found < expected:
+        log.warning("%s: %s", folder, coverage(found, expected, split))
+
+
+def coverage(found: int, expected: int | None, split: str) -> str:
+    """``""`` when every image of the split has a prediction, else what the review shows of it.
+
+    >>> coverage(17, 20, "val")[:50]
+    "the predictions file holds 17 of the val split's 2"
+    """
+    if expected is None or found >= expected:
+        return ""
+    return (
+        f"the predictions file holds {found} of the {split} split's {expected} images (a cut or edited "
+        f"file?): the review shows those {found}"
     )
 
 

@@ -297,3 +297,27 @@ def test_card_files_are_one_per_image_id_and_the_same_in_every_run():
     code = f"from mammo.review_pages.cards import card_name; print([card_name(i) for i in {ids!r}])"
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert again.stdout.strip() == repr(names)
+
+
+def test_a_damaged_predictions_file_is_one_line_and_a_cut_one_is_said(reviewed, tmp_path, capsys, caplog):
+    """A line cut in the middle gave a traceback; a file cut at a line end was reviewed as a
+    subset (17 of the split's 20 images) without a word."""
+    run = tmp_path / "run"
+    shutil.copytree(reviewed[0], run, ignore=shutil.ignore_patterns("review"))
+    predictions = run / "val_predictions.csv"
+    lines = predictions.read_text().splitlines(keepends=True)
+    predictions.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 3])  # cut mid-line
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main([str(run)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and "\n" not in err and "Traceback" not in err
+    assert err.startswith(f"error: {predictions}: line {len(lines)}: ") and "not a number" in err
+
+    predictions.write_text("".join(lines[:-3]))  # cut at a line end: 3 images fewer
+    total = len(lines) - 1
+    with caplog.at_level("WARNING", logger="mammo"):
+        main([str(run)])
+    said = f"the predictions file holds {total - 3} of the val split's {total} images"
+    assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    assert said in (run / "review" / "index.html").read_text()
