@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from omegaconf import OmegaConf
 
+from mammo.core.targets import refused_hydra_targets
 from mammo.distributed.claims import shared_run_dir
 from mammo.distributed.ranks import is_rank_zero
 
@@ -179,6 +180,7 @@ def register_resolvers() -> None:
         "mammo.cpus": (available_cpus, False),
         "mammo.gpus_per_node": (_gpus_per_node, False),
         "mammo.deterministic_where_possible": (_deterministic_where_possible, False),
+        "mammo.refused_hydra_targets": (refused_hydra_targets, False),
     }
     for name, (resolver, use_cache) in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,25 +96,10 @@ def check_targets(cfg, trusted: list[str]) -> None:
 
 
 def origin_of(key: str, value: str) -> str:
-    """Where a value of the running job's config was set: the command line, or the first config
-    file of the composition that names it (the primary config and each chosen group option)."""
+    """Where a value of the running job's config was set (:func:`hydra_origin`)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return "the composed config"
-    hydra = HydraConfig.get()
-    for override in hydra.overrides.task:
-        if value in override:
-            return f"the command line ({override})"
-    names = [hydra.job.config_name, *(f"{g}/{o}" for g, o in hydra.runtime.choices.items() if o)]
-    for source in hydra.runtime.config_sources:
-        if source.schema != "file":
-            continue
-        for name in names:
-            path = Path(source.path) / f"{name}.yaml"
-            if path.is_file() and value in path.read_text(errors="replace"):
-                return str(path)
-    return "the composed config"
+    return hydra_origin(HydraConfig.get(), value) if HydraConfig.initialized() else "the composed config"
 
 
 def trusted_task(trusted: list[str]):
@@ -129,3 +115,69 @@ def trusted_task(trusted: list[str]):
         return checked
 
     return decorate
+
+
+HYDRA_NODES = ("callbacks", "job_logging")
+"""Hydra's own config nodes that name code (its callbacks, the job's logging handlers): Hydra
+builds them before a job starts, so :func:`check_targets` in the job would come too late."""
+
+
+def refused_hydra_targets(*, _root_) -> list[str]:
+    """An OmegaConf resolver (``${mammo.refused_hydra_targets:}``): mammo's one line for each
+    untrusted target in :data:`HYDRA_NODES`, read raw (nothing resolved, nothing built)."""
+    from omegaconf import OmegaConf
+
+    hydra = _root_.get("hydra") if hasattr(_root_, "get") else None
+    if hydra is None:
+        return []
+    trusted = trusted_targets(Path(__file__).resolve().parents[2] / "conf")
+    lines = []
+    for node in HYDRA_NODES:
+        raw = OmegaConf.to_container(hydra[node], resolve=False) if node in hydra else {}
+        for key, target in _keyed_targets(raw, f"hydra.{node}"):
+            if not is_trusted(target, trusted):
+                lines.append(refused_target(key, target, hydra_origin(hydra, target)))
+    return lines
+
+
+def _keyed_targets(node, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}"
+            if key in TARGET_KEYS and isinstance(value, str) and "${" not in value:
+                yield where, value
+            else:
+                yield from _keyed_targets(value, where)
+
+
+def hydra_origin(hydra, value: str) -> str:
+    """Where a value of a composed config was set: the command line, or the first config file of
+    the composition that names it (the primary config and each chosen group option)."""
+    for override in hydra.overrides.task:
+        if value in override:
+            return f"the command line ({override})"
+    names = [hydra.job.config_name, *(f"{g}/{o}" for g, o in hydra.runtime.choices.items() if o)]
+    for source in hydra.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        for name in names:
+            path = Path(source.path) / f"{name}.yaml"
+            if path.is_file() and value in path.read_text(errors="replace"):
+                return str(path)
+    return "the composed config"
+
+
+class TrustedHydraNodes:
+    """The first of an entry's ``hydra.callbacks``: built before the other callbacks and the job's
+    logging, it stops the command with mammo's one line (key, file, ``MAMMO_TRUSTED_TARGETS``)
+    when those name an untrusted target, where Hydra would print its traceback. Nothing runs."""
+
+    def __init__(self, refused: list[str]) -> None:
+        if refused:
+            sys.stderr.write("".join(f"{line}\n" for line in refused))
+            raise SystemExit(1)  # Hydra wraps any exception raised here in a traceback
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):  # Hydra's callback events: nothing to do
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)

@@ -109,3 +109,36 @@ def test_hydras_own_refusal_inside_a_job_is_printed_as_the_same_one_line(capsys)
     assert (
         err.startswith("pruner._target_=optuna.load_study: not a target mammo runs") and err.count("\n") == 1
     )
+
+
+HYDRA_NODE_EXPERIMENTS = {
+    "callbacks": "hydra:\n  callbacks:\n    evil:\n      _target_: os.system\n"
+    "      command: touch {marker}\n",
+    "job_logging": "hydra:\n  job_logging:\n    handlers:\n      evil:\n        (): os.system\n"
+    "        command: touch {marker}\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("node", "multirun"), [("callbacks", False), ("job_logging", False), ("callbacks", True)]
+)
+def test_an_untrusted_target_in_hydras_own_nodes_is_one_line_and_nothing_runs(tmp_path, node, multirun):
+    """Hydra refused them too, but with a 29-62-line traceback naming neither the file nor
+    MAMMO_TRUSTED_TARGETS."""
+    from tests.test_cli import cli
+
+    marker = tmp_path / "ran"
+    experiment = tmp_path / "mine" / "experiment" / "evil.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text("# @package _global_\n" + HYDRA_NODE_EXPERIMENTS[node].format(marker=marker))
+    args = ["--config-dir", str(tmp_path / "mine"), "experiment=evil", f"paths.output_dir={tmp_path / 'out'}"]
+    proc = cli(*(["-m", "seed=1,2"] if multirun else []), *args)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    key = "hydra.callbacks.evil._target_" if node == "callbacks" else "hydra.job_logging.handlers.evil.()"
+    assert err.strip().splitlines() == [
+        f"{key}=os.system: not a target mammo runs (the classes and functions conf/ names; set in "
+        f"{experiment}); to run your own code, add it to MAMMO_TRUSTED_TARGETS "
+        "(e.g. MAMMO_TRUSTED_TARGETS=mylab.*)"
+    ]
+    assert not marker.exists() and not (tmp_path / "out").exists()
