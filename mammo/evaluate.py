@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> None:
         from mammo.review_pages.build import write_review
         from mammo.workflows.components import eval_settings
 
-        write_review(Path(cfg.paths.run_dir), eval_settings(cfg).bootstrap, int(cfg.seed))
+        write_review(Path(cfg.paths.run_dir), eval_settings(cfg).bootstrap, int(cfg.seed), cfg.review)
 
 
 if __name__ == "__main__":

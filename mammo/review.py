@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-cell", type=int, default=24, help="images shown per confusion cell (errors)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the subgroups' intervals")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="a page to share: patient, exam and image ids as pseudonyms, no file paths",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -36,11 +41,16 @@ def main(argv: list[str] | None = None) -> None:
         if all("=" in t for t in args.target):  # a dataset, composed as mammo.train composes it
             from mammo.workflows.data_review_job import build_data_review
 
+            if args.deidentify:
+                parser.error("--deidentify: for the page of a run, evaluation or CV directory")
+
             path = build_data_review(args.target)
         elif len(args.target) == 1:
             from mammo.review_pages.build import build_review
 
-            path = build_review(Path(args.target[0]), args.split, args.per_cell, args.bootstrap, args.seed)
+            path = build_review(
+                Path(args.target[0]), args.split, args.per_cell, args.bootstrap, args.seed, args.deidentify
+            )
         else:
             parser.error("give one folder, or data overrides (key=value) alone")
     except MammoError as exc:

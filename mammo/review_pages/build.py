@@ -13,23 +13,37 @@ from pathlib import Path
 import pandas as pd
 
 from mammo.artifacts.io import atomic_write_text
+from mammo.core.errors import ConfigError
 from mammo.evaluation.levels import unit_predictions
 from mammo.evaluation.subgroups import write_subgroups
 from mammo.review_pages import render
 from mammo.review_pages.cards import ranked_cells, write_cards
 from mammo.review_pages.data_checks import data_checks, preprocessing_outliers
+from mammo.review_pages.privacy import deidentified
 from mammo.review_pages.sources import SPLIT_TITLES, ReviewSource, coverage, expected_images, read_source
 
 log = logging.getLogger("mammo")
+DEIDENTIFIED = (
+    "De-identified: patient (P-), exam (E-) and image (I-) ids are pseudonyms that only this "
+    "machine's key (or MAMMO_PSEUDONYM_KEY) relates to the data; no file path is shown."
+)
 
 
 def build_review(
-    folder: Path, split: str = "auto", per_cell: int = 24, resamples: int = 1000, seed: int = 42
+    folder: Path,
+    split: str = "auto",
+    per_cell: int = 24,
+    resamples: int = 1000,
+    seed: int = 42,
+    deidentify: bool = False,
 ) -> Path:
     """Write ``<folder>/review/index.html``; returns its path. Reads the folder's own files and the
-    DICOMs of the images shown; never trains."""
+    DICOMs of the images shown; never trains. ``deidentify``: a page that can be shared
+    (:mod:`mammo.review_pages.privacy`)."""
     start = time.perf_counter()
     source = read_source(Path(folder), split)
+    if deidentify:
+        source = deidentified(source)
     out = source.folder / "review"
     shutil.rmtree(out / "cards", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,11 +89,20 @@ def wrong_exams(images: pd.DataFrame, limit: int) -> pd.DataFrame:
     )
 
 
-def write_review(folder: Path, resamples: int, seed: int) -> None:
-    """``review=true`` at the end of a run or evaluation: its review page; a failure is a warning,
-    the run stands."""
+REVIEW_SETTINGS = (False, True, "deidentified")
+"""``review=``: no page, the page, or a de-identified page (ids as pseudonyms, no paths)."""
+
+
+def check_review_setting(value) -> None:
+    if value not in REVIEW_SETTINGS and value is not None:
+        raise ConfigError(f"review={value!r}: expected false, true or deidentified")
+
+
+def write_review(folder: Path, resamples: int, seed: int, setting=True) -> None:
+    """``review=true`` (or ``deidentified``) at the end of a run or evaluation: its review page; a
+    failure is a warning, the run stands."""
     try:
-        build_review(folder, resamples=resamples, seed=seed)
+        build_review(folder, resamples=resamples, seed=seed, deidentify=setting == "deidentified")
     except Exception as exc:  # e.g. the DICOM folder gone: the run's own files are complete
         log.warning("Review not written: %s", exc)
 
@@ -102,6 +125,8 @@ def results(source: ReviewSource, cells: dict, classes: list[int]) -> str:
             levels[level] = json.loads(path.read_text())
     images, patients = len(source.predictions), source.predictions["PatientID"].nunique()
     intro = f"<p>{images} images of {patients} patients. Each count links to its images.</p>"
+    if source.deidentified:
+        intro += f"<p class='muted'>{DEIDENTIFIED}</p>"
     missing = coverage(images, expected_images(source.summary, source.split), source.split)
     intro += f"<p class='note'>{html.escape(missing, quote=False)}</p>" if missing else ""
     return intro + render.confusion(cells, classes) + render.metrics_tables(levels)
@@ -131,6 +156,8 @@ def training(source: ReviewSource, out: Path) -> str:
     settings = source.summary.get("hyperparameters") or source.summary.get("model_config") or {}
     rows = [[escape(str(k)), escape(v if isinstance(v, str) else json.dumps(v))] for k, v in settings.items()]
     parts.append(render.table(["setting", "value"], rows))
-    files = [f for f in ("summary.json", "run.log") if (source.folder / f).is_file()]
+    files = [
+        f for f in ("summary.json", "run.log") if (source.folder / f).is_file() and not source.deidentified
+    ]
     parts.append("<p>" + " · ".join(f'<a href="../{f}">{f}</a>' for f in files) + "</p>")
     return "".join(parts)

@@ -54,6 +54,7 @@ def write_cards(source, rows: pd.DataFrame, folder: Path, batch_size: int = 16) 
     batches."""
     (folder / "cards").mkdir(parents=True, exist_ok=True)
     paths, cards, classes = source.image_paths(), {}, source.class_labels
+    shown = source.shown_paths()
     for checkpoint, part in rows.groupby(rows.apply(source.checkpoint_of, axis=1).astype(str), sort=False):
         model, preprocessing, fused = load_model(Path(checkpoint))
         prepared = {}
@@ -68,9 +69,21 @@ def write_cards(source, rows: pd.DataFrame, folder: Path, batch_size: int = 16) 
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
             cams = [None] * len(batch) if fused else grad_cams(model, batch, classes)
-            for (row, made, path), cam in zip(batch, cams):
-                cards[row["image_id"]] = save_card(row, made, cam, folder, path)
-    return cards
+            for (row, made, _), cam in zip(batch, cams):
+                cards[row["image_id"]] = save_card(row, made, cam, folder)
+    return {
+        image_id: shown_file(card, paths.get(image_id), shown.get(image_id, ""))
+        for image_id, card in cards.items()
+    }
+
+
+def shown_file(card: dict, path: Path | None, shown: str) -> dict:
+    """A card's facts with its file named as the page may name it: ``shown`` (the path below the
+    data's root; ``""`` on a de-identified page) in place of the file's path on this machine."""
+    note = card.get("note") or ""
+    if path is not None:
+        note = note.replace(str(path), shown or "the file")
+    return {**card, "note": note, "path": shown}
 
 
 def load_model(path: Path):
@@ -83,11 +96,11 @@ def load_model(path: Path):
 def prepare(row, path: Path | None, preprocessing: Preprocessing) -> Prepared | dict:
     """The image as the model saw it, or the card's note when its file cannot be read."""
     if path is None or not path.is_file():
-        return {"file": None, "note": f"DICOM not found: {path or 'not in data_manifest.json'}"}
+        return {"file": None, "note": "DICOM not found" + ("" if path else " (not in data_manifest.json)")}
     try:
         return preprocessing.prepare(path, str(row.get("laterality") or "") or None)
     except MammoError as exc:
-        return {"file": None, "note": str(exc), "path": str(path)}
+        return {"file": None, "note": str(exc)}
 
 
 def grad_cams(model, batch: list, classes: list[int]) -> list[np.ndarray]:
@@ -98,21 +111,21 @@ def grad_cams(model, batch: list, classes: list[int]) -> list[np.ndarray]:
 
 
 def input_cards(
-    rows: pd.DataFrame, paths: dict, preprocessing: Preprocessing, folder: Path
+    rows: pd.DataFrame, paths: dict, preprocessing: Preprocessing, folder: Path, shown: dict
 ) -> dict[str, dict]:
-    """Cards of the file and the model input alone (a data review: no model yet)."""
+    """Cards of the file and the model input alone (a data review: no model yet); ``shown``: the
+    path each card names."""
     (folder / "cards").mkdir(parents=True, exist_ok=True)
     cards = {}
     for _, row in rows.iterrows():
         path = paths.get(row["image_id"])
         made = prepare(row, path, preprocessing)
-        cards[row["image_id"]] = (
-            made if isinstance(made, dict) else save_card(row, made, None, folder, path, "")
-        )
+        card = made if isinstance(made, dict) else save_card(row, made, None, folder, "")
+        cards[row["image_id"]] = shown_file(card, path, shown.get(row["image_id"], ""))
     return cards
 
 
-def save_card(row, prepared: Prepared, cam, folder: Path, path: Path, note: str | None = None) -> dict:
+def save_card(row, prepared: Prepared, cam, folder: Path, note: str | None = None) -> dict:
     name = Path("cards") / card_name(row["image_id"])
     card_image(prepared, cam).save(folder / name)
     note = note if note is not None else "" if cam is not None else "no Grad-CAM: the model fuses embeddings"
@@ -120,7 +133,6 @@ def save_card(row, prepared: Prepared, cam, folder: Path, path: Path, note: str 
         "file": name.as_posix(),
         "note": note,
         "scanner": prepared.manufacturer,
-        "path": str(path),
     }
 
 

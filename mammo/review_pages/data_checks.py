@@ -117,8 +117,8 @@ def image_facts(source) -> pd.DataFrame:
         return source.predictions.head(0).assign(**{c: [] for c in columns})
     sha_of = {f["image_id"]: f.get("sha256", "") for f in source.manifest.get("files", [])}
     keys = [
-        entry_name(acc, image_id, sha_of.get(image_id, ""))
-        for acc, image_id in zip(source.predictions["AccessionNumber"], source.predictions["image_id"])
+        entry_name(acc, image_id, sha_of.get(shown, ""))
+        for (acc, image_id), shown in zip(source.entry_keys(), source.predictions["image_id"])
     ]
     made = stored_facts(Path(folder), keys)
     known = [f is not None for f in made]

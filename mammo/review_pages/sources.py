@@ -38,6 +38,12 @@ class ReviewSource:
     manifest: dict
     summary: dict
     checkpoints: dict = field(default_factory=dict)
+    deidentified: bool = False
+    """Ids are pseudonyms and no path is shown (``mammo.review_pages.privacy``)."""
+    file_keys: dict = field(default_factory=dict)
+    """De-identified: each shown image_id's real ``(AccessionNumber, image_id)`` (its cache entry)."""
+    real_paths: dict | None = None
+    """De-identified: each shown image_id's DICOM file (read for its card, never shown)."""
 
     @property
     def class_labels(self) -> list[int]:
@@ -50,8 +56,19 @@ class ReviewSource:
 
     def image_paths(self) -> dict[str, Path]:
         """Each image's DICOM file, from the manifest's path below the data's root."""
+        if self.real_paths is not None:
+            return self.real_paths
         root = self.dicom_root or Path(".")
         return {f["image_id"]: root / f["path"] for f in self.manifest.get("files", []) if "path" in f}
+
+    def shown_paths(self) -> dict[str, str]:
+        """What a card says of its file: the path below the data's root (none when de-identified)."""
+        return {f["image_id"]: f["path"] for f in self.manifest.get("files", []) if "path" in f}
+
+    def entry_keys(self) -> list[tuple[str, str]]:
+        """Each prediction row's real ``(AccessionNumber, image_id)``: the keys of its cache entry."""
+        shown = zip(self.predictions["AccessionNumber"], self.predictions["image_id"])
+        return [self.file_keys.get(image_id, (acc, image_id)) for acc, image_id in shown]
 
     def checkpoint_of(self, row) -> Path | None:
         return self.checkpoints.get(

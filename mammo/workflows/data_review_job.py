@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from mammo.artifacts.summary import run_recorded
 from mammo.review_pages import render
 from mammo.review_pages.cards import input_cards
 from mammo.review_pages.data_checks import data_checks, preprocessing_outliers
+from mammo.review_pages.sources import ReviewSource
 
 log = logging.getLogger("mammo")
 
@@ -51,8 +51,8 @@ def review_data(cfg, out: Path, summary, per_class: int) -> dict:
     table = datamodule.samples.table.copy()
     classes = list(datamodule.samples.class_labels)
     table["true_label"] = np.asarray(classes)[table["label"].to_numpy()]
-    source = SimpleNamespace(
-        folder=out, manifest=datamodule.manifest, summary={"data_config": data_config}, predictions=table
+    source = ReviewSource(
+        out, "data review", "data", table, datamodule.manifest, {"data_config": data_config}
     )
     outliers = preprocessing_outliers(source, per_class * len(classes))
     sample = table.sort_values("image_id").groupby("true_label", sort=True).head(per_class)
@@ -63,6 +63,7 @@ def review_data(cfg, out: Path, summary, per_class: int) -> dict:
         paths,
         datamodule.preprocessing,
         folder,
+        dict(zip(table["image_id"], table["relpath"])),
     )
     inputs = "".join(
         render.gallery_of(

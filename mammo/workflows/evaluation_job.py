@@ -24,6 +24,7 @@ from mammo.evaluation.subgroups import label_subgroups
 from mammo.models.checkpoint import Checkpoint
 from mammo.models.device import resolve_device
 from mammo.models.ensemble import load_predictor
+from mammo.review_pages.build import check_review_setting
 from mammo.workflows.components import eval_settings
 from mammo.workflows.training_job import given_overrides, override_key
 
@@ -36,6 +37,7 @@ log = logging.getLogger("mammo")
 def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     """Predict ``cfg.split`` of the data with ``cfg.ckpt``; write predictions, metrics, plots."""
     route_library_logs()
+    check_review_setting(cfg.get("review"))
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
     checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))

@@ -185,7 +185,7 @@ def finish(run: Run) -> None:
     test = evaluate_test_split(run_dir, datamodule, model_path, eval_settings(cfg))
     raise_if_requested()
     if cfg.get("review"):  # before the end is recorded: a tracker (MLflow) takes the folder too
-        write_review(run_dir, eval_settings(cfg).bootstrap, int(cfg.seed))
+        write_review(run_dir, eval_settings(cfg).bootstrap, int(cfg.seed), cfg.review)
     run.summary.finish(
         "pruned" if pruned else "completed",
         **({"pruned": link.describe()} if pruned else {}),

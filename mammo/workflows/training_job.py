@@ -20,6 +20,7 @@ from mammo.distributed.launcher import finish_job
 from mammo.hpo.trial import TrialJob
 from mammo.models.classifier import make_loss
 from mammo.models.multiview import check_multiview_settings
+from mammo.review_pages.build import check_review_setting
 from mammo.workflows.components import runs_all_folds, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
@@ -79,6 +80,7 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
     (``mammo.core.train_settings``), and the run directory's summary.json says failed."""
     try:
         check_targets(cfg, TRUSTED_TARGETS)
+        check_review_setting(cfg.get("review"))
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
         make_loss(cfg.loss.name, cfg.label_smoothing)  # label smoothing is cross-entropy's

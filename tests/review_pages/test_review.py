@@ -14,6 +14,7 @@ from mammo.review import main
 from mammo.review_pages.build import build_review
 from mammo.review_pages.cards import ranked_cells
 from tests.conftest import train_tiny
+from tests.review_pages.conftest import PER_CELL
 
 
 class Page(HTMLParser):
@@ -321,3 +322,39 @@ def test_a_damaged_predictions_file_is_one_line_and_a_cut_one_is_said(reviewed, 
     said = f"the predictions file holds {total - 3} of the val split's {total} images"
     assert [r.getMessage() for r in caplog.records if said in r.getMessage()]
     assert said in (run / "review" / "index.html").read_text()
+
+
+def test_a_deidentified_page_holds_no_id_and_no_path_and_its_pseudonyms_are_stable(
+    reviewed, tmp_path, monkeypatch
+):
+    """The page showed PatientID and the absolute DICOM path on every card."""
+    import stat
+
+    run = tmp_path / "run"
+    shutil.copytree(reviewed[0], run, ignore=shutil.ignore_patterns("review"))
+    monkeypatch.delenv("MAMMO_PSEUDONYM_KEY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    predictions = pd.read_csv(run / "val_predictions.csv", dtype=str)
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    root = json.loads((run / "summary.json").read_text())["data_config"]["dicom_root"]
+
+    plain = build_review(run, per_cell=PER_CELL).read_text()
+    assert root not in plain and any(f["path"] in plain for f in manifest["files"])  # below the data root
+
+    page = build_review(run, per_cell=PER_CELL, deidentify=True)
+    text = page.read_text()
+    ids = {
+        *predictions["image_id"],
+        *predictions["AccessionNumber"],
+        *(f["PatientID"] for f in manifest["files"]),
+    }
+    folders = {f["path"].split("/")[0] for f in manifest["files"]}
+    assert [i for i in ids | folders if i in text] == [] and root not in text
+    assert (
+        "De-identified" in text and re.search(r"P-[0-9a-f]{10}", text) and re.search(r"E-[0-9a-f]{10}", text)
+    )
+    cards = sorted(p.name for p in (page.parent / "cards").iterdir())
+    assert cards and all(re.fullmatch(r"I-[0-9a-f]{10}\.[0-9a-f]{10}\.png", c) for c in cards)
+    key = tmp_path / "cache" / "mammo" / "pseudonym.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text() not in text
+    assert build_review(run, per_cell=PER_CELL, deidentify=True).read_text() == text  # the same pseudonyms
