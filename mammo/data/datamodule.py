@@ -56,7 +56,7 @@ from mammo.data.datasets import load_public
 from mammo.data.demo import ensure_demo_dataset
 from mammo.data.embedding_rows import embedding_rows
 from mammo.data.images import Preprocessing
-from mammo.data.labels import Samples, load_samples, read_csv_table
+from mammo.data.labels import Samples, check_duplicates, load_samples, read_csv_table
 from mammo.data.order import EpochShuffle, LookaheadBatches
 from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
 from mammo.data.settings import (
@@ -776,4 +776,5 @@ def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Sam
             f"data.num_classes={source.num_classes} but the labels have {len(samples.class_labels)}"
             " classes (set data.num_classes=5 with data.include_class_5=true)"
         )
+    check_duplicates(samples, source.on_duplicate)
     return samples

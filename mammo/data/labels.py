@@ -46,10 +46,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mammo.core.errors import DataError
-from mammo.data.scan import SAMPLE_COLUMNS, HashIndex, scan_files
+from mammo.data.scan import SAMPLE_COLUMNS, HashIndex, duplicate_groups, scan_files
 from mammo.data.settings import DEFAULT_VIEWS, BadInput, LabelColumns, refused
 
 # -- the CSV reader -----------------------------------------------------------------------------------
@@ -342,6 +343,8 @@ class Samples:
     source: dict = field(default_factory=dict)
     excluded: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    """Identical files under two patients or two labels (:func:`~mammo.data.scan.duplicate_groups`)."""
 
     def check_every_class(self, num_classes: int) -> None:
         """A model of ``num_classes`` classes needs images of each."""
@@ -357,6 +360,37 @@ class Samples:
         for index, reason in rows.items():
             self.skipped.append({"path": self.table.at[index, "relpath"], "reason": reason})
         self.table = self.table.drop(index=list(rows)).reset_index(drop=True)
+
+
+ON_DUPLICATE = ("warn", "error", "drop")
+
+
+def check_duplicates(samples: Samples, rule: str) -> None:
+    """Identical files under two patients or two labels, before any split: named on one WARNING
+    line (``warn``), refused (``error``) or kept once each, the first image of each group
+    (``drop``); recorded in ``samples.duplicates`` (the manifest's ``duplicates``)."""
+    if rule not in ON_DUPLICATE:
+        raise DataError(f"data.on_duplicate={rule!r}: expected one of {', '.join(ON_DUPLICATE)}")
+    table = samples.table.assign(label=np.asarray(samples.class_labels)[samples.table["label"].to_numpy()])
+    groups = duplicate_groups(table)
+    if not groups:
+        return
+    first = groups[0]
+    said = (
+        f"{len(groups)} group(s) of identical files under two patients or two labels, which a "
+        f"patient-grouped split can put on both sides (e.g. {' = '.join(first['images'][:3])}: patients "
+        f"{', '.join(first['patients'])}, labels {', '.join(map(str, first['labels']))}; "
+        "all in data_manifest.json)"
+    )
+    if rule == "error":
+        raise DataError(f"data.on_duplicate=error: {said}")
+    if rule == "warn":
+        log.warning("%s; data.on_duplicate=drop keeps one copy of each, =error stops", said)
+    else:
+        dropped = {image for group in groups for image in group["images"][1:]}
+        samples.table = samples.table[~samples.table["image_id"].isin(dropped)].reset_index(drop=True)
+        log.warning("%s; data.on_duplicate=drop kept the first image of each, dropped %d", said, len(dropped))
+    samples.duplicates = [{**g, "kept": g["images"][0] if rule == "drop" else None} for g in groups]
 
 
 def load_samples(

@@ -143,7 +143,34 @@ def build_manifest(
         "excluded": samples.excluded,
         "skipped": samples.skipped,
         "files": files,
+        **({"duplicates": samples.duplicates} if samples.duplicates else {}),  # only where there are any
     }
+
+
+def duplicate_groups(files: pd.DataFrame) -> list[dict]:
+    """Files with identical content (SHA-256) under two patients or two labels: the same film can
+    then sit on both sides of a patient-grouped split (every validation figure inflated) or teach
+    two answers. One record per group: ``sha256``, ``images``, ``patients``, ``labels``.
+
+    >>> t = pd.DataFrame({"image_id": ["a", "b", "c"], "sha256": ["x", "x", "y"],
+    ...                   "PatientID": ["P1", "P2", "P3"], "label": [2, 3, 1]})
+    >>> duplicate_groups(t)
+    [{'sha256': 'x', 'images': ['a', 'b'], 'patients': ['P1', 'P2'], 'labels': [2, 3]}]
+    """
+    if files.empty or "sha256" not in files:
+        return []
+    groups = []
+    for sha, part in files.groupby("sha256", sort=True):
+        if len(part) > 1 and (part["PatientID"].nunique() > 1 or part["label"].nunique() > 1):
+            groups.append(
+                {
+                    "sha256": sha,
+                    "images": [str(i) for i in part["image_id"]],
+                    "patients": sorted({str(p) for p in part["PatientID"]}),
+                    "labels": sorted({int(v) for v in part["label"]}),
+                }
+            )
+    return groups
 
 
 def manifest_sha256(manifest: dict) -> str:

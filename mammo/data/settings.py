@@ -46,6 +46,7 @@ class LabelSource:
     include_class_5: bool = False
     num_classes: int = 4
     on_bad_file: str = "error"
+    on_duplicate: str = "warn"  # identical files under two patients or labels: warn | error | drop
     views: tuple[str, ...] | None = DEFAULT_VIEWS
 
 

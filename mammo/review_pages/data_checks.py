@@ -14,6 +14,7 @@ import pandas as pd
 
 from mammo.data.cache import entry_name, stored_facts
 from mammo.data.images import NEARLY_WHOLE, Facts
+from mammo.data.scan import duplicate_groups
 from mammo.review_pages import render
 
 SMALL_CROP = 0.25
@@ -75,7 +76,7 @@ OUTLIERS = {
 
 def data_checks(source, outliers: Outliers, cards: dict, classes: list[int]) -> str:
     files = pd.DataFrame(source.manifest.get("files", []))
-    parts = [class_distribution(source, files), left_out(source.manifest), duplicates(files)]
+    parts = [class_distribution(source, files), left_out(source.manifest), duplicates(source.manifest, files)]
     parts.append(outlier_sections(source, outliers, cards, classes))
     return "".join(parts)
 
@@ -184,20 +185,21 @@ def left_out(manifest: dict) -> str:
     return "".join(parts)
 
 
-def duplicates(files: pd.DataFrame) -> str:
-    """The same file content (SHA-256) under two patients (a leak between splits) or two labels."""
-    if files.empty or "sha256" not in files:
-        return ""
-    rows = []
-    for sha, part in files.groupby("sha256"):
-        if part["PatientID"].nunique() > 1 or part["label"].nunique() > 1:
-            rows.append(
-                [
-                    escape(", ".join(part["image_id"])),
-                    escape(", ".join(map(str, part["PatientID"].unique()))),
-                    escape(", ".join(map(str, part["label"].unique()))),
-                    sha[:12],
-                ]
-            )
+def duplicates(manifest: dict, files: pd.DataFrame) -> str:
+    """The same file content (SHA-256) under two patients (a leak between splits) or two labels:
+    the manifest's record, made before training (:func:`~mammo.data.scan.duplicate_groups`, which
+    also reads a manifest from before the record)."""
+    groups = manifest["duplicates"] if "duplicates" in manifest else duplicate_groups(files)
+    rows = [
+        [
+            escape(", ".join(g["images"])),
+            escape(", ".join(map(str, g["patients"]))),
+            escape(", ".join(map(str, g["labels"]))),
+            escape(g.get("kept") or ""),
+            g["sha256"][:12],
+        ]
+        for g in groups
+    ]
     title = f"<h3>Same pixels under two patients or two labels: {len(rows)}</h3>"
-    return title + (render.table(["images", "patients", "labels", "sha256"], rows) if rows else "")
+    header = ["images", "patients", "labels", "kept (data.on_duplicate=drop)", "sha256"]
+    return title + (render.table(header, rows) if rows else "")

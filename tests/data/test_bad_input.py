@@ -239,3 +239,34 @@ def test_refused_files_are_counted_by_reason_in_the_log(dataset, make_datamodule
         ": 1 Modality CT is not a mammogram, 1 Modality MR is not a mammogram; "
         "first: ACC001/L_CC.dcm, ACC002/L_CC.dcm"
     )
+
+
+@pytest.mark.parametrize("rule", ["warn", "error", "drop"])
+def test_identical_files_under_two_patients_are_named_before_training(dataset, make_datamodule, caplog, rule):
+    """Training used to run on them without a word; the review found them only afterwards."""
+    import shutil
+
+    csv, root = dataset
+    shutil.copy(root / "ACC000" / "L_CC.dcm", root / "ACC001" / "L_CC.dcm")  # patient 1, density B
+    if rule == "error":
+        with pytest.raises(DataError, match=r"data.on_duplicate=error: 1 group\(s\) of identical files"):
+            make_datamodule(csv, root, on_duplicate=rule)
+        return
+    with caplog.at_level("WARNING", logger="mammo"):
+        dm = make_datamodule(csv, root, on_duplicate=rule)
+    (line,) = [r.getMessage() for r in caplog.records if "identical files" in r.getMessage()]
+    assert line.startswith("1 group(s) of identical files under two patients or two labels")
+    assert "e.g. ACC000/L_CC = ACC001/L_CC: patients PAT000, PAT001, labels 1, 2" in line
+    (record,) = dm.manifest["duplicates"]
+    assert record["images"] == ["ACC000/L_CC", "ACC001/L_CC"] and record["labels"] == [1, 2]
+    images = set(dm.split["image_id"])
+    if rule == "warn":
+        assert record["kept"] is None and {"ACC000/L_CC", "ACC001/L_CC"} <= images
+    else:
+        assert record["kept"] == "ACC000/L_CC" and "kept the first image of each, dropped 1" in line
+        assert "ACC001/L_CC" not in images and len(images) == 39
+
+
+def test_a_manifest_without_duplicates_has_no_record(dataset, make_datamodule):
+    csv, root = dataset
+    assert "duplicates" not in make_datamodule(csv, root).manifest  # clean data keeps its manifest hash

@@ -105,7 +105,7 @@ def test_voi_lut_sequence_wins_over_window(tmp_path):
 )
 def test_bit_depths_and_signed_pixels(tmp_path, bits_allocated, bits_stored, signed):
     low = -(2 ** (bits_stored - 1)) if signed else 0
-    stored = np.tile(np.linspace(low, low + 2**bits_stored - 1, 64).round(), (8, 1))
+    stored = np.tile(np.linspace(low, low + 2**bits_stored - 1, 64).round(), (16, 1))  # 16 rows at least
     path = write(
         tmp_path,
         stored.astype(f"{'i' if signed else 'u'}{bits_allocated // 8}"),
