@@ -14,8 +14,14 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
     de-duplicated per image; density 1-4 (``breast_density`` or ``breast density``), ``0`` left
     out. The CSV's ``image file path`` (``<case>/<StudyUID>/<SeriesUID>/000000.dcm``) is used if it
     exists under ``dicom_root``; otherwise the case folder's ``*full mammogram images*`` DICOM
-    (the layout NBIA downloads have today)."""
-    rows, excluded, seen = [], [], {}
+    (the layout NBIA downloads have today).
+
+    A DDSM case is one screening exam of one patient: the exam is the patient's case
+    (``AccessionNumber`` = ``patient_id``), a breast its side; the CSV's case folders
+    (``Mass-Test_P_00173_LEFT_CC``) name one film each. The same film (patient, side, view) listed
+    in the mass and the calc files is one image, read once; rows that give it two densities are a
+    bad row, named."""
+    rows, excluded, seen, films = [], [], {}, {}
     locate = _CbisLocator(dicom_root)
     for path in files:
         frame = read_table(
@@ -41,6 +47,22 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
             )
             if value is None:
                 continue
+            film = (
+                str(r["patient_id"]).strip(),
+                laterality_code(r["left or right breast"]),
+                str(r["image view"]),
+            )
+            if film in films:
+                first_file, first_row, first_value = films[film]
+                if first_value != value:
+                    bad(
+                        f"{path}: row {row}: film {' '.join(film)} has density {value} here and "
+                        f"{first_value} in {first_file} row {first_row}: a film has one density",
+                        row=row,
+                        file=path.name,
+                    )
+                continue  # the same film in the mass and the calc files: one image
+            films[film] = (path.name, row, value)
             found = locate(csv_path)
             if found is None:
                 bad(
@@ -50,14 +72,13 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
                     file=path.name,
                 )
                 continue
-            case = csv_path.split("/")[0]
             rows.append(
                 {
                     "image_path": found,
                     "density": value,
                     "PatientID": r["patient_id"],
-                    "AccessionNumber": case,
-                    "laterality": laterality_code(r["left or right breast"]),
+                    "AccessionNumber": film[0],  # the patient's DDSM case: one screening exam
+                    "laterality": film[1],
                     "view": r["image view"],
                     "split": "",
                     "csv_row": row,
