@@ -43,6 +43,21 @@ SLURM_SKIP = (
 GPU_SKIP = "needs a CUDA GPU: scripts/gpu_check.sh runs these on a GPU machine (README, Benchmarks)"
 
 
+def under_ci() -> bool:
+    """``CI=true``: where ``.ci/run`` installed every component the tests start themselves."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def missing_component(component: str, how: str) -> None:
+    """A test that needs a real component (a server, a browser, mount rights) that is not here:
+    skipped on a laptop, saying how to get it; failed under CI, where a skip would let the suite
+    pass without the test (``.ci/run`` installs them and stops when an install fails)."""
+    message = f"needs {component}: {how}"
+    if under_ci():
+        pytest.fail(f"{message} (CI=true: .ci/run should have provided it)", pytrace=False)
+    pytest.skip(message)
+
+
 def pytest_collection_modifyitems(config, items):
     """The ``slurm`` tests run where ``make test-slurm`` (or a user, on a cluster) says a scheduler
     is there to take jobs (``MAMMO_SLURM=1``), the ``gpu`` tests where a CUDA GPU is visible;
@@ -156,7 +171,7 @@ def small_disk(tmp_path):
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
     )
     if made.returncode != 0:
-        pytest.skip(f"a full-disk test needs a tmpfs mount (root): {made.stderr.decode().strip()}")
+        missing_component("a tmpfs mount of its own (mount rights: root)", made.stderr.decode().strip())
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

@@ -21,7 +21,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing_component
 
 POSTGRES_HINT = "apt-get install postgresql (as .ci/run does)"
 
@@ -48,7 +48,7 @@ def _server_user() -> dict:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip(f"running as root and no 'postgres' user to run PostgreSQL as: {POSTGRES_HINT}")
+        missing_component("a 'postgres' user to run PostgreSQL as (running as root)", POSTGRES_HINT)
     return {"user": "postgres", "group": "postgres"}
 
 
@@ -60,7 +60,7 @@ def postgres_server():
     (``postgresql+psycopg2://postgres@127.0.0.1:<port>/postgres``)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip(f"no PostgreSQL server binary (initdb) found: {POSTGRES_HINT}")
+        missing_component("PostgreSQL's server (initdb)", POSTGRES_HINT)
     user = _server_user()
     folder = Path(tempfile.mkdtemp(prefix="mammo-pg-"))  # under /tmp: the server's user must reach it
     if user:
@@ -107,7 +107,7 @@ def dashboard_server(storage: str):
     yields its base URL."""
     exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
     if exe is None:
-        pytest.skip("optuna-dashboard is not installed: pip install -e '.[dashboard]' (the lock has it)")
+        missing_component("optuna-dashboard", "pip install -e '.[dashboard]' (the lock has it)")
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="mammo-dashboard-"))
     log = open(folder / "server.log", "wb")

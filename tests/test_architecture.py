@@ -170,3 +170,16 @@ def test_library_modules_do_not_take_the_composed_config():
                     if arg.arg == "cfg" or "DictConfig" in annotation:
                         found.append(f"{name}.{node.name}({arg.arg})")
     assert not found, found
+
+
+def test_no_library_function_is_named_like_a_test():
+    """``pytest mammo/data/datamodule.py`` collected the library function ``test_rows`` as a test,
+    which then errored: pytest collects every ``test*`` function of a module it is given."""
+    named = [
+        f"{name}.{node.name}"
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.name.lower().startswith("test")
+    ]
+    assert not named, named

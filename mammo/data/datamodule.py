@@ -315,7 +315,7 @@ def split_masks(
     read once for both), else a patient-grouped, class-stratified ``data.val_fraction`` of the
     remaining patients."""
     sides = preset_sides(table, settings.split_csv) if settings.split_csv else None
-    test = sides == "test" if sides is not None else test_rows(table, settings, memo_dir)
+    test = sides == "test" if sides is not None else locked_test_rows(table, settings, memo_dir)
     if not with_val:
         return test, None
     if sides is not None:
@@ -327,7 +327,7 @@ def split_masks(
     return test, val
 
 
-def test_rows(table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path | None) -> np.ndarray:
+def locked_test_rows(table: pd.DataFrame, settings: SplitSettings, memo_dir: str | Path | None) -> np.ndarray:
     """The test split without a preset CSV: the dataset's official one, or ``data.test_fraction``."""
     if uses_official_test(table, settings):
         mask = (table["split"] == "test").to_numpy()

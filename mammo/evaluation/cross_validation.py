@@ -80,7 +80,7 @@ def aggregate(cv_dir: str | Path, experiment_name: str | None = None, monitor: s
         "fold_details": details,
         "oof_metrics": _oof_metrics(oof) if oof is not None else None,
         "oof_samples": None if oof is None else len(oof),
-        "test": test_split_results(cv_dir, done_dirs, list(filter(None, summaries.values()))),
+        "test": locked_test_results(cv_dir, done_dirs, list(filter(None, summaries.values()))),
         "folds_file": "folds.csv" if (cv_dir / "folds.csv").is_file() else None,
     }
     write_json(cv_dir / "cv_summary.json", cv_summary)
@@ -135,7 +135,7 @@ def _oof_metrics(oof: pd.DataFrame) -> dict:
     return density_metrics(torch.tensor(probs), torch.tensor(targets))
 
 
-def test_split_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict]) -> dict | None:
+def locked_test_results(cv_dir: Path, dirs: dict[int, Path], summaries: list[dict]) -> dict | None:
     """The locked test split under CV: each completed fold's model on it (``test_predictions.csv``)
     and the fold ensemble, the mean of their probabilities image by image, with 95 % intervals
     (the folds' own ``bootstrap`` setting); ``None`` without a test split."""

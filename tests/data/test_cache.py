@@ -25,6 +25,7 @@ from mammo.data.cache import (
     stored_facts,
 )
 from tests.cache_files import flip_payload_byte, last_in_its_shard, overwrite_header, shards, truncate, where
+from tests.conftest import missing_component
 
 
 def val_images(dm) -> torch.Tensor:
@@ -166,9 +167,29 @@ def test_a_memory_cache_that_would_not_fit_is_refused_before_any_work(dataset, m
         DataError, match=r"data.cache_mode=memory: \d+ images at 32x32 need .* use data.cache_mode=disk"
     ):
         make_datamodule(*dataset, cache_mode="memory")
-    assert mammo.data.cache.available_memory() is not None  # the real reading works here
     monkeypatch.undo()
     assert make_datamodule(*dataset, cache_mode="memory").cache_stats["built"] > 0
+
+
+def meminfo_bytes(field: str) -> int:
+    with open("/proc/meminfo") as f:
+        return int(dict(line.split(":", 1) for line in f)[field].split()[0]) * 1024
+
+
+def test_the_machines_memory_is_read_and_a_memory_cache_that_would_not_fit_is_refused_on_it(
+    dataset, make_datamodule
+):
+    """Nothing tested the real reading: one that returned None made the fit check never refuse."""
+    import math
+
+    from mammo.data.settings import available_memory
+
+    available = available_memory()
+    assert available is not None and 0 < available <= meminfo_bytes("MemTotal")
+    assert abs(available - meminfo_bytes("MemAvailable")) < 0.1 * meminfo_bytes("MemTotal")  # a moment apart
+    side = math.ceil(math.sqrt(available / 40 / 2))  # 40 float16 images of side² pixels: all the RAM
+    with pytest.raises(DataError, match=rf"data.cache_mode=memory: 40 images at {side}x{side} need "):
+        make_datamodule(*dataset, cache_mode="memory", img_size=side)
 
 
 def test_a_subset_run_prepares_only_the_images_it_uses(dataset, make_datamodule):
@@ -229,7 +250,10 @@ def test_entries_missing_from_the_page_cache_are_read_after_advising_the_rest_of
     dataset, make_datamodule, monkeypatch, tmp_path
 ):
     if not pages_can_be_dropped(tmp_path):
-        pytest.skip("this file system keeps every page in memory (tmpfs)")
+        missing_component(
+            "a temporary folder whose pages can be dropped (not tmpfs)",
+            "TMPDIR=<a folder on a disk> make test",
+        )
     source = make_datamodule(*dataset, cache_mode="disk", img_size=64).source  # entries of 3 pages
     cache, n = source.cache, 6
     expected = np.stack([cache.read(source.entries[i]) for i in range(n)])

@@ -51,6 +51,25 @@ def test_an_exam_takes_its_denser_breasts_label_and_max_renormalises():
     np.testing.assert_allclose(maxed.filter(like="prob_class").iloc[0], np.array([0.1, 0.2, 0.6, 0.7]) / 1.6)
 
 
+def test_an_exam_is_the_mean_of_its_images_not_of_its_breasts():
+    """Breasts of 1 and 3 images: the documented rule (the mean of the unit's images) and "the
+    mean of the breast means" disagree, so this test tells them apart."""
+    left, right = [0.1, 0.2, 0.6, 0.1], [0.0, 0.1, 0.1, 0.8]
+    rows = [("L", 3, left), ("R", 4, right), ("R", 4, right), ("R", 4, right)]
+    frame = pd.DataFrame(
+        [{"PatientID": "P1", "AccessionNumber": "E1", "laterality": s, "true_label": t} for s, t, _ in rows]
+    )
+    for j in range(4):
+        frame[f"prob_class{j + 1}"] = [r[2][j] for r in rows]
+    exams, _ = unit_predictions(frame, "exam")
+    of_images = (np.array(left) + 3 * np.array(right)) / 4
+    of_breasts = (np.array(left) + np.array(right)) / 2
+    np.testing.assert_allclose(exams.filter(like="prob_class").iloc[0], of_images)
+    assert not np.allclose(of_images, of_breasts)
+    breasts, _ = unit_predictions(frame, "breast")
+    assert breasts["num_images"].tolist() == [1, 3]
+
+
 def test_levels_need_an_exam_id_and_for_breasts_a_laterality(caplog):
     frame = images()
     assert available_levels(frame, "val") == ["breast", "exam"]

@@ -51,6 +51,22 @@ def test_an_exported_corn_model_gives_its_probabilities(corn_run, tmp_path, fmt)
 
     report = export(str(corn_run / "best_model.pt"), fmt, tmp_path, batch_size=3)
     assert report["max_abs_prob_diff"] < 1e-5
+    # independently of export()'s own check: other images, another batch size, the checkpoint's
+    # CORN probabilities as mammo.predict computes them
+    from mammo.models.checkpoint import load_checkpoint
+
+    x = torch.rand(5, 1, *report["inputs"]["image"][1:], generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        expected = load_checkpoint(corn_run / "best_model.pt").probabilities(x)
+    if fmt == "torchscript":
+        logits = torch.jit.load(str(tmp_path / report["file"]))(x)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / report["file"]))
+        logits = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    assert expected.shape == (5, 4)  # four densities, not the K - 1 conditional tasks
+    torch.testing.assert_close(logits.softmax(1).float(), expected.float(), atol=1e-5, rtol=0)
 
 
 def test_label_smoothing_with_an_ordinal_loss_stops_the_run_before_any_work(tmp_path, demo_root):

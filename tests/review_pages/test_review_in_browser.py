@@ -1,5 +1,6 @@
 """The review page in a real browser: Debian's headless Chromium, driven by Selenium. Skipped,
-saying how to run it, where Chromium or its driver is missing (``.ci/run`` installs both)."""
+saying how to run it, where Chromium or its driver is missing; failed there under CI (``.ci/run``
+installs both)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,17 @@ import shutil
 
 import pytest
 
+from tests.conftest import missing_component
 from tests.review_pages.conftest import PER_CELL
 
-HINT = (
-    "needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver (as .ci/run does)"
-)
+HINT = "apt-get install chromium chromium-driver (Debian's, as .ci/run does)"
 
 
 @pytest.fixture
 def browser():
     """Headless Chromium with its console and network logs; quit (chromedriver stopped) after."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip(HINT)
+        missing_component("Chromium and its driver", HINT)
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SMALL_DEMO, TINY, fill, run_cli
+from tests.conftest import REPO, SMALL_DEMO, TINY, fill, missing_component, run_cli
 from tests.test_cli import cli
+
+SETPRIV_HINT = "apt-get install util-linux (its setpriv runs the test as an unprivileged user)"
 
 ARGS = [*TINY, *SMALL_DEMO, "seed=5"]
 
@@ -208,8 +210,10 @@ def test_a_read_only_output_folder_is_one_line(tmp_path):
             probe = subprocess.run(
                 [*drop, sys.executable, "-c", "import mammo.train"], cwd=REPO, capture_output=True
             )
-            if shutil.which("setpriv") is None or probe.returncode != 0:
-                pytest.skip("needs setpriv and a checkout an unprivileged user can read")
+            if shutil.which("setpriv") is None:
+                missing_component("setpriv", SETPRIV_HINT)
+            if probe.returncode != 0:  # where the checkout lies, not a missing component
+                pytest.skip(f"an unprivileged user cannot read this checkout ({REPO}): clone it elsewhere")
             command = [*drop, *command]
         proc = subprocess.run(command, cwd=base, capture_output=True, text=True, timeout=120, env=_env())
         assert proc.returncode == 1
@@ -230,7 +234,7 @@ def test_a_read_only_file_system_is_one_line(tmp_path, capsys):
     (outputs / "mammo_tiny_density").mkdir(parents=True)
     bind = subprocess.run(["mount", "--bind", str(outputs), str(outputs)], capture_output=True)
     if bind.returncode != 0:
-        pytest.skip(f"needs a read-only bind mount (root): {bind.stderr.decode().strip()}")
+        missing_component("a read-only bind mount (mount rights: root)", bind.stderr.decode().strip())
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(outputs)], check=True)
         assert run_cli(main, [*ARGS, f"paths.output_dir={outputs}"]) == 1

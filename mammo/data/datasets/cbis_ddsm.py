@@ -14,13 +14,9 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
     de-duplicated per image; density 1-4 (``breast_density`` or ``breast density``), ``0`` left
     out. The CSV's ``image file path`` (``<case>/<StudyUID>/<SeriesUID>/000000.dcm``) is used if it
     exists under ``dicom_root``; otherwise the case folder's ``*full mammogram images*`` DICOM
-    (the layout NBIA downloads have today).
-
-    A DDSM case is one screening exam of one patient: the exam is the patient's case
-    (``AccessionNumber`` = ``patient_id``), a breast its side; the CSV's case folders
-    (``Mass-Test_P_00173_LEFT_CC``) name one film each. The same film (patient, side, view) listed
-    in the mass and the calc files is one image, read once; rows that give it two densities are a
-    bad row, named."""
+    (the layout NBIA downloads have today). A DDSM case is one screening exam of one patient: the exam is the patient's case (``patient_id``),
+    a breast its side; a case folder (``Mass-Test_P_00173_LEFT_CC``) names one film. A film in the
+    mass and the calc files is one image; two densities for it are a bad row (:func:`listed_before`)."""
     rows, excluded, seen, films = [], [], {}, {}
     locate = _CbisLocator(dicom_root)
     for path in files:
@@ -47,22 +43,9 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
             )
             if value is None:
                 continue
-            film = (
-                str(r["patient_id"]).strip(),
-                laterality_code(r["left or right breast"]),
-                str(r["image view"]),
-            )
-            if film in films:
-                first_file, first_row, first_value = films[film]
-                if first_value != value:
-                    bad(
-                        f"{path}: row {row}: film {' '.join(film)} has density {value} here and "
-                        f"{first_value} in {first_file} row {first_row}: a film has one density",
-                        row=row,
-                        file=path.name,
-                    )
+            film = (r["patient_id"].strip(), laterality_code(r["left or right breast"]), r["image view"])
+            if listed_before(films, film, (path, row, value), bad):
                 continue  # the same film in the mass and the calc files: one image
-            films[film] = (path.name, row, value)
             found = locate(csv_path)
             if found is None:
                 bad(
@@ -85,6 +68,24 @@ def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
                 }
             )
     return finish(rows, excluded, list(files))
+
+
+def listed_before(films: dict, film: tuple, here: tuple, bad) -> bool:
+    """Whether ``film`` (patient, side, view) came in an earlier row, which is then the image;
+    one that gave it another density makes this row (``here``: label file, row, density) a bad row
+    naming both. A film not seen before is remembered."""
+    if film not in films:
+        films[film] = here
+        return False
+    (first_file, first_row, first_value), (path, row, value) = films[film], here
+    if first_value != value:
+        bad(
+            f"{path}: row {row}: film {' '.join(film)} has density {value} here and {first_value} in "
+            f"{first_file.name} row {first_row}: a film has one density",
+            row=row,
+            file=path.name,
+        )
+    return True
 
 
 class _CbisLocator:
