@@ -159,8 +159,8 @@ def duplicate_groups(files: pd.DataFrame) -> list[dict]:
     """
     if files.empty or "sha256" not in files:
         return []
-    groups = []
-    for sha, part in files.groupby("sha256", sort=True):
+    groups, shared = [], files[files["sha256"].duplicated(keep=False)]  # only content seen twice
+    for sha, part in shared.groupby("sha256", sort=True):
         if len(part) > 1 and (part["PatientID"].nunique() > 1 or part["label"].nunique() > 1):
             groups.append(
                 {
