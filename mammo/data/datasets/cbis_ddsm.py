@@ -10,13 +10,13 @@ from mammo.data.datasets.registry import register
 
 @register("cbis_ddsm")
 def read_cbis_ddsm(files: list[Path], dicom_root: Path, bad, **_) -> LabelTable:
-    """CBIS-DDSM case description CSVs (mass/calc, train/test): one row per abnormality,
-    de-duplicated per image; density 1-4 (``breast_density`` or ``breast density``), ``0`` left
-    out. The CSV's ``image file path`` (``<case>/<StudyUID>/<SeriesUID>/000000.dcm``) is used if it
-    exists under ``dicom_root``; otherwise the case folder's ``*full mammogram images*`` DICOM
-    (the layout NBIA downloads have today). A DDSM case is one screening exam of one patient: the exam is the patient's case (``patient_id``),
-    a breast its side; a case folder (``Mass-Test_P_00173_LEFT_CC``) names one film. A film in the
-    mass and the calc files is one image; two densities for it are a bad row (:func:`listed_before`)."""
+    """CBIS-DDSM case description CSVs (mass/calc, train/test): one row per abnormality, one
+    sample per image; density 1-4 (``breast_density`` or ``breast density``), ``0`` left out. The
+    CSV's ``image file path`` (``<case>/<StudyUID>/<SeriesUID>/000000.dcm``) if it exists under
+    ``dicom_root``, else the case folder's ``*full mammogram images*`` DICOM (NBIA downloads). A
+    DDSM case is one patient's screening exam: the exam is ``patient_id``, a breast its side; a case
+    folder (``Mass-Test_P_00173_LEFT_CC``) names one film. A film in the mass and the calc files is
+    one image; two densities for it are a bad row (:func:`listed_before`)."""
     rows, excluded, seen, films = [], [], {}, {}
     locate = _CbisLocator(dicom_root)
     for path in files:
