@@ -45,6 +45,8 @@ NOISE_PREFIXES = ("💡 Tip:",)
 
 IGNORED_WARNINGS = (
     r"Checkpoint directory .* exists and is not empty",  # the run dir holds our other artifacts
+    # a resumed run's logs/metrics.csv is continued, not deleted (mammo.workflows.resume)
+    r"Experiment logs directory .* exists and is not empty",
     r".*isinstance\(treespec, LeafSpec\)",  # Lightning vs newer torch, harmless
     # a machine with SLURM's tools (a login node): mammo reaches SLURM through launcher=slurm,
     # whose jobs run under srun; "prepend srun" is not how a mammo run gets there

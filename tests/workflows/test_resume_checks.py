@@ -170,6 +170,7 @@ def test_a_resume_keeps_every_epochs_rows_in_metrics_csv_and_records_each_start(
         f"{starts[1]['torch_version']}); summary.json's starts record each"
     ]
     assert (run / ".hydra_resume" / "overrides.yaml").read_text().strip() == f"- resume={run}"
+    assert "will be deleted" not in (run / "run.log").read_text()  # Lightning's warning: not so here
 
 
 def test_a_damaged_checkpoint_or_another_pipeline_is_refused_and_the_run_stays_as_it_was(
