@@ -158,6 +158,31 @@ class FiniteLossGuard(L.Callback):
             )
 
 
+def learning_rates(optimizers: list) -> dict[str, float]:
+    """The history's learning-rate columns, read before an epoch trains (an epoch scheduler steps
+    after the epoch's end hooks): ``lr``, the first parameter group's, and ``lr_<name>`` for each
+    other group whose rate differs from it (``name``: the group's, else its index).
+
+    >>> import torch
+    >>> w = [torch.zeros(1, requires_grad=True) for _ in range(3)]
+    >>> opt = torch.optim.SGD([{"params": w[:1], "name": "head"}, {"params": w[1:2], "lr": 0.1,
+    ...     "name": "backbone"}, {"params": w[2:]}], lr=1.0)
+    >>> learning_rates([opt])
+    {'lr': 1.0, 'lr_backbone': 0.1}
+    >>> learning_rates([])
+    {}
+    """
+    if not optimizers:
+        return {}
+    groups = optimizers[0].param_groups
+    first = float(groups[0]["lr"])
+    rates = {"lr": first}
+    for index, group in enumerate(groups[1:], start=1):
+        if float(group["lr"]) != first:
+            rates[f"lr_{group.get('name', index)}"] = float(group["lr"])
+    return rates
+
+
 class RunArtifacts(L.Callback):
     """Epoch log lines, history, best-epoch predictions/metrics and final plots.
 
@@ -179,9 +204,11 @@ class RunArtifacts(L.Callback):
         self.best: dict | None = None
         self._best_score: float | None = None
         self._best_outputs = None  # the best epoch's ValOutputs (probabilities, metrics, confusion)
+        self._epoch_lrs: dict[str, float] = {}  # the learning rates this epoch trains at
 
     # ----------------------------------------------------------------- per epoch
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_lrs = learning_rates(trainer.optimizers)
         if trainer.is_global_zero:
             log.info("Epoch %d/%d", trainer.current_epoch + 1, trainer.max_epochs)
 
@@ -190,7 +217,7 @@ class RunArtifacts(L.Callback):
         row = {"epoch": trainer.current_epoch + 1}
         row.update({k: metrics[k] for k in ("train_loss", "train_acc", "train_kappa") if k in metrics})
         row.update({k: v for k, v in metrics.items() if k.startswith("val_")})
-        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row.update(self._epoch_lrs or learning_rates(trainer.optimizers))
         self.history.append(row)
         outputs = getattr(pl_module, "val_outputs", None)
         new_best = outputs is not None and self._is_new_best(trainer)

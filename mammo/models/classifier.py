@@ -313,9 +313,11 @@ class DensityClassifier(L.LightningModule):
             raise ConfigError("model.optimizer: this model was built without an optimizer (inference only)")
         head = [p for p in self.head_parameters() if p.requires_grad]
         body = [p for p in self.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": hp.learning_rate}]
+        # the names are train_history's lr_<name> columns
+        groups = [{"params": head, "lr": hp.learning_rate, "name": "head"}]
         if body:
-            groups.append({"params": body, "lr": hp.learning_rate * hp.backbone_lr_factor})
+            body_lr = hp.learning_rate * hp.backbone_lr_factor
+            groups.append({"params": body, "lr": body_lr, "name": "backbone"})
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer

@@ -19,7 +19,13 @@ EPOCHS = 6
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, demo_root):
-    return train_tiny(tmp_path_factory.mktemp("train"), demo_root, f"epochs={EPOCHS}", "eval.bootstrap=200")
+    return train_tiny(
+        tmp_path_factory.mktemp("train"),
+        demo_root,
+        f"epochs={EPOCHS}",
+        "warmup_epochs=2",
+        "eval.bootstrap=200",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +141,18 @@ def test_best_metrics_come_from_the_best_epoch(run_dir, summary):
     assert stored["kappa_quadratic"] == pytest.approx(kappas[best], abs=1e-6)
     csv_history = pd.read_csv(run_dir / "train_history.csv")
     assert len(csv_history) == EPOCHS
+
+
+def test_the_history_holds_the_learning_rate_each_epoch_trained_at(run_dir, summary):
+    """warmup_cosine's doctest (2 warm-up epochs of 6): the factors each epoch trains at; the row of
+    an epoch is written after the scheduler stepped, and must not show the next epoch's rate."""
+    factors = [0.333, 0.667, 1.0, 0.854, 0.5, 0.146]
+    hp = summary["hyperparameters"]
+    assert (hp["epochs"], hp["warmup_epochs"], hp["scheduler"]) == (EPOCHS, 2, "cosine")
+    history = pd.read_csv(run_dir / "train_history.csv")
+    expected = [hp["learning_rate"] * f for f in factors]
+    assert history["lr"].tolist() == pytest.approx(expected, abs=hp["learning_rate"] * 1e-3)
+    assert json.loads((run_dir / "train_history.json").read_text())["lr"][-1] > 0
 
 
 def test_tiny_model_learns_demo_data(summary):
