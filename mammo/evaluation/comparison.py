@@ -5,7 +5,7 @@ A - B with a **paired** patient-bootstrap 95 % interval (each resample draws the
 for both, so what the patients share cancels out), and McNemar's exact test on per-image
 correctness (the images only one of them gets right). The same paired comparison is made per
 subgroup (scanner, view, laterality, the label file's subgroup columns), with no interval for a
-subgroup of fewer than :data:`~mammo.evaluation.subgroups.MIN_PATIENTS` patients.
+subgroup of fewer than :data:`~mammo.evaluation.intervals.MIN_PATIENTS` patients.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.core.errors import DataError
 from mammo.data.scan import manifest_changes
 from mammo.evaluation.bootstrap import resampled_metrics, weighted_metrics
+from mammo.evaluation.intervals import too_few_patients
 from mammo.evaluation.levels import available_levels, unit_predictions
 from mammo.evaluation.metrics import TITLES
-from mammo.evaluation.subgroups import manifest_subgroups, subgroup_rows, too_few_patients
+from mammo.evaluation.subgroups import manifest_subgroups, subgroup_rows
 
 log = logging.getLogger("mammo")
 SUBGROUP_SHOWN = ("kappa_quadratic", "accuracy")

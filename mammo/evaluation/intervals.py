@@ -20,6 +20,20 @@ from mammo.evaluation.metrics import SHORT_NAMES
 
 log = logging.getLogger("mammo")
 LEVEL = 0.95
+MIN_PATIENTS = 5
+"""Fewer patients than this are too few for a patient-bootstrap interval (a split, a level or a
+subgroup): its values are reported without one, and a note says why."""
+
+
+def too_few_patients(patients: int) -> str | None:
+    """Why ``patients`` patients get no interval, ``None`` when they get one.
+
+    >>> too_few_patients(4), too_few_patients(5)
+    ('4 patient(s): too few for an interval (needs 5)', None)
+    """
+    if patients >= MIN_PATIENTS:
+        return None
+    return f"{patients} patient(s): too few for an interval (needs {MIN_PATIENTS})"
 
 
 @dataclass(frozen=True)
@@ -38,13 +52,20 @@ def metric_intervals(
 ) -> dict | None:
     """``{"confidence_intervals": {metric: [low, high]}, "bootstrap": {...}}`` from a patient
     bootstrap of ``resamples`` resamples (``None`` for 0), timed in run.log (``what`` the rows
-    are: images, breasts or exams)."""
+    are: images, breasts or exams). Below :data:`MIN_PATIENTS` patients there is no interval:
+    ``confidence_intervals`` is empty and ``bootstrap`` holds the ``note`` run.log shows."""
     if resamples <= 0:
         return None
+    n_patients = len(set(map(str, patients)))
+    note = too_few_patients(n_patients)
+    if note:
+        log.info("95%% confidence intervals: none for %d %s of %s", len(targets), what, note)
+        settings = {"resamples": resamples, "unit": "patient", "level": LEVEL, "seed": seed}
+        bootstrap = {**settings, "num_patients": n_patients, "note": note}
+        return {"confidence_intervals": {}, "bootstrap": bootstrap}
     start = time.perf_counter()
     intervals = bootstrap_intervals(probs, targets, patients, resamples, seed, LEVEL)
     seconds = time.perf_counter() - start
-    n_patients = len(set(map(str, patients)))
     log.info(
         "95%% confidence intervals: %d patient-bootstrap resamples of %d %s (%d patients) in %.1f s",
         resamples,

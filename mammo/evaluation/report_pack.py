@@ -26,8 +26,8 @@ from mammo.artifacts.io import atomic_write_text, write_json
 from mammo.artifacts.plots import plot_confusion, plot_train_curves
 from mammo.artifacts.rundir import fold_dirs
 from mammo.core.errors import ConfigError
+from mammo.evaluation.intervals import MIN_PATIENTS
 from mammo.evaluation.metrics import SHORT_NAMES, TITLES, confusion_matrix, mean_std
-from mammo.evaluation.subgroups import MIN_PATIENTS
 
 log = logging.getLogger("mammo")
 REPORTED = ("accuracy", "balanced_accuracy", "kappa_quadratic", "macro_f1", "auc_ovr")
@@ -107,7 +107,13 @@ def metrics_table(runs: list[tuple[str, Path, dict]]) -> dict:
         values = [summary[key] for _, _, summary in runs]
         intervals = [summary.get("confidence_intervals", {}).get(key) for _, _, summary in runs]
         table["metrics"][name] = {"title": TITLES[name], **mean_std(values), "intervals": intervals}
+    table["notes"] = interval_notes(runs, [summary.get("bootstrap") for _, _, summary in runs])
     return table
+
+
+def interval_notes(runs: list[tuple[str, Path, dict]], bootstraps: list[dict | None]) -> dict[str, str]:
+    """Per run without intervals on too few patients, the note its metrics file holds."""
+    return {label: b["note"] for (label, _, _), b in zip(runs, bootstraps) if b and b.get("note")}
 
 
 def level_table(runs: list[tuple[str, Path, dict]], level: str) -> dict:
@@ -128,6 +134,7 @@ def level_table(runs: list[tuple[str, Path, dict]], level: str) -> dict:
         values = [m[name] for m in stored]
         title = f"{TITLES[name]} ({level})"
         table["metrics"][name] = {"title": title, **mean_std(values), "intervals": intervals}
+    table["notes"] = interval_notes(runs, [m.get("bootstrap") for m in stored])
     return table
 
 
@@ -214,6 +221,7 @@ def markdown_table(table: dict, first: str = "Metric") -> str:
         cells = [_cell(v, ci) for v, ci in zip(m["values"], m["intervals"])]
         cells.append(_mean_std(m, "±"))
         lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
+    lines += [f"\nNo 95 % interval for {run}: {note}." for run, note in table.get("notes", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -231,7 +239,11 @@ def latex_table(table: dict, first: str = "Metric") -> str:
         cells.append(_mean_std(m, "$\\pm$"))
         title = m["title"].replace("_", "\\_")
         lines.append(f"{title} & " + " & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines.append("\\bottomrule")
+    for run, note in table.get("notes", {}).items():
+        text = f"No 95 \\% interval for {run}: {note}.".replace("_", "\\_")
+        lines.append(f"\\multicolumn{{{len(runs) + 2}}}{{l}}{{\\footnotesize {text}}} \\\\")
+    lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
 
 

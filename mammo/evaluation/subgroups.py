@@ -2,8 +2,9 @@
 
 Subgroups are the values of the scanner's ``manufacturer`` and ``model_name`` (DICOM Manufacturer,
 ManufacturerModelName), ``view`` and ``laterality``, and of any label-file column asked for. A
-subgroup with fewer than :data:`MIN_PATIENTS` patients gets its values but no interval, and says
-so. Written as ``metrics/<split>_subgroups.{csv,json}`` beside the split's other metrics.
+subgroup with fewer than :data:`~mammo.evaluation.intervals.MIN_PATIENTS` patients gets its values
+but no interval, and says so. Written as ``metrics/<split>_subgroups.{csv,json}`` beside the
+split's other metrics.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from mammo.artifacts.files import prediction_arrays
 from mammo.artifacts.io import write_csv, write_json
 from mammo.data.scan import FILE_KEYS, SCANNER_COLUMNS
 from mammo.evaluation.bootstrap import bootstrap_intervals, weighted_metrics
+from mammo.evaluation.intervals import MIN_PATIENTS, too_few_patients
 from mammo.evaluation.metrics import TITLES
 
 log = logging.getLogger("mammo")
 SUBGROUP_COLUMNS = (*SCANNER_COLUMNS, "view", "laterality")
-MIN_PATIENTS = 5
-"""A subgroup with fewer patients than this is too small for a patient-bootstrap interval."""
 CSV_COLUMNS = ["subgroup", "group", "num_images", "num_patients", "metric", "value", "ci_low", "ci_high"]
 
 
@@ -75,13 +75,6 @@ def subgroup_rows(frame: pd.DataFrame, columns) -> Iterator[tuple[str, str, np.n
         if values.any():
             for group in sorted(values.unique()):
                 yield column, group, (values == group).to_numpy()
-
-
-def too_few_patients(patients: int) -> str | None:
-    """Why a subgroup of ``patients`` patients gets no interval, ``None`` when it gets one."""
-    if patients >= MIN_PATIENTS:
-        return None
-    return f"{patients} patient(s): too few for an interval (needs {MIN_PATIENTS})"
 
 
 def one_subgroup(column: str, group: str, part: pd.DataFrame, resamples: int, seed: int) -> dict:

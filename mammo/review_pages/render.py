@@ -67,7 +67,12 @@ def metrics_tables(levels: dict[str, dict]) -> str:
         for name, title in TITLES.items()
         if any(name in m for m in levels.values())
     ]
-    return table(["metric", *(f"{level} level [95 % CI]" for level in levels)], rows, "metrics")
+    notes = "".join(
+        f'<p class="muted">{escape(level)} level: no 95 % interval, {escape(m["bootstrap"]["note"])}</p>'
+        for level, m in levels.items()
+        if (m.get("bootstrap") or {}).get("note")
+    )
+    return table(["metric", *(f"{level} level [95 % CI]" for level in levels)], rows, "metrics") + notes
 
 
 def confusion(cells: dict, classes: list[int]) -> str:

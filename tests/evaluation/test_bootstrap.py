@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,70 @@ def test_intervals_are_seeded_and_contain_the_estimate(predictions):
     for name, (low, high) in first.items():
         assert low <= reported[name] <= high, name
     assert 0 < first["kappa_quadratic"][1] - first["kappa_quadratic"][0] < 0.5
+
+
+def test_too_few_patients_get_no_interval_and_a_note(predictions):
+    from mammo.evaluation.intervals import metric_intervals
+
+    probs, targets = predictions
+    four = metric_intervals(probs, targets, [f"P{i % 4}" for i in range(len(targets))], 200, 0)
+    assert four["confidence_intervals"] == {}
+    assert four["bootstrap"]["num_patients"] == 4
+    assert four["bootstrap"]["note"] == "4 patient(s): too few for an interval (needs 5)"
+    five = metric_intervals(probs, targets, [f"P{i % 5}" for i in range(len(targets))], 200, 0)
+    assert (
+        five["confidence_intervals"]["kappa_quadratic"][0]
+        < five["confidence_intervals"]["kappa_quadratic"][1]
+    )
+    assert "note" not in five["bootstrap"]
+
+
+def test_a_run_on_four_validation_patients_says_why_it_has_no_interval(tmp_path, demo_root):
+    """run.log, metrics/val_metrics.json, summary.json, the review and the report pack: no
+    interval (a zero-width one on 4 patients looked like certainty) and the note."""
+    import json
+
+    from mammo.data.demo import ensure_demo_dataset
+    from mammo.evaluation.report_pack import report_pack
+    from tests.conftest import train_tiny
+
+    demo = ensure_demo_dataset(demo_root, n_patients=24, seed=0, height=160, width=128)  # SMALL_DEMO's
+    split = four_validation_patients(demo, tmp_path / "split.csv")
+    run = train_tiny(tmp_path, demo_root, "epochs=1", f"data.split_csv={split}", "review=true")
+    stored = json.loads((run / "metrics" / "val_metrics.json").read_text())
+    patients = stored["bootstrap"]["num_patients"]
+    assert patients < 5 and stored["confidence_intervals"] == {}
+    note = f"{patients} patient(s): too few for an interval (needs 5)"
+    assert stored["bootstrap"]["note"] == note
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["confidence_intervals"] == {} and summary["bootstrap"]["note"] == note
+    assert (
+        f"95% confidence intervals: none for {stored['num_samples']} images of {note}"
+        in (run / "run.log").read_text()
+    )
+    assert "Best kappa 95% CI" not in (run / "run.log").read_text()
+    assert f"image level: no 95 % interval, {note}" in (run / "review" / "index.html").read_text()
+    report_pack([run], tmp_path / "report")
+    assert f"No 95 % interval for seed42: {note}." in (tmp_path / "report" / "metrics_table.md").read_text()
+
+
+def four_validation_patients(demo: Path, out: Path) -> Path:
+    """A split CSV (by PatientID) whose val side is 4 patients holding every density."""
+    import pandas as pd
+    import pydicom
+
+    labels = pd.read_csv(demo / "classificacao.csv", dtype=str)
+    labels["PatientID"] = [
+        str(pydicom.dcmread(next((demo / "archive" / acc).glob("*.dcm")), stop_before_pixels=True).PatientID)
+        for acc in labels["AccessionNumber"]
+    ]
+    val, seen = [], set()
+    for patient, part in labels.groupby("PatientID"):
+        if len(val) < 4 and not set(part["Classification"]) <= seen:
+            val.append(patient)
+            seen |= set(part["Classification"])
+    assert len(seen) == 4, "the demo set should allow 4 validation patients holding every density"
+    patients = labels.drop_duplicates("PatientID")["PatientID"]
+    sides = ["val" if p in val else "train" for p in patients]
+    pd.DataFrame({"PatientID": patients, "split": sides}).to_csv(out, index=False)
+    return out
