@@ -152,6 +152,8 @@ def outlier_sections(source, outliers: Outliers, cards: dict, classes: list[int]
 
 
 def class_distribution(source, files: pd.DataFrame) -> str:
+    """Per split and class: the images, and the patients with at least one image of that class on
+    that side (a patient whose images hold two densities counts under both)."""
     split = source.folder / "split.csv"
     table = pd.read_csv(split, dtype=str) if split.is_file() else None
     if table is None or files.empty:
@@ -162,7 +164,7 @@ def class_distribution(source, files: pd.DataFrame) -> str:
     rows = []
     for name, part in table.groupby("split", sort=False):
         counts = part["label"].value_counts()
-        patients = part.drop_duplicates("PatientID")["label"].value_counts()
+        patients = part.groupby("label")["PatientID"].nunique()  # those with an image of the class
         rows.append(
             [
                 escape(name),

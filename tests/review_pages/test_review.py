@@ -358,3 +358,33 @@ def test_a_deidentified_page_holds_no_id_and_no_path_and_its_pseudonyms_are_stab
     key = tmp_path / "cache" / "mammo" / "pseudonym.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text() not in text
     assert build_review(run, per_cell=PER_CELL, deidentify=True).read_text() == text  # the same pseudonyms
+
+
+def test_patients_per_class_count_each_patient_with_an_image_of_that_class(tmp_path):
+    """Per-image PatientIDs (``P_00173_LEFT_CC``) shared by exams of two densities: a patient
+    counts under every class it has an image of on that side, never 0 under images."""
+    from types import SimpleNamespace
+
+    from mammo.review_pages.data_checks import class_distribution
+
+    rows = [  # image, exam, patient id (per image and view, as on many de-identified exports), label
+        ("A1/L_CC", "A1", "P_00173_LEFT_CC", 3),
+        ("A1/L_MLO", "A1", "P_00173_LEFT_MLO", 3),
+        ("A2/L_CC", "A2", "P_00173_LEFT_CC", 4),
+        ("A2/L_MLO", "A2", "P_00173_LEFT_MLO", 4),
+        ("A3/L_CC", "A3", "P_00200_LEFT_CC", 1),
+        ("A4/L_CC", "A4", "P_00300_LEFT_CC", 2),
+    ]
+    files = pd.DataFrame(rows, columns=["image_id", "AccessionNumber", "PatientID", "label"])
+    split = files.assign(split="val")[["image_id", "AccessionNumber", "PatientID", "split"]]
+    split.loc[files["label"] <= 2, "split"] = "train"
+    split.to_csv(tmp_path / "split.csv", index=False)
+    html = class_distribution(SimpleNamespace(folder=tmp_path), files)
+    cells = re.findall(r"<td>(.*?)</td>", html)
+    val = cells[cells.index("val") + 1 : cells.index("val") + 5]
+    assert val == [
+        "0 <span class=muted>(0 p.)</span>",
+        "0 <span class=muted>(0 p.)</span>",
+        "2 <span class=muted>(2 p.)</span>",
+        "2 <span class=muted>(2 p.)</span>",
+    ]
