@@ -58,6 +58,7 @@ from mammo.data.embedding_rows import embedding_rows
 from mammo.data.images import Preprocessing
 from mammo.data.labels import Samples, check_duplicates, load_samples, read_csv_table
 from mammo.data.order import EpochShuffle, LookaheadBatches
+from mammo.data.patients import warn_of_split_exams
 from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
 from mammo.data.settings import (
     LabelColumns,
@@ -759,7 +760,9 @@ def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Sam
     with collections_paused():
         if source.dataset:  # a public dataset's label files, as published
             options = source.dataset_options or {}
-            samples = load_public(source.dataset, csv, dicom_root, options, bad, hash_index, workers, views)
+            samples = load_public(
+                source.dataset, csv, dicom_root, options, bad, hash_index, workers, views, source.patient_id
+            )
         else:
             samples = load_samples(
                 csv,
@@ -770,6 +773,7 @@ def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Sam
                 hash_index=hash_index,
                 workers=workers,
                 views=views,
+                patient_id=source.patient_id,
             )
     if len(samples.class_labels) != source.num_classes:
         raise DataError(
@@ -777,4 +781,6 @@ def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Sam
             " classes (set data.num_classes=5 with data.include_class_5=true)"
         )
     check_duplicates(samples, source.on_duplicate)
+    exams = samples.table["AccessionNumber"].nunique()
+    warn_of_split_exams(samples.exams_with_several_patients, exams, samples.patient_ids.get("setting", ""))
     return samples

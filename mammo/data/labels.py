@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from mammo.core.errors import DataError
+from mammo.data.patients import PatientSource, patient_ids_record
 from mammo.data.scan import SAMPLE_COLUMNS, HashIndex, duplicate_groups, scan_files
 from mammo.data.settings import DEFAULT_VIEWS, BadInput, LabelColumns, refused
 
@@ -345,6 +346,11 @@ class Samples:
     skipped: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     """Identical files under two patients or two labels (:func:`~mammo.data.scan.duplicate_groups`)."""
+    patient_ids: dict = field(default_factory=dict)
+    """``data.patient_id`` and how many images took their id from where (:mod:`mammo.data.patients`)."""
+    exams_with_several_patients: list[dict] = field(default_factory=list)
+    """Exams whose images carry several patient ids
+    (:func:`~mammo.data.patients.several_patients_per_exam`)."""
 
     def check_every_class(self, num_classes: int) -> None:
         """A model of ``num_classes`` classes needs images of each."""
@@ -403,6 +409,7 @@ def load_samples(
     hash_index=None,
     workers: int = 4,
     views: list[str] | None = DEFAULT_VIEWS,
+    patient_id: str = "auto",
 ) -> Samples:
     """The checked, hashed samples of a user's label CSV, in whichever layout it uses (see module
     docstring); a public dataset's label files go through :func:`mammo.data.datasets.load_public`.
@@ -412,10 +419,18 @@ def load_samples(
         views: the views to train on (``ViewPosition`` or the view column); other views are
             excluded and counted, unknown ones kept; ``None`` keeps every view.
         hash_index: a :class:`~mammo.data.scan.HashIndex`; workers: threads for headers and hashes.
+        patient_id: where each image's patient id comes from (``data.patient_id``, see
+            :mod:`mammo.data.patients`).
     """
     csv, columns, bad = Path(csv), columns or LabelColumns(), BadInput(on_bad_file)
     hash_index = hash_index or HashIndex(None)
     frame = read_csv_table(csv)
+    patients = PatientSource.parse(patient_id, columns.patient_column)
+    if patients.kind == "column" and columns.patient_column not in frame.columns:
+        raise DataError(
+            f"{csv}: data.patient_id=column needs the column data.patient_column={columns.patient_column!r}; "
+            f"found: {', '.join(frame.columns)}"
+        )
     by_path = columns.path_column in frame.columns
     key = columns.path_column if by_path else columns.id_column
     optional = (columns.laterality_column, columns.view_column, *columns.subgroup_columns)
@@ -428,7 +443,7 @@ def load_samples(
         pd.DataFrame(rows),
         frame,
         root,
-        columns.patient_column,
+        patients,
         columns.laterality_column,
         columns.view_column,
         bad,
@@ -440,6 +455,7 @@ def load_samples(
     if table.empty:
         raise DataError(f"{csv}: no usable images ({refused(bad.records, excluded)})")
     table["label"] = table["label"] - 1
+    patient_ids, split_exams = patient_ids_record(table, patients)
     return Samples(
         table=table[[*SAMPLE_COLUMNS, *columns.subgroup_columns]],
         class_labels=[1, 2, 3, 4, 5] if include_class_5 else [1, 2, 3, 4],
@@ -450,6 +466,8 @@ def load_samples(
         },
         excluded=excluded,
         skipped=bad.records,
+        patient_ids=patient_ids,
+        exams_with_several_patients=split_exams,
     )
 
 

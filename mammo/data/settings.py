@@ -47,6 +47,7 @@ class LabelSource:
     num_classes: int = 4
     on_bad_file: str = "error"
     on_duplicate: str = "warn"  # identical files under two patients or labels: warn | error | drop
+    patient_id: str = "auto"  # where patient ids come from: auto | column | header[:<keyword>] | accession
     views: tuple[str, ...] | None = DEFAULT_VIEWS
 
 

@@ -25,15 +25,20 @@ from mammo.core.errors import DataError
 from mammo.data.datasets import cbis_ddsm, emory_embed, inbreast, rsna, vindr  # noqa: F401 (they register)
 from mammo.data.datasets.registry import READERS, read_public
 from mammo.data.labels import Samples, exclude_views, image_path_rows
+from mammo.data.patients import PatientSource, patient_ids_record
 from mammo.data.scan import scan_files
 from mammo.data.settings import BadInput, refused
 
 __all__ = ["READERS", "load_public", "read_public"]
 
 
-def load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, workers, views) -> Samples:
+def load_public(
+    dataset, files, dicom_root, options, on_bad_file, hash_index, workers, views, patient_id="auto"
+) -> Samples:
     """A public dataset's label files, read as published (:func:`read_public`), then its files
-    checked and hashed exactly as for a user's own CSV (:func:`mammo.data.labels.load_samples`)."""
+    checked and hashed exactly as for a user's own CSV (:func:`mammo.data.labels.load_samples`);
+    ``patient_id``: ``data.patient_id`` (``auto``: the reader's patient column)."""
+    patients = PatientSource.parse(patient_id, "PatientID")
     if not dicom_root or not Path(dicom_root).is_dir():
         raise DataError(f"data.dicom_root: folder not found: {dicom_root}")
     root = Path(dicom_root)
@@ -45,7 +50,7 @@ def load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, wo
         pd.DataFrame(rows),
         public.frame,
         root,
-        "PatientID",
+        patients,
         "laterality",
         "view",
         bad,
@@ -60,8 +65,9 @@ def load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, wo
             f" ({refused(bad.records, public.excluded)})"
         )
     table["label"] = table["label"] - 1
+    patient_ids, split_exams = patient_ids_record(table, patients)
     return Samples(
-        table=table,
+        table=table.drop(columns="patient_from"),
         class_labels=[1, 2, 3, 4],
         source={
             "dataset": dataset,
@@ -72,4 +78,6 @@ def load_public(dataset, files, dicom_root, options, on_bad_file, hash_index, wo
         },
         excluded=public.excluded,
         skipped=bad.records,
+        patient_ids=patient_ids,
+        exams_with_several_patients=split_exams,
     )
