@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -82,6 +83,7 @@ class SweepCallback(Callback):
             log.info("HPO report: %s/best_params.json, trials.csv, plots/", config.hydra.sweep.dir)
 
         write_json(self.dir / "sweep_summary.json", {"sweep_id": self.dir.name, **summary})
+        say_seed_spread(summary["groups"], config.monitor)
         log.info("Sweep summary: %s", self.dir / "sweep_summary.json")
 
 
@@ -116,6 +118,7 @@ def summarize(records: list[dict], monitor: str) -> dict:
                 "num_runs": len(members),
                 "num_completed": len(completed),
                 "metrics": {n: _group_stats(completed, n) for n in names},
+                **({"split": seed_split(completed)} if len({m["seed"] for m in completed}) > 1 else {}),
             }
         )
     return {
@@ -126,6 +129,49 @@ def summarize(records: list[dict], monitor: str) -> dict:
         "metrics": out_groups[0]["metrics"] if len(out_groups) == 1 else None,
         "runs": runs,
     }
+
+
+def seed_split(runs: list[dict]) -> dict:
+    """Whether the validation patients of runs that differ only in seed changed with it: a seed
+    sweep's spread is then the initialisation's and the split's together (``data.split_seed``
+    follows ``seed`` unless set). From each run's ``split.csv`` and ``summary.json``."""
+    patients, split_seeds = [], []
+    for r in runs:
+        folder = Path(r["run_dir"])
+        table = folder / "split.csv"
+        if table.is_file():
+            sides = pd.read_csv(table, dtype=str, usecols=["PatientID", "split"])
+            patients.append(frozenset(sides.loc[sides["split"] == "val", "PatientID"]))
+        summary = folder / "summary.json"
+        data = json.loads(summary.read_text()).get("data_config", {}) if summary.is_file() else {}
+        split_seeds.append(data.get("split_seed"))
+    changed = len(set(patients)) > 1
+    return {
+        "changed_with_seed": changed,
+        "split_seeds": split_seeds,
+        "measures": (
+            "initialisation, training order and validation patients (data.split_seed followed seed)"
+            if changed
+            else "initialisation and training order, on the same validation patients"
+        ),
+    }
+
+
+def say_seed_spread(groups: list[dict], monitor: str) -> None:
+    """The console's line per seed group: its spread and what it measures."""
+    name = next((n for n, short in SHORT_NAMES.items() if f"val_{short}" == monitor), None)
+    for group in groups:
+        split, stats = group.get("split"), group["metrics"].get(name or "", {})
+        if split is None or stats.get("mean") is None:
+            continue
+        seeds = ", ".join(map(str, group["seeds"]))
+        how = (
+            "the validation patients changed with the seed: this spread is initialisation and split "
+            f"together; add data.split_seed={split['split_seeds'][0]} to keep the split"
+            if split["changed_with_seed"]
+            else "the same validation patients in every run: this spread is the initialisation's"
+        )
+        log.info("Seeds %s: %s %.4f ± %.4f; %s", seeds, monitor, stats["mean"], stats["std"] or 0.0, how)
 
 
 def run_metrics(run_dir: Path) -> dict[str, float]:

@@ -200,7 +200,7 @@ def test_best_model_rebuilds_and_reproduces_predictions(run_dir):
     np.testing.assert_allclose(probs, preds.filter(like="prob_class").to_numpy(), atol=1e-5)
 
 
-def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root):
+def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root, capfd):
     from mammo.train import main
     from tests.conftest import SMALL_DEMO, run_cli
 
@@ -234,3 +234,21 @@ def test_seed_multirun_gives_one_run_dir_per_seed(tmp_path, demo_root):
     assert kappa["values"] == values and kappa["run_ids"] == ["results_1", "results_2"]
     assert kappa["mean"] == float(np.mean(values)) and kappa["std"] == float(np.std(values, ddof=1))
     assert (tmp_path / "mammo_tiny_density/sweeps/sweep_1/multirun.yaml").is_file()
+    # the split followed the seed: the summary and the console say what the spread measures
+    split = aggregate["groups"][0]["split"]
+    assert split["changed_with_seed"] is True and split["split_seeds"] == [42, 43]
+    console = capfd.readouterr()
+    assert "the validation patients changed with the seed" in console.out + console.err
+    assert "add data.split_seed=42 to keep the split" in console.out + console.err
+    # data.split_seed fixed: the same validation patients in every run
+    assert run_cli(main, [*args, "data.split_seed=42"]) == 0
+    kept = json.loads((tmp_path / "mammo_tiny_density/sweeps/sweep_2/sweep_summary.json").read_text())
+    assert kept["groups"][0]["split"]["changed_with_seed"] is False
+    assert kept["groups"][0]["split"]["split_seeds"] == [42, 42]
+    sides = [pd.read_csv(tmp_path / f"mammo_tiny_density/results_{n}/split.csv") for n in (3, 4)]
+    val = [set(t.loc[t["split"] == "val", "PatientID"]) for t in sides]
+    assert val[0] == val[1]
+    console = capfd.readouterr()
+    assert "the same validation patients in every run: this spread is the initialisation's" in (
+        console.out + console.err
+    )
