@@ -26,12 +26,14 @@ install_compact_errors()
 @hydra.main(config_path=CONFIG_DIR, config_name="baselines", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.artifacts.closing import command, say_closing  # here, not above: --help stays fast
+    from mammo.artifacts.summary import run_recorded
     from mammo.workflows.baselines_job import run_baselines
 
-    run_recorded(
-        "embeddings_baselines", Path(cfg.paths.run_dir), cfg.seed, lambda out, _: run_baselines(cfg, out)
-    )
+    out = Path(cfg.paths.run_dir)
+    run_recorded("embeddings_baselines", out, cfg.seed, lambda folder, _: run_baselines(cfg, folder))
+    runs = command("mammo.runs", Path(cfg.paths.output_dir)) + "  (every run's table)"
+    say_closing("Baselines", out / "statistical_tests.json", runs)
 
 
 if __name__ == "__main__":

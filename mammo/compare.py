@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mammo import CONFIG_DIR
+from mammo.artifacts.closing import closing_line, command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     print(comparison_table(result), end="")
-    print(f"written: {out / 'comparison.json'}, {out / 'comparison.md'}")
+    report = command("mammo.report", f"runs=[{args.a},{args.b}]") + "  (figures and tables of both)"
+    print(closing_line("Comparison", out / "comparison.md", report))
 
 
 if __name__ == "__main__":

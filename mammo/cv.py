@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cv_dir", type=Path, help="outputs/density_experiments/results_k<K>_seed<S>")
     parser.add_argument("--monitor", default="val_kappa", help="the metric reported as the objective")
     args = parser.parse_args(argv)
+    from mammo.artifacts.closing import closing_line, command
     from mammo.core.errors import MammoError  # here, not above: --help stays fast
     from mammo.evaluation.cross_validation import aggregate
 
@@ -25,9 +26,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     objective = summary["objective"]
     print(
-        f"{args.cv_dir / 'cv_summary.json'}: {summary['num_folds_aggregated']}/{summary['num_folds']} folds, "
+        f"{summary['num_folds_aggregated']}/{summary['num_folds']} folds, "
         f"{args.monitor} {objective['mean']:.4f} ± {objective['std']:.4f}"
     )
+    review = command("mammo.review", args.cv_dir) + "  (the out-of-fold review)"
+    print(closing_line("CV summary", args.cv_dir / "cv_summary.json", review))
 
 
 if __name__ == "__main__":

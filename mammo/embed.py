@@ -29,11 +29,15 @@ log = logging.getLogger("mammo")
 @hydra.main(config_path=CONFIG_DIR, config_name="embed", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.artifacts.closing import command, say_closing  # here, not above: --help stays fast
+    from mammo.artifacts.summary import run_recorded
     from mammo.workflows.embedding_job import embed
 
     log.info("Starting embedding extraction (%s)", cfg.embed.backbone)
-    run_recorded("embedding_extraction", Path(cfg.paths.run_dir), cfg.seed, lambda out, s: embed(cfg, out, s))
+    out = Path(cfg.paths.run_dir)
+    run_recorded("embedding_extraction", out, cfg.seed, lambda folder, s: embed(cfg, folder, s))
+    baselines = command("mammo.baselines", f"embeddings_dir={out}") + "  (classical baselines)"
+    say_closing("Embeddings", out / "features.npy", baselines)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ log = logging.getLogger("mammo")
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.artifacts.closing import review_next, say_closing  # here, not above: --help stays fast
+    from mammo.artifacts.summary import run_recorded
     from mammo.workflows.evaluation_job import evaluate
 
     log.info("Evaluating %s", cfg.ckpt)
@@ -38,6 +39,7 @@ def main(cfg: DictConfig) -> None:
         from mammo.workflows.components import eval_settings
 
         write_review(Path(cfg.paths.run_dir), eval_settings(cfg).bootstrap, int(cfg.seed), cfg.review)
+    say_closing(*review_next(Path(cfg.paths.run_dir)))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ log = logging.getLogger("mammo")
 @hydra.main(config_path=CONFIG_DIR, config_name="export", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
+    from mammo.artifacts.closing import say_closing
     from mammo.artifacts.io import write_json  # here, not above: --help stays fast
     from mammo.artifacts.runlog import route_library_logs
     from mammo.artifacts.summary import run_recorded
@@ -58,7 +59,12 @@ def main(cfg: DictConfig) -> None:
             "artifacts": {"export": "export.json"},
         }
 
-    run_recorded("model_export", Path(cfg.paths.run_dir), int(cfg.seed), body)
+    out = Path(cfg.paths.run_dir)
+    run_recorded("model_export", out, int(cfg.seed), body)
+    model = out / FORMATS[cfg.format]
+    check = f"python -c \"import onnxruntime; print(onnxruntime.InferenceSession('{model}').get_inputs())\""
+    torchscript = f"python -c \"import torch; print(torch.jit.load('{model}'))\""
+    say_closing("Exported model", model, (check if cfg.format == "onnx" else torchscript) + "  (load it)")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,14 @@ install_compact_errors()
 @hydra.main(config_path=CONFIG_DIR, config_name="predict", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.artifacts.closing import command, say_closing  # here, not above: --help stays fast
+    from mammo.artifacts.summary import run_recorded
     from mammo.workflows.prediction_job import predict
 
-    run_recorded("prediction", Path(cfg.paths.run_dir), cfg.seed, lambda out, _: predict(cfg, out))
+    out = Path(cfg.paths.run_dir)
+    run_recorded("prediction", out, cfg.seed, lambda folder, _: predict(cfg, folder))
+    labelled = command("mammo.evaluate", f"ckpt={cfg.ckpt}", "data=dicom_csv", "data.csv=<labels.csv>")
+    say_closing("Predictions", out / "predictions.csv", labelled + "  (with labels: metrics and intervals)")
 
 
 if __name__ == "__main__":

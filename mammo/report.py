@@ -27,14 +27,17 @@ install_compact_errors()
 @hydra.main(config_path=CONFIG_DIR, config_name="report", execution_whitelist=TRUSTED_TARGETS)
 @trusted_task(TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> None:
-    from mammo.artifacts.summary import run_recorded  # here, not above: --help stays fast
+    from mammo.artifacts.closing import say_closing  # here, not above: --help stays fast
+    from mammo.artifacts.summary import run_recorded
     from mammo.evaluation.report_pack import report_pack
 
     def body(out: Path, _) -> dict:
         report = report_pack([Path(r) for r in cfg.runs], out, str(cfg.get("level", "image")))
         return {"runs": [r["run_dir"] for r in report["runs"]], "artifacts": {"report": "report.json"}}
 
-    run_recorded("report", Path(cfg.paths.run_dir), int(cfg.get("seed") or 0), body)
+    out = Path(cfg.paths.run_dir)
+    run_recorded("report", out, int(cfg.get("seed") or 0), body)
+    say_closing("Report pack", out, f"\\input{{{out / 'metrics_table.tex'}}} in the paper (booktabs)")
 
 
 if __name__ == "__main__":

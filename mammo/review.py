@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mammo.artifacts.closing import closing_line, command
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -56,7 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     except MammoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"written: {path}")
+    print(closing_line("Review page", path, review_after(args.target, path, args.deidentify)))
+
+
+def review_after(target: list[str], page: Path, deidentified: bool) -> str:
+    """What to run after a page: train on a reviewed dataset, share a run's page."""
+    if all("=" in t for t in target):
+        return command("mammo.train", *target) + "  (train on this data)"
+    if deidentified:
+        return f"xdg-open {page}  (this page and its cards/ hold no id and no path: it can be shared)"
+    return command("mammo.review", target[0], "--deidentify") + "  (a page to share)"
 
 
 if __name__ == "__main__":

@@ -150,6 +150,27 @@ def run_cli(main, args: list[str]) -> int:
         sys.argv = saved
 
 
+def console_of(main, args: list[str]) -> tuple[int, str]:
+    """:func:`run_cli` with what the entry printed (stdout and stderr, logging's console handler
+    included: Hydra makes it per job, on the streams of the moment)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    text = io.StringIO()
+    with redirect_stdout(text), redirect_stderr(text):
+        code = run_cli(main, args)
+    return code, text.getvalue()
+
+
+def last_line(console: str) -> str:
+    """The last non-empty line of a console, without its time stamp and colours."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line).strip() for line in console.splitlines()]
+    stamp = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(,\d+)?\](\[HYDRA\])? "  # mammo's and Hydra's own
+    return re.sub(stamp, "", [line for line in lines if line][-1])
+
+
 def train_tiny(tmp_path: Path, demo_root: Path, *overrides: str) -> Path:
     """Train the tiny model on the small demo set; returns the run directory."""
     from mammo.train import main

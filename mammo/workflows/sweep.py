@@ -22,6 +22,7 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mammo.artifacts.closing import command, say_closing
 from mammo.artifacts.io import write_json
 from mammo.artifacts.redact import mask_file
 from mammo.artifacts.rundir import allocate_run_dir, sweep_jobs
@@ -69,7 +70,8 @@ class SweepCallback(Callback):
         if multirun_yaml.is_file():
             mask_file(multirun_yaml)  # a password from a config file (mammo.artifacts.redact)
             shutil.copy(multirun_yaml, self.dir / "multirun.yaml")
-        for cv_dir in sorted({r["cv_dir"] for r in records if r["cv_fold"] is not None and r["cv_dir"]}):
+        cv_dirs = sorted({r["cv_dir"] for r in records if r["cv_fold"] is not None and r["cv_dir"]})
+        for cv_dir in cv_dirs:
             cv_summary = aggregate(cv_dir, monitor=config.monitor)
             log.info("Wrote %s/cv_summary.json (%d folds)", cv_dir, cv_summary["num_folds_aggregated"])
         summary = summarize(records, config.monitor)
@@ -84,7 +86,21 @@ class SweepCallback(Callback):
 
         write_json(self.dir / "sweep_summary.json", {"sweep_id": self.dir.name, **summary})
         say_seed_spread(summary["groups"], config.monitor)
-        log.info("Sweep summary: %s", self.dir / "sweep_summary.json")
+        say_closing(*self.where_it_went(summary, cv_dirs, Path(config.hydra.sweep.dir)))
+
+    def where_it_went(self, summary: dict, cv_dirs: list, hpo_dir: Path) -> tuple[str, Path, str]:
+        """The multirun's last console line: a fold sweep's ``cv_summary.json``, a study's best
+        trial, else the ``sweep_summary.json`` and the report pack of its completed runs."""
+        if cv_dirs:
+            cv_dir = Path(cv_dirs[-1])
+            return "CV summary", cv_dir / "cv_summary.json", command("mammo.review", cv_dir)
+        best = (summary.get("hpo") or {}).get("best")
+        if best:
+            settings = [f"{k}={v}" for k, v in best["params"].items()]
+            return "HPO best trial", hpo_dir / "best_params.json", command("mammo.train", *settings)
+        runs = [r["run_dir"] for r in summary["runs"] if r["status"] == "completed"]
+        report = command("mammo.report", f"runs=[{','.join(runs)}]") + "  (figures and tables)"
+        return "Sweep summary", self.dir / "sweep_summary.json", report
 
 
 def job_outcome(job_return: JobReturn) -> tuple[object, BaseException | None]:

@@ -11,12 +11,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mammo import TRUSTED_TARGETS
+from mammo.artifacts.closing import command, say_closing
 from mammo.artifacts.redact import mask_files
 from mammo.core.errors import ConfigError, JobInterrupted, ResumeRefused, unwrap_worker_error
 from mammo.core.targets import check_targets
 from mammo.core.train_settings import check_train_settings, warms_up
 from mammo.distributed.claims import release_claims
 from mammo.distributed.launcher import finish_job
+from mammo.distributed.ranks import is_rank_zero
 from mammo.hpo.trial import TrialJob
 from mammo.models.classifier import make_loss
 from mammo.models.multiview import check_multiview_settings
@@ -56,6 +58,8 @@ def train_job(cfg: DictConfig, run_dir: Path) -> float:
         else:
             cv_dir = Path(cfg.paths.cv_dir) if cfg.cv.folds is not None else None
             value = fit_run(cfg, run_dir, fold=cfg.cv.fold, cv_dir=cv_dir, link=link)
+        if is_rank_zero():
+            say_closing(*where_it_went(run_dir, runs_all_folds(cfg), int(cfg.seed)))
     except BaseException as exc:
         if trial:
             trial.failed(unwrap_worker_error(exc))
@@ -111,6 +115,20 @@ def fit_warmup_to_epochs(cfg: DictConfig, given: set[str]) -> None:
             epochs - 1,
             epochs,
         )
+
+
+def where_it_went(run_dir: Path, all_folds: bool, seed: int) -> tuple[str, Path, str]:
+    """The job's last console line: a CV job's ``cv_summary.json`` and its review; a run's review
+    page and a seed sweep of the same command, else the run's folder and its review."""
+    if all_folds:
+        review = command("mammo.review", run_dir) + "  (the out-of-fold review)"
+        return "CV summary", run_dir / "cv_summary.json", review
+    page = run_dir / "review" / "index.html"
+    if not page.is_file():
+        return "Run", run_dir, command("mammo.review", run_dir) + "  (where the model fails)"
+    kept = [o for o in given_overrides() if override_key(o) not in ("seed", "resume")]
+    seeds = f"seed={seed},{seed + 1},{seed + 2}"
+    return "Review page", page, command("mammo.train", "-m", *kept, seeds) + "  (the spread over seeds)"
 
 
 def original_config(cfg: DictConfig, run_dir: Path) -> DictConfig:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tests.conftest import SMALL_DEMO, run_cli, train_tiny
+from tests.conftest import SMALL_DEMO, console_of, last_line, run_cli, train_tiny
 
 EMBED = ["embed.backbone=test_efficientnet", "img_size=64", "data.num_workers=0", *SMALL_DEMO]
 
@@ -25,8 +25,14 @@ def embedded(tmp_path_factory, demo_root):
         f"paths.demo_dir={demo_root}",
         "embed.projections=[pca,tsne,umap]",
     ]
-    assert run_cli(main, args) == 0
-    return out, out / "embeddings_test_efficientnet"
+    code, console = console_of(main, args)
+    assert code == 0
+    folder = out / "embeddings_test_efficientnet"
+    assert last_line(console) == (
+        f"Embeddings: {folder / 'features.npy'} | next: python -m mammo.baselines embeddings_dir={folder}"
+        "  (classical baselines)"
+    )
+    return out, folder
 
 
 def test_features_and_joined_rows_align(embedded):
@@ -112,8 +118,14 @@ def baselines(embedded):
     from mammo.baselines import main
 
     out, folder = embedded
-    assert run_cli(main, [f"paths.output_dir={out}", f"embeddings_dir={folder}", "folds=3"]) == 0
-    return out / "embeddings_baselines"
+    code, console = console_of(main, [f"paths.output_dir={out}", f"embeddings_dir={folder}", "folds=3"])
+    assert code == 0
+    done = out / "embeddings_baselines"
+    assert last_line(console) == (
+        f"Baselines: {done / 'statistical_tests.json'} | next: python -m mammo.runs {out}"
+        "  (every run's table)"
+    )
+    return done
 
 
 def test_baselines_write_every_file_and_the_statistics_agree_with_scipy(baselines):

@@ -70,6 +70,10 @@ def test_the_entry_prints_and_writes_the_table_and_refuses_disjoint_predictions(
     main([str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap", "50", "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert "| image | Linear kappa |" in printed and "McNemar (images)" in printed
+    assert printed.splitlines()[-1] == (
+        f"Comparison: {tmp_path / 'out' / 'comparison.md'} | next: python -m mammo.report "
+        f"'runs=[{tmp_path / 'a'},{tmp_path / 'b'}]'  (figures and tables of both)"
+    )
     stored = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert stored["num_images"] == 40 and stored["num_patients"] == 10 and stored["bootstrap"]["paired"]
     other = tmp_path / "c"

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import torch
 
-from tests.conftest import SMALL_DEMO, TINY, run_cli
+from tests.conftest import SMALL_DEMO, TINY, console_of, last_line, run_cli
 
 COMMON = ["data.num_workers=0", *SMALL_DEMO]
 
@@ -29,10 +29,15 @@ def outputs(tmp_path_factory, demo_root):
 
     out = tmp_path_factory.mktemp("outputs")
     paths = [f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
-    assert run_cli(train, ["-m", *TINY, *SMALL_DEMO, *paths, "epochs=2", "seed=42,43,44"]) == 0
-    assert run_cli(train, [*TINY, *SMALL_DEMO, *paths, "epochs=1", "cv=kfold", "cv.folds=2"]) == 0
+
+    def console(name, main, args):
+        code, CONSOLES[name] = console_of(main, args)
+        return code
+
+    assert console("seeds", train, ["-m", *TINY, *SMALL_DEMO, *paths, "epochs=2", "seed=42,43,44"]) == 0
+    assert console("cv", train, [*TINY, *SMALL_DEMO, *paths, "epochs=1", "cv=kfold", "cv.folds=2"]) == 0
     ckpt = out / "mammo_tiny_density/results_1/best_model.pt"
-    assert run_cli(evaluate, [f"ckpt={ckpt}", "split=val", *COMMON, *paths]) == 0
+    assert console("evaluate", evaluate, [f"ckpt={ckpt}", "split=val", *COMMON, *paths]) == 0
     folder = out / "to_predict"
     folder.mkdir()
     for i, path in enumerate(sorted((demo_root / "v2-p24-s0-160x128/archive").rglob("*.dcm"))[:6]):
@@ -44,11 +49,41 @@ def outputs(tmp_path_factory, demo_root):
     anonymous = pydicom.dcmread(folder / "1.dcm")
     del anonymous.AccessionNumber, anonymous.StudyInstanceUID  # no exam id: an exam of its own
     anonymous.save_as(folder / "1.dcm")
-    assert run_cli(predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
-    assert run_cli(export, [f"ckpt={ckpt}", "format=torchscript", *paths]) == 0
+    assert console("predict", predict, [f"ckpt={ckpt}", f"input={folder}", "num_workers=0", *paths]) == 0
+    assert console("export", export, [f"ckpt={ckpt}", "format=torchscript", *paths]) == 0
     runs = f"runs=[{ckpt.parent},{ckpt.parent.parent / 'results_2'}]"
-    assert run_cli(report, [runs, *paths]) == 0
+    assert console("report", report, [runs, *paths]) == 0
     return out
+
+
+CONSOLES: dict[str, str] = {}
+"""What each entry of the ``outputs`` fixture printed."""
+
+
+def test_every_entry_ends_with_where_its_result_is_and_what_to_run_next(outputs):
+    runs, cv = outputs / "mammo_tiny_density", outputs / "density_experiments/results_k2_seed42"
+    sweep = runs / "sweeps/sweep_1/sweep_summary.json"
+    expected = {
+        "seeds": f"Sweep summary: {sweep} | next: python -m mammo.report 'runs=[{runs / 'results_1'},"
+        f"{runs / 'results_2'},{runs / 'results_3'}]'  (figures and tables)",
+        "cv": f"CV summary: {cv / 'cv_summary.json'} | next: python -m mammo.review {cv}"
+        "  (the out-of-fold review)",
+        "evaluate": f"Results: {outputs / 'evaluations/results_1'} | next: python -m mammo.review "
+        f"{outputs / 'evaluations/results_1'}  (where the model fails)",
+        "predict": f"Predictions: {outputs / 'predictions/results_1/predictions.csv'} | next: python -m "
+        f"mammo.evaluate ckpt={runs / 'results_1/best_model.pt'} data=dicom_csv 'data.csv=<labels.csv>'"
+        "  (with labels: metrics and intervals)",
+        "report": f"Report pack: {outputs / 'report_pack/results_1'} | next: \\input{{"
+        f"{outputs / 'report_pack/results_1/metrics_table.tex'}}} in the paper (booktabs)",
+    }
+    for entry, line in expected.items():
+        assert last_line(CONSOLES[entry]) == line, entry
+    export = last_line(CONSOLES["export"])
+    assert export.startswith("Exported model: ") and export.endswith("model.torchscript.pt'))\"  (load it)")
+    # each run of the seed sweep named its folder and its review as it ended
+    assert (
+        f"Run: {runs / 'results_2'} | next: python -m mammo.review {runs / 'results_2'}" in CONSOLES["seeds"]
+    )
 
 
 def test_evaluate_reproduces_the_training_val_metrics(outputs):

@@ -145,14 +145,30 @@ def test_a_folder_that_is_not_a_run_or_has_no_predictions_is_one_line(tmp_path, 
 
 def test_training_and_evaluate_write_the_review_with_review_true(tmp_path, demo_root):
     from mammo.evaluate import main as evaluate
-    from tests.conftest import SMALL_DEMO, run_cli
+    from mammo.train import main as train
+    from tests.conftest import SMALL_DEMO, TINY, console_of, last_line
 
-    run = train_tiny(tmp_path, demo_root, "epochs=1", "review=true")
-    assert "Review: " in (run / "run.log").read_text() and (run / "review" / "index.html").is_file()
     paths = [f"paths.output_dir={tmp_path}", f"paths.demo_dir={demo_root}", "data.num_workers=0", *SMALL_DEMO]
-    assert run_cli(evaluate, [f"ckpt={run / 'best_model.pt'}", "split=val", "review=true", *paths]) == 0
-    page = (tmp_path / "evaluations" / "results_1" / "review" / "index.html").read_text()
+    code, console = console_of(train, [*TINY, *paths, "epochs=1", "review=true"])
+    run = tmp_path / "mammo_tiny_density" / "results_1"
+    assert code == 0 and "Review: " in (run / "run.log").read_text()
+    # the run's last line: its page, and the same command over three seeds
+    given = " ".join([*TINY, *paths, "epochs=1", "review=true"])
+    assert last_line(console) == (
+        f"Review page: {run / 'review' / 'index.html'} | next: python -m mammo.train -m {given} seed=42,43,44"
+        "  (the spread over seeds)"
+    )
+    code, console = console_of(
+        evaluate, [f"ckpt={run / 'best_model.pt'}", "split=val", "review=true", *paths]
+    )
+    assert code == 0
+    folder = tmp_path / "evaluations" / "results_1"
+    page = (folder / "review" / "index.html").read_text()
     assert "evaluation" in page and 'id="cell-' in page
+    assert last_line(console) == (
+        f"Review page: {folder / 'review' / 'index.html'} | next: python -m mammo.review {folder}"
+        " --deidentify  (a page to share)"
+    )
 
 
 def test_the_most_confidently_wrong_exam_comes_first_with_its_images(reviewed):
@@ -267,7 +283,11 @@ def test_a_dataset_is_reviewed_before_any_training(tmp_path, demo_root, capsys):
     ]
     main(overrides)
     (folder,) = (tmp_path / "mammo_efficientnetb0_density" / "data_reviews").glob("results_*")
-    assert f"written: {folder / 'review' / 'index.html'}" in capsys.readouterr().out
+    page = folder / "review" / "index.html"
+    train = " ".join(["python -m mammo.train", *overrides])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"Review page: {page} | next: {train}  (train on this data)"
+    )
     assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
     split = pd.read_csv(folder / "split.csv")
     manifest = json.loads((folder / "data_manifest.json").read_text())

@@ -119,7 +119,12 @@ def test_reaggregate_command_rebuilds_the_summary(cv_dirs, capsys):
     (cv_dir / "cv_summary.json").unlink()
     main([str(cv_dir)])
     assert (cv_dir / "cv_summary.json").read_text() == before
-    assert "3/3 folds" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3/3 folds" in printed
+    assert printed.splitlines()[-1] == (
+        f"CV summary: {cv_dir / 'cv_summary.json'} | next: python -m mammo.review {cv_dir}"
+        "  (the out-of-fold review)"
+    )
 
 
 def test_a_failed_fold_is_recorded_and_the_others_still_run(tmp_path, demo_root, monkeypatch):
