@@ -36,6 +36,16 @@ def test_help_is_quick_and_lists_groups():
     assert elapsed < 10  # the 1.5 s bar is measured by scripts/bench_train.py, not here
 
 
+def test_help_names_the_preset_whose_defaults_it_shows_and_how_to_see_another():
+    out, _ = cli("--help").communicate(timeout=60)
+    said = "the defaults of data=demo with model=efficientnetb0: epochs=8, img_size=128"
+    assert said in out and "Another preset's defaults: python -m mammo.train data=dicom_csv --help" in out
+    assert "\nepochs: 8\n" in out  # what it says is what the config shows
+    out, _ = cli("data=dicom_csv", "--help").communicate(timeout=60)
+    assert "the defaults of data=dicom_csv with model=efficientnetb0: epochs=20, img_size=512" in out
+    assert "\nepochs: 20\n" in out and "learning_rate: 0.0001" in out
+
+
 def test_import_mammo_and_help_leave_the_heavy_libraries_out():
     # what `import mammo` and the entry's --help load, in a fresh interpreter
     heavy = ("mlflow", "optuna", "torch", "lightning")
