@@ -28,6 +28,7 @@ from mammo.artifacts.plots import plot_confusion, plot_train_curves
 from mammo.core.errors import TrainingError
 from mammo.core.interrupts import raise_if_requested
 from mammo.evaluation.metrics import SHORT_NAMES
+from mammo.models.schedules import learning_rates
 
 log = logging.getLogger("mammo")
 
@@ -156,31 +157,6 @@ class FiniteLossGuard(L.Callback):
                 f"training loss is {loss} at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}"
                 f" (learning_rate={pl_module.hparams.get('learning_rate')}); the run diverged"
             )
-
-
-def learning_rates(optimizers: list) -> dict[str, float]:
-    """The history's learning-rate columns, read before an epoch trains (an epoch scheduler steps
-    after the epoch's end hooks): ``lr``, the first parameter group's, and ``lr_<name>`` for each
-    other group whose rate differs from it (``name``: the group's, else its index).
-
-    >>> import torch
-    >>> w = [torch.zeros(1, requires_grad=True) for _ in range(3)]
-    >>> opt = torch.optim.SGD([{"params": w[:1], "name": "head"}, {"params": w[1:2], "lr": 0.1,
-    ...     "name": "backbone"}, {"params": w[2:]}], lr=1.0)
-    >>> learning_rates([opt])
-    {'lr': 1.0, 'lr_backbone': 0.1}
-    >>> learning_rates([])
-    {}
-    """
-    if not optimizers:
-        return {}
-    groups = optimizers[0].param_groups
-    first = float(groups[0]["lr"])
-    rates = {"lr": first}
-    for index, group in enumerate(groups[1:], start=1):
-        if float(group["lr"]) != first:
-            rates[f"lr_{group.get('name', index)}"] = float(group["lr"])
-    return rates
 
 
 class RunArtifacts(L.Callback):

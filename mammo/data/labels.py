@@ -426,11 +426,7 @@ def load_samples(
     hash_index = hash_index or HashIndex(None)
     frame = read_csv_table(csv)
     patients = PatientSource.parse(patient_id, columns.patient_column)
-    if patients.kind == "column" and columns.patient_column not in frame.columns:
-        raise DataError(
-            f"{csv}: data.patient_id=column needs the column data.patient_column={columns.patient_column!r}; "
-            f"found: {', '.join(frame.columns)}"
-        )
+    patients.check_columns(csv, frame.columns)
     by_path = columns.path_column in frame.columns
     key = columns.path_column if by_path else columns.id_column
     optional = (columns.laterality_column, columns.view_column, *columns.subgroup_columns)
@@ -440,17 +436,9 @@ def load_samples(
     )  # fmt: skip
     root, rows = image_rows(frame, csv, dicom_root, columns, by_path, bad)
     table = scan_files(
-        pd.DataFrame(rows),
-        frame,
-        root,
-        patients,
-        columns.laterality_column,
-        columns.view_column,
-        bad,
-        hash_index,
-        workers,
-        extra=columns.subgroup_columns,
-    )
+        pd.DataFrame(rows), frame, root, patients, columns.laterality_column, columns.view_column,
+        bad, hash_index, workers, extra=columns.subgroup_columns,
+    )  # fmt: skip
     table = exclude_views(table, views, excluded)
     if table.empty:
         raise DataError(f"{csv}: no usable images ({refused(bad.records, excluded)})")

@@ -63,6 +63,15 @@ class PatientSource:
         """The ``data.patient_id`` value this source is."""
         return f"header:{self.tag}" if self.kind == "header" else self.kind
 
+    def check_columns(self, csv, columns) -> None:
+        """``data.patient_id=column`` needs the label table's patient column (``columns``: its
+        column names)."""
+        if self.kind == "column" and self.column not in columns:
+            raise DataError(
+                f"{csv}: data.patient_id=column needs the column data.patient_column={self.column!r}; "
+                f"found: {', '.join(columns)}"
+            )
+
     def header_tags(self) -> tuple[str, ...]:
         """The header elements to read besides the usual facts."""
         return (self.tag,) if self.kind == "header" else ()

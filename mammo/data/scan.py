@@ -272,13 +272,11 @@ def scan_files(
     workers: int,
     extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Check each file's header and hash it; fill patient (from where ``patients`` says; the
-    column ``patient_from`` says where each came from), accession, laterality and view (and copy
-    the ``extra`` columns of the label table). ``hash_index`` remembers both per file by (size,
-    mtime), so a second run over the same files reads none of them."""
+    """Check each file's header and hash it; fill patient (where ``patients`` says; ``patient_from``
+    says where), accession, laterality and view, and copy the label table's ``extra`` columns.
+    ``hash_index`` remembers both per file by (size, mtime): a second run reads no file again."""
     if table.empty:
         return pd.DataFrame(columns=[*SAMPLE_COLUMNS, *extra, "patient_from"])
-
     paths = table["path"].tolist()
     results = header_facts_and_hashes(paths, hash_index, workers, patients.header_tags())
     rows = frame.index.get_indexer(table["frame_row"])  # each file's label-table row
@@ -295,17 +293,14 @@ def scan_files(
             bad(str(result), path=relpath)
             continue
         ds, (size, sha) = result  # the header facts (a dict), remembered across runs
-        problem = not_a_mammogram(ds)
-        if problem:
-            bad(f"{path}: {problem}", path=relpath)
-            continue
         image_id = without_suffix(relpath)
         acc = acc_given or ds["AccessionNumber"] or image_id.rsplit("/", 1)[-1]
-        laterality, view = cell(laterality_column, row), cell(view_column, row)
         patient, patient_from = patients.patient(cell(patients.column, row), ds, acc)
-        if not patient:
-            bad(f"{relpath}: {patients.missing()}", path=relpath)
+        problem = not_a_mammogram(ds)
+        if problem or not patient:
+            bad(f"{path}: {problem}" if problem else f"{relpath}: {patients.missing()}", path=relpath)
             continue
+        laterality, view = cell(laterality_column, row), cell(view_column, row)
         out.append(
             {
                 "image_id": image_id,
