@@ -67,10 +67,13 @@ def metrics_tables(levels: dict[str, dict]) -> str:
         for name, title in TITLES.items()
         if any(name in m for m in levels.values())
     ]
+    noted: dict[str, list[str]] = {}  # note -> the levels it is said of
+    for level, m in levels.items():
+        if (m.get("bootstrap") or {}).get("note"):
+            noted.setdefault(m["bootstrap"]["note"], []).append(level)
     notes = "".join(
-        f'<p class="muted">{escape(level)} level: no 95 % interval, {escape(m["bootstrap"]["note"])}</p>'
-        for level, m in levels.items()
-        if (m.get("bootstrap") or {}).get("note")
+        f'<p class="muted">{escape(", ".join(names))} level: no 95 % interval, {escape(note)}</p>'
+        for note, names in noted.items()
     )
     return table(["metric", *(f"{level} level [95 % CI]" for level in levels)], rows, "metrics") + notes
 

@@ -115,7 +115,9 @@ def test_a_run_on_four_validation_patients_says_why_it_has_no_interval(tmp_path,
         in (run / "run.log").read_text()
     )
     assert "Best kappa 95% CI" not in (run / "run.log").read_text()
-    assert f"image level: no 95 % interval, {note}" in (run / "review" / "index.html").read_text()
+    assert (
+        f"image, breast, exam level: no 95 % interval, {note}" in (run / "review" / "index.html").read_text()
+    )
     report_pack([run], tmp_path / "report")
     assert f"No 95 % interval for seed42: {note}." in (tmp_path / "report" / "metrics_table.md").read_text()
 
