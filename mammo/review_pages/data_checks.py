@@ -77,7 +77,7 @@ OUTLIERS = {
 def data_checks(source, outliers: Outliers, cards: dict, classes: list[int]) -> str:
     files = pd.DataFrame(source.manifest.get("files", []))
     parts = [class_distribution(source, files), left_out(source.manifest), duplicates(source.manifest, files)]
-    parts.append(outlier_sections(source, outliers, cards, classes))
+    parts += [several_patients(source.manifest), outlier_sections(source, outliers, cards, classes)]
     return "".join(parts)
 
 
@@ -205,3 +205,23 @@ def duplicates(manifest: dict, files: pd.DataFrame) -> str:
     title = f"<h3>Same pixels under two patients or two labels: {len(rows)}</h3>"
     header = ["images", "patients", "labels", "kept (data.on_duplicate=drop)", "sha256"]
     return title + (render.table(header, rows) if rows else "")
+
+
+SHOWN_EXAMS = 20
+
+
+def several_patients(manifest: dict) -> str:
+    """The exams whose images carry several patient ids (per-image header ids), recorded before
+    training (:mod:`mammo.data.patients`); nothing for a manifest from before the record."""
+    if "patient_ids" not in manifest:
+        return ""
+    exams = manifest.get("exams_with_several_patients") or []
+    rows = [
+        [escape(e["AccessionNumber"]), escape(", ".join(e["patients"])), escape(", ".join(e["from"]))]
+        for e in exams[:SHOWN_EXAMS]
+    ]
+    more = f' <span class="muted">(the first {SHOWN_EXAMS} shown)</span>' if len(exams) > SHOWN_EXAMS else ""
+    setting = escape(str(manifest["patient_ids"].get("setting", "")))
+    title = f"<h3>Exams whose images carry several patient ids (data.patient_id={setting}): {len(exams)}"
+    title += f"{more}</h3>"
+    return title + (render.table(["exam", "patient ids", "from"], rows) if rows else "")

@@ -408,3 +408,27 @@ def test_patients_per_class_count_each_patient_with_an_image_of_that_class(tmp_p
         "2 <span class=muted>(2 p.)</span>",
         "2 <span class=muted>(2 p.)</span>",
     ]
+
+
+def test_exams_whose_images_carry_several_patient_ids_are_listed(reviewed, tmp_path):
+    run, _, _ = reviewed
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("review", "checkpoints"))
+    manifest = json.loads((copy / "data_manifest.json").read_text())
+    assert manifest["patient_ids"]["setting"] == "auto"  # recorded by training
+    assert (
+        "Exams whose images carry several patient ids (data.patient_id=auto): 0"
+        in build_review(copy, per_cell=1).read_text()
+    )
+    manifest["exams_with_several_patients"] = [
+        {
+            "AccessionNumber": "ACC9",
+            "patients": ["P_9_LEFT_CC", "P_9_LEFT_MLO"],
+            "images": ["ACC9/L_CC", "ACC9/L_MLO"],
+            "from": ["header PatientID"],
+        }
+    ]
+    (copy / "data_manifest.json").write_text(json.dumps(manifest))
+    text = build_review(copy, per_cell=1).read_text()
+    section = text.split("Exams whose images carry several patient ids (data.patient_id=auto): 1")[1]
+    assert "<td>ACC9</td><td>P_9_LEFT_CC, P_9_LEFT_MLO</td><td>header PatientID</td>" in section
