@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import REPO, SMALL_DEMO, TINY
 
 
-def cli(*args: str, cwd=None, **popen):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+def cli(*args: str, cwd=None, env=None, **popen):
+    env = env or {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     return subprocess.Popen(
         [sys.executable, "-m", "mammo.train", *args],
         cwd=cwd or REPO,
@@ -119,3 +119,27 @@ def test_parallel_launches_get_distinct_complete_run_dirs(tmp_path, demo_root):
         log = (folder / "run.log").read_text()
         # nobody else wrote here
         assert log.count("Run directory: ") == 1 and f"Run directory: {folder}" in log
+
+
+def test_imagenet_weights_that_cannot_be_had_stop_the_run_before_any_data_work(tmp_path):
+    """The README's own-data command on a machine without the hub or the weights: one line, in
+    seconds, naming the three ways on, before the (here missing) label CSV is even looked at."""
+    out = tmp_path / "outputs"
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    proc = cli(
+        "data=dicom_csv", "data.csv=missing.csv", "data.dicom_root=.", f"paths.output_dir={out}",
+        env={**os.environ, "MPLBACKEND": "Agg", **env},
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and time.perf_counter() - start < 30
+    line = err.strip().splitlines()[-1]  # the error's one line, last
+    for way in (
+        "model.weights=<",
+        "huggingface-cli download timm/efficientnet_b0.ra_in1k",
+        "model.pretrained=false",
+    ):
+        assert way in line
+    assert "label CSV not found" not in err  # the data was not looked at
+    (summary,) = out.glob("mammo_efficientnetb0_density/results_*/summary.json")
+    assert json.loads(summary.read_text())["status"] == "failed"

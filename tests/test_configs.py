@@ -143,3 +143,21 @@ def test_density_optuna_prunes_with_the_median_by_default():
         cfg = compose("train", ["hpo=density_optuna"], return_hydra_config=True)
     pruner = cfg.hydra.sweeper.pruner
     assert pruner._target_ == "optuna.pruners.MedianPruner" and pruner.n_warmup_steps == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pretrained"),
+    [
+        (["data=dicom_csv", "data.csv=x.csv", "data.dicom_root=y"], True),
+        (["data=rsna", "data.root=/data/rsna"], True),
+        (["data=vindr", "data.root=/data/vindr", "model=resnet50"], True),
+        (["data=dicom_csv", "data.csv=x.csv", "model=multiview"], True),
+        (["experiment=density_512", "data=dicom_csv", "data.csv=x.csv"], True),
+        ([], False),  # the demo trains from scratch in CPU minutes
+        (["model=resnet50"], False),
+        (["data=dicom_csv", "data.csv=x.csv", "model=tiny"], False),  # a test-sized model
+        (["data=dicom_csv", "data.csv=x.csv", "pretrained=false"], False),
+    ],
+)
+def test_real_data_starts_from_imagenet_weights_and_the_demo_and_tiny_from_random(overrides, pretrained):
+    assert compose_train(*overrides).model.pretrained is pretrained

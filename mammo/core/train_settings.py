@@ -140,9 +140,11 @@ TRAIN_RULES: tuple[Rule, ...] = (
 INDEPENDENT: dict[str, str] = {
     "data.split_seed": "seed",
     "hydra.sweeper.sampler.seed": "seed",
+    "model.pretrained": "pretrained",
 }
 """Settings of their own whose default interpolates another (the split can be fixed while the
-training seed varies; a study's sampler can be reseeded without changing the runs)."""
+training seed varies; a study's sampler can be reseeded without changing the runs; a model whose
+weights are its own, model=tiny's random ones, keeps them whatever the data preset says)."""
 
 
 def derived_settings(config_dir: str | Path) -> dict[str, str]:

@@ -1,4 +1,10 @@
-"""timm backbone factory: offline-safe pretrained weights, local weight files, freezing."""
+"""timm backbone factory: offline-safe pretrained weights, local weight files, freezing.
+
+Where a backbone's starting weights come from (:func:`weights_source`) is checked before any data
+work and recorded in summary.json (``model_config.weights_source``): timm's ImageNet weights from
+the Hugging Face hub or its local cache (hub id, file and SHA-256), a local file (path and SHA-256),
+or random initialisation.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,77 @@ import torch
 from torch import nn
 
 from mammo.core.errors import ConfigError, first_line
+from mammo.data.scan import file_sha256
 
 HUB_PROBE_TIMEOUT_S = 3.0
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The files timm reads a hub model's weights from, the safetensors one first."""
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+def weights_source(name: str, pretrained: bool, weights: str | None, prefix: str | None = None) -> dict:
+    """Where the backbone ``name`` starts from, checked in seconds: ``{"kind": "random"}``, a local
+    ``file`` (path, SHA-256, the key ``prefix`` stripped), or timm's ImageNet weights from the
+    ``hub`` (its id; the cached file and its SHA-256 once it is in the local cache). ImageNet
+    weights neither in the cache nor reachable stop here with one line naming the three ways on."""
+    if pretrained and weights:
+        raise ConfigError("model.pretrained=true and model.weights=<file> exclude each other")
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise ConfigError(f"model.weights: file not found: {path}")
+        found = {"kind": "file", "path": str(path.resolve()), "sha256": file_sha256(path)}
+        return {**found, "prefix": prefix} if prefix else found
+    if not pretrained:
+        return {"kind": "random"}
+    pretrained_cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    hub_id = pretrained_cfg.hf_hub_id if pretrained_cfg is not None else None
+    if not hub_id:
+        raise ConfigError(
+            f"model.pretrained=true: timm has no ImageNet weights for {name!r}; give a file with "
+            "model.weights=<path> or train from scratch with model.pretrained=false"
+        )
+    cached = cached_hub_file(hub_id)
+    if cached is not None:
+        return {"kind": "hub", "hub_id": hub_id, "file": cached.name, "sha256": file_sha256(cached)}
+    if hub_reachable():
+        return {"kind": "hub", "hub_id": hub_id, "file": None, "sha256": None}  # downloaded when built
+    raise ConfigError(
+        f"model.pretrained=true: the ImageNet weights of {name!r} ({hub_id}) are not in the local "
+        "Hugging Face cache and the hub is unreachable. Three ways on: model.weights=<a local weights "
+        f"file>; fill the cache where the hub is reachable (huggingface-cli download {hub_id}, "
+        "then copy ~/.cache/huggingface here or set HF_HOME); or model.pretrained=false (random "
+        "weights: far behind on a few thousand mammograms)"
+    )
+
+
+def cached_hub_file(hub_id: str) -> Path | None:
+    """The weights file of ``hub_id`` in the local Hugging Face cache, ``None`` when absent."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in HUB_FILES:
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub may be asked (not offline, and it answers within seconds)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def create_backbone(
+    name: str, pretrained: bool = False, weights: str | None = None, prefix: str | None = None
+) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``: forward returns pooled features).
 
     Args:
@@ -25,6 +97,8 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
             is unreachable; fails within seconds with a clear message if they are not there).
         weights: a local file (timm/torchvision state dict, or a mammo ``best_model.pt``) whose
             backbone weights are loaded instead.
+        prefix: with ``weights``, the key prefix of the backbone's tensors in the file (e.g.
+            ``image_encoder.`` of another model's image encoder): only those, stripped of it.
     """
     if not timm.is_model(name):
         raise ConfigError(f"model.backbone={name!r}: unknown timm model")
@@ -44,7 +118,7 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
         return model
     model = timm.create_model(name, pretrained=False, num_classes=0)
     if weights:
-        load_backbone_weights(model, weights)
+        load_backbone_weights(model, weights, prefix)
     return model
 
 
@@ -59,13 +133,9 @@ def _offline_unless_hub_reachable():
     if constants.is_offline_mode():
         yield True
         return
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), HUB_PROBE_TIMEOUT_S).close()
+    if hub_reachable():
         yield False
         return
-    except OSError:
-        pass
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
@@ -98,15 +168,20 @@ def load_failure(exc: BaseException) -> str:
     return first_line(exc)
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load backbone weights from a state-dict file; classifier-head keys are ignored."""
+def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None = None) -> None:
+    """Load backbone weights from a state-dict file (with ``prefix``: only the keys under it,
+    stripped of it); classifier-head keys are ignored."""
     state = read_torch_file(path, "model.weights")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ConfigError(f"model.weights: {path} holds no state dict")
+    if prefix:
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise ConfigError(f"model.weights_prefix={prefix!r}: no key of {path} starts with it")
     # mammo checkpoints prefix backbone keys with "backbone."; plain timm files have none
-    if any(k.startswith("backbone.") for k in state):
+    elif any(k.startswith("backbone.") for k in state):
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

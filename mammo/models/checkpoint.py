@@ -88,7 +88,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     accepted = {*inspect.signature(DensityClassifier).parameters, *inspect.signature(kind).parameters}
     # training-only settings of older checkpoints (optimizer, scheduler names) are not the model's
     hparams = {k: v for k, v in saved.items() if k in accepted}
-    hparams.update(pretrained=False, weights=None, keep_val_features=False)  # the weights come from the file
+    hparams.update(
+        pretrained=False, weights=None, weights_prefix=None, keep_val_features=False
+    )  # the weights come from the file
     model = kind(**hparams)
     model.load_state_dict(ckpt["state_dict"])
     return Checkpoint(path=path, model=model.eval(), meta=ckpt["mammo"])

@@ -182,6 +182,7 @@ class DensityClassifier(L.LightningModule):
         num_classes: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
+        weights_prefix: str | None = None,
         dropout_rate: float = 0.2,
         freeze_backbone: bool = False,
         unfreeze_last_block: bool = False,
@@ -203,7 +204,7 @@ class DensityClassifier(L.LightningModule):
         # the factories are config nodes (the run's config.yaml has them), not checkpoint data
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.backbone = create_backbone(backbone, pretrained, weights)
+        self.backbone = create_backbone(backbone, pretrained, weights, weights_prefix)
         freeze(self.backbone, freeze_backbone, unfreeze_last_block)
         if embeddings_fusion and embedding_dim <= 0:
             raise ConfigError("model.embeddings_fusion=true needs the embedding width (model.embeddings_dir)")

@@ -28,6 +28,7 @@ from mammo.distributed.claims import mark_data_prepared, wait_for_prepared_data
 from mammo.evaluation.intervals import EvalSettings
 from mammo.hpo.trial import TrialSettings
 from mammo.hpo.trial_callbacks import EpochStream, PruneOnPlateau
+from mammo.models.backbones import weights_source
 from mammo.workflows.resume import ContinuedCSVHistory
 from mammo.workflows.run_context import Run, job_trial_id
 
@@ -125,10 +126,18 @@ def build_model(run: Run):
             "embeddings_fusion": bool(cfg.model.get("embeddings_fusion")),
             "embeddings_dir": cfg.data.get("embeddings_dir"),
             "embedding_dim": embedding_dim,
+            "weights_source": starting_weights(cfg.model),
         }
     )
     model.checkpoint_meta = checkpoint_meta(cfg, run.directory, datamodule)
     return model
+
+
+def starting_weights(model: DictConfig) -> dict:
+    """Where the ``model`` node's backbone starts from (:func:`~mammo.models.backbones.weights_source`)."""
+    return weights_source(
+        model.backbone, bool(model.pretrained), model.get("weights"), model.get("weights_prefix")
+    )
 
 
 def checkpoint_meta(cfg: DictConfig, run_dir: Path, datamodule) -> dict:

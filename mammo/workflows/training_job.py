@@ -23,7 +23,7 @@ from mammo.hpo.trial import TrialJob
 from mammo.models.classifier import make_loss
 from mammo.models.multiview import check_multiview_settings
 from mammo.review_pages.build import check_review_setting
-from mammo.workflows.components import runs_all_folds, trial_settings
+from mammo.workflows.components import runs_all_folds, starting_weights, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
 from mammo.workflows.resume import RunLogMark
@@ -90,6 +90,7 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
         make_loss(cfg.loss.name, cfg.label_smoothing)  # label smoothing is cross-entropy's
         if "unit" in cfg.model:  # model=multiview
             check_multiview_settings(cfg.model.unit, cfg.model.get("fusion", "attention"))
+        starting_weights(cfg.model)  # ImageNet weights that cannot be had stop here, in seconds
     except ConfigError as exc:
         Run.start(cfg, run_dir).fail(exc)
         raise

@@ -30,6 +30,7 @@ RUN = [
     "learning_rate=3e-3",
     "warmup_epochs=0",
     "eval.bootstrap=0",
+    "pretrained=false",
 ]
 MULTIVIEW = ["model=multiview", "model.backbone=test_efficientnet"]
 
