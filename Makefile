@@ -13,8 +13,8 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-train: $(STAMP)  ## run the demo training (extra Hydra overrides: make train ARGS="seed=43")
-	$(PY) -m mammo.train $(ARGS)
+train: $(STAMP)  ## run the demo training and write its review page (extra Hydra overrides: make train ARGS="seed=43")
+	$(PY) -m mammo.train review=true $(ARGS)
 
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)

@@ -143,3 +143,12 @@ def test_imagenet_weights_that_cannot_be_had_stop_the_run_before_any_data_work(t
     assert "label CSV not found" not in err  # the data was not looked at
     (summary,) = out.glob("mammo_efficientnetb0_density/results_*/summary.json")
     assert json.loads(summary.read_text())["status"] == "failed"
+
+
+def test_make_train_writes_the_demos_review_page():
+    """The first thing to look at after the demo: ``make train`` asks for it (the run's last line
+    then names the page; tests/review_pages: review=true writes it)."""
+    dry = subprocess.run(["make", "-n", "-W", ".venv/.installed", "train", "ARGS=seed=43"], cwd=REPO,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    [command] = [line for line in dry.stdout.splitlines() if "-m mammo.train" in line]
+    assert command.split()[-3:] == ["mammo.train", "review=true", "seed=43"]
