@@ -66,6 +66,7 @@ class MammoOptunaSweeperImpl(OptunaSweeperImpl):
             direction=directions[0],
             load_if_exists=True,
         )
+        name_the_objective(study, self.config.get("monitor") if self.config is not None else None)
         budget = self.max_failure_rate * self.n_trials
         log.info(f"Study {study.study_name} ({self.storage}), worker {self.worker}")
         log.info(f"n_trials={self.n_trials} in the study; a failure budget of {budget:g} trials")
@@ -221,3 +222,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def name_the_objective(study, monitor: str | None) -> None:
+    """The study's objective named after the monitored metric (``val_kappa``), which
+    optuna-dashboard and Optuna's plots show instead of "Objective 0"."""
+    if monitor and study.metric_names != [str(monitor)]:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([str(monitor)])

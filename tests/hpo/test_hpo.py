@@ -47,6 +47,7 @@ def hpo_dir(tmp_path_factory, demo_root):
 def test_study_writes_every_artifact(hpo_dir):
     runs = hpo_dir / "mammo_tiny_density" / "hpo_runs"
     trials = study(hpo_dir).get_trials()
+    assert study(hpo_dir).metric_names == ["val_kappa"]  # what optuna-dashboard shows, not "Objective 0"
     assert [t.number for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)
     for n, t in enumerate(trials):
         run = runs / f"results_{n + 1}"
