@@ -34,6 +34,7 @@ from mammo.workflows.components import (
     record_data,
     use_fold,
 )
+from mammo.workflows.lr_finder import tune_learning_rate
 from mammo.workflows.resume import record_resume_command, record_start, resume_point
 from mammo.workflows.run_context import Run
 
@@ -93,6 +94,8 @@ def fit_steps(run: Run) -> float:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     record_data(run)
     run.model = build_model(run)
+    if not tune_learning_rate(run):  # tune=lr_find without tune.apply: the finder was the job
+        return float("nan")
     data = run.datamodule
     run.artifacts = RunArtifacts(run.directory, data.val_table, data.samples.class_labels, cfg.monitor)
     run.trainer = build_trainer(run, build_callbacks(run))

@@ -3,6 +3,7 @@ trial around the run, and the DDP ranks it started."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ from mammo.review_pages.build import check_review_setting
 from mammo.workflows.components import runs_all_folds, starting_weights, trial_settings
 from mammo.workflows.fit import fit_run
 from mammo.workflows.folds import run_all_folds
+from mammo.workflows.lr_finder import tune_settings
 from mammo.workflows.resume import RunLogMark
 from mammo.workflows.run_context import Run
 
@@ -85,6 +87,7 @@ def check_settings(cfg: DictConfig, run_dir: Path) -> None:
     try:
         check_targets(cfg, TRUSTED_TARGETS)
         check_review_setting(cfg.get("review"))
+        tune_settings(cfg)
         fit_warmup_to_epochs(cfg, {override_key(o) for o in given_overrides()})
         check_train_settings(cfg)
         make_loss(cfg.loss.name, cfg.label_smoothing)  # label smoothing is cross-entropy's
@@ -124,6 +127,16 @@ def where_it_went(run_dir: Path, all_folds: bool, seed: int) -> tuple[str, Path,
     if all_folds:
         review = command("mammo.review", run_dir) + "  (the out-of-fold review)"
         return "CV summary", run_dir / "cv_summary.json", review
+    found = run_dir / "metrics" / "lr_find.json"
+    if found.is_file() and not (run_dir / "best_model.pt").is_file():  # tune=lr_find alone
+        suggestion = json.loads(found.read_text())["suggestion"]
+        kept = [
+            o for o in given_overrides() if override_key(o).split(".")[0] not in ("tune", "learning_rate")
+        ]
+        train = (
+            command("mammo.train", *kept, f"learning_rate={suggestion:.3g}") if suggestion else "see the plot"
+        )
+        return "Learning-rate finder", run_dir / "plots" / "lr_find.png", train
     page = run_dir / "review" / "index.html"
     if not page.is_file():
         return "Run", run_dir, command("mammo.review", run_dir) + "  (where the model fails)"
