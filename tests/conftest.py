@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,26 @@ def fill(folder) -> None:
                 f.write(chunk)
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
+
+
+BROWSER_HINT = "apt-get install chromium chromium-driver (Debian's, as .ci/run does)"
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium with its console and network logs, driven by Selenium; quit (chromedriver
+    stopped) after. Skipped, saying how to install it, where it is missing; failed under CI."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        missing_component("Chromium and its driver", BROWSER_HINT)
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -127,3 +127,28 @@ def dashboard_server(storage: str):
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
+
+
+@contextmanager
+def mlflow_server(backend_store_uri: str):
+    """MLflow's tracking server and UI over ``backend_store_uri`` on a free loopback port; yields
+    its base URL; stopped by its pid."""
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    if exe is None:
+        missing_component("MLflow", "pip install -e '.[mlflow]' (the lock has it)")
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="mammo-mlflow-"))
+    log = open(folder / "server.log", "wb")
+    server = subprocess.Popen(
+        [exe, "server", "--backend-store-uri", backend_store_uri, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, server, folder / "server.log", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)

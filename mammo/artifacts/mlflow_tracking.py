@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.exceptions import MlflowException
@@ -77,6 +78,7 @@ class MammoMLFlowLogger(MLFlowLogger):
         parent = f"study:{study}" if study else (f"cv:{Path(cv_dir).resolve()}" if cv_dir else None)
         if parent:
             tags["mlflow.parentRunId"] = parent_run(client, experiment_id, parent)
+        self.uri, self.shown = tracking_uri, (run_name(self.run_dir, cv_dir), experiment_name)
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name(self.run_dir, cv_dir),
@@ -107,6 +109,9 @@ class MammoMLFlowLogger(MLFlowLogger):
         client.set_tag(run_id, "mammo.status", status)
         self.log_run_files()
         client.set_terminated(run_id, MLFLOW_STATUS.get(status, "FAILED"))
+        log.info(
+            "MLflow: run %s of %s, in the runs table: %s", *self.shown, ui_link(self.uri, self.experiment_id)
+        )
 
     def log_run_files(self) -> None:
         for name in ARTIFACTS:
@@ -126,6 +131,24 @@ class MammoMLFlowLogger(MLFlowLogger):
             else:
                 out[name] = value
         return out
+
+
+def ui_link(tracking_uri: str, experiment_id: str) -> str:
+    """Where MLflow's UI shows an experiment's runs table (MLflow 3 opens an experiment's own page
+    in its GenAI view, "No data", unless asked for the model-training workflow), for a tracking
+    server (credentials left out), or how to open it over a local store.
+
+    >>> ui_link("http://ann:pw@mlflow.lab:5000/", "3")
+    'http://mlflow.lab:5000/#/experiments/3?workflowType=machine_learning'
+    >>> ui_link("sqlite:///out/mlruns/mlflow.db", "1")
+    'mlflow ui --backend-store-uri sqlite:///out/mlruns/mlflow.db, then http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning'
+    """
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        url = urlsplit(tracking_uri)
+        netloc = url.hostname + (f":{url.port}" if url.port else "")
+        return urlunsplit((url.scheme, netloc, url.path.rstrip("/") + "/", "", "")) + page
+    return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
 
 
 def continued_run(client: MlflowClient, run_dir: Path) -> str | None:

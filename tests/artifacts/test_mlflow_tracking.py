@@ -96,3 +96,28 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, demo_root, tests_trust
     history = client(tmp_path).get_metric_history(run_id, "val_kappa")
     assert len(history) == 3  # epoch 1 before the cut, epochs 2 and 3 after it
     assert json.loads((run_dir / "summary.json").read_text())["integration"]["mlflow_run_id"] == run_id
+
+
+@pytest.mark.slow
+def test_the_printed_link_opens_the_runs_table_in_a_real_browser(tmp_path, demo_root, browser):
+    """MLflow 3 opens an experiment's page in its GenAI view ("No data"); the link a run prints
+    opens the runs table with the run in it (headless Chromium, MLflow's own server)."""
+    import re
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.servers import mlflow_server
+
+    assert train(tmp_path, demo_root) == 0
+    log = (tmp_path / "mammo_tiny_density" / "results_1" / "run.log").read_text()
+    said = re.search(r"MLflow: run results_1 of mammo_tiny_density, in the runs table: (.*)$", log, re.M)
+    store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    prefix = f"mlflow ui --backend-store-uri {store}, then http://127.0.0.1:5000/"
+    assert said and said[1].startswith(prefix)
+    page = said[1].removeprefix(prefix)
+    assert page.endswith("?workflowType=machine_learning")
+    with mlflow_server(store) as url:
+        browser.get(f"{url}/{page}")
+        WebDriverWait(browser, 60).until(lambda b: "results_1" in b.page_source)
+        text = browser.find_element("tag name", "body").text
+    assert "Runs" in text and "results_1" in text and "No data available" not in text

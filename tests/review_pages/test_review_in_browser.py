@@ -5,33 +5,8 @@ installs both)."""
 from __future__ import annotations
 
 import json
-import shutil
 
-import pytest
-
-from tests.conftest import missing_component
 from tests.review_pages.conftest import PER_CELL
-
-HINT = "apt-get install chromium chromium-driver (Debian's, as .ci/run does)"
-
-
-@pytest.fixture
-def browser():
-    """Headless Chromium with its console and network logs; quit (chromedriver stopped) after."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        missing_component("Chromium and its driver", HINT)
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_review_page_in_a_real_browser(reviewed, browser):
