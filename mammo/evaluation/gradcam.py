@@ -1,4 +1,4 @@
-"""Grad-CAM on the backbone's last feature map, and the figures made of it."""
+"""Grad-CAM on the backbone's last feature map (a transformer's token map), and the figures made of it."""
 
 from __future__ import annotations
 
@@ -27,19 +27,72 @@ def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *extra: torch.Te
     views are fused after pooling. Gradients are enabled locally.
     """
     model.eval()
-    with torch.no_grad():  # the gradient is wanted at the feature map only: no backward through the backbone
-        feature_map = model.backbone.forward_features(model.normalize(images))
-    feature_map = feature_map.detach().requires_grad_(True)
-    with torch.enable_grad():
-        pooled = model.backbone.forward_head(feature_map, pre_logits=True)
-        logits = model.scores(model.combine(pooled, *extra))
-        logits.gather(1, targets[:, None]).sum().backward()
-    weights = feature_map.grad.mean(dim=(2, 3), keepdim=True)
+    if is_token_model(model.backbone):
+        features, grad = last_block_input_and_gradient(model, images, targets, *extra)
+    else:
+        # the gradient is wanted at the feature map only: no backward through the backbone
+        with torch.no_grad():
+            features = model.backbone.forward_features(model.normalize(images))
+        features = features.detach().requires_grad_(True)
+        with torch.enable_grad():
+            pooled = model.backbone.forward_head(features, pre_logits=True)
+            score = model.scores(model.combine(pooled, *extra)).gather(1, targets[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, features)
+    feature_map, grad = (spatial_map(t, model.backbone) for t in (features, grad))
+    weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature_map).sum(dim=1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     low = cam.amin(dim=(1, 2), keepdim=True)
     high = cam.amax(dim=(1, 2), keepdim=True)
     return (cam - low) / (high - low).clamp_min(1e-12)
+
+
+def is_token_model(backbone) -> bool:
+    """A ViT-like backbone (ViT, DeiT, ...): a sequence of blocks over patch tokens."""
+    return (
+        hasattr(backbone, "blocks")
+        and hasattr(backbone, "num_prefix_tokens")
+        and hasattr(backbone, "patch_embed")
+    )
+
+
+def last_block_input_and_gradient(model, images, targets, *extra) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens entering a ViT's last block and the target scores' gradient there: a model that
+    pools its class token passes no gradient to the patch tokens at its output, while the last
+    block's attention does (Grad-CAM for transformers, as pytorch-grad-cam takes it)."""
+    entering = {}
+
+    def leaf(module, args):
+        entering["tokens"] = args[0].detach().requires_grad_(True)
+        return (entering["tokens"], *args[1:])
+
+    handle = model.backbone.blocks[-1].register_forward_pre_hook(leaf)
+    try:
+        with torch.enable_grad():
+            features = model.backbone.forward_features(model.normalize(images))
+            pooled = model.backbone.forward_head(features, pre_logits=True)
+            score = model.scores(model.combine(pooled, *extra)).gather(1, targets[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, entering["tokens"])
+    finally:
+        handle.remove()
+    return entering["tokens"].detach(), grad
+
+
+def spatial_map(features: torch.Tensor, backbone) -> torch.Tensor:
+    """A backbone's ``forward_features`` as ``[N, C, h, w]``: a CNN's map as it is, a Swin-like
+    ``NHWC`` map permuted, a ViT's tokens without its class (and register) tokens laid out on the
+    patch grid: Grad-CAM over the token map.
+
+    >>> import timm
+    >>> vit = timm.create_model("test_vit", num_classes=0, img_size=(96, 64))
+    >>> spatial_map(vit.forward_features(torch.zeros(1, 3, 96, 64)), vit).shape
+    torch.Size([1, 64, 6, 4])
+    """
+    if features.ndim == 4:
+        return features.permute(0, 3, 1, 2) if getattr(backbone, "output_fmt", "NCHW") == "NHWC" else features
+    tokens = features[:, getattr(backbone, "num_prefix_tokens", 0) :]
+    height, width = backbone.patch_embed.grid_size
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
 
 
 def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, path: Path) -> int:

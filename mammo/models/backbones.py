@@ -87,7 +87,11 @@ def hub_reachable() -> bool:
 
 
 def create_backbone(
-    name: str, pretrained: bool = False, weights: str | None = None, prefix: str | None = None
+    name: str,
+    pretrained: bool = False,
+    weights: str | None = None,
+    prefix: str | None = None,
+    img_size: int | tuple[int, int] | None = None,
 ) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``: forward returns pooled features).
 
@@ -99,6 +103,8 @@ def create_backbone(
             backbone weights are loaded instead.
         prefix: with ``weights``, the key prefix of the backbone's tensors in the file (e.g.
             ``image_encoder.`` of another model's image encoder): only those, stripped of it.
+        img_size: the input size (side, or ``(height, width)``) for the models built for one
+            (ViT, DeiT, Swin: their position embeddings, resampled from the pretrained ones).
     """
     if not timm.is_model(name):
         raise ConfigError(f"model.backbone={name!r}: unknown timm model")
@@ -107,7 +113,7 @@ def create_backbone(
     if pretrained:
         with _offline_unless_hub_reachable() as offline:
             try:
-                model = timm.create_model(name, pretrained=True, num_classes=0)
+                model = timm_model(name, True, img_size)
             except Exception as exc:
                 where = "is unreachable and they are not in the local cache" if offline else "failed"
                 raise ConfigError(
@@ -116,10 +122,25 @@ def create_backbone(
                     "model.weights=<path> or train from scratch with model.pretrained=false"
                 ) from exc
         return model
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    model = timm_model(name, False, img_size)
     if weights:
         load_backbone_weights(model, weights, prefix)
     return model
+
+
+def timm_model(name: str, pretrained: bool, img_size) -> nn.Module:
+    """``timm.create_model`` without a classifier, at ``img_size`` where the model is built for an
+    input size (transformers; a CNN takes any size and has no such argument)."""
+    if img_size is not None:
+        size = (
+            (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+        )
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=size)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, pretrained=pretrained, num_classes=0)
 
 
 @contextmanager

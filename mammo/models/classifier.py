@@ -157,6 +157,8 @@ class DensityClassifier(L.LightningModule):
     Args:
         arch: mammo's name of the architecture (``efficientnetb0``), used in paths and reports.
         backbone: timm model name.
+        img_size: the run's input size, which a transformer backbone (ViT, DeiT, Swin) is built
+            for (its position embeddings); a CNN takes any size.
         class_weights: the loss's weight per class, or ``None``.
         loss: ``ce``, ``corn`` or ``emd`` (the losses above); whichever it is, the
             model's output is one score per class whose softmax is the class probabilities.
@@ -183,6 +185,7 @@ class DensityClassifier(L.LightningModule):
         pretrained: bool = False,
         weights: str | None = None,
         weights_prefix: str | None = None,
+        img_size: int | list[int] | None = None,
         dropout_rate: float = 0.2,
         freeze_backbone: bool = False,
         unfreeze_last_block: bool = False,
@@ -204,7 +207,7 @@ class DensityClassifier(L.LightningModule):
         # the factories are config nodes (the run's config.yaml has them), not checkpoint data
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.backbone = create_backbone(backbone, pretrained, weights, weights_prefix)
+        self.backbone = create_backbone(backbone, pretrained, weights, weights_prefix, img_size)
         freeze(self.backbone, freeze_backbone, unfreeze_last_block)
         if embeddings_fusion and embedding_dim <= 0:
             raise ConfigError("model.embeddings_fusion=true needs the embedding width (model.embeddings_dir)")

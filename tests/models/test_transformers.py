@@ -1,0 +1,68 @@
+"""Transformer backbones (timm's ViT family): built at the run's input size, square or not,
+explained by Grad-CAM over their token map, exported to ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+
+from mammo.evaluation.gradcam import gradcam
+from mammo.models.backbones import create_backbone
+from mammo.models.checkpoint import load_checkpoint
+from tests.conftest import SMALL_DEMO, TINY, run_cli
+from tests.models.test_backbones import fill_hub_cache, hub_cache  # noqa: F401 (a fixture)
+
+VIT = ["model=classifier", "model.backbone=test_vit", "pretrained=false", "img_size=[96,64]"]
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory, demo_root):
+    from mammo.train import main
+
+    out = tmp_path_factory.mktemp("vit")
+    args = [*TINY, *SMALL_DEMO, *VIT, "epochs=1", f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, args) == 0
+    return out / "mammo_test_vit_density" / "results_1"
+
+
+def test_a_vit_trains_at_a_non_square_size_and_its_checkpoint_rebuilds_it(vit_run):
+    summary = json.loads(
+        (vit_run.parent.parent / vit_run.parent.name / vit_run.name / "summary.json").read_text()
+    )
+    assert summary["status"] == "completed" and vit_run.parent.name == "mammo_test_vit_density"
+    model = load_checkpoint(vit_run / "best_model.pt").model
+    assert tuple(model.backbone.patch_embed.img_size) == (96, 64)
+    assert model(torch.rand(2, 1, 96, 64)).shape == (2, 4)
+
+
+def test_grad_cam_of_a_vit_is_its_token_map_and_not_constant(vit_run):
+    model = load_checkpoint(vit_run / "best_model.pt").model
+    images = torch.rand(3, 1, 96, 64)
+    maps = gradcam(model, images, torch.tensor([0, 1, 3]))
+    assert maps.shape == (3, 96, 64)
+    assert all(float(m.max() - m.min()) > 0.5 for m in maps)  # normalised, not flat
+    assert "Grad-CAM map is constant" not in (vit_run / "run.log").read_text()
+
+
+def test_a_vit_exports_to_onnx_with_its_probabilities(vit_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX export's check needs onnxruntime (in the lock)")
+    from mammo.export import main
+
+    assert (
+        run_cli(main, [f"ckpt={vit_run / 'best_model.pt'}", "format=onnx", f"paths.output_dir={tmp_path}"])
+        == 0
+    )
+    report = json.loads((tmp_path / "exports" / "results_1" / "export.json").read_text())
+    assert report["max_abs_prob_diff"] < 1e-4
+
+
+def test_imagenet_position_embeddings_are_resampled_to_the_run_size(hub_cache):  # noqa: F811
+    _, _, source = fill_hub_cache(hub_cache, "test_vit")
+    model = create_backbone("test_vit", pretrained=True, img_size=(96, 64))
+    assert tuple(model.patch_embed.grid_size) == (6, 4) and model.pos_embed.shape[1] == 1 + 6 * 4
+    assert source.pos_embed.shape != model.pos_embed.shape  # resampled from the default grid
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert timm.create_model("test_vit", num_classes=0).patch_embed.grid_size != (6, 4)
