@@ -52,6 +52,8 @@ class MammoMLFlowLogger(MLFlowLogger):
         resume: the run directory being resumed (``cfg.resume``), whose MLflow run continues.
     """
 
+    integration_key = "mlflow_run_id"
+
     def __init__(
         self,
         experiment_name: str,

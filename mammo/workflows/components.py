@@ -199,13 +199,16 @@ def progress_bar(cfg: DictConfig, configured: list) -> list:
     return [EpochProgressBar()]
 
 
-def start_trackers(loggers: list, summary) -> None:
-    """Loggers that track the run elsewhere (``logger=mlflow``, those with a ``record_run``) get
-    summary.json's hyperparameters first, summary.json's ``integration`` their run id
-    (``mlflow_run_id``), and the run's end, failures included, as summary.json records it."""
+def start_trackers(loggers: list, summary, cfg: DictConfig) -> None:
+    """Loggers that track the run elsewhere (``logger=mlflow|wandb``, those with a ``record_run``)
+    get summary.json's hyperparameters first (and the composed config, those that keep one),
+    summary.json's ``integration`` their run id (``mlflow_run_id``, ``wandb_run_id``), and the
+    run's end, failures included, as summary.json records it."""
     for tracker in (logger for logger in loggers if hasattr(logger, "record_run")):
         tracker.log_hyperparams(summary.data.get("hyperparameters", {}))
-        summary.update(integration={"mlflow_run_id": tracker.run_id})
+        if hasattr(tracker, "record_config"):
+            tracker.record_config(OmegaConf.to_container(cfg, resolve=True))
+        summary.update(integration={tracker.integration_key: tracker.run_id})
         summary.when_finished(tracker.record_run)  # the end as summary.json records it
 
 
@@ -215,7 +218,7 @@ def build_trainer(run: Run, callbacks: list):
     loggers = (
         [instantiate(c, save_dir=str(run.directory)) for c in cfg.logger.values() if c] if cfg.logger else []
     )
-    start_trackers(loggers, run.summary)
+    start_trackers(loggers, run.summary, cfg)
     if cfg.get("resume"):  # Lightning's CSVLogger would delete the history of the epochs before
         kept = (ContinuedCSVHistory.kept(logger) for logger in loggers if isinstance(logger, CSVLogger))
         callbacks = [*callbacks, *filter(None, kept)]
