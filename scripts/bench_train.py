@@ -1,6 +1,7 @@
 """Throughput of mammo.train's fit loop vs a plain PyTorch loop, measured in one run.
 
     python scripts/bench_train.py [--model efficientnetb0] [--sizes 128] [--batch-size 16] [--steps 30]
+    python scripts/bench_train.py --model classifier --backbone vit_small_patch16_224 --sizes 512   # a ViT
 
 Both sides train the same model on the same in-memory float16 batches ([B, 1, H, W], as mammo's
 loader hands them over), so data loading is out of the picture, with the same optimizer, batch
@@ -75,7 +76,7 @@ def size_name(shape: tuple[int, int]) -> str:
 def run_config(args, shape: tuple[int, int], tmp: Path, cuda: bool, model: tuple[str, ...] = ()):
     """The composed ``mammo.train`` config for one benchmark size (``model``: other model overrides)."""
     overrides = [
-        *(model or [f"model={args.model}"]),
+        *(model or [f"model={args.model}", *([f"model.backbone={args.backbone}"] if args.backbone else [])]),
         f"img_size=[{shape[0]},{shape[1]}]",
         f"batch_size={args.batch_size}",
         "epochs=1",
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", nargs="+", help="img_size values, N or HxW (default: 128; GPU: 512 1024x512)"
     )
+    parser.add_argument("--backbone", help="another timm backbone (with --model classifier), e.g. a ViT")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30, help="training steps per measurement")
     args = parser.parse_args()
@@ -246,7 +248,8 @@ def main() -> None:
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
     precision = f"{cfg_precision(args, device)}, channels_last" if device.type == "cuda" else "32-true"
-    print(f"model={args.model} batch_size={args.batch_size} steps={args.steps} on {where} ({precision})")
+    model = f"{args.model} ({args.backbone})" if args.backbone else args.model
+    print(f"model={model} batch_size={args.batch_size} steps={args.steps} on {where} ({precision})")
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             plain, framework = compare(args, size, device, Path(tmp))

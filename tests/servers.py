@@ -102,53 +102,47 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float 
 
 
 @contextmanager
-def dashboard_server(storage: str):
-    """optuna-dashboard's server over ``storage`` (a URL or a journal file) on a free loopback port;
-    yields its base URL."""
-    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+def loopback_server(program: str, extra: str, arguments, timeout: float = 60):
+    """``program`` (a script of this Python's environment; ``extra``: the extra that installs it)
+    run as ``program *arguments(port)`` on a free loopback port, in a process group of its own;
+    yields its base URL; stopped, with its workers, by its pid."""
+    exe = shutil.which(program, path=str(Path(sys.executable).parent))
     if exe is None:
-        missing_component("optuna-dashboard", "pip install -e '.[dashboard]' (the lock has it)")
+        missing_component(program, f"pip install -e '.[{extra}]' (the lock has it)")
     port = free_port()
-    folder = Path(tempfile.mkdtemp(prefix="mammo-dashboard-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"mammo-{program}-"))
     log = open(folder / "server.log", "wb")
     server = subprocess.Popen(
-        [exe, storage, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [exe, *arguments(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        _wait_for_port(port, server, folder / "server.log")
+        _wait_for_port(port, server, folder / "server.log", timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.kill(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def dashboard_server(storage: str):
+    """optuna-dashboard's server over ``storage`` (a URL or a journal file); yields its base URL."""
+    return loopback_server(
+        "optuna-dashboard", "dashboard", lambda port: [storage, "--host", "127.0.0.1", "--port", str(port)]
+    )
+
+
+def mlflow_server(backend_store_uri: str):
+    """MLflow's tracking server and UI over ``backend_store_uri``; yields its base URL."""
+    return loopback_server(
+        "mlflow",
+        "mlflow",
+        lambda port: ["server", "--backend-store-uri", backend_store_uri, "--host", "127.0.0.1",
+                      "--port", str(port), "--workers", "1"],
+        timeout=120,
+    )  # fmt: skip
 
 
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
-
-
-@contextmanager
-def mlflow_server(backend_store_uri: str):
-    """MLflow's tracking server and UI over ``backend_store_uri`` on a free loopback port; yields
-    its base URL; stopped by its pid."""
-    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent))
-    if exe is None:
-        missing_component("MLflow", "pip install -e '.[mlflow]' (the lock has it)")
-    port = free_port()
-    folder = Path(tempfile.mkdtemp(prefix="mammo-mlflow-"))
-    log = open(folder / "server.log", "wb")
-    server = subprocess.Popen(
-        [exe, "server", "--backend-store-uri", backend_store_uri, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        _wait_for_port(port, server, folder / "server.log", timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(folder, ignore_errors=True)
