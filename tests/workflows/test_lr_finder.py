@@ -65,3 +65,17 @@ def test_the_finder_is_refused_where_it_cannot_serve_the_run():
         tune_settings(folds)
     assert tune_settings(compose_train("tune=lr_find", "cv=kfold", "tune.apply=true")).apply is True
     assert tune_settings(compose_train()) is None
+
+
+def test_under_cv_the_finder_runs_once_before_the_folds_and_every_fold_trains_at_it(tmp_path, demo_root):
+    code, _ = train(tmp_path, demo_root, *FINDER, "tune.apply=true", "cv=kfold", "cv.folds=2", "epochs=1")
+    assert code == 0
+    cv_dir = tmp_path / "density_experiments" / "results_k2_seed42"
+    found = cv_dir / "metrics" / "lr_find.json"
+    suggestion = json.loads(found.read_text())["suggestion"]
+    for fold in (1, 2):
+        run = cv_dir / f"fold_{fold}" / "results"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["hyperparameters"]["learning_rate"] == suggestion
+        assert summary["learning_rate_source"]["file"] == str(found)
+        assert not (run / "metrics" / "lr_find.json").exists()
