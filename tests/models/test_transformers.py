@@ -66,3 +66,14 @@ def test_imagenet_position_embeddings_are_resampled_to_the_run_size(hub_cache): 
     assert source.pos_embed.shape != model.pos_embed.shape  # resampled from the default grid
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
     assert timm.create_model("test_vit", num_classes=0).patch_embed.grid_size != (6, 4)
+
+
+@pytest.mark.parametrize("backbone", ["test_vit2", "test_vit3", "test_convnext"])
+def test_other_vit_variants_and_a_convnext_build_at_the_run_size_and_are_explained(backbone):
+    """Register tokens and average pooling (timm's other test ViTs), and a ConvNeXt (a CNN: no
+    input size of its own), at a non-square size."""
+    from mammo.models.classifier import DensityClassifier
+
+    model = DensityClassifier(arch="x", backbone=backbone, img_size=[96, 64])
+    maps = gradcam(model, torch.rand(2, 1, 96, 64), torch.tensor([0, 2]))
+    assert maps.shape == (2, 96, 64) and all(float(m.max() - m.min()) > 0.5 for m in maps)
