@@ -58,8 +58,13 @@ from mammo.data.embedding_rows import embedding_rows
 from mammo.data.images import Preprocessing
 from mammo.data.labels import Samples, check_duplicates, load_samples, read_csv_table
 from mammo.data.order import EpochShuffle, LookaheadBatches
-from mammo.data.patients import warn_of_split_exams
-from mammo.data.scan import SCANNER_COLUMNS, HashIndex, build_manifest, manifest_sha256
+from mammo.data.scan import (
+    SCANNER_COLUMNS,
+    HashIndex,
+    build_manifest,
+    manifest_sha256,
+    warn_of_split_exams,
+)
 from mammo.data.settings import (
     LabelColumns,
     LabelSource,

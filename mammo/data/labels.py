@@ -50,8 +50,14 @@ import numpy as np
 import pandas as pd
 
 from mammo.core.errors import DataError
-from mammo.data.patients import PatientSource, patient_ids_record
-from mammo.data.scan import SAMPLE_COLUMNS, HashIndex, duplicate_groups, scan_files
+from mammo.data.scan import (
+    SAMPLE_COLUMNS,
+    HashIndex,
+    PatientSource,
+    duplicate_groups,
+    patient_ids_record,
+    scan_files,
+)
 from mammo.data.settings import DEFAULT_VIEWS, BadInput, LabelColumns, refused
 
 # -- the CSV reader -----------------------------------------------------------------------------------
@@ -347,10 +353,11 @@ class Samples:
     duplicates: list[dict] = field(default_factory=list)
     """Identical files under two patients or two labels (:func:`~mammo.data.scan.duplicate_groups`)."""
     patient_ids: dict = field(default_factory=dict)
-    """``data.patient_id`` and how many images took their id from where (:mod:`mammo.data.patients`)."""
+    """``data.patient_id`` and how many images took their id from where
+    (:class:`~mammo.data.scan.PatientSource`)."""
     exams_with_several_patients: list[dict] = field(default_factory=list)
     """Exams whose images carry several patient ids
-    (:func:`~mammo.data.patients.several_patients_per_exam`)."""
+    (:func:`~mammo.data.scan.several_patients_per_exam`)."""
 
     def check_every_class(self, num_classes: int) -> None:
         """A model of ``num_classes`` classes needs images of each."""
@@ -420,7 +427,7 @@ def load_samples(
             excluded and counted, unknown ones kept; ``None`` keeps every view.
         hash_index: a :class:`~mammo.data.scan.HashIndex`; workers: threads for headers and hashes.
         patient_id: where each image's patient id comes from (``data.patient_id``, see
-            :mod:`mammo.data.patients`).
+            :class:`~mammo.data.scan.PatientSource`).
     """
     csv, columns, bad = Path(csv), columns or LabelColumns(), BadInput(on_bad_file)
     hash_index = hash_index or HashIndex(None)

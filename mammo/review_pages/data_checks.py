@@ -212,7 +212,7 @@ SHOWN_EXAMS = 20
 
 def several_patients(manifest: dict) -> str:
     """The exams whose images carry several patient ids (per-image header ids), recorded before
-    training (:mod:`mammo.data.patients`); nothing for a manifest from before the record."""
+    training (:class:`~mammo.data.scan.PatientSource`); nothing for a manifest from before the record."""
     if "patient_ids" not in manifest:
         return ""
     exams = manifest.get("exams_with_several_patients") or []

@@ -25,8 +25,7 @@ from mammo.core.errors import DataError
 from mammo.data.datasets import cbis_ddsm, emory_embed, inbreast, rsna, vindr  # noqa: F401 (they register)
 from mammo.data.datasets.registry import READERS, read_public
 from mammo.data.labels import Samples, exclude_views, image_path_rows
-from mammo.data.patients import PatientSource, patient_ids_record
-from mammo.data.scan import scan_files
+from mammo.data.scan import PatientSource, patient_ids_record, scan_files
 from mammo.data.settings import BadInput, refused
 
 __all__ = ["READERS", "load_public", "read_public"]
