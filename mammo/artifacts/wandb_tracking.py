@@ -22,6 +22,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 
 from mammo.artifacts.mlflow_tracking import run_name
+from mammo.core.errors import install_compact_errors
 
 log = logging.getLogger("mammo")
 
@@ -90,7 +91,11 @@ class MammoWandbLogger(WandbLogger):
 
     @property
     def run_id(self) -> str:
-        return self.experiment.id
+        """The W&B run's id (starting the run: ``wandb.init``, which puts its own hook in
+        ``sys.excepthook``; mammo's one-line errors are put back in front of it)."""
+        run_id = self.experiment.id
+        install_compact_errors()
+        return run_id
 
     def record_config(self, config: dict) -> None:
         """The run's composed config as the W&B run's config."""
@@ -108,3 +113,4 @@ class MammoWandbLogger(WandbLogger):
         if plots:
             run.log({f"plots/{path.stem}": wandb.Image(str(path)) for path in plots})
         run.finish(exit_code=0 if status in ("completed", "pruned") else 1)
+        install_compact_errors()  # whatever hook W&B left behind, a mammo error stays one line

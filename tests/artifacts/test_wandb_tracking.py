@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,8 @@ def test_a_run_without_an_api_key_is_kept_offline_with_its_config_metrics_and_pl
     said = f"W&B: no API key (WANDB_API_KEY or wandb login): the run is kept offline in {run / 'wandb'}"
     assert said in console and "wandb sync" in console
     assert last_line(console).startswith(f"Run: {run} | next: ")  # the run's own line stays last
+    # W&B puts its own hook in sys.excepthook: a later error must still be mammo's one line
+    assert sys.excepthook.__module__ == "mammo.core.errors"
 
 
 def test_the_api_key_is_never_written_or_printed(tmp_path, demo_root, monkeypatch):
