@@ -1,4 +1,5 @@
-"""Grad-CAM on the backbone's last feature map (a transformer's token map), and the figures made of it."""
+"""Grad-CAM on the backbone's last feature map (a transformer's token map), and the figures made
+of it (with attention rollout beside it for a model with attention)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mammo.data.units import UnitDataset
+from mammo.evaluation.attention import attention_rollout, has_attention, is_token_model, unit_maps
 
 log = logging.getLogger("mammo")
 
@@ -41,19 +43,7 @@ def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *extra: torch.Te
     feature_map, grad = (spatial_map(t, model.backbone) for t in (features, grad))
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature_map).sum(dim=1, keepdim=True)).detach()
-    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    low = cam.amin(dim=(1, 2), keepdim=True)
-    high = cam.amax(dim=(1, 2), keepdim=True)
-    return (cam - low) / (high - low).clamp_min(1e-12)
-
-
-def is_token_model(backbone) -> bool:
-    """A ViT-like backbone (ViT, DeiT, ...): a sequence of blocks over patch tokens."""
-    return (
-        hasattr(backbone, "blocks")
-        and hasattr(backbone, "num_prefix_tokens")
-        and hasattr(backbone, "patch_embed")
-    )
+    return unit_maps(cam, images.shape[-2:])
 
 
 def last_block_input_and_gradient(model, images, targets, *extra) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,10 +85,33 @@ def spatial_map(features: torch.Tensor, backbone) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
 
 
-def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, path: Path) -> int:
+EXPLANATIONS = {
+    "gradcam_samples.png": ("Grad-CAM", "last backbone feature map"),
+    "attention_rollout.png": ("Attention rollout", "all attention layers"),
+}
+"""The explanation figures under ``plots/``: the method's name and what it shows."""
+
+
+def explanation_figures(model, dataset, table, class_labels: list, per_class: int, plots: Path) -> dict:
+    """``plots/gradcam_samples.png`` and, for a model with attention (ViT, DeiT),
+    ``plots/attention_rollout.png`` of the same samples; returns ``{path: panels}``."""
+    methods = {"gradcam_samples.png": gradcam}
+    if has_attention(model.backbone):
+        methods["attention_rollout.png"] = lambda m, images, targets, *extra: attention_rollout(m, images)
+    figures = {}
+    for name, explain in methods.items():
+        title = "{} ({})".format(*EXPLANATIONS[name])
+        path = plots / name
+        figures[path] = gradcam_figure(model, dataset, table, class_labels, per_class, path, explain, title)
+    return figures
+
+
+def gradcam_figure(
+    model, dataset, table, class_labels: list, per_class: int, path: Path, explain=gradcam, title=None
+) -> int:
     """``per_class`` samples of each true class (images; a multi-view model's breasts or exams,
-    each view in a panel of its own) with their Grad-CAM overlay; returns the number of panels.
-    A constant map (what a wrong target layer gives) is logged as a warning."""
+    each view in a panel of its own) with their ``explain`` overlay (Grad-CAM by default); returns
+    the number of panels. A constant map (what a wrong target layer gives) is logged as a warning."""
     matplotlib.use("Agg")
     picks = [
         int(i) for c in range(len(class_labels)) for i in np.flatnonzero(dataset.labels == c)[:per_class]
@@ -110,7 +123,7 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
     on_device = [images.to(device), *(e.to(device) for e in extra)]
     with torch.no_grad():  # not inference_mode: these tensors take part in Grad-CAM's backward
         predicted = model(*on_device).argmax(1)
-    maps = gradcam(model, on_device[0], predicted, *on_device[1:]).cpu()
+    maps = explain(model, on_device[0], predicted, *on_device[1:]).cpu()
     predicted = predicted.cpu()
     if isinstance(dataset, UnitDataset):  # each view under its unit's label and prediction
         sample = extra[0].argmax(dim=0)
@@ -121,7 +134,7 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
         views = [""] * len(images)
     flat = [k for k in range(len(maps)) if float(maps[k].max() - maps[k].min()) < 1e-6]
     if flat:
-        log.warning("Grad-CAM map is constant for %d of %d image(s)", len(flat), len(maps))
+        log.warning("%s map is constant for %d of %d image(s)", title or "Grad-CAM", len(flat), len(maps))
     cols = min(len(images), max(per_class, 1) * (len(images) // len(picks)))
     rows = int(np.ceil(len(images) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
@@ -134,7 +147,7 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
             f"{views[k]}true {class_labels[int(labels[k])]} / pred {class_labels[int(predicted[k])]}",
             fontsize=8,
         )
-    fig.suptitle("Grad-CAM (last backbone feature map)", fontsize=9)
+    fig.suptitle(title or "Grad-CAM", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -142,15 +155,14 @@ def gradcam_figure(model, dataset, table, class_labels: list, per_class: int, pa
     return len(images)
 
 
-def gradcam_samples(model, datamodule, model_path: Path, run_dir: Path, per_class: int) -> tuple[int, Path]:
-    """A training run's ``plots/gradcam_samples.png``: ``per_class`` validation images per class,
-    with the best epoch's weights (``best_model.pt``) loaded into ``model``."""
+def gradcam_samples(model, datamodule, model_path: Path, run_dir: Path, per_class: int) -> dict:
+    """A training run's ``plots/gradcam_samples.png`` (and ``attention_rollout.png`` for a model
+    with attention): ``per_class`` validation images per class, with the best epoch's weights
+    (``best_model.pt``) loaded into ``model``; returns ``{path: panels}``."""
     state = torch.load(model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict(state)
     model.cpu().eval()
     dataset = datamodule.dataset(datamodule.val_table)
-    path = run_dir / "plots" / "gradcam_samples.png"
-    count = gradcam_figure(
-        model, dataset, datamodule.val_table, datamodule.samples.class_labels, per_class, path
+    return explanation_figures(
+        model, dataset, datamodule.val_table, datamodule.samples.class_labels, per_class, run_dir / "plots"
     )
-    return count, path

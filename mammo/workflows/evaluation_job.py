@@ -18,7 +18,7 @@ from mammo.data.images import normal_img_size
 from mammo.data.labels import read_csv_table
 from mammo.data.scan import manifest_changes
 from mammo.evaluation.checkpoint_eval import write_evaluation
-from mammo.evaluation.gradcam import gradcam_figure
+from mammo.evaluation.gradcam import EXPLANATIONS, explanation_figures
 from mammo.evaluation.inference import predict_probs, routed_probs
 from mammo.evaluation.subgroups import label_subgroups
 from mammo.models.checkpoint import Checkpoint
@@ -61,11 +61,11 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
         out, table, probs, classes, cfg.split, evaluation, subgroups=subgroups, unit=checkpoint.unit
     )
     if cfg.gradcam_per_class:
-        path = out / "plots" / "gradcam_samples.png"
-        count = gradcam_figure(
-            checkpoint.explained, dataset, table, classes, int(cfg.gradcam_per_class), path
+        figures = explanation_figures(
+            checkpoint.explained, dataset, table, classes, int(cfg.gradcam_per_class), out / "plots"
         )
-        log.info("Grad-CAM of %d images: %s", count, path)
+        for path, count in figures.items():
+            log.info("%s of %d images: %s", EXPLANATIONS[path.name][0], count, path)
     return {
         "checkpoint": str(checkpoint.path),
         "training_run": {"run_id": checkpoint.meta.get("run_id"), "run_dir": str(checkpoint.run_dir)},

@@ -19,7 +19,7 @@ from mammo.core.interrupts import raise_if_requested
 from mammo.data.scan import manifest_changes
 from mammo.evaluation.calibration import store_temperature, write_reliability
 from mammo.evaluation.checkpoint_eval import evaluate_test_split
-from mammo.evaluation.gradcam import gradcam_samples
+from mammo.evaluation.gradcam import EXPLANATIONS, gradcam_samples
 from mammo.evaluation.intervals import add_val_intervals, read_best_epoch
 from mammo.evaluation.levels import write_levels
 from mammo.evaluation.metrics import SHORT_NAMES
@@ -168,8 +168,9 @@ def finish(run: Run) -> None:
     best = run.artifacts.best_metrics()
     model_path = run_dir / "best_model.pt"
     if cfg.get("gradcam_per_class") and model_path.exists():
-        count, path = gradcam_samples(run.model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
-        log.info("Grad-CAM of %d validation images: %s", count, path)
+        figures = gradcam_samples(run.model, datamodule, model_path, run_dir, int(cfg.gradcam_per_class))
+        for path, count in figures.items():
+            log.info("%s of %d validation images: %s", EXPLANATIONS[path.name][0], count, path)
     pruned = link is not None and link.pruned
     if pruned:
         log.info("Training stopped: pruned by Optuna after epoch %d", link.pruned_at + 1)

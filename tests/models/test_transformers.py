@@ -77,3 +77,62 @@ def test_other_vit_variants_and_a_convnext_build_at_the_run_size_and_are_explain
     model = DensityClassifier(arch="x", backbone=backbone, img_size=[96, 64])
     maps = gradcam(model, torch.rand(2, 1, 96, 64), torch.tensor([0, 2]))
     assert maps.shape == (2, 96, 64) and all(float(m.max() - m.min()) > 0.5 for m in maps)
+
+
+def test_training_and_evaluation_draw_the_attention_rollout_of_a_vit(vit_run, tmp_path):
+    from mammo.evaluate import main
+
+    assert (vit_run / "plots" / "attention_rollout.png").is_file()
+    assert "Attention rollout of 8 validation images" in (vit_run / "run.log").read_text()
+    args = [f"ckpt={vit_run / 'best_model.pt'}", "split=val", f"paths.output_dir={tmp_path}"]
+    assert run_cli(main, args) == 0
+    evaluation = next(tmp_path.glob("evaluations/results_*"))
+    assert {p.name for p in (evaluation / "plots").glob("*.png")} >= {
+        "gradcam_samples.png",
+        "attention_rollout.png",
+    }
+
+
+def test_rollout_multiplies_the_attention_each_block_computed():
+    """The captured weights equal the softmax of q·k by hand, the model's output is unchanged by
+    the capture, and timm's fused attention is switched back on after it."""
+    from mammo.evaluation.attention import attention_rollout, captured_attention, rollout
+    from mammo.models.classifier import DensityClassifier
+
+    torch.manual_seed(0)
+    model = DensityClassifier(arch="x", backbone="test_vit", img_size=[96, 64]).eval()
+    backbone, images = model.backbone, torch.rand(2, 1, 96, 64)
+    entering = []
+    backbone.blocks[0].register_forward_pre_hook(lambda _m, args: entering.append(args[0]))
+    with torch.no_grad():
+        plain = backbone.forward_features(model.normalize(images))
+        with captured_attention(backbone) as weights:
+            captured = backbone.forward_features(model.normalize(images))
+    attn = backbone.blocks[0].attn
+    tokens = backbone.blocks[0].norm1(entering[0])
+    q, k, _ = attn.qkv(tokens).reshape(2, tokens.shape[1], 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    by_hand = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)
+    assert len(weights) == len(backbone.blocks) and all(b.attn.fused_attn for b in backbone.blocks)
+    torch.testing.assert_close(weights[0], by_hand.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(captured, plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rollout(weights).sum(-1), torch.ones(2, 1 + 6 * 4))  # rows: distributions
+    maps = attention_rollout(model, images)
+    assert maps.shape == (2, 96, 64) and all(float(m.max() - m.min()) > 0.5 for m in maps)
+
+
+def test_a_swin_trains_at_a_non_square_size_and_grad_cam_reads_its_channels_last_map():
+    """timm has no test-sized Swin: the smallest real one, at 128 x 96 (a 4 x 3 last stage)."""
+    from mammo.evaluation.attention import has_attention
+    from mammo.evaluation.gradcam import spatial_map
+    from mammo.models.classifier import DensityClassifier
+
+    model = DensityClassifier(arch="x", backbone="swin_tiny_patch4_window7_224", img_size=[128, 96])
+    images = torch.rand(2, 1, 128, 96)
+    features = model.backbone.forward_features(model.normalize(images))
+    assert features.shape == (2, 4, 3, 768) and spatial_map(features, model.backbone).shape == (2, 768, 4, 3)
+    assert not has_attention(model.backbone)  # windowed attention: Grad-CAM only
+    loss = torch.nn.functional.cross_entropy(model(images), torch.tensor([0, 3]))
+    loss.backward()
+    assert model.backbone.patch_embed.proj.weight.grad is not None
+    maps = gradcam(model, images, torch.tensor([0, 2]))
+    assert maps.shape == (2, 128, 96) and all(float(m.max() - m.min()) > 0.5 for m in maps)
