@@ -74,6 +74,7 @@ from mammo.data.settings import (
     take,
 )
 from mammo.data.units import UnitDataset, check_unit, check_unit_keys
+from mammo.readings.adjudication import apply_readings, filed_labels, readings_summary
 
 # -- patient-grouped splits ---------------------------------------------------------------------------
 log = logging.getLogger("mammo.data")
@@ -327,7 +328,7 @@ def split_masks(
     if sides is not None:
         return test, sides == "val"
     rest = table[~test]
-    labels, patients = rest["label"].to_numpy(), rest["PatientID"].to_numpy()
+    labels, patients = filed_labels(rest), rest["PatientID"].to_numpy()
     val = np.zeros(len(table), dtype=bool)
     val[~test] = grouped_val_mask(labels, patients, settings.val_fraction, settings.split_seed, memo_dir)
     return test, val
@@ -341,7 +342,7 @@ def locked_test_rows(table: pd.DataFrame, settings: SplitSettings, memo_dir: str
         return mask
     if settings.test_fraction is None:
         return np.zeros(len(table), dtype=bool)
-    labels, patients = table["label"].to_numpy(), table["PatientID"].to_numpy()
+    labels, patients = filed_labels(table), table["PatientID"].to_numpy()
     mask = grouped_val_mask(
         labels, patients, settings.test_fraction, settings.split_seed, memo_dir, "data.test_fraction"
     )
@@ -482,7 +483,7 @@ class DensityDataModule(L.LightningDataModule):
             rest = table[~self.test_mask]
             self.fold_ids = np.zeros(len(table), dtype=int)  # 0: a test image, in no fold
             self.fold_ids[~self.test_mask] = kfold_assignment(
-                rest["label"].to_numpy(), rest["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed, memo
+                filed_labels(rest), rest["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed, memo
             )
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))
@@ -669,6 +670,7 @@ class DensityDataModule(L.LightningDataModule):
             "cache_mode": self.loading.cache_mode,
             "cache": self.cache_report(),
             "on_bad_file": self.labels.on_bad_file,
+            **readings_summary(self.samples.readings),
             "manifest_file": "data_manifest.json",
             "manifest_sha256": manifest_sha256(self.manifest),
         }
@@ -784,6 +786,10 @@ def load_source(source: LabelSource, cache_dir: str | None, workers: int) -> Sam
         raise DataError(
             f"data.num_classes={source.num_classes} but the labels have {len(samples.class_labels)}"
             " classes (set data.num_classes=5 with data.include_class_5=true)"
+        )
+    if source.readings:
+        samples.table, samples.readings = apply_readings(
+            samples.table, samples.class_labels, list(source.readings), source.readings_rule
         )
     check_duplicates(samples, source.on_duplicate)
     exams = samples.table["AccessionNumber"].nunique()

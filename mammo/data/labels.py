@@ -358,6 +358,9 @@ class Samples:
     exams_with_several_patients: list[dict] = field(default_factory=list)
     """Exams whose images carry several patient ids
     (:func:`~mammo.data.scan.several_patients_per_exam`)."""
+    readings: dict = field(default_factory=dict)
+    """``data.readings``' record: the readings files and the labels they changed
+    (:func:`~mammo.readings.adjudication.apply_readings`)."""
 
     def check_every_class(self, num_classes: int) -> None:
         """A model of ``num_classes`` classes needs images of each."""

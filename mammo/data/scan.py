@@ -150,6 +150,7 @@ def build_manifest(
         "files": files,
         **({"duplicates": samples.duplicates} if samples.duplicates else {}),  # only where there are any
         **({"patient_ids": samples.patient_ids} if samples.patient_ids else {}),
+        **({"readings": samples.readings} if samples.readings else {}),
         **(
             {"exams_with_several_patients": samples.exams_with_several_patients}
             if samples.exams_with_several_patients

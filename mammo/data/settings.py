@@ -48,6 +48,8 @@ class LabelSource:
     on_bad_file: str = "error"
     on_duplicate: str = "warn"  # identical files under two patients or labels: warn | error | drop
     patient_id: str = "auto"  # where patient ids come from: auto | column | header[:<keyword>] | accession
+    readings: tuple[str, ...] = ()  # readers' readings (mammo.readings.adjudication) that change labels
+    readings_rule: str = "majority"
     views: tuple[str, ...] | None = DEFAULT_VIEWS
 
 
