@@ -146,3 +146,40 @@ def mlflow_server(backend_store_uri: str):
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
+
+
+class AppServer:
+    """``python -m mammo.app`` with ``arguments`` on a free loopback port, in a process group of
+    its own: started, killed (any signal) and started again on the same port and folders."""
+
+    def __init__(self, arguments: list[str], folder: Path) -> None:
+        self.port, self.arguments, self.folder = free_port(), arguments, folder
+        self.url, self.process, self.starts = f"http://127.0.0.1:{self.port}", None, 0
+
+    def start(self, timeout: float = 120) -> AppServer:
+        pytest_skip_without("gradio", "app")
+        self.starts += 1
+        log_path = self.folder / f"app{self.starts}.log"
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mammo.app", *self.arguments, f"port={self.port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+            )
+        _wait_for_port(self.port, self.process, log_path, timeout)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=60)
+        self.process = None
+
+
+def pytest_skip_without(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        missing_component(module, f"pip install -e '.[{extra}]' (the lock has it)")

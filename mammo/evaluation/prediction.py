@@ -10,14 +10,22 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from mammo.artifacts.files import read_predictions
 from mammo.artifacts.io import write_csv
 from mammo.core.errors import DataError
+from mammo.data.cache import as_list
 from mammo.data.images import Preprocessing, read_header
 from mammo.data.labels import read_csv_table
-from mammo.data.units import LEVELS, assignment_matrix, key_values, unit_codes
+from mammo.data.units import (
+    LEVELS,
+    TYPICAL_VIEWS,
+    assignment_matrix,
+    key_values,
+    unit_codes,
+    whole_unit_batches,
+)
 from mammo.evaluation.levels import unit_predictions
 from mammo.models.device import autocast, to_device
 
@@ -177,3 +185,27 @@ def stream_predictions(
             pred_file.flush()
             progress.advance(task, len(batch))
     return predicted, unreadable
+
+
+def predict_files(
+    checkpoint, files: list[Path], out: Path, batch_size: int, workers: int, stop_on_bad: bool, aggregate: str
+) -> tuple[int, int, dict[str, int]]:
+    """``predictions.csv``, ``unreadable.csv`` and the breast and exam files of ``files`` in
+    ``out`` (what ``mammo.predict`` writes), with ``checkpoint``'s model where it is; returns the
+    numbers of predicted and unreadable files and of units per level. A multi-view model's
+    batches hold whole breasts (exams), grouped by header."""
+    dataset = ImageFiles(files, Preprocessing(**checkpoint.preprocessing))
+    units = None
+    if checkpoint.unit:
+        units = file_units(files, checkpoint.unit)
+        batches = whole_unit_batches(units, max(1, batch_size // TYPICAL_VIEWS[checkpoint.unit]))
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=as_list)
+    else:
+        loader = DataLoader(dataset, batch_size, num_workers=workers, collate_fn=as_list)
+    predicted, unreadable = stream_predictions(out, loader, files, checkpoint, stop_on_bad, units)
+    if unreadable:
+        log.warning(
+            "%d of %d file(s) unreadable; reasons in %s", unreadable, len(files), out / "unreadable.csv"
+        )
+    log.info("Predicted %d image(s): %s", predicted, out / "predictions.csv")
+    return predicted, unreadable, write_unit_predictions(out, aggregate, checkpoint.unit)

@@ -7,20 +7,10 @@ import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import DataError
-from mammo.data.cache import as_list
-from mammo.data.images import Preprocessing
-from mammo.data.units import TYPICAL_VIEWS, whole_unit_batches
-from mammo.evaluation.prediction import (
-    ImageFiles,
-    file_units,
-    input_files,
-    stream_predictions,
-    write_unit_predictions,
-)
+from mammo.evaluation.prediction import input_files, predict_files
 from mammo.models.device import for_inference, resolve_device
 from mammo.models.ensemble import load_predictor
 
@@ -46,25 +36,11 @@ def predict(cfg: DictConfig, out: Path) -> dict:
         checkpoint.meta.get("arch"),
         device,
     )
-    dataset = ImageFiles(files, Preprocessing(**checkpoint.preprocessing))
-    units, batch_size = None, int(cfg.batch_size)
-    if checkpoint.unit:  # a multi-view model: batches of whole breasts (exams), grouped by header
-        units = file_units(files, checkpoint.unit)
-        batches = whole_unit_batches(units, max(1, batch_size // TYPICAL_VIEWS[checkpoint.unit]))
-        loader = DataLoader(
-            dataset, batch_sampler=batches, num_workers=int(cfg.num_workers), collate_fn=as_list
-        )
-    else:
-        loader = DataLoader(dataset, batch_size, num_workers=int(cfg.num_workers), collate_fn=as_list)
     checkpoint.model = for_inference(checkpoint.model, device)
     stop = cfg.on_bad_file == "error"
-    predicted, unreadable = stream_predictions(out, loader, files, checkpoint, stop, units)
-    if unreadable:
-        log.warning(
-            "%d of %d file(s) unreadable; reasons in %s", unreadable, len(files), out / "unreadable.csv"
-        )
-    log.info("Predicted %d image(s): %s", predicted, out / "predictions.csv")
-    units = write_unit_predictions(out, str(cfg.eval.aggregate), checkpoint.unit)
+    predicted, unreadable, units = predict_files(
+        checkpoint, files, out, int(cfg.batch_size), int(cfg.num_workers), stop, str(cfg.eval.aggregate)
+    )
     return {
         "checkpoint": str(checkpoint.path),
         "input": str(cfg.input),

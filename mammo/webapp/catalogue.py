@@ -1,0 +1,120 @@
+"""The app's Browse part: a run's (or evaluation's) images as one filterable table (density,
+split, view, laterality, scanner, the label file's subgroup columns, prediction and confidence),
+its class and patient counts per split, and a whole exam's pictures."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo.core.errors import DataError, MammoError
+from mammo.data.images import Preprocessing, read_header
+from mammo.evaluation.prediction import LETTERS, identity
+from mammo.review_pages.cards import card_image
+from mammo.review_pages.sources import read_source
+
+SHOWN = ["image_id", "AccessionNumber", "PatientID", "split", "density", "laterality", "view", "scanner"]
+
+
+class Catalogue:
+    """``folder``'s images: its manifest's files, its split and its predictions."""
+
+    def __init__(self, folder: Path, preprocessing: Preprocessing) -> None:
+        self.source = read_source(Path(folder))
+        self.preprocessing = preprocessing
+        self.paths = self.source.image_paths()
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """Every image of the manifest with its split, header facts and prediction (read once)."""
+        files = pd.DataFrame(self.source.manifest.get("files", []))
+        if files.empty:
+            raise DataError(f"{self.source.folder}: data_manifest.json lists no images")
+        files["image_id"] = files["image_id"].astype(str)
+        split_file = self.source.folder / "split.csv"
+        if split_file.is_file():
+            split = pd.read_csv(split_file, dtype=str).set_index("image_id")["split"]
+            files["split"] = files["image_id"].map(split).fillna("")
+        else:
+            files["split"] = self.source.split
+        files["density"] = files["label"].map(lambda v: LETTERS.get(int(v), str(v)))
+        scanner = files.get("manufacturer", pd.Series("", index=files.index)).fillna("")
+        files["scanner"] = (scanner + " " + files.get("model_name", "").fillna("")).str.strip()
+        files = files.join(self.header_facts(files["image_id"]))
+        predictions = self.source.predictions
+        probs = predictions.filter(like="prob_class").to_numpy(dtype=float)
+        predicted = pd.DataFrame(
+            {
+                "predicted": predictions["predicted_label"].map(lambda v: LETTERS[int(v)]).to_numpy(),
+                "confidence": probs.max(axis=1).round(3),
+            },
+            index=predictions["image_id"].astype(str),
+        )
+        files = files.join(predicted, on="image_id")
+        extra = [
+            c for c in files.columns if c not in {*SHOWN, "path", "size", "sha256", "label", "manufacturer"}
+        ]
+        extra = [c for c in extra if c not in ("model_name", "predicted", "confidence")]
+        return files[[*SHOWN, *extra, "predicted", "confidence"]].fillna({"predicted": ""})
+
+    def header_facts(self, image_ids: pd.Series) -> pd.DataFrame:
+        """Each image's laterality and view from its file's header (read in threads)."""
+
+        def facts(image_id: str) -> dict:
+            path = self.paths.get(image_id)
+            try:
+                who = identity(read_header(path)) if path is not None else {}
+            except MammoError:
+                who = {}
+            return {"laterality": who.get("laterality", ""), "view": who.get("view", "")}
+
+        with ThreadPoolExecutor(8) as pool:
+            return pd.DataFrame(list(pool.map(facts, image_ids)), index=image_ids.index)
+
+    def table(self, split: str = "all", density: str = "all", text: str = "") -> pd.DataFrame:
+        """The images of ``split`` and ``density`` (``all``: any) whose ids contain ``text``."""
+        frame = self.frame
+        if split != "all":
+            frame = frame[frame["split"] == split]
+        if density != "all":
+            frame = frame[frame["density"] == density]
+        if text:
+            hits = frame[["image_id", "AccessionNumber", "PatientID"]].apply(
+                lambda column: column.astype(str).str.contains(text, case=False, regex=False)
+            )
+            frame = frame[hits.any(axis=1)]
+        return frame.reset_index(drop=True)
+
+    def counts(self) -> pd.DataFrame:
+        """Per split: images, patients and images of each density."""
+        frame = self.frame
+        per_class = pd.crosstab(frame["split"], frame["density"])
+        out = pd.DataFrame(
+            {
+                "images": frame.groupby("split").size(),
+                "patients": frame.groupby("split")["PatientID"].nunique(),
+            }
+        ).join(per_class)
+        return out.reset_index()
+
+    def exam(self, accession: str) -> list[tuple[np.ndarray, str]]:
+        """The pictures of every image of exam ``accession`` (file with crop box, model input)."""
+        rows = self.frame[self.frame["AccessionNumber"] == str(accession)]
+        if rows.empty:
+            raise DataError(f"exam {accession!r}: not in {self.source.folder}")
+        out = []
+        for row in rows.itertuples(index=False):
+            path = self.paths.get(row.image_id)
+            try:
+                prepared = self.preprocessing.prepare(path, row.laterality or None)
+            except (MammoError, TypeError):
+                continue
+            caption = f"{row.laterality} {row.view} · label {row.density}"
+            if row.predicted:
+                caption += f" · model {row.predicted} ({row.confidence:.2f})"
+            out.append((np.asarray(card_image(prepared, None)), caption))
+        return out

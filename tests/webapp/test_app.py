@@ -1,0 +1,185 @@
+"""The app, served for real on loopback and driven through its HTTP API (gradio_client) as a
+script would, and in headless Chromium as a person would."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+from mammo.readings.store import read_readings, reader_file
+from tests.conftest import SMALL_DEMO, TINY, console_of, last_line, run_cli
+from tests.servers import AppServer
+
+pytest.importorskip("gradio_client", reason="the app's tests need the app extra: pip install -e '.[app]'")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, demo_root) -> Path:
+    from mammo.train import main
+
+    out = tmp_path_factory.mktemp("app_run")
+    args = [*TINY, *SMALL_DEMO, "epochs=2", f"paths.output_dir={out}", f"paths.demo_dir={demo_root}"]
+    assert run_cli(main, args) == 0
+    return out / "mammo_tiny_density" / "results_1"
+
+
+@pytest.fixture(scope="module")
+def exam(demo_root) -> list[Path]:
+    return sorted(next(demo_root.glob("*/archive")).joinpath("ACC00001").glob("*.dcm"))
+
+
+@pytest.fixture(scope="module")
+def app(run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app")
+    server = AppServer(
+        [f"ckpt={run}", f"paths.output_dir={folder}", "max_upload_mb=1", "queue.errors=6"], folder
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def client(app) -> Client:
+    return Client(app.url, verbose=False, download_files=str(app.folder / "downloads"))
+
+
+def uploads(app) -> list[Path]:
+    return sorted(app.folder.glob("app/results_*/uploads/upload_*"))
+
+
+def test_an_exam_gets_the_density_mammo_predict_gives_with_every_image_shown(app, run, exam, tmp_path):
+    from mammo.predict import main
+
+    summary, cards, images, files = client(app).predict([handle_file(f) for f in exam], api_name="/predict")
+    assert "**Exam ACC00001: density " in summary and "4 image(s) predicted" in summary
+    assert len(cards) == 4 and all(Path(c["image"]).stat().st_size > 1000 for c in cards)
+    assert {c["caption"].split(" · ")[1] for c in cards} == {"L CC", "L MLO", "R CC", "R MLO"}
+    downloaded = {Path(f).name: pd.read_csv(f) for f in files}
+    assert set(downloaded) >= {"predictions.csv", "predictions_breast.csv", "predictions_exam.csv"}
+
+    input_dir = tmp_path / "exam"
+    input_dir.mkdir()
+    for f in exam:
+        shutil.copy(f, input_dir / f.name)
+    assert (
+        run_cli(main, [f"ckpt={run}", f"input={input_dir}", "num_workers=0", f"paths.output_dir={tmp_path}"])
+        == 0
+    )
+    predicted = next(tmp_path.glob("predictions/results_*"))
+    for name, key in (("predictions.csv", "image"), ("predictions_exam.csv", "AccessionNumber")):
+        cli = pd.read_csv(predicted / name)
+        ours = downloaded[name]
+        if key == "image":
+            cli[key], ours[key] = cli[key].map(lambda p: Path(p).name), ours[key].map(lambda p: Path(p).name)
+        cli, ours = cli.set_index(key).sort_index(), ours.set_index(key).sort_index()
+        probs = [c for c in cli.columns if c.startswith("prob_class")]
+        pd.testing.assert_frame_equal(ours[probs], cli[probs], rtol=0, atol=1e-7)
+        assert list(ours["predicted_letter"]) == list(cli["predicted_letter"])
+
+
+@pytest.mark.parametrize("bad", ["text", "empty", "ct", "too_large"])
+def test_a_bad_upload_gets_one_line_and_changes_nothing(app, exam, tmp_path, bad):
+    if bad == "text":
+        path = tmp_path / "notes.dcm"
+        path.write_text("not a DICOM")
+        line = "upload: no readable mammogram: notes.dcm"
+    elif bad == "empty":
+        path = tmp_path / "empty.dcm"
+        path.write_bytes(b"")
+        line = "upload: empty.dcm: empty"
+    elif bad == "ct":
+        ct = pydicom.dcmread(exam[0])
+        ct.Modality = "CT"
+        path = tmp_path / "slice.dcm"
+        ct.save_as(path)
+        line = "Modality CT is not a mammogram"
+    else:  # the app was started with max_upload_mb=1; gradio_client checks before sending
+        import httpx
+
+        before = uploads(app)
+        huge = {"files": ("huge.dcm", b"\0" * (2 * 1024**2), "application/dicom")}
+        answer = httpx.post(f"{app.url}/gradio_api/upload", files=huge, timeout=60)
+        assert answer.status_code == 413 and "maximum allowed size of 1048576 bytes" in answer.text
+        assert uploads(app) == before
+        return
+    before = uploads(app)
+    with pytest.raises(AppError) as refused:
+        client(app).predict([handle_file(path)], api_name="/predict")
+    message = str(refused.value)
+    assert line in message and "\n" not in message.strip() and "Traceback" not in message
+    assert uploads(app) == before
+
+
+def test_readings_are_kept_through_a_reload_and_a_sigkill(app, run):
+    reader = client(app)
+    first = reader.predict("ann", True, api_name="/start")
+    assert first[3].endswith(" of 9 read") and first[3].startswith("0 ")  # 6 errors, 3 controls
+    assert "label" not in first[2]  # blind: neither the label nor the model's density
+    shown = first
+    for answer in ("A", "C", "cannot tell"):
+        shown = reader.predict("ann", shown[0], answer, "a note, with a comma", True, api_name="/read")
+    assert shown[3].startswith("3 of 9")
+    again = client(app).predict("ann", False, api_name="/start")  # a reload: a new session
+    assert again[0] == shown[0] and again[3].startswith("3 of 9") and "label " in again[2]
+    reader.predict("ann", again[0], "D", "", True, api_name="/read")  # confirmed before the kill
+
+    app.stop(signal.SIGKILL)
+    app.start()
+    resumed = client(app).predict("ann", True, api_name="/start")
+    assert resumed[3].startswith("4 of 9")
+    readings = read_readings(reader_file(run, "ann"))
+    assert list(readings["reading"]) == ["1", "3", "cannot_tell", "4"]
+    assert readings["note"][0] == "a note, with a comma"
+
+
+def test_two_readers_at_once_write_their_own_files(app, run):
+    def read_all(name):
+        me = client(app)
+        shown = me.predict(name, True, api_name="/start")
+        while shown[0]:
+            shown = me.predict(name, shown[0], "B", "", True, api_name="/read")
+
+    workers = [threading.Thread(target=read_all, args=(name,)) for name in ("bob", "cy")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+    for name in ("bob", "cy"):
+        readings = read_readings(reader_file(run, name))
+        assert len(readings) == 9 and set(readings["reader"]) == {name} and set(readings["reading"]) == {"2"}
+    kappas, _ = client(app).predict(api_name="/agreement")
+    pairs = pd.DataFrame(kappas["data"], columns=kappas["headers"]).set_index("pair")
+    assert {"bob vs label", "bob vs model", "bob vs cy"} <= set(pairs.index)
+    assert pairs.loc["bob vs cy", "images"] == 9
+
+
+def test_browse_lists_the_runs_images_with_counts_per_split(app, run):
+    counts, table = client(app).predict("val", "all", "", api_name="/browse")
+    counts = pd.DataFrame(counts["data"], columns=counts["headers"]).set_index("split")
+    split = pd.read_csv(run / "split.csv")
+    assert counts.loc["val", "images"] == (split["split"] == "val").sum()
+    assert counts.loc["train", "patients"] == split[split["split"] == "train"]["PatientID"].nunique()
+    table = pd.DataFrame(table["data"], columns=table["headers"])
+    assert len(table) == (split["split"] == "val").sum() and set(table["split"]) == {"val"}
+    assert set(table["view"]) == {"CC", "MLO"} and table["predicted"].isin(list("ABCD")).all()
+    pictures = client(app).predict(table["AccessionNumber"][0], api_name="/exam")
+    assert (
+        len(pictures) == (table["AccessionNumber"] == table["AccessionNumber"][0]).sum() or len(pictures) == 4
+    )
+
+
+def test_another_host_without_a_password_is_refused_in_one_line(run, tmp_path, monkeypatch):
+    from mammo.app import main
+
+    monkeypatch.delenv("MAMMO_APP_PASSWORD", raising=False)
+    code, console = console_of(main, [f"ckpt={run}", "host=0.0.0.0", f"paths.output_dir={tmp_path}"])
+    assert code != 0
+    assert "set the environment variable MAMMO_APP_PASSWORD to its password" in last_line(console)
