@@ -16,6 +16,7 @@ from mammo.evaluation.intervals import too_few_patients
 from mammo.readings.store import CANNOT_TELL
 
 AGREEMENT_COLUMNS = ("pair", "images", "patients", "kappa_quadratic", "ci_low", "ci_high", "note")
+AGAINST_COLUMNS = ("image_id", "label", "readers_say", "readers", "predicted_label")
 
 
 def kappa_row(pair: str, first, second, patients, classes: list[int], resamples: int, seed: int) -> dict:
@@ -89,4 +90,4 @@ def readers_against_label(readings: pd.DataFrame, queue: pd.DataFrame, least: in
                 "predicted_label": int(row["predicted_label"].iloc[0]),
             }
         )
-    return pd.DataFrame(rows, columns=["image_id", "label", "readers_say", "readers", "predicted_label"])
+    return pd.DataFrame(rows, columns=list(AGAINST_COLUMNS))

@@ -38,6 +38,13 @@ class ExamView:
     cards: list[tuple[Path, str]] = field(default_factory=list)
     """Each image's card and its caption."""
 
+    def shown_images(self) -> pd.DataFrame:
+        """The image table as the page shows it: each file by its name in the upload."""
+        files = self.folder / "files"
+        return self.images.assign(
+            image=self.images["image"].map(lambda p: Path(p).relative_to(files).as_posix())
+        )
+
     @property
     def downloads(self) -> list[Path]:
         """The CSV files of the upload: ``mammo.predict``'s own."""
@@ -158,7 +165,7 @@ def summary_text(view: ExamView, classes: list[int]) -> str:
                     lines.append(
                         f"- breast {breast['laterality']}: {breast['predicted_letter']} ({shares(breast)})"
                     )
-    lines.append(f"{len(view.images)} image(s) predicted.")
+    lines.append(f"\n{len(view.images)} image(s) predicted.")
     if len(view.unreadable):
         lines.append(f"{len(view.unreadable)} file(s) not read, and given no density:")
         lines += [f"- {r.image}: {r.reason}" for r in view.unreadable.itertuples()]

@@ -11,6 +11,7 @@ import logging
 import gradio as gr
 
 from mammo.core.errors import DataError, MammoError
+from mammo.readings.agreement import AGAINST_COLUMNS, AGREEMENT_COLUMNS
 from mammo.webapp.reading_room import ANSWERS
 
 log = logging.getLogger("mammo")
@@ -55,10 +56,14 @@ def build_page(title: str, predictor, catalogue, room, resamples: int, seed: int
 
 def predict_tab(predictor) -> None:
     files = gr.File(file_count="multiple", label="Drop DICOM files or a zip (an image, a breast, exams)")
-    go = gr.Button("Predict", variant="primary")
+    go = gr.Button("Predict", variant="primary", elem_id="predict-button")
     summary = gr.Markdown(elem_id="predict-summary")
     cards = gr.Gallery(
-        label="File with crop box and chest wall · model input · Grad-CAM", columns=1, height="auto"
+        label="File with crop box and chest wall · model input · Grad-CAM",
+        elem_id="predict-cards",
+        columns=2,
+        object_fit="contain",
+        height="auto",
     )
     images = gr.Dataframe(label="Images", interactive=False)
     downloads = gr.File(label="CSV", file_count="multiple", interactive=False)
@@ -67,7 +72,7 @@ def predict_tab(predictor) -> None:
     def predict(paths):
         view = predictor.predict(paths)
         shown = [(str(path), caption) for path, caption in view.cards]
-        return view.summary, shown, view.images, [str(p) for p in view.downloads]
+        return view.summary, shown, view.shown_images(), [str(p) for p in view.downloads]
 
     go.click(predict, [files], [summary, cards, images, downloads], api_name="predict")
 
@@ -82,7 +87,10 @@ def browse_tab(catalogue) -> None:
     table = gr.Dataframe(label="Images (select a row to open its exam)", interactive=False)
     exam = gr.Textbox(label="Exam (AccessionNumber)")
     pictures = gr.Gallery(
-        label="The exam: file with crop box and chest wall · model input", columns=2, height="auto"
+        label="The exam: file with crop box and chest wall · model input",
+        columns=2,
+        object_fit="contain",
+        height="auto",
     )
 
     @one_line
@@ -109,19 +117,27 @@ def adjudicate_tab(room, resamples: int, seed: int) -> None:
         "to disk before the next image shows; come back under the same name to go on."
     )
     with gr.Row():
-        reader = gr.Textbox(label="Your name (letters, digits, _ . -)")
+        reader = gr.Textbox(label="Your name (letters, digits, _ . -)", elem_id="reader-name")
         blind = gr.Checkbox(label="Blind: hide the label and the model's density", value=True)
-        start = gr.Button("Start or resume", variant="primary")
+        start = gr.Button("Start or resume", variant="primary", elem_id="reading-start")
     progress = gr.Markdown(elem_id="reading-progress")
     image_id = gr.Textbox(label="Image", interactive=False, elem_id="reading-image")
     facts = gr.Markdown()
     picture = gr.Image(label="File with crop box and chest wall · model input", interactive=False)
-    answer = gr.Radio(list(ANSWERS), label="Density")
+    answer = gr.Radio(list(ANSWERS), label="Density", elem_id="reading-answer")
     note = gr.Textbox(label="Note (optional)")
-    save = gr.Button("Save and next", variant="primary")
+    save = gr.Button("Save and next", variant="primary", elem_id="reading-save")
     agree = gr.Button("Agreement")
-    kappas = gr.Dataframe(label="Quadratic κ with 95 % patient-bootstrap intervals", interactive=False)
-    against = gr.Dataframe(label="Images where the readers agree against the label", interactive=False)
+    kappas = gr.Dataframe(
+        label="Quadratic κ with 95 % patient-bootstrap intervals",
+        headers=list(AGREEMENT_COLUMNS),
+        interactive=False,
+    )
+    against = gr.Dataframe(
+        label="Images where the readers agree against the label",
+        headers=list(AGAINST_COLUMNS),
+        interactive=False,
+    )
 
     def shown(reader_name, blind_reading):
         now = room.next_for(reader_name, bool(blind_reading))

@@ -183,3 +183,58 @@ def test_another_host_without_a_password_is_refused_in_one_line(run, tmp_path, m
     code, console = console_of(main, [f"ckpt={run}", "host=0.0.0.0", f"paths.output_dir={tmp_path}"])
     assert code != 0
     assert "set the environment variable MAMMO_APP_PASSWORD to its password" in last_line(console)
+
+
+def tab(driver, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    next(t for t in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == name).click()
+
+
+def wait_for(driver, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+
+
+def test_a_person_drops_an_exam_and_reads_in_a_real_browser(app, exam, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1300, 1500)
+    browser.get(app.url)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, exam)))
+    wait_for(browser, lambda d: "R_MLO.dcm" in d.page_source)  # uploaded
+    browser.find_element(By.ID, "predict-button").click()
+    summary = wait_for(browser, lambda d: "density" in d.find_element(By.ID, "predict-summary").text and d)
+    assert "4 image(s) predicted" in summary.find_element(By.ID, "predict-summary").text
+    cards = browser.find_elements(By.CSS_SELECTOR, "#predict-cards img")
+    assert len(cards) == 4
+    for card in cards:  # the gallery loads an image once it is in view
+        browser.execute_script("arguments[0].scrollIntoView()", card)
+        wait_for(browser, lambda d, c=card: d.execute_script("return arguments[0].naturalWidth", c) > 100)
+
+    tab(browser, "Adjudicate")
+    browser.find_element(By.CSS_SELECTOR, "#reader-name textarea, #reader-name input").send_keys("eve")
+    browser.find_element(By.ID, "reading-start").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "reading-progress").text.startswith("0 of 9"))
+    browser.find_element(By.XPATH, "//*[@id='reading-answer']//label[contains(., 'C')]").click()
+    browser.find_element(By.ID, "reading-save").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "reading-progress").text.startswith("1 of 9"))
+
+    browser.refresh()  # a reload forgets the page, not the reading
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "button[role=tab]"))
+    tab(browser, "Adjudicate")
+    browser.find_element(By.CSS_SELECTOR, "#reader-name textarea, #reader-name input").send_keys("eve")
+    browser.find_element(By.ID, "reading-start").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "reading-progress").text.startswith("1 of 9"))
+
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    import json
+
+    requests = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+    urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+    assert not [
+        u for u in urls if not u.startswith((app.url, "data:", "blob:"))
+    ]  # nothing leaves the machine
