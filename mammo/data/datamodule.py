@@ -74,7 +74,7 @@ from mammo.data.settings import (
     take,
 )
 from mammo.data.units import UnitDataset, check_unit, check_unit_keys
-from mammo.readings.adjudication import apply_readings, filed_labels, readings_summary
+from mammo.readings.adjudication import FILED_LABEL, apply_readings, readings_summary
 
 # -- patient-grouped splits ---------------------------------------------------------------------------
 log = logging.getLogger("mammo.data")
@@ -328,7 +328,7 @@ def split_masks(
     if sides is not None:
         return test, sides == "val"
     rest = table[~test]
-    labels, patients = filed_labels(rest), rest["PatientID"].to_numpy()
+    labels, patients = rest.get(FILED_LABEL, rest["label"]).to_numpy(), rest["PatientID"].to_numpy()
     val = np.zeros(len(table), dtype=bool)
     val[~test] = grouped_val_mask(labels, patients, settings.val_fraction, settings.split_seed, memo_dir)
     return test, val
@@ -342,7 +342,7 @@ def locked_test_rows(table: pd.DataFrame, settings: SplitSettings, memo_dir: str
         return mask
     if settings.test_fraction is None:
         return np.zeros(len(table), dtype=bool)
-    labels, patients = filed_labels(table), table["PatientID"].to_numpy()
+    labels, patients = table.get(FILED_LABEL, table["label"]).to_numpy(), table["PatientID"].to_numpy()
     mask = grouped_val_mask(
         labels, patients, settings.test_fraction, settings.split_seed, memo_dir, "data.test_fraction"
     )
@@ -482,8 +482,9 @@ class DensityDataModule(L.LightningDataModule):
         if hp.cv_folds is not None:
             rest = table[~self.test_mask]
             self.fold_ids = np.zeros(len(table), dtype=int)  # 0: a test image, in no fold
+            labels, patients = rest.get(FILED_LABEL, rest["label"]).to_numpy(), rest["PatientID"].to_numpy()
             self.fold_ids[~self.test_mask] = kfold_assignment(
-                filed_labels(rest), rest["PatientID"].to_numpy(), int(hp.cv_folds), hp.split_seed, memo
+                labels, patients, int(hp.cv_folds), hp.split_seed, memo
             )
             if hp.cv_fold is not None:
                 self.use_fold(int(hp.cv_fold))

@@ -10,17 +10,20 @@ labels, so that no image changes split: the runs before and after compare on the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 
 import pandas as pd
 
 from mammo.core.errors import ConfigError, DataError
-from mammo.data.scan import file_sha256
 from mammo.readings.store import CANNOT_TELL, read_readings, readings_files
 
 log = logging.getLogger("mammo")
 RULES = ("majority", "unanimous")
+FILED_LABEL = "label_as_filed"
+"""The column that keeps the label file's labels of a relabelled table: what splits and folds are
+stratified on, so that adjudicated labels never move an image to another split."""
 
 
 def adjudicated(readings: pd.DataFrame, rule: str) -> dict[str, tuple[int, list[str]]]:
@@ -89,18 +92,12 @@ def apply_readings(
     )
     record = {
         "rule": rule,
-        "files": [{"name": str(f), "sha256": file_sha256(f)} for f in files],
+        "files": [{"name": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in files],
         "read_images": int(readings["image_id"].nunique()),
         "not_in_data": len(missing),
         "relabelled": relabelled,
     }
-    return table.assign(label=labels, label_as_filed=table["label"]), record
-
-
-def filed_labels(table: pd.DataFrame):
-    """The labels as the label file has them (0-based), before readings changed any: what splits
-    and folds are stratified on, so that adjudicated labels never move an image to another split."""
-    return table["label_as_filed" if "label_as_filed" in table else "label"].to_numpy()
+    return table.assign(label=labels, **{FILED_LABEL: table["label"]}), record
 
 
 def readings_summary(record: dict) -> dict:

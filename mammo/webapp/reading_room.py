@@ -12,8 +12,8 @@ import pandas as pd
 
 from mammo.core.errors import DataError, MammoError
 from mammo.data.images import Preprocessing
+from mammo.evaluation.agreement import agreement_table, readers_against_label
 from mammo.evaluation.prediction import LETTERS
-from mammo.readings.agreement import agreement_table, readers_against_label
 from mammo.readings.store import CANNOT_TELL, append_reading, read_readings, reader_file
 from mammo.readings.worklist import QueueSettings, reading_queue, still_to_read
 from mammo.review_pages.cards import card_image

@@ -11,7 +11,7 @@ import logging
 import gradio as gr
 
 from mammo.core.errors import DataError, MammoError
-from mammo.readings.agreement import AGAINST_COLUMNS, AGREEMENT_COLUMNS
+from mammo.evaluation.agreement import AGAINST_COLUMNS, AGREEMENT_COLUMNS
 from mammo.webapp.reading_room import ANSWERS
 
 log = logging.getLogger("mammo")

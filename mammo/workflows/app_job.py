@@ -16,6 +16,9 @@ from mammo.core.errors import ConfigError
 from mammo.models.device import for_inference, resolve_device
 from mammo.models.ensemble import load_predictor
 from mammo.readings.worklist import QueueSettings
+from mammo.webapp.catalogue import Catalogue
+from mammo.webapp.exams import ExamPredictor
+from mammo.webapp.reading_room import ReadingRoom
 
 log = logging.getLogger("mammo")
 
@@ -60,9 +63,6 @@ def open_app(cfg: DictConfig, out: Path):
         from mammo.webapp.ui import build_page, theme
     except ImportError as exc:
         raise ConfigError(f"mammo.app needs Gradio: pip install -e '.[app]' ({exc})") from None
-    from mammo.webapp.catalogue import Catalogue
-    from mammo.webapp.exams import ExamPredictor
-    from mammo.webapp.reading_room import ReadingRoom
 
     route_library_logs()
     auth = login(str(cfg.host), str(cfg.app_user), str(cfg.password_env))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from mammo.readings.agreement import agreement_table, readers_against_label
+from mammo.evaluation.agreement import agreement_table, readers_against_label
 
 
 def queue_and_readings():
