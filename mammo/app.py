@@ -34,8 +34,10 @@ def main(cfg: DictConfig) -> None:
 
     out = Path(cfg.paths.run_dir)
     run_recorded("app", out, cfg.seed, lambda folder, _: serve(cfg, folder))
-    trained = command("mammo.train", "data.readings=[<folder>]", "<the run's other settings>")
-    say_closing("App stopped; uploads", out / "uploads", trained + "  (train on the readers' labels)")
+    trained = command("mammo.train", "data.readings=[<the folder read>]")
+    say_closing(
+        "App stopped; uploads", out / "uploads", trained + "  (with the run's settings: the readers' labels)"
+    )
 
 
 if __name__ == "__main__":

@@ -69,10 +69,12 @@ def identity(header) -> dict[str, str]:
 
 class ImageFiles(Dataset):
     """``(index, preprocessed image or None, identity (:func:`identity`), reason it is
-    unreadable)`` per file."""
+    unreadable)`` per file. ``kept``: a dict that gets each file's
+    :class:`~mammo.data.images.Prepared` by index (in-process loading only), for a caller that
+    shows the images it predicted without decoding them again."""
 
-    def __init__(self, files: list[Path], preprocessing: Preprocessing) -> None:
-        self.files, self.preprocessing = files, preprocessing
+    def __init__(self, files: list[Path], preprocessing: Preprocessing, kept: dict | None = None) -> None:
+        self.files, self.preprocessing, self.kept = files, preprocessing, kept
 
     def __len__(self) -> int:
         return len(self.files)
@@ -80,10 +82,12 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         try:
             header = read_header(self.files[i])
-            image = self.preprocessing(self.files[i]).astype(np.float16)
+            prepared = self.preprocessing.prepare(self.files[i])
         except DataError as exc:
             return i, None, {}, str(exc)
-        return i, image, identity(header), ""
+        if self.kept is not None:
+            self.kept[i] = prepared
+        return i, prepared.image.astype(np.float16), identity(header), ""
 
 
 def file_units(files: list[Path], unit: str) -> np.ndarray:
@@ -188,13 +192,20 @@ def stream_predictions(
 
 
 def predict_files(
-    checkpoint, files: list[Path], out: Path, batch_size: int, workers: int, stop_on_bad: bool, aggregate: str
+    checkpoint,
+    files: list[Path],
+    out: Path,
+    batch_size: int,
+    workers: int,
+    stop_on_bad: bool,
+    aggregate: str,
+    kept: dict | None = None,
 ) -> tuple[int, int, dict[str, int]]:
     """``predictions.csv``, ``unreadable.csv`` and the breast and exam files of ``files`` in
     ``out`` (what ``mammo.predict`` writes), with ``checkpoint``'s model where it is; returns the
     numbers of predicted and unreadable files and of units per level. A multi-view model's
-    batches hold whole breasts (exams), grouped by header."""
-    dataset = ImageFiles(files, Preprocessing(**checkpoint.preprocessing))
+    batches hold whole breasts (exams), grouped by header. ``kept``: see :class:`ImageFiles`."""
+    dataset = ImageFiles(files, Preprocessing(**checkpoint.preprocessing), kept if workers == 0 else None)
     units = None
     if checkpoint.unit:
         units = file_units(files, checkpoint.unit)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammo.core.errors import DataError, MammoError
+from mammo.core.errors import DataError
 from mammo.data.images import Preprocessing
 from mammo.evaluation.gradcam import gradcam
 from mammo.evaluation.prediction import LETTERS, predict_files
@@ -78,24 +79,25 @@ class ExamPredictor:
     def predict(self, paths: list) -> ExamView:
         """The upload's predictions and cards; one line (:class:`DataError`) when it holds no
         readable mammogram, and then nothing of it is kept."""
-        folder = self.next_folder()
+        folder, started = self.next_folder(), time.perf_counter()
         try:
             view = self.predict_into(folder, paths)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         log.info(
-            "Upload %s: %d image(s) predicted, %d unreadable",
+            "Upload %s: %d image(s) predicted, %d unreadable, in %.3f s",
             folder.name,
             len(view.images),
             len(view.unreadable),
+            time.perf_counter() - started,
         )
         return view
 
     def predict_into(self, folder: Path, paths: list) -> ExamView:
-        files = receive_upload(paths, folder / "files", self.max_bytes)
+        files, kept = receive_upload(paths, folder / "files", self.max_bytes), {}
         predicted, _, _ = predict_files(
-            self.checkpoint, files, folder, self.batch_size, 0, False, self.aggregate
+            self.checkpoint, files, folder, self.batch_size, 0, False, self.aggregate, kept
         )
         bad = pd.read_csv(folder / "unreadable.csv", dtype=str)
         if not predicted:
@@ -105,33 +107,38 @@ class ExamPredictor:
         images = pd.read_csv(folder / "predictions.csv", dtype={"AccessionNumber": str, "PatientID": str})
         bad["image"] = bad["image"].map(lambda p: Path(p).name)
         view = ExamView(folder, "", images, level_file(folder, "breast"), level_file(folder, "exam"), bad)
-        view.cards = self.cards(images, folder / "cards")
+        prepared = {str(files[i]): made for i, made in kept.items()}
+        view.cards = self.cards(images, [prepared[str(p)] for p in images["image"]], folder)
         view.summary = summary_text(view, self.checkpoint.class_labels)
         return view
 
-    def cards(self, images: pd.DataFrame, folder: Path) -> list[tuple[Path, str]]:
-        """A card per predicted image; Grad-CAM where the model explains single images (not a
-        multi-view model's, whose prediction belongs to the whole breast or exam)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        classes, model = self.checkpoint.class_labels, self.checkpoint.explained
-        explain = self.checkpoint.unit is None and not model.hparams.get("embeddings_fusion")
+    def cards(self, images: pd.DataFrame, prepared: list, folder: Path) -> list[tuple[Path, str]]:
+        """A card per predicted image, from the images as they were predicted (decoded once);
+        Grad-CAM where the model explains single images (not a multi-view model's, whose
+        prediction belongs to the whole breast or exam)."""
+        (folder / "cards").mkdir(parents=True, exist_ok=True)
+        cams = self.grad_cams(images, prepared)
         out = []
-        for row in images.itertuples(index=False):
-            try:
-                prepared = self.preprocessing.prepare(row.image, str(row.laterality or "") or None)
-            except MammoError as exc:
-                log.warning("No card for %s: %s", row.image, exc)
-                continue
-            cam = None
-            if explain:
-                x = torch.from_numpy(np.ascontiguousarray(prepared.image))[None, None]
-                device = next(model.parameters()).device
-                target = torch.tensor([classes.index(int(row.predicted_density))], device=device)
-                cam = gradcam(model.float(), x.to(device), target)[0].cpu().numpy()
-            path = folder / card_name(Path(row.image).relative_to(folder.parent / "files").as_posix())
-            card_image(prepared, cam).save(path)
+        for row, made, cam in zip(images.itertuples(index=False), prepared, cams):
+            path = folder / "cards" / card_name(Path(row.image).relative_to(folder / "files").as_posix())
+            card_image(made, cam).save(path)
             out.append((path, f"{side_view(row)} · {LETTERS[int(row.predicted_density)]}"))
         return out
+
+    def grad_cams(self, images: pd.DataFrame, prepared: list) -> list:
+        """The Grad-CAM of each image's predicted class, in batches (``None`` each where the model
+        does not explain single images)."""
+        model, classes = self.checkpoint.explained, self.checkpoint.class_labels
+        if self.checkpoint.unit is not None or model.hparams.get("embeddings_fusion"):
+            return [None] * len(prepared)
+        device = next(model.parameters()).device
+        targets = torch.tensor([classes.index(int(d)) for d in images["predicted_density"]], device=device)
+        cams = []
+        for start in range(0, len(prepared), self.batch_size):
+            part = prepared[start : start + self.batch_size]
+            x = torch.from_numpy(np.stack([made.image for made in part]))[:, None].to(device)
+            cams += list(gradcam(model.float(), x, targets[start : start + len(part)]).cpu().numpy())
+        return cams
 
 
 def level_file(folder: Path, level: str) -> pd.DataFrame | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -91,15 +93,27 @@ def open_app(cfg: DictConfig, out: Path):
 
 
 def serve(cfg: DictConfig, out: Path) -> dict:
-    """Serve the app on ``host:port`` until Ctrl-C; returns summary.json's fields."""
+    """Serve the app on ``host:port`` until Ctrl-C or SIGTERM, the app's normal end (summary.json:
+    completed); returns summary.json's fields."""
     page, launch, record = open_app(cfg, out)
-    log.info("App: http://%s:%d (Ctrl-C stops it)", cfg.host, int(cfg.port))
     page.launch(
         server_name=str(cfg.host),
         server_port=int(cfg.port),
         quiet=True,
         footer_links=["api"],
         allowed_paths=[str(out)],
+        prevent_thread_lock=True,
         **launch,
     )
+    log.info("App: http://%s:%d (Ctrl-C stops it)", cfg.host, int(cfg.port))
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        page.close()
     return record

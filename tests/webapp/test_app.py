@@ -247,3 +247,13 @@ def test_a_person_drops_an_exam_and_reads_in_a_real_browser(app, exam, browser):
     assert not [
         u for u in urls if not u.startswith((app.url, "data:", "blob:"))
     ]  # nothing leaves the machine
+
+
+def test_the_app_stops_on_sigterm_with_a_completed_summary_and_its_closing_line(app):
+    import json
+
+    app.stop(signal.SIGTERM)
+    summary = json.loads(sorted(app.folder.glob("app/results_*/summary.json"))[-1].read_text())
+    assert summary["status"] == "completed" and summary["experiment_type"] == "app"
+    log = sorted(app.folder.glob("app/results_*/run.log"))[-1].read_text()
+    assert "App stopped; uploads: " in log and "data.readings=[<the folder read>]" in log
