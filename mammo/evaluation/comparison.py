@@ -75,9 +75,13 @@ def data_of_both(manifests: tuple[dict, dict], names: tuple[str, str]) -> dict:
     return {"same": False, "b_against_a": differences}
 
 
-def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paired(
+    a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str], adjudicated: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A's and B's rows of the images both predicted, in one order; an error when they share
-    none, or when their labels or class columns differ."""
+    none, or when their classes or labels differ. Labels that differ because the readers changed
+    them (``adjudicated``: image_id -> the readers' density, :func:`adjudicated_labels`) are the
+    readers' on both sides: both models are judged against the adjudicated labels."""
     shared = sorted(set(a["image_id"]) & set(b["image_id"]))
     if not shared:
         raise DataError(f"{names[0]} and {names[1]} share no image_id: nothing to compare")
@@ -85,10 +89,32 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> tuple[pd
     if list(a.filter(like="prob_class").columns) != list(b.filter(like="prob_class").columns):
         raise DataError(f"{names[0]} and {names[1]} predict different classes")
     differ = a["true_label"].astype(int).to_numpy() != b["true_label"].astype(int).to_numpy()
-    if differ.any():
-        first = a["image_id"][differ].iloc[0]
+    explained = a["image_id"].isin(list(adjudicated or {})).to_numpy()
+    if (differ & ~explained).any():
+        first = a["image_id"][differ & ~explained].iloc[0]
         raise DataError(f"{int(differ.sum())} shared image(s) have different labels in A and B, e.g. {first}")
+    if differ.any():
+        readers = a["image_id"].map(adjudicated).where(differ)
+        a, b = (f.assign(true_label=readers.fillna(f["true_label"]).astype(int)) for f in (a, b))
     return a, b
+
+
+def readers_note(adjudicated: dict, compared: pd.DataFrame) -> str:
+    """What the comparison's labels are, where readers changed some."""
+    changed = int(compared["image_id"].isin(list(adjudicated)).sum())
+    return (
+        f"the readers' labels (data.readings) for {changed} compared image(s), the label file's for the rest"
+    )
+
+
+def adjudicated_labels(*manifests: dict) -> dict[str, int]:
+    """The labels the readers changed (``data_manifest.json`` → ``readings.relabelled`` of a run
+    trained with ``data.readings``), image_id -> new label; B's over A's."""
+    found = {}
+    for manifest in manifests:
+        for change in (manifest.get("readings") or {}).get("relabelled", []):
+            found[str(change["image_id"])] = int(change["new_label"])
+    return found
 
 
 def mcnemar(a: pd.DataFrame, b: pd.DataFrame) -> dict:
@@ -150,7 +176,8 @@ def comparison(folder_a: Path, folder_b: Path, split: str, resamples: int, seed:
     )
     names = (str(folder_a), str(folder_b))
     data = data_of_both((manifest_a, manifest_b), names)
-    a, b = paired(a, b, names)
+    adjudicated = adjudicated_labels(manifest_a, manifest_b)
+    a, b = paired(a, b, names, adjudicated)
     levels = {"image": compare_level(a, b, resamples, seed)}
     for level in available_levels(a, "compare"):
         units = [unit_predictions(f, level, aggregate)[0] for f in (a, b)]
@@ -161,6 +188,7 @@ def comparison(folder_a: Path, folder_b: Path, split: str, resamples: int, seed:
         "a": {"path": str(folder_a), "predictions": PREDICTION_FILES[name_a]},
         "b": {"path": str(folder_b), "predictions": PREDICTION_FILES[name_b]},
         "data": data,
+        **({"labels": readers_note(adjudicated, a)} if adjudicated else {}),
         "num_images": len(a),
         "num_patients": int(a["PatientID"].nunique()),
         "bootstrap": {"resamples": resamples, "unit": "patient", "paired": True, "level": 0.95, "seed": seed},
@@ -206,6 +234,7 @@ def comparison_table(result: dict) -> str:
             if result["data"]["same"]
             else [f"WARNING: different data: B has, against A, {result['data']['b_against_a']}"]
         ),
+        *([f"Labels: {result['labels']}"] if result.get("labels") else []),
         "",
         "| level | metric | A | B | A - B | 95 % CI |",
         "| --- | --- | --- | --- | --- | --- |",

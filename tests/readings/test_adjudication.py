@@ -72,6 +72,13 @@ def test_training_with_readings_changes_exactly_the_labels_they_decide(before, d
     )
     assert old_split["split"].equals(new_split["split"])  # no image changed split
 
+    from mammo.compare import main as compare
+
+    compare([str(before), str(after), "--bootstrap", "50", "--out", str(tmp_path / "compared")])
+    compared = json.loads((tmp_path / "compared" / "comparison.json").read_text())
+    assert compared["num_images"] == len(val)  # the same images, both judged on the readers' labels
+    assert compared["labels"].startswith("the readers' labels (data.readings) for 1 compared image(s)")
+
     unanimous = train(tmp_path / "u", demo_root, f"data.readings=[{before}]", "data.readings_rule=unanimous")
     changed = json.loads((unanimous / "data_manifest.json").read_text())["readings"]["relabelled"]
     assert {r["image_id"] for r in changed} == {ids[0], ids[3]}  # ids[1]: ann and bob differ
