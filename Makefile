@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-slurm lint bench lock clean-venv
+.PHONY: train test test-slurm lint bench lock clean-venv docs docs-serve
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,18 @@ test-slurm: $(STAMP)  ## the tests marked slurm, on a one-node SLURM cluster sta
 	scripts/local_slurm.sh install
 	MPLBACKEND=Agg HF_HUB_OFFLINE=1 scripts/local_slurm.sh run $(PY) -m pytest -q -m slurm tests $(ARGS)
 
+docs: $(STAMP)  ## build the docs site into site/ (opens from its folder; nothing fetched from outside)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)  ## serve the docs on http://127.0.0.1:8000, rebuilt on each change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mammo tests scripts hydra_plugins
 
 bench: $(STAMP)
 	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_app.py
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_cache.py
 	$(PY) scripts/bench_embed.py
