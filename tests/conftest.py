@@ -37,11 +37,11 @@ TINY = [
 
 SLURM_SKIP = (
     "needs a SLURM cluster: `make test-slurm` starts a one-node one here and runs these "
-    "(or MAMMO_SLURM=1 with SLURM_CONF set, on a cluster: README, Scaling out)"
+    "(or MAMMO_SLURM=1 with SLURM_CONF set, on a cluster: docs/tutorials/scaling-out.md)"
 )
 
 
-GPU_SKIP = "needs a CUDA GPU: scripts/gpu_check.sh runs these on a GPU machine (README, Benchmarks)"
+GPU_SKIP = "needs a CUDA GPU: scripts/gpu_check.sh runs these on a GPU machine (docs/design/benchmarks.md)"
 
 
 def under_ci() -> bool:

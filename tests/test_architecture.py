@@ -1,4 +1,4 @@
-"""The package's shape, as README "Architecture" draws it: no import cycles, no upward imports,
+"""The package's shape, as docs/design/architecture.md draws it: no import cycles, no upward imports,
 small functions and modules, heavy imports only where ``--help`` speed needs them."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_no_function_over_60_lines():
 
 STAGES = {f"mammo.data.{stage}" for stage in ("labels", "scan", "images", "cache", "datamodule")}
 STAGES.add("mammo.models.classifier")  # predict: the model and the losses it is trained with
-"""The stages of one sample's path (README, Architecture): a file each, so that a reader follows a
+"""The stages of one sample's path (docs/design/architecture.md): a file each, so that a reader follows a
 sample through a handful of files (``tests/test_sample_path.py`` measures it); they may hold up to
 800 lines, every other library module 300."""
 

@@ -1,6 +1,6 @@
 """``scripts/gpu_check.sh`` on a machine without a GPU: one line saying so, the ``gpu`` tests
 skipped, exit 0, and the report file written (its GPU steps run on a GPU machine; their command
-lines are checked on the CPU with ``GPU_CHECK_REHEARSE=1``, README "Benchmarks")."""
+lines are checked on the CPU with ``GPU_CHECK_REHEARSE=1``, docs/design/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One sample's path from its label-file row to its line in val_predictions.csv, measured on a
-real run (README, Architecture): a handful of files, each a stage."""
+real run (docs/design/architecture.md): a handful of files, each a stage."""
 
 from __future__ import annotations
 

@@ -217,7 +217,7 @@ DECODERS = {
     JPEGLosslessSV1: "gdcm",
     JPEGLossless: "gdcm",
 }
-"""Transfer syntax -> the pydicom decoding plugin mammo uses for it (README "Benchmarks")."""
+"""Transfer syntax -> the pydicom decoding plugin mammo uses for it (docs/design/benchmarks.md)."""
 
 
 def decoding_plugin(transfer_syntax) -> str:
