@@ -70,6 +70,10 @@ def open_app(cfg: DictConfig, out: Path):
     auth = login(str(cfg.host), str(cfg.app_user), str(cfg.password_env))
     started = time.perf_counter()
     checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))
+    if checkpoint.model.hparams.embeddings_fusion:
+        raise ConfigError(
+            "mammo.app: this checkpoint fuses precomputed embeddings; the app predicts files alone"
+        )
     device = resolve_device(cfg.device)
     checkpoint.model = for_inference(checkpoint.model, device)
     max_bytes = int(cfg.max_upload_mb) * 1024**2
