@@ -59,7 +59,8 @@ def entries_markdown() -> str:
         else:
             env = {**os.environ, "COLUMNS": "100"}
             command = [sys.executable, "-m", f"mammo.{name}", "--help"]
-            shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=True).stdout
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=True)
+            shown = done.stdout
             lines += ["```text", shown.rstrip(), "```", ""]
     return "\n".join(lines)
 
