@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-slurm lint bench lock clean-venv docs docs-serve
+.PHONY: train test test-slurm test-docs lint bench lock clean-venv docs docs-serve
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ docs: $(STAMP)  ## build the docs site into site/ (opens from its folder; nothin
 
 docs-serve: $(STAMP)  ## serve the docs on http://127.0.0.1:8000, rebuilt on each change
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+test-docs: $(STAMP)  ## the docs site's tests: it builds --strict, its runnable commands run, it works in Chromium
+	MPLBACKEND=Agg HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 MAMMO_DOCS=1 $(PY) -m pytest -q -m docs tests $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mammo tests scripts hydra_plugins

@@ -41,6 +41,7 @@ SLURM_SKIP = (
 )
 
 
+DOCS_SKIP = "the docs site's tests: make test-docs runs these (.ci/run does, after make test)"
 GPU_SKIP = "needs a CUDA GPU: scripts/gpu_check.sh runs these on a GPU machine (docs/design/benchmarks.md)"
 
 
@@ -61,15 +62,18 @@ def missing_component(component: str, how: str) -> None:
 
 def pytest_collection_modifyitems(config, items):
     """The ``slurm`` tests run where ``make test-slurm`` (or a user, on a cluster) says a scheduler
-    is there to take jobs (``MAMMO_SLURM=1``), the ``gpu`` tests where a CUDA GPU is visible;
+    is there to take jobs (``MAMMO_SLURM=1``), the ``docs`` tests under ``make test-docs``
+    (``MAMMO_DOCS=1``; ``.ci/run`` calls both), the ``gpu`` tests where a CUDA GPU is visible;
     elsewhere they are skipped, saying how to run them."""
     import torch
 
-    slurm = os.environ.get("MAMMO_SLURM") == "1"
+    slurm, docs = os.environ.get("MAMMO_SLURM") == "1", os.environ.get("MAMMO_DOCS") == "1"
     gpu = torch.cuda.is_available()
     for item in items:
         if "slurm" in item.keywords and not slurm:
             item.add_marker(pytest.mark.skip(reason=SLURM_SKIP))
+        if "docs" in item.keywords and not docs:
+            item.add_marker(pytest.mark.skip(reason=DOCS_SKIP))
         if "gpu" in item.keywords and not gpu:
             item.add_marker(pytest.mark.skip(reason=GPU_SKIP))
 

@@ -1,6 +1,7 @@
 """The docs site (docs/, mkdocs.yml): it builds with --strict, every config key is explained, the
 commands its pages mark runnable run as a user types them (made tiny), and the built site works
-in a real browser with nothing fetched from outside."""
+in a real browser with nothing fetched from outside. The three marked ``docs`` run under
+``make test-docs`` (a minute or two); the rest in ``make test``."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_the_pages_mark_commands_runnable_and_the_get_started_page_has_some():
     assert "get-started.md" in pages
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 def test_every_runnable_command_of_the_docs_runs_as_written(tmp_path):
     """The commands in the order the pages give them, in one folder, as a user would type them."""
     env = {**os.environ, "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
@@ -77,6 +78,7 @@ def test_every_runnable_command_of_the_docs_runs_as_written(tmp_path):
     assert (tmp_path / "outputs/mammo_tiny_density/results_1/review/index.html").is_file()
 
 
+@pytest.mark.docs
 def test_the_site_builds_with_no_broken_link_or_anchor(tmp_path):
     mkdocs = Path(sys.executable).parent / "mkdocs"
     if not mkdocs.exists():
@@ -111,6 +113,7 @@ def test_no_config_key_goes_without_a_comment_for_the_reference():
     )
 
 
+@pytest.mark.docs
 def test_the_built_site_works_in_a_browser_with_nothing_from_outside(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
