@@ -64,7 +64,7 @@ def made_tiny(command: str) -> list[str]:
 
 def test_the_pages_mark_commands_runnable_and_the_get_started_page_has_some():
     pages = {page for page, _ in runnable_blocks()}
-    assert "get-started.md" in pages
+    assert {"get-started.md", "tutorials/seeds-and-cv.md", "tutorials/after-training.md"} <= pages
 
 
 @pytest.mark.docs
@@ -75,7 +75,10 @@ def test_every_runnable_command_of_the_docs_runs_as_written(tmp_path):
         for command in commands:
             done = subprocess.run(made_tiny(command), cwd=tmp_path, env=env, capture_output=True, text=True)
             assert done.returncode == 0, f"{page}: {command}\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
-    assert (tmp_path / "outputs/mammo_tiny_density/results_1/review/index.html").is_file()
+    outputs = tmp_path / "outputs"
+    assert (outputs / "mammo_tiny_density/results_1/review/index.html").is_file()  # get-started.md
+    assert (outputs / "density_experiments/results_k2_seed42/cv_summary.json").is_file()  # seeds-and-cv.md
+    assert (outputs / "predictions/results_1/predictions_exam.csv").is_file()  # after-training.md
 
 
 @pytest.mark.docs
