@@ -63,4 +63,3 @@ def entries_markdown() -> str:
             shown = done.stdout
             lines += ["```text", shown.rstrip(), "```", ""]
     return "\n".join(lines)
-
