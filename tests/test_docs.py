@@ -79,6 +79,7 @@ def test_every_runnable_command_of_the_docs_runs_as_written(tmp_path):
     assert (outputs / "mammo_tiny_density/results_1/review/index.html").is_file()  # get-started.md
     assert (outputs / "density_experiments/results_k2_seed42/cv_summary.json").is_file()  # seeds-and-cv.md
     assert (outputs / "predictions/results_1/predictions_exam.csv").is_file()  # after-training.md
+    assert list(outputs.glob("mammo_tiny_density/results_*/plots/lr_find.png"))  # hpo.md
 
 
 @pytest.mark.docs

@@ -101,6 +101,20 @@ class Catalogue:
         ).join(per_class)
         return out.reset_index()
 
+    def thumbnails(self, frame: pd.DataFrame, limit: int = 24) -> list[tuple[np.ndarray, str]]:
+        """The first ``limit`` images of ``frame`` (a :meth:`table`) as their files show them
+        (windowed and downscaled), captioned with id and density."""
+        out = []
+        for row in frame.head(limit).itertuples(index=False):
+            path = self.paths.get(row.image_id)
+            try:
+                prepared = self.preprocessing.prepare(path, row.laterality or None)
+            except (MammoError, TypeError):
+                continue
+            thumb = (np.clip(prepared.thumb, 0, 1) * 255).astype(np.uint8)
+            out.append((thumb, f"{row.image_id} · {row.density}"))
+        return out
+
     def exam(self, accession: str) -> list[tuple[np.ndarray, str]]:
         """The pictures of every image of exam ``accession`` (file with crop box, model input)."""
         rows = self.frame[self.frame["AccessionNumber"] == str(accession)]

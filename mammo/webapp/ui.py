@@ -85,6 +85,9 @@ def browse_tab(catalogue) -> None:
         show = gr.Button("Show")
     counts = gr.Dataframe(label="Images, patients and densities per split", interactive=False)
     table = gr.Dataframe(label="Images (select a row to open its exam)", interactive=False)
+    thumbs = gr.Gallery(
+        label="The first 24 of them, as their files show", columns=8, object_fit="contain", height="auto"
+    )
     exam = gr.Textbox(label="Exam (AccessionNumber)")
     pictures = gr.Gallery(
         label="The exam: file with crop box and chest wall · model input",
@@ -95,7 +98,8 @@ def browse_tab(catalogue) -> None:
 
     @one_line
     def browse(split, density, text):
-        return catalogue.counts(), catalogue.table(split, density, text)
+        shown = catalogue.table(split, density, text)
+        return catalogue.counts(), shown, catalogue.thumbnails(shown)
 
     @one_line
     def open_exam(accession):
@@ -104,7 +108,7 @@ def browse_tab(catalogue) -> None:
     def selected(frame, event: gr.SelectData):
         return str(frame.iloc[event.index[0]]["AccessionNumber"])
 
-    show.click(browse, [split, density, text], [counts, table], api_name="browse")
+    show.click(browse, [split, density, text], [counts, table, thumbs], api_name="browse")
     table.select(selected, [table], [exam], api_visibility="private").then(
         open_exam, [exam], [pictures], api_visibility="private"
     )

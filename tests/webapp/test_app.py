@@ -171,7 +171,7 @@ def test_two_readers_at_once_write_their_own_files(app, run):
 
 
 def test_browse_lists_the_runs_images_with_counts_per_split(app, run):
-    counts, table = client(app).predict("val", "all", "", api_name="/browse")
+    counts, table, thumbs = client(app).predict("val", "all", "", api_name="/browse")
     counts = pd.DataFrame(counts["data"], columns=counts["headers"]).set_index("split")
     split = pd.read_csv(run / "split.csv")
     assert counts.loc["val", "images"] == (split["split"] == "val").sum()
@@ -179,6 +179,7 @@ def test_browse_lists_the_runs_images_with_counts_per_split(app, run):
     table = pd.DataFrame(table["data"], columns=table["headers"])
     assert len(table) == (split["split"] == "val").sum() and set(table["split"]) == {"val"}
     assert set(table["view"]) == {"CC", "MLO"} and table["predicted"].isin(list("ABCD")).all()
+    assert len(thumbs) == min(24, len(table)) and thumbs[0]["caption"].startswith(table["image_id"][0])
     pictures = client(app).predict(table["AccessionNumber"][0], api_name="/exam")
     assert (
         len(pictures) == (table["AccessionNumber"] == table["AccessionNumber"][0]).sum() or len(pictures) == 4
