@@ -21,45 +21,74 @@ SHOWN = ["image_id", "AccessionNumber", "PatientID", "split", "density", "latera
 
 
 class Catalogue:
-    """``folder``'s images: its manifest's files, its split and its predictions."""
+    """Images to browse: a manifest's files (``data_manifest.json``'s ``files``), where each file
+    is, each image's split (``None``: not split) and the model's predictions (``None``: none).
+    :meth:`of_folder` reads a run's, evaluation's or CV folder's; :meth:`of_data` a data config's.
+    """
 
-    def __init__(self, folder: Path, preprocessing: Preprocessing) -> None:
-        self.source = read_source(Path(folder))
-        self.preprocessing = preprocessing
-        self.paths = self.source.image_paths()
+    def __init__(
+        self, files: list[dict], paths: dict, preprocessing: Preprocessing, split, predictions, where
+    ):
+        if not files:
+            raise DataError(f"{where}: lists no images")
+        self.files, self.paths, self.preprocessing = files, paths, preprocessing
+        self.split, self.predictions, self.where = split, predictions, where
+
+    @classmethod
+    def of_folder(cls, folder: Path, preprocessing: Preprocessing) -> Catalogue:
+        """A run's (its ``split.csv``), evaluation's or CV folder's images, with its predictions."""
+        source = read_source(Path(folder))
+        split_file = source.folder / "split.csv"
+        split = (
+            pd.read_csv(split_file, dtype=str).set_index("image_id")["split"]
+            if split_file.is_file()
+            else source.split
+        )
+        files = source.manifest.get("files", [])
+        return cls(files, source.image_paths(), preprocessing, split, source.predictions, str(source.folder))
+
+    @classmethod
+    def of_data(cls, datamodule, preprocessing: Preprocessing) -> Catalogue:
+        """A data config's images (``python -m mammo.app ... data=...``): read and checked as a run
+        reads them, not split, no predictions."""
+        datamodule.prepare_samples()
+        table = datamodule.samples.table
+        paths = {str(i): Path(p) for i, p in zip(table["image_id"], table["path"])}
+        where = datamodule.samples.source.get("csv") or "the data"
+        return cls(datamodule.manifest["files"], paths, preprocessing, None, None, f"data {where}")
 
     @cached_property
     def frame(self) -> pd.DataFrame:
-        """Every image of the manifest with its split, header facts and prediction (read once)."""
-        files = pd.DataFrame(self.source.manifest.get("files", []))
-        if files.empty:
-            raise DataError(f"{self.source.folder}: data_manifest.json lists no images")
+        """Every image with its split, header facts and prediction (read once)."""
+        files = pd.DataFrame(self.files)
         files["image_id"] = files["image_id"].astype(str)
-        split_file = self.source.folder / "split.csv"
-        if split_file.is_file():
-            split = pd.read_csv(split_file, dtype=str).set_index("image_id")["split"]
-            files["split"] = files["image_id"].map(split).fillna("")
+        if isinstance(self.split, pd.Series):
+            files["split"] = files["image_id"].map(self.split).fillna("")
         else:
-            files["split"] = self.source.split
+            files["split"] = self.split or "not split"
         files["density"] = files["label"].map(lambda v: LETTERS.get(int(v), str(v)))
         scanner = files.get("manufacturer", pd.Series("", index=files.index)).fillna("")
         files["scanner"] = (scanner + " " + files.get("model_name", "").fillna("")).str.strip()
         files = files.join(self.header_facts(files["image_id"]))
-        predictions = self.source.predictions
-        probs = predictions.filter(like="prob_class").to_numpy(dtype=float)
-        predicted = pd.DataFrame(
-            {
-                "predicted": predictions["predicted_label"].map(lambda v: LETTERS[int(v)]).to_numpy(),
-                "confidence": probs.max(axis=1).round(3),
-            },
-            index=predictions["image_id"].astype(str),
-        )
-        files = files.join(predicted, on="image_id")
+        files = files.join(self.predicted(), on="image_id")
         extra = [
             c for c in files.columns if c not in {*SHOWN, "path", "size", "sha256", "label", "manufacturer"}
         ]
         extra = [c for c in extra if c not in ("model_name", "predicted", "confidence")]
         return files[[*SHOWN, *extra, "predicted", "confidence"]].fillna({"predicted": ""})
+
+    def predicted(self) -> pd.DataFrame:
+        """The model's density and confidence per image_id (empty without predictions)."""
+        if self.predictions is None:
+            return pd.DataFrame({"predicted": pd.Series(dtype=str), "confidence": pd.Series(dtype=float)})
+        probs = self.predictions.filter(like="prob_class").to_numpy(dtype=float)
+        return pd.DataFrame(
+            {
+                "predicted": self.predictions["predicted_label"].map(lambda v: LETTERS[int(v)]).to_numpy(),
+                "confidence": probs.max(axis=1).round(3),
+            },
+            index=self.predictions["image_id"].astype(str),
+        )
 
     def header_facts(self, image_ids: pd.Series) -> pd.DataFrame:
         """Each image's laterality and view from its file's header (read in threads)."""
@@ -119,7 +148,7 @@ class Catalogue:
         """The pictures of every image of exam ``accession`` (file with crop box, model input)."""
         rows = self.frame[self.frame["AccessionNumber"] == str(accession)]
         if rows.empty:
-            raise DataError(f"exam {accession!r}: not in {self.source.folder}")
+            raise DataError(f"exam {accession!r}: not in {self.where}")
         out = []
         for row in rows.itertuples(index=False):
             path = self.paths.get(row.image_id)

@@ -21,6 +21,7 @@ from mammo.readings.worklist import QueueSettings
 from mammo.webapp.catalogue import Catalogue
 from mammo.webapp.exams import ExamPredictor
 from mammo.webapp.reading_room import ReadingRoom
+from mammo.workflows.evaluation_job import checkpoint_datamodule
 
 log = logging.getLogger("mammo")
 
@@ -59,6 +60,15 @@ def reviewed_folder(cfg: DictConfig, checkpoint) -> Path:
     return checkpoint.run_dir
 
 
+def browsed(cfg: DictConfig, checkpoint, folder: Path, preprocessing) -> Catalogue:
+    """What Browse shows: the images of ``data=...`` where it is given (read as a run reads them,
+    with the checkpoint's preprocessing; not cached: Browse shows a few), else ``folder``'s."""
+    if cfg.get("data") is None:
+        return Catalogue.of_folder(folder, preprocessing)
+    cfg.data.cache_mode = "none"
+    return Catalogue.of_data(checkpoint_datamodule(cfg, checkpoint), preprocessing)
+
+
 def open_app(cfg: DictConfig, out: Path):
     """The page (not yet served), its login, and summary.json's fields."""
     try:
@@ -79,7 +89,7 @@ def open_app(cfg: DictConfig, out: Path):
     max_bytes = int(cfg.max_upload_mb) * 1024**2
     predictor = ExamPredictor(checkpoint, out, int(cfg.batch_size), str(cfg.eval.aggregate), max_bytes)
     folder = reviewed_folder(cfg, checkpoint)
-    catalogue = Catalogue(folder, predictor.preprocessing)
+    catalogue = browsed(cfg, checkpoint, folder, predictor.preprocessing)
     settings = QueueSettings(int(cfg.queue.errors), float(cfg.queue.controls), int(cfg.seed))
     room = ReadingRoom(folder, predictor.preprocessing, settings)
     title = f"{checkpoint.meta.get('arch')} ({checkpoint.path.parent.name})"

@@ -258,3 +258,24 @@ def test_the_app_stops_on_sigterm_with_a_completed_summary_and_its_closing_line(
     assert summary["status"] == "completed" and summary["experiment_type"] == "app"
     log = sorted(app.folder.glob("app/results_*/run.log"))[-1].read_text()
     assert "App stopped; uploads: " in log and "data.readings=[<the folder read>]" in log
+
+
+def test_browse_shows_a_data_configs_images_not_split(run, demo_root, tmp_path):
+    """``python -m mammo.app ckpt=<run> data=dicom_csv data.csv=... data.dicom_root=...``: the
+    label file's images, read as a run reads them, with the checkpoint's preprocessing."""
+    root = next(demo_root.glob("*"))
+    data = ["data=dicom_csv", f"data.csv={root / 'classificacao.csv'}", f"data.dicom_root={root / 'archive'}"]
+    server = AppServer([f"ckpt={run}", f"paths.output_dir={tmp_path}", *data], tmp_path).start()
+    try:
+        counts, table, thumbs = client(server, downloads=False).predict("all", "all", "", api_name="/browse")
+    finally:
+        server.stop()
+    counts = pd.DataFrame(counts["data"], columns=counts["headers"]).set_index("split")
+    table = pd.DataFrame(table["data"], columns=table["headers"])
+    labels = pd.read_csv(root / "classificacao.csv")
+    assert list(counts.index) == ["not split"] and counts.loc["not split", "images"] == 4 * len(labels)
+    assert (
+        counts.loc["not split", "patients"] == table["PatientID"].nunique()
+        and (table["predicted"] == "").all()
+    )
+    assert set(table["view"]) == {"CC", "MLO"}
