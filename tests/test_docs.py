@@ -169,3 +169,23 @@ def test_the_readme_is_a_front_page_whose_links_lead_into_the_docs():
     local = [link for link in links if not link.startswith("http")]
     missing = [link for link in local if not (REPO / link).exists()]
     assert local and not missing, missing
+
+
+def test_the_config_reference_says_what_the_settings_check_requires():
+    from mammo.core.config_keys import reference_markdown
+    from mammo.core.train_settings import TRAIN_RULES
+
+    reference = reference_markdown(REPO / "conf", {rule.key: rule.expected for rule in TRAIN_RULES})
+    train = reference.split("### `train.yaml` (an entry's config)")[1].split("### ")[0]
+    assert (
+        "| `epochs` | `20` | the most training epochs (early stopping may end it sooner) | an integer >= 1 |"
+        in train
+    )
+    data = reference.split("### `data=dicom_csv`")[1].split("### ")[0]
+    assert "| a fraction in (0, 1) |" in next(
+        line for line in data.splitlines() if line.startswith("| `val_fraction`")
+    )
+    evaluate = reference.split("### `evaluate.yaml` (an entry's config)")[1].split("### ")[0]
+    assert all(
+        line.endswith("|  |") for line in evaluate.splitlines() if line.startswith("| `")
+    )  # not train's

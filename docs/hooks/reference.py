@@ -18,8 +18,10 @@ def on_page_markdown(markdown, page, config, files):
         return markdown
     sys.path.insert(0, str(REPO))
     from mammo.core.config_keys import reference_markdown
+    from mammo.core.train_settings import TRAIN_RULES
 
-    return markdown.replace(MARK, reference_markdown(REPO / "conf"))
+    checks = {rule.key: rule.expected for rule in TRAIN_RULES}
+    return markdown.replace(MARK, reference_markdown(REPO / "conf", checks))
 
 
 ENTRIES_MARK = "<!-- entries-reference -->"

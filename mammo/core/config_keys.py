@@ -81,9 +81,23 @@ def config_keys(conf_dir: Path) -> list[ConfigKey]:
     return found
 
 
-def reference_markdown(conf_dir: Path) -> str:
+def checked_as(key: ConfigKey, checks: dict[str, str]) -> str:
+    """What the training settings check requires of ``key`` (``checks``: setting -> expected, as
+    ``mammo.core.train_settings`` words it), ``""`` where it checks nothing. A group file's key is
+    the setting under its group (``data/dicom_csv.yaml: val_fraction`` is ``data.val_fraction``);
+    an entry's own config other than ``train.yaml`` is not checked by it."""
+    group = key.file.split("/")[0] if "/" in key.file else None
+    if group is None and key.file != "train.yaml":
+        return ""
+    for setting in (key.key, f"{group}.{key.key}" if group else None):
+        if setting in checks:
+            return checks[setting]
+    return ""
+
+
+def reference_markdown(conf_dir: Path, checks: dict[str, str] | None = None) -> str:
     """The reference: a section per config file (a group's options under the group), a table of
-    its keys with default and comment."""
+    its keys with default, comment and (``checks``) what a training run's settings check requires."""
     lines: list[str] = []
     keys = config_keys(conf_dir)
     for name in dict.fromkeys(k.file for k in keys):
@@ -95,11 +109,12 @@ def reference_markdown(conf_dir: Path) -> str:
             "",
             f"`conf/{name}`",
             "",
-            "| key | default | what it is |",
-            "| --- | --- | --- |",
+            "| key | default | what it is | checked: must be |",
         ]
+        lines.append("| --- | --- | --- | --- |")
         for key in (k for k in keys if k.file == name):
             default = key.default.replace("|", "\\|") or "(a block)"
             comment = key.comment.replace("|", "\\|") or "—"
-            lines.append(f"| `{key.key}` | `{default}` | {comment} |")
+            checked = checked_as(key, checks or {}).replace("|", "\\|")
+            lines.append(f"| `{key.key}` | `{default}` | {comment} | {checked} |")
     return "\n".join(lines) + "\n"
