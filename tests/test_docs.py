@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,70 +16,126 @@ from pathlib import Path
 import pytest
 
 from mammo.core.config_keys import config_keys
-from tests.conftest import REPO
+from tests.conftest import REPO, missing_component
+from tests.docs_commands import RENAMED
 
-TINY_TRAINING = {
-    "model": "tiny",
-    "img_size": "64",
-    "epochs": "1",
-    "warmup_epochs": "0",
-    "batch_size": "16",
-    "data.num_workers": "0",
-    "logger": "none",
-}
-"""What makes a documented training command tiny: these settings (replacing the command's own)."""
-SMALL_DEMO = {"data.demo.n_patients": "24", "data.demo.height": "160", "data.demo.width": "128"}
-"""And a 24-patient demo set, where the command trains on the demo."""
-RENAMED = {"mammo_efficientnetb0_density": "mammo_tiny_density", "v2-p60-s0-320x256": "v2-p24-s0-160x128"}
-"""The folders those settings name differently."""
+BLOCK = re.compile(r"<!-- (runnable|not run: [^>]+) -->\s*```bash\n(.*?)```", flags=re.S)
+"""A shell block with its mark: ``<!-- runnable -->``, or ``<!-- not run: <why> -->``."""
+WALKED = ("get-started.md", "tutorials/", "how-to/", "reference/outputs.md")
+"""The pages whose every shell block is marked: run by the suite, or saying why not."""
 
 
-def runnable_blocks() -> list[tuple[str, list[str]]]:
-    """Each ``<!-- runnable -->`` shell block of docs/: its page and its commands (continuation
-    lines joined, comments dropped)."""
-    found = []
-    for page in sorted((REPO / "docs").rglob("*.md")):
-        text = page.read_text()
-        for block in re.findall(r"<!-- runnable -->\s*```bash\n(.*?)```", text, flags=re.S):
-            joined = block.replace("\\\n", " ")
-            commands = [line.split(" #")[0].strip() for line in joined.splitlines()]
-            found.append((page.relative_to(REPO / "docs").as_posix(), [c for c in commands if c]))
-    return found
+def shell_blocks(page: Path) -> list[tuple[str, str]]:
+    """Each marked shell block of ``page``: its mark and its text."""
+    return BLOCK.findall(page.read_text())
 
 
-def made_tiny(command: str) -> list[str]:
-    """``command`` as the test runs it: this Python, its training made tiny (:data:`TINY_TRAINING`,
-    :data:`SMALL_DEMO` where it trains on the demo), its folders renamed (:data:`RENAMED`)."""
-    for old, new in RENAMED.items():
-        command = command.replace(old, new)
-    words = shlex.split(command)
-    assert words[:2] == ["python", "-m"], f"a runnable block runs python -m <entry>: {command}"
-    words[0] = sys.executable
-    if words[2] == "mammo.train":
-        wanted = {**TINY_TRAINING, **({} if any(w.startswith("data=") for w in words) else SMALL_DEMO)}
-        words = [w for w in words if w.split("=")[0] not in wanted]
-        words += [f"{k}={v}" for k, v in wanted.items()]
-    return words
+def walked_pages() -> list[str]:
+    pages = sorted(p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md"))
+    return [p for p in pages if p.startswith(WALKED)]
 
 
-def test_the_pages_mark_commands_runnable_and_the_get_started_page_has_some():
-    pages = {page for page, _ in runnable_blocks()}
-    assert {"get-started.md", "tutorials/seeds-and-cv.md", "tutorials/after-training.md"} <= pages
+def runnable_pages() -> list[str]:
+    return [p for p in walked_pages() if any(m == "runnable" for m, _ in shell_blocks(REPO / "docs" / p))]
+
+
+def run_blocks(page: str, folder: Path) -> None:
+    """Run ``page``'s runnable blocks in ``folder``, in order, with bash, as the docs print them
+    (folders renamed: :data:`tests.docs_commands.RENAMED`) and ``python`` made tiny
+    (:func:`tests.docs_commands.made_tiny`)."""
+    bin_dir = folder.parent / f"{folder.name}-bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO}/tests/docs_commands.py" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's tools
+        "MPLBACKEND": "Agg",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
+    for mark, block in shell_blocks(REPO / "docs" / page):
+        if mark != "runnable":
+            continue
+        for old, new in RENAMED.items():
+            block = block.replace(old, new)
+        if re.search(r"\bjq\b", block) and not shutil.which("jq"):
+            missing_component("jq", "apt-get install jq (the page queries JSON files with it)")
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", block], cwd=folder, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{page}:\n{block}\n{done.stdout[-2500:]}\n{done.stderr[-2500:]}"
+
+
+def test_every_shell_block_of_the_walked_pages_is_run_or_says_why_not():
+    for page in walked_pages():
+        text = (REPO / "docs" / page).read_text()
+        assert len(shell_blocks(REPO / "docs" / page)) == text.count("```bash"), page
+    tutorials = {p for p in walked_pages() if p.startswith("tutorials/")}
+    assert tutorials - set(runnable_pages()) == {"tutorials/gpu.md"}  # needs a GPU
+
+
+@pytest.fixture(scope="session")
+def started(tmp_path_factory) -> Path:
+    """A folder after Get started's runnable blocks: the demo run, its review and evaluation, a
+    run on a folder of DICOMs (the demo's, as your own)."""
+    folder = tmp_path_factory.mktemp("docs") / "started"
+    folder.mkdir()
+    run_blocks("get-started.md", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def given(started, tmp_path_factory) -> Path:
+    """What every other page assumes, beside Get started's folder: a user's own label CSV and
+    DICOM folder (``labels.csv`` and ``classificacao.csv``, ``archive/``: 20 patients, accession
+    folders), a few exams to predict (``new_exams/``), and each public dataset as downloaded under
+    ``data/`` (``data/rsna``, ``data/vindr-mammo``, ``data/cbis-ddsm``, ``data/embed``,
+    ``data/INbreast``; the pages say ``/data/...``)."""
+    from tests.data.conftest import make_dataset
+    from tests.data.datasets.fakes import make_inbreast, make_rsna, make_vindr
+    from tests.data.datasets.fakes_cbis_embed import make_cbis, make_embed
+
+    folder = tmp_path_factory.mktemp("given") / "given"
+    shutil.copytree(started, folder)
+    labels, archive = make_dataset(folder)
+    shutil.copy(labels, folder / "classificacao.csv")
+    for exam in ("ACC000", "ACC001"):
+        shutil.copytree(archive / exam, folder / "new_exams" / exam)
+    makers = {"rsna": make_rsna, "vindr-mammo": make_vindr, "cbis-ddsm": make_cbis, "embed": make_embed}
+    for name, make in {**makers, "INbreast": make_inbreast}.items():
+        make(folder / "data" / name)
+    return folder
 
 
 @pytest.mark.docs
-def test_every_runnable_command_of_the_docs_runs_as_written(tmp_path):
-    """The commands in the order the pages give them, in one folder, as a user would type them."""
-    env = {**os.environ, "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
-    for page, commands in runnable_blocks():
-        for command in commands:
-            done = subprocess.run(made_tiny(command), cwd=tmp_path, env=env, capture_output=True, text=True)
-            assert done.returncode == 0, f"{page}: {command}\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
-    outputs = tmp_path / "outputs"
-    assert (outputs / "mammo_tiny_density/results_1/review/index.html").is_file()  # get-started.md
-    assert (outputs / "density_experiments/results_k2_seed42/cv_summary.json").is_file()  # seeds-and-cv.md
-    assert (outputs / "predictions/results_1/predictions_exam.csv").is_file()  # after-training.md
-    assert list(outputs.glob("mammo_tiny_density/results_*/plots/lr_find.png"))  # hpo.md
+def test_get_started_runs_as_written(started):
+    outputs = started / "outputs"
+    assert (outputs / "mammo_tiny_density/results_1/review/index.html").is_file()
+    assert (outputs / "evaluations/results_1/metrics/eval_metrics.json").is_file()
+    assert list(outputs.glob("*/data_reviews/results_1/review/index.html"))
+
+
+PAGE_LEAVES = {
+    "tutorials/own-data.md": ["mammo_tiny_density/results_4/summary.json"],
+    "tutorials/seeds-and-cv.md": ["density_experiments/results_k3_seed42/cv_summary.json"],
+    "tutorials/after-training.md": ["predictions/results_1/predictions_exam.csv"],
+    "tutorials/hpo.md": ["mammo_tiny_density/hpo_runs/best_params.json"],
+}
+"""A file each page's blocks leave in ``outputs/`` (beside their exit status, what shows that
+they did what the page says)."""
+
+
+@pytest.mark.docs
+@pytest.mark.parametrize("page", [p for p in runnable_pages() if p != "get-started.md"])
+def test_every_runnable_block_of_the_docs_runs_as_written(page, given, tmp_path):
+    """A page's runnable blocks in order, in a copy of the :func:`given` folder."""
+    folder = tmp_path / "page"
+    shutil.copytree(given, folder)
+    run_blocks(page, folder)
+    for leaf in PAGE_LEAVES.get(page, []):
+        assert (folder / "outputs" / leaf).is_file(), leaf
 
 
 @pytest.mark.docs
@@ -189,3 +245,59 @@ def test_the_config_reference_says_what_the_settings_check_requires():
     assert all(
         line.endswith("|  |") for line in evaluate.splitlines() if line.startswith("| `")
     )  # not train's
+
+
+def documented(page: str) -> re.Pattern:
+    """What ``page`` names: each code span, a ``<placeholder>`` in it standing for any name and
+    ``{a,b}`` for either (``prob_class<k>``, ``val_{breast,exam}_metrics.json``)."""
+    spans = set(re.findall(r"`([^`\n]+)`", page))
+    names = {w for s in spans for w in re.split(r"[\s=:()\[\]]+|,(?![^{]*\})", s) if w}
+    patterns = []
+    for name in (n for n in names if re.search(r"\w", re.sub(r"<[^>]+>", "", n))):  # not a bare <x>
+        pattern = re.sub(r"<[^>]+>", r"[^/]+", re.escape(name))
+        pattern = re.sub(r"\\\{([^}]+)\\\}", lambda m: "(" + "|".join(m.group(1).split(",")) + ")", pattern)
+        patterns.append(pattern)
+    return re.compile("|".join(sorted(patterns, key=len, reverse=True)))
+
+
+def written_names(folder: Path) -> set[str]:
+    """Each file a run folder holds (its path there), each column of its CSV files and each top-level
+    key of its JSON files (``.hydra/``, review cards and Lightning's checkpoints aside)."""
+    import csv
+
+    names = set()
+    for file in folder.rglob("*"):
+        inside = file.relative_to(folder).parts
+        if not file.is_file() or {".hydra", "cards", "checkpoints"} & set(inside):
+            continue
+        names.add("/".join(inside))
+        if file.suffix == ".csv":
+            names |= {f"{file.name}: {c}" for c in next(csv.reader(file.open()), [])}
+        elif file.suffix == ".json" and isinstance(data := json.loads(file.read_text()), dict):
+            names |= {f"{file.name}: {k}" for k in data}
+    return names
+
+
+@pytest.mark.docs
+def test_the_artifacts_page_names_every_file_column_and_key_a_run_writes(started):
+    """docs/reference/outputs.md against what Get started's commands wrote: the demo run (with
+    its review), the run on a folder, the evaluation and the data review."""
+    names = documented((REPO / "docs/reference/outputs.md").read_text())
+    outputs = started / "outputs"
+    folders = [*outputs.glob("mammo_tiny_density/results_*"), outputs / "evaluations/results_1"]
+    folders += [*outputs.glob("*/data_reviews/results_*")]
+    written = set().union(*(written_names(f) for f in folders))
+    missing = sorted(n for n in written if not names.fullmatch(n.rsplit(": ", 1)[-1]))
+    assert len(folders) == 4 and not missing, missing
+
+
+def test_every_line_on_the_error_page_is_one_the_code_writes():
+    """docs/reference/errors.md's table quotes each line with ``…`` for what varies: every piece
+    of more than one word between them is in mammo's source (adjacent string literals joined)."""
+    source = "\n".join(p.read_text() for p in (REPO / "mammo").rglob("*.py"))
+    source = re.sub(r"\"\s*\n\s*f?\"", "", source)
+    table = (REPO / "docs/reference/errors.md").read_text().split("## The lines, and what to do")[1]
+    lines = re.findall(r"^\| `([^`]+)` \|", table.split("\n## ")[0], flags=re.M)
+    pieces = [p.strip(" ;.") for line in lines for p in line.split("…")]
+    missing = [p for p in pieces if " " in p and p not in source]
+    assert len(lines) >= 20 and not missing, missing

@@ -14,7 +14,7 @@ import pandas as pd
 from mammo.core.errors import DataError, MammoError
 from mammo.data.images import Preprocessing, read_header
 from mammo.evaluation.prediction import LETTERS, identity
-from mammo.review_pages.cards import card_image
+from mammo.review_pages.cards import card_image, prepare
 from mammo.review_pages.sources import read_source
 
 SHOWN = ["image_id", "AccessionNumber", "PatientID", "split", "density", "laterality", "view", "scanner"]
@@ -130,15 +130,18 @@ class Catalogue:
         ).join(per_class)
         return out.reset_index()
 
+    def prepared(self, row):
+        """``row``'s image as the model's preprocessing makes it; ``None`` when its file is gone
+        or unreadable (the review's rule: :func:`mammo.review_pages.cards.prepare`)."""
+        made = prepare({"laterality": row.laterality}, self.paths.get(row.image_id), self.preprocessing)
+        return None if isinstance(made, dict) else made
+
     def thumbnails(self, frame: pd.DataFrame, limit: int = 24) -> list[tuple[np.ndarray, str]]:
         """The first ``limit`` images of ``frame`` (a :meth:`table`) as their files show them
         (windowed and downscaled), captioned with id and density."""
         out = []
         for row in frame.head(limit).itertuples(index=False):
-            path = self.paths.get(row.image_id)
-            try:
-                prepared = self.preprocessing.prepare(path, row.laterality or None)
-            except (MammoError, TypeError):
+            if (prepared := self.prepared(row)) is None:
                 continue
             thumb = (np.clip(prepared.thumb, 0, 1) * 255).astype(np.uint8)
             out.append((thumb, f"{row.image_id} · {row.density}"))
@@ -151,10 +154,7 @@ class Catalogue:
             raise DataError(f"exam {accession!r}: not in {self.where}")
         out = []
         for row in rows.itertuples(index=False):
-            path = self.paths.get(row.image_id)
-            try:
-                prepared = self.preprocessing.prepare(path, row.laterality or None)
-            except (MammoError, TypeError):
+            if (prepared := self.prepared(row)) is None:
                 continue
             caption = f"{row.laterality} {row.view} · label {row.density}"
             if row.predicted:

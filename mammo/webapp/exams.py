@@ -137,7 +137,7 @@ class ExamPredictor:
         for start in range(0, len(prepared), self.batch_size):
             part = prepared[start : start + self.batch_size]
             x = torch.from_numpy(np.stack([made.image for made in part]))[:, None].to(device)
-            cams += list(gradcam(model.float(), x, targets[start : start + len(part)]).cpu().numpy())
+            cams += list(gradcam(model, x, targets[start : start + len(part)]).cpu().numpy())
         return cams
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammo.core.errors import DataError, MammoError
+from mammo.core.errors import DataError
 from mammo.data.images import Preprocessing
 from mammo.evaluation.agreement import agreement_table, readers_against_label
 from mammo.evaluation.prediction import LETTERS
 from mammo.readings.store import CANNOT_TELL, append_reading, read_readings, reader_file
 from mammo.readings.worklist import QueueSettings, reading_queue, still_to_read
-from mammo.review_pages.cards import card_image
+from mammo.review_pages.cards import card_image, prepare
 from mammo.review_pages.sources import read_source
 
 ANSWERS = {"A": "1", "B": "2", "C": "3", "D": "4", "cannot tell": CANNOT_TELL}
@@ -92,14 +92,8 @@ class ReadingRoom:
     def picture(self, image_id: str) -> np.ndarray | None:
         """The file with its crop box and chest wall, and the model's input (no Grad-CAM: a reader
         reads the image, not the model)."""
-        path = self.paths.get(image_id)
-        if path is None or not path.is_file():
-            return None
-        try:
-            prepared = self.preprocessing.prepare(
-                path, self.views.get(image_id, {}).get("laterality") or None
-            )
-        except MammoError:
+        prepared = prepare(self.views.get(image_id, {}), self.paths.get(image_id), self.preprocessing)
+        if isinstance(prepared, dict):  # the file is gone or unreadable
             return None
         return np.asarray(card_image(prepared, None))
 

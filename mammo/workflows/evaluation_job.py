@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -41,7 +42,7 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
     checkpoint = load_predictor(cfg.ckpt, cfg.get("tta"))
-    datamodule, table = evaluation_data(cfg, checkpoint)
+    datamodule, table = evaluation_data(cfg, checkpoint, out)
     datamodule.feed_units(checkpoint.unit)  # a multi-view model: whole breasts or exams
     write_json(out / "data_manifest.json", datamodule.manifest)
     classes = checkpoint.class_labels
@@ -82,15 +83,19 @@ def evaluate(cfg: DictConfig, out: Path, summary) -> dict:
     }
 
 
-def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint):
+def evaluation_data(cfg: DictConfig, checkpoint: Checkpoint, out: Path):
     """The datamodule (preprocessed as the checkpoint's training data) and the rows to evaluate:
-    all of them, or the ``val`` / ``train`` / ``test`` rows of the training run's ``split.csv``."""
+    all of them, or the ``val`` / ``train`` / ``test`` rows of the training run's ``split.csv``
+    (a per-view ensemble's: its members' files joined, ``out/members_split.csv``)."""
     split_csv = None
     if cfg.split != "all":
         split_csv = checkpoint.run_dir / "split.csv"
         if not split_csv.is_file():
             raise ConfigError(f"split={cfg.split}: {split_csv} not found (the checkpoint's run directory)")
-        check_members_share_the_split(checkpoint, cfg.split)
+        if checkpoint.routes_views:
+            split_csv = joined_member_splits(checkpoint, cfg.split, out / "members_split.csv")
+        else:
+            check_members_share_the_split(checkpoint, cfg.split)
     datamodule = checkpoint_datamodule(cfg, checkpoint, str(split_csv) if split_csv else None)
     if split_csv:
         datamodule.setup("validate")
@@ -123,6 +128,8 @@ def evaluated_data(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:
         return cfg.data
     data = OmegaConf.create(own)
     data._target_ = cfg.data._target_
+    if checkpoint.routes_views:  # a per-view ensemble: every member's views, not the first's
+        data.views = every_view(checkpoint.views)
     for key in (k.split(".", 1)[1] for k in LOCAL_DATA_KEYS if k in given):
         data[key] = cfg.data[key]
     log.info(
@@ -154,8 +161,46 @@ def check_members_share_the_split(checkpoint: Checkpoint, split: str) -> None:
         if split_rows(member.run_dir / "split.csv", split) != first:
             raise ConfigError(
                 f"split={split}: {member.run_dir} and {members[0].run_dir} hold different {split} images "
-                "(cross-validation folds?); evaluate the ensemble on split=test or split=all"
+                + SPLIT_ADVICE["test" if split == "test" else "other"]
             )
+
+
+SPLIT_ADVICE = {
+    "test": "(trained with different data.split_seed?); train the members on one split "
+    "(-m seed=42,43,44 data.split_seed=42), or evaluate the ensemble on split=all or other data",
+    "other": "(cross-validation folds, or different data.split_seed?); evaluate the ensemble on "
+    "split=test or split=all",
+}
+"""What to do when an ensemble's members disagree on a split's images: on the test split, a
+seed sweep that let the split follow the seed; on validation, CV folds."""
+
+
+def every_view(member_views: list) -> list[str] | None:
+    """The views of a per-view ensemble's members together (``None``: a member takes all)."""
+    if any(views is None for views in member_views):
+        return None
+    return list(dict.fromkeys(view for views in member_views for view in views))
+
+
+def joined_member_splits(checkpoint: Checkpoint, split: str, joined: Path) -> Path:
+    """A per-view ensemble's split: each member's ``split.csv`` holds its own views' images, so
+    the members must put the same patients on each side; their rows together, written to
+    ``joined``, say where every image of every member's views lies."""
+    tables = []
+    for member in checkpoint.members:
+        split_csv = member.run_dir / "split.csv"
+        if not split_csv.is_file():
+            raise ConfigError(f"split={split}: {split_csv} not found (a member's run directory)")
+        tables.append(read_csv_table(split_csv, "ckpt", "split CSV").astype({"PatientID": str}))
+    sides = [dict(table.groupby("PatientID")["split"].first()) for table in tables]
+    for member, side in zip(checkpoint.members[1:], sides[1:]):
+        if side != sides[0]:
+            raise ConfigError(
+                f"split={split}: {member.run_dir} and {checkpoint.members[0].run_dir} put different "
+                "patients on each side " + SPLIT_ADVICE["test" if split == "test" else "other"]
+            )
+    pd.concat(tables).drop_duplicates("image_id").to_csv(joined, index=False)
+    return joined
 
 
 def split_rows(split_csv: Path, split: str) -> set[str]:

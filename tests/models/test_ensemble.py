@@ -89,7 +89,7 @@ def test_a_cv_ensemble_is_evaluated_on_the_test_split_and_refused_on_its_folds_v
     refused = trained / "refused"
     assert run_cli(main, [*common, "split=val", f"paths.output_dir={refused}"]) == 1
     summary = json.loads(next(refused.glob("evaluations/results_*/summary.json")).read_text())
-    assert "hold different val images (cross-validation folds?)" in summary["error"]["message"]
+    assert "hold different val images (cross-validation folds" in summary["error"]["message"]
     evaluated = trained / "evaluated"
     assert run_cli(main, [*common, "split=test", f"paths.output_dir={evaluated}"]) == 0
     run = next(evaluated.glob("evaluations/results_*"))
@@ -163,3 +163,41 @@ def test_a_per_view_ensemble_predicts_each_image_with_the_model_of_its_view(trai
         from mammo.models.exporters import export
 
         export([str(cc), str(mlo)], "torchscript", trained / "refused_export")
+
+
+def test_members_whose_test_images_differ_are_told_to_share_a_split_seed(tmp_path):
+    """A seed sweep with ``data.test_fraction`` and no ``data.split_seed`` draws a test split per
+    seed: the line says so, and does not send the user back to split=test."""
+    from types import SimpleNamespace
+
+    from mammo.workflows.evaluation_job import check_members_share_the_split
+
+    members = []
+    for n, test_image in enumerate(["A1/L_CC", "B2/L_CC"]):
+        run = tmp_path / f"results_{n + 1}"
+        run.mkdir()
+        header = "image_id,AccessionNumber,PatientID,label,split"
+        (run / "split.csv").write_text(f"{header}\n{test_image},A,P,1,test\nC3/L_CC,C,Q,2,train\n")
+        members.append(SimpleNamespace(run_dir=run))
+    with pytest.raises(ConfigError) as refused:
+        check_members_share_the_split(SimpleNamespace(members=members), "test")
+    assert "data.split_seed" in str(refused.value) and "split=test or" not in str(refused.value)
+    check_members_share_the_split(SimpleNamespace(members=members), "train")  # the same train rows
+
+
+def test_a_per_view_ensemble_on_its_own_validation_split_reads_every_members_views(trained, demo_root):
+    """No data arguments: the members' own data, with the views of all of them (not the first
+    member's alone), and the val rows of both members' ``split.csv``; each image predicted as
+    its view's model predicted it at its best epoch."""
+    from mammo.evaluate import main
+
+    runs = [trained / f"mammo_tiny_density/results_{n}" for n in (3, 4)]
+    out = trained / "per_view_val"
+    args = [f"ckpt=[{runs[0]},{runs[1]}]", "split=val", "data.num_workers=0", "gradcam_per_class=0"]
+    assert run_cli(main, [*args, f"paths.demo_dir={demo_root}", f"paths.output_dir={out}"]) == 0
+    run = next(out.glob("evaluations/results_*"))
+    evaluated = pd.read_csv(run / "predictions.csv").set_index("image_id").sort_index()
+    own = pd.concat(pd.read_csv(r / "val_predictions.csv") for r in runs).set_index("image_id").sort_index()
+    assert set(evaluated["view"]) == {"CC", "MLO"} and list(evaluated.index) == list(own.index)
+    np.testing.assert_allclose(probabilities(evaluated), probabilities(own), atol=1e-5)
+    assert (run / "members_split.csv").is_file()
