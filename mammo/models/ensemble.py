@@ -73,23 +73,34 @@ def checkpoint_files(spec) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def files_in(path: Path) -> list[Path]:
+def named_by(path: Path) -> str:
+    """What one ``ckpt=`` item names: ``file`` (a ``best_model.pt``), ``run`` (a run directory),
+    ``cv`` (a cross-validation folder) or ``sweep`` (a sweep folder); one line for anything else."""
     if path.is_file():
-        return [path]
+        return "file"
     if (path / "best_model.pt").is_file():
-        return [path / "best_model.pt"]
-    folds = [run / "best_model.pt" for run in fold_dirs(path).values() if (run / "best_model.pt").is_file()]
-    if folds:
-        return folds
+        return "run"
+    if any((run / "best_model.pt").is_file() for run in fold_dirs(path).values()):
+        return "cv"
     if (path / "jobs.jsonl").is_file():
-        runs = [
-            Path(j["run_dir"]) / "best_model.pt" for j in sweep_jobs(path) if j.get("status") == "completed"
-        ]
-        return [r for r in runs if r.is_file()]
+        return "sweep"
     raise ConfigError(
         f"ckpt={path}: not a best_model.pt, a run directory, a cross-validation folder (fold_*/results/) "
         "or a sweep folder (sweeps/sweep_N/)"
     )
+
+
+def files_in(path: Path) -> list[Path]:
+    kind = named_by(path)
+    if kind == "file":
+        return [path]
+    if kind == "run":
+        return [path / "best_model.pt"]
+    if kind == "cv":
+        runs = list(fold_dirs(path).values())
+    else:  # a sweep: its completed runs
+        runs = [Path(j["run_dir"]) for j in sweep_jobs(path) if j.get("status") == "completed"]
+    return [run / "best_model.pt" for run in runs if (run / "best_model.pt").is_file()]
 
 
 class EnsembleModel(nn.Module):

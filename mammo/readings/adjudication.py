@@ -78,7 +78,7 @@ def apply_readings(
             relabelled.append(
                 {"image_id": image_id, "original_label": original, "new_label": density, "readers": readers}
             )
-    missing = sorted(set(readings["image_id"]) - set(index))
+    missing, read_images = sorted(set(readings["image_id"]) - set(index)), int(readings["image_id"].nunique())
     if missing:
         log.warning(
             "data.readings: %d read image(s) are not in this run's data (e.g. %s)", len(missing), missing[0]
@@ -86,14 +86,14 @@ def apply_readings(
     log.info(
         "data.readings (%s): %d image(s) read, %d decided, %d label(s) changed",
         rule,
-        readings["image_id"].nunique(),
+        read_images,
         len(decided),
         len(relabelled),
     )
     record = {
         "rule": rule,
         "files": [{"name": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in files],
-        "read_images": int(readings["image_id"].nunique()),
+        "read_images": read_images,
         "not_in_data": len(missing),
         "relabelled": relabelled,
     }

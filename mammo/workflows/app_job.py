@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from mammo.artifacts.runlog import route_library_logs
 from mammo.core.errors import ConfigError
 from mammo.models.device import for_inference, resolve_device
-from mammo.models.ensemble import load_predictor
+from mammo.models.ensemble import load_predictor, named_by
 from mammo.readings.worklist import QueueSettings
 from mammo.webapp.catalogue import Catalogue
 from mammo.webapp.exams import ExamPredictor
@@ -50,13 +50,8 @@ def reviewed_folder(cfg: DictConfig, checkpoint) -> Path:
     checkpoint's run."""
     if cfg.folder:
         return Path(cfg.folder)
-    given = Path(str(cfg.ckpt)) if isinstance(cfg.ckpt, str) else None
-    if (
-        given is not None
-        and given.is_dir()
-        and ((given / "summary.json").is_file() or (given / "cv_summary.json").is_file())
-    ):
-        return given
+    if isinstance(cfg.ckpt, str) and named_by(Path(cfg.ckpt)) in ("run", "cv"):
+        return Path(cfg.ckpt)
     return checkpoint.run_dir
 
 

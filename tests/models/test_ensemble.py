@@ -201,3 +201,27 @@ def test_a_per_view_ensemble_on_its_own_validation_split_reads_every_members_vie
     assert set(evaluated["view"]) == {"CC", "MLO"} and list(evaluated.index) == list(own.index)
     np.testing.assert_allclose(probabilities(evaluated), probabilities(own), atol=1e-5)
     assert (run / "members_split.csv").is_file()
+
+
+def test_what_a_ckpt_names_decides_the_checkpoints_and_the_folder_the_app_reads(trained):
+    """One function says what ``ckpt=`` names; the app reads a run's or a CV job's own folder and,
+    for a file or a sweep, the first member's run."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mammo.models.ensemble import named_by
+    from mammo.workflows.app_job import reviewed_folder
+
+    run = trained / "mammo_tiny_density/results_1"
+    (cv_dir,) = (trained / "density_experiments").glob("results_k2_seed*")
+    sweep = trained / "mammo_tiny_density/sweeps/sweep_1"
+    named = {p: named_by(p) for p in (run / "best_model.pt", run, cv_dir, sweep)}
+    assert list(named.values()) == ["file", "run", "cv", "sweep"]
+    first_member = SimpleNamespace(run_dir=trained / "elsewhere")
+    for path, kind in named.items():
+        cfg = OmegaConf.create({"folder": None, "ckpt": str(path)})
+        expected = path if kind in ("run", "cv") else first_member.run_dir
+        assert reviewed_folder(cfg, first_member) == expected
+    with pytest.raises(ConfigError, match="not a best_model.pt, a run directory"):
+        named_by(trained / "to_predict")
