@@ -293,8 +293,10 @@ def test_the_artifacts_page_names_every_file_column_and_key_a_run_writes(started
 
 def test_every_line_on_the_error_page_is_one_the_code_writes():
     """docs/reference/errors.md's table quotes each line with ``…`` for what varies: every piece
-    of more than one word between them is in mammo's source (adjacent string literals joined)."""
-    source = "\n".join(p.read_text() for p in (REPO / "mammo").rglob("*.py"))
+    of more than one word between them is in mammo's source or its Hydra plugins' (adjacent string
+    literals joined)."""
+    files = [*(REPO / "mammo").rglob("*.py"), *(REPO / "hydra_plugins").rglob("*.py")]
+    source = "\n".join(p.read_text() for p in files)
     source = re.sub(r"\"\s*\n\s*f?\"", "", source)
     table = (REPO / "docs/reference/errors.md").read_text().split("## The lines, and what to do")[1]
     lines = re.findall(r"^\| `([^`]+)` \|", table.split("\n## ")[0], flags=re.M)

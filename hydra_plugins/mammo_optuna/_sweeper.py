@@ -22,6 +22,7 @@ import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.trial import TrialState
 
+from mammo.core.errors import ConfigError
 from mammo.hpo.optuna_api import reseed_sampler, storage_trial_id
 from mammo.hpo.storage import has_heartbeats, one_worker_at_a_time, open_storage
 
@@ -226,8 +227,18 @@ def _alive(pid: int) -> bool:
 
 def name_the_objective(study, monitor: str | None) -> None:
     """The study's objective named after the monitored metric (``val_kappa``), which
-    optuna-dashboard and Optuna's plots show instead of "Objective 0"."""
-    if monitor and study.metric_names != [str(monitor)]:
+    optuna-dashboard and Optuna's plots show instead of "Objective 0". A study whose finished
+    trials were scored on another metric is refused in one line: its trials and the new ones
+    would be ranked against each other on two different scales."""
+    named = study.metric_names
+    if monitor and named and named != [str(monitor)]:
+        if any(trial.state.is_finished() for trial in study.get_trials(deepcopy=False)):
+            raise ConfigError(
+                f"monitor={monitor}: the study {study.study_name} holds trials scored on {named[0]}, "
+                "and one study ranks its trials on one metric; give this search its own study "
+                f"(hydra.sweeper.study_name=<name>) or keep monitor={named[0]}"
+            )
+    if monitor and named != [str(monitor)]:
         with warnings.catch_warnings():  # set_metric_names is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([str(monitor)])

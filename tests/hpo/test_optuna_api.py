@@ -34,3 +34,20 @@ def test_a_reseeded_sampler_proposes_what_its_seed_and_trial_number_say(make):
     same = [proposals(make(seed=s), 7, 3) for s in (1, 2)]
     assert same[0] == same[1]  # the sampler's own seed no longer decides: (base, number) does
     assert proposals(make(), 7, 4) != same[0] and proposals(make(), 8, 3) != same[0]
+
+
+def test_a_study_scored_on_one_metric_refuses_another():
+    """Continuing a study with another ``monitor`` would rank val_kappa trials against
+    val_macro_f1 ones: one line says how to give the search its own study."""
+    from hydra_plugins.mammo_optuna._sweeper import name_the_objective
+    from mammo.core.errors import ConfigError
+
+    study = optuna.create_study(study_name="s", direction="maximize")
+    name_the_objective(study, "val_kappa")
+    name_the_objective(study, "val_macro_f1")  # no trial yet: renamed
+    assert study.metric_names == ["val_macro_f1"]
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    name_the_objective(study, "val_macro_f1")  # the same metric goes on
+    with pytest.raises(ConfigError, match="holds trials scored on val_macro_f1.*hydra.sweeper.study_name"):
+        name_the_objective(study, "val_kappa")
+    assert study.metric_names == ["val_macro_f1"]
