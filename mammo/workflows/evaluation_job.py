@@ -184,8 +184,8 @@ def every_view(member_views: list) -> list[str] | None:
 
 def joined_member_splits(checkpoint: Checkpoint, split: str, joined: Path) -> Path:
     """A per-view ensemble's split: each member's ``split.csv`` holds its own views' images, so
-    the members must put the same patients on each side; their rows together, written to
-    ``joined``, say where every image of every member's views lies."""
+    the members must put each patient they share on the same side; their rows together, written
+    to ``joined``, say where every image of every member's views lies."""
     tables = []
     for member in checkpoint.members:
         split_csv = member.run_dir / "split.csv"
@@ -194,7 +194,7 @@ def joined_member_splits(checkpoint: Checkpoint, split: str, joined: Path) -> Pa
         tables.append(read_csv_table(split_csv, "ckpt", "split CSV").astype({"PatientID": str}))
     sides = [dict(table.groupby("PatientID")["split"].first()) for table in tables]
     for member, side in zip(checkpoint.members[1:], sides[1:]):
-        if side != sides[0]:
+        if any(side[patient] != sides[0][patient] for patient in side.keys() & sides[0].keys()):
             raise ConfigError(
                 f"split={split}: {member.run_dir} and {checkpoint.members[0].run_dir} put different "
                 "patients on each side " + SPLIT_ADVICE["test" if split == "test" else "other"]

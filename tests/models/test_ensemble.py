@@ -225,3 +225,25 @@ def test_what_a_ckpt_names_decides_the_checkpoints_and_the_folder_the_app_reads(
         assert reviewed_folder(cfg, first_member) == expected
     with pytest.raises(ConfigError, match="not a best_model.pt, a run directory"):
         named_by(trained / "to_predict")
+
+
+def test_per_view_members_must_put_each_shared_patient_on_one_side(tmp_path):
+    """A patient with a CC image only is the CC member's alone; a patient both members hold must
+    lie on one side in both, or the joined split would put one breast on two sides."""
+    from types import SimpleNamespace
+
+    from mammo.workflows.evaluation_job import joined_member_splits
+
+    def member(name: str, rows: list[str]) -> SimpleNamespace:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "split.csv").write_text("image_id,AccessionNumber,PatientID,label,split\n" + "\n".join(rows))
+        return SimpleNamespace(run_dir=run)
+
+    cc = member("cc", ["A/L_CC,A,P1,1,val", "B/L_CC,B,P2,2,train", "C/L_CC,C,P3,3,train"])
+    mlo = member("mlo", ["A/L_MLO,A,P1,1,val", "B/L_MLO,B,P2,2,train"])
+    joined = joined_member_splits(SimpleNamespace(members=[cc, mlo]), "val", tmp_path / "joined.csv")
+    assert pd.read_csv(joined)["image_id"].tolist() == ["A/L_CC", "B/L_CC", "C/L_CC", "A/L_MLO", "B/L_MLO"]
+    moved = member("moved", ["A/L_MLO,A,P1,1,train", "B/L_MLO,B,P2,2,train"])
+    with pytest.raises(ConfigError, match="put different patients on each side"):
+        joined_member_splits(SimpleNamespace(members=[cc, moved]), "val", tmp_path / "refused.csv")
