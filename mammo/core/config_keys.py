@@ -84,8 +84,10 @@ def config_keys(conf_dir: Path) -> list[ConfigKey]:
 def checked_as(key: ConfigKey, checks: dict[str, str]) -> str:
     """What the training settings check requires of ``key`` (``checks``: setting -> expected, as
     ``mammo.core.train_settings`` words it), ``""`` where it checks nothing. A group file's key is
-    the setting under its group (``data/dicom_csv.yaml: val_fraction`` is ``data.val_fraction``);
-    an entry's own config other than ``train.yaml`` is not checked by it."""
+    the setting under its group (``data/dicom_csv.yaml: val_fraction`` is ``data.val_fraction``),
+    or a top-level one: a ``_global_`` group file's keys are (``debug/limit.yaml: epochs``), and
+    a group's copy of a top-level setting (``model.learning_rate: ${learning_rate}``) is that
+    setting, checked as it; an entry's own config other than ``train.yaml`` is not checked."""
     group = key.file.split("/")[0] if "/" in key.file else None
     if group is None and key.file != "train.yaml":
         return ""

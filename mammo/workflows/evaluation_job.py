@@ -156,9 +156,9 @@ def check_members_share_the_split(checkpoint: Checkpoint, split: str) -> None:
     """An ensemble is evaluated on one side of a split only where every member's ``split.csv`` puts
     the same images there (a seed sweep's test or validation rows; a CV's folds share only the test)."""
     members = checkpoint.members
-    first = split_rows(members[0].run_dir / "split.csv", split)
+    first = split_rows(members[0].run_dir, split)
     for member in members[1:]:
-        if split_rows(member.run_dir / "split.csv", split) != first:
+        if split_rows(member.run_dir, split) != first:
             raise ConfigError(
                 f"split={split}: {member.run_dir} and {members[0].run_dir} hold different {split} images "
                 + SPLIT_ADVICE["test" if split == "test" else "other"]
@@ -186,12 +186,7 @@ def joined_member_splits(checkpoint: Checkpoint, split: str, joined: Path) -> Pa
     """A per-view ensemble's split: each member's ``split.csv`` holds its own views' images, so
     the members must put each patient they share on the same side; their rows together, written
     to ``joined``, say where every image of every member's views lies."""
-    tables = []
-    for member in checkpoint.members:
-        split_csv = member.run_dir / "split.csv"
-        if not split_csv.is_file():
-            raise ConfigError(f"split={split}: {split_csv} not found (a member's run directory)")
-        tables.append(read_csv_table(split_csv, "ckpt", "split CSV").astype({"PatientID": str}))
+    tables = [member_split(member.run_dir, split).astype({"PatientID": str}) for member in checkpoint.members]
     sides = [dict(table.groupby("PatientID")["split"].first()) for table in tables]
     for member, side in zip(checkpoint.members[1:], sides[1:]):
         if any(side[patient] != sides[0][patient] for patient in side.keys() & sides[0].keys()):
@@ -203,10 +198,16 @@ def joined_member_splits(checkpoint: Checkpoint, split: str, joined: Path) -> Pa
     return joined
 
 
-def split_rows(split_csv: Path, split: str) -> set[str]:
+def member_split(run_dir: Path, split: str) -> pd.DataFrame:
+    """An ensemble member's ``split.csv`` (``split``: the side asked for, named if it is missing)."""
+    split_csv = run_dir / "split.csv"
     if not split_csv.is_file():
         raise ConfigError(f"split={split}: {split_csv} not found (a member's run directory)")
-    table = read_csv_table(split_csv, "ckpt", "split CSV")
+    return read_csv_table(split_csv, "ckpt", "split CSV")
+
+
+def split_rows(run_dir: Path, split: str) -> set[str]:
+    table = member_split(run_dir, split)
     return set(table.loc[table["split"] == split, "image_id"])
 
 
